@@ -1,0 +1,39 @@
+"""Every error gated raises on purpose, in one flat module (gpiozero's style).
+
+Each subclass is also the matching builtin, so callers that only know
+`ValueError` still catch it. Messages are written for the technician who will
+read them: they name the file, key or line and say what is expected. They
+never contain key material.
+"""
+
+
+class GatedError(Exception):
+    """Root of all errors gated raises on purpose."""
+
+
+class KeyFileError(GatedError, ValueError):
+    """The key file is unreadable, malformed or too widely readable."""
+
+
+class KeyRingError(GatedError, ValueError):
+    """A key ring operation was refused (bad kid, bad key length)."""
+
+
+class SnapshotError(GatedError, ValueError):
+    """An entitlement snapshot is malformed; the cache was left unchanged."""
+
+
+class DeltaRefused(GatedError, ValueError):
+    """An entitlement delta was refused whole; the cache was left unchanged."""
+
+
+class ConfigError(GatedError, ValueError):
+    """The configuration file is invalid; the message names file, key and line."""
+
+
+class JournalError(GatedError, RuntimeError):
+    """The journal could not be opened or written."""
+
+
+class DriverError(GatedError, RuntimeError):
+    """A hardware driver could not be opened or configured."""
