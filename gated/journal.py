@@ -1,0 +1,801 @@
+"""The durable journal: every decision, passage and event the gate records.
+
+"No one passes without a record": a lane decides, appends the decision here,
+and fires the relay only once `append` has returned, because by then the
+record is on disk. This module owns that guarantee and nothing else.
+
+Rules it keeps:
+
+- A record's id is ``"<gate_id>:<seq>"``. ``seq`` is strictly increasing for
+  the life of the file, across restarts and purges (the high-water mark is
+  kept in the ``meta`` table, not derived from the surviving rows). After a
+  failed write a seq may be skipped; it is never reused.
+- ``append`` returns only after the transaction holding the record has been
+  committed with ``synchronous=FULL`` in WAL mode, i.e. after the WAL was
+  fsynced.
+- One writer thread owns the write connection. Whatever is queued while a
+  commit is in flight goes into the next transaction together (group commit),
+  so N lanes appending at once pay for one fsync, not N. There is no
+  deliberate delay: a lone append commits immediately.
+- The commit path never checkpoints (``wal_autocheckpoint=0``); a separate
+  thread runs passive checkpoints, which do not block the writer, so copying
+  WAL pages into the database never lands on a person waiting at a turnstile.
+- Records stay until the registry has acknowledged them (``mark_acked``) and
+  they are older than the retention; unacknowledged records are never purged.
+- A file cut by a power loss opens cleanly (SQLite's WAL recovery drops the
+  torn tail: only transactions whose commit was fsynced survive, and those are
+  exactly the ones whose ``append`` returned). A file damaged beyond that is
+  refused at open (``PRAGMA quick_check``) with a `JournalError`.
+- Every failure to open or write surfaces as a one-line `JournalError` naming
+  the file; callers never see a bare ``sqlite3`` exception.
+
+Ticket ids are u64; SQLite integers are signed 64-bit, so they are stored as
+the two's-complement signed value and mapped back on read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import logging
+import math
+import os
+import queue
+import sqlite3
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from gated.errors import JournalError
+
+__all__ = ["Journal", "Record", "KINDS", "SCHEMA_VERSION", "measure_commit"]
+
+log = logging.getLogger(__name__)
+
+#: The record kinds the daemon writes. Others are accepted (the journal does
+#: not interpret kinds), so a new kind needs no schema change.
+KINDS = ("decision", "passage", "not_passed", "redemption", "emergency")
+
+SCHEMA_VERSION = 1
+#: PRAGMA application_id: "gatJ". Tells our file apart from any other SQLite
+#: database that happens to sit at the configured path.
+APPLICATION_ID = 0x6761744A
+
+_U64_LIMIT = 1 << 64
+_I64_LIMIT = 1 << 63
+_MAX_BATCH = 1024
+_PURGE_CHUNK = 1000
+_BUSY_TIMEOUT_MS = 5000
+_JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
+
+_SCHEMA = """
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value
+) WITHOUT ROWID;
+CREATE TABLE records (
+    seq       INTEGER PRIMARY KEY,
+    at        REAL NOT NULL,
+    kind      TEXT NOT NULL,
+    lane      TEXT,
+    ticket_id INTEGER,          -- u64 stored as two's-complement i64
+    reason    TEXT,
+    payload   TEXT NOT NULL,    -- JSON object
+    acked_at  REAL              -- NULL until the registry acknowledged it
+);
+CREATE INDEX records_unacked ON records(seq) WHERE acked_at IS NULL;
+"""
+
+_COLUMNS = "seq, at, kind, lane, ticket_id, reason, payload, acked_at"
+
+
+def _u64_to_db(value: int) -> int:
+    return value - _U64_LIMIT if value >= _I64_LIMIT else value
+
+
+def _u64_from_db(value: int) -> int:
+    return value + _U64_LIMIT if value < 0 else value
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One journal record; ``event_id`` is what the registry deduplicates on."""
+
+    seq: int
+    gate_id: str
+    at: float
+    kind: str
+    lane: str | None = None
+    ticket_id: int | None = None
+    reason: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict, hash=False)
+    acked: bool = False
+
+    @property
+    def event_id(self) -> str:
+        return f"{self.gate_id}:{self.seq}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready form (used by export and by the uplink)."""
+        return {
+            "event_id": self.event_id,
+            "seq": self.seq,
+            "gate_id": self.gate_id,
+            "at": self.at,
+            "kind": self.kind,
+            "lane": self.lane,
+            "ticket_id": self.ticket_id,
+            "reason": self.reason,
+            "payload": self.payload,
+            "acked": self.acked,
+        }
+
+
+def _error(path: Path, doing: str, exc: BaseException) -> JournalError:
+    """Turn an sqlite3/OS error into a one-line message naming the file."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    errno_ = getattr(exc, "errno", None)
+    if name.startswith("SQLITE_FULL") or errno_ == 28:
+        what = "disk full"
+    elif name.startswith("SQLITE_READONLY") or errno_ in (13, 30):
+        what = "not writable"
+    elif name.startswith("SQLITE_NOTADB"):
+        what = "not a journal (not an SQLite database)"
+    elif name.startswith("SQLITE_CORRUPT"):
+        what = "corrupt beyond WAL recovery, move it aside to start a new journal"
+    elif name.startswith("SQLITE_CANTOPEN"):
+        what = "cannot be opened (missing directory or no permission)"
+    elif name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        what = "locked by another process"
+    elif name.startswith("SQLITE_IOERR"):
+        what = f"I/O error ({name})"
+    else:
+        what = str(exc) or type(exc).__name__
+    message = f"journal {path}: {what} (while {doing})"
+    return JournalError(" ".join(message.split()))
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a newly created file's directory entry durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _Append:
+    """A queued append: the validated row and who to tell when it is durable."""
+
+    __slots__ = ("at", "kind", "lane", "ticket_id", "reason", "payload_json", "done")
+
+    def __init__(self, at, kind, lane, ticket_id, reason, payload_json, done):
+        self.at = at
+        self.kind = kind
+        self.lane = lane
+        self.ticket_id = ticket_id
+        self.reason = reason
+        self.payload_json = payload_json
+        self.done: Callable[[Any, BaseException | None], None] = done
+
+
+class _Call:
+    """A queued write other than an append (ack, purge chunk), run by the writer."""
+
+    __slots__ = ("fn", "done")
+
+    def __init__(self, fn, done):
+        self.fn: Callable[[sqlite3.Connection], Any] = fn
+        self.done: Callable[[Any, BaseException | None], None] = done
+
+
+_STOP = object()
+
+
+def _future_done(fut: Future) -> Callable[[Any, BaseException | None], None]:
+    def done(result: Any, exc: BaseException | None) -> None:
+        if exc is None:
+            fut.set_result(result)
+        else:
+            fut.set_exception(exc)
+
+    return done
+
+
+def _settle(fut: asyncio.Future, result: Any, exc: BaseException | None) -> None:
+    # The awaiting task may have been cancelled; the record is durable anyway.
+    if fut.cancelled():
+        return
+    if exc is None:
+        fut.set_result(result)
+    else:
+        fut.set_exception(exc)
+
+
+class Journal:
+    """The gate's durable, append-only event journal (SQLite, WAL, fsync).
+
+    Thread-safe: `append` may be called from any thread, `append_async` from
+    any event loop; reads run on their own connection beside the writer.
+
+    ``checkpoint_every_s`` is how often the background thread copies the WAL
+    into the database file (None: never while open; the WAL is still folded
+    in at `close`).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        gate_id: str,
+        *,
+        retention_s: float = 14 * 86400,
+        checkpoint_every_s: float | None = 5.0,
+    ) -> None:
+        if not isinstance(gate_id, str) or not gate_id or ":" in gate_id:
+            raise ValueError(f"gate_id must be a non-empty string without ':', got {gate_id!r}")
+        if not (isinstance(retention_s, (int, float)) and retention_s >= 0):
+            raise ValueError(f"retention_s must be a number >= 0, got {retention_s!r}")
+        self.path = Path(path)
+        self.gate_id = gate_id
+        self.retention_s = float(retention_s)
+
+        self._state_lock = threading.Lock()
+        self._closed = False
+        self._broken: JournalError | None = None
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._transactions = 0
+        self._read_lock = threading.Lock()
+
+        self._wconn = self._open_write_connection()
+        opened = [self._wconn]
+        try:
+            self._last_seq = int(self._meta(self._wconn, "last_seq"))
+            self._rconn: sqlite3.Connection | None = self._connect("opening a read connection")
+            opened.append(self._rconn)
+            self._ckconn = self._connect("opening the checkpoint connection")
+        except BaseException:
+            for conn in reversed(opened):
+                conn.close()
+            raise
+        self._stop_checkpoints = threading.Event()
+        self._writer = threading.Thread(
+            target=self._run_writer, name=f"journal-writer:{self.path.name}", daemon=True
+        )
+        self._writer.start()
+        self._checkpointer: threading.Thread | None = None
+        if checkpoint_every_s is not None:
+            self._checkpointer = threading.Thread(
+                target=self._run_checkpoints,
+                args=(float(checkpoint_every_s),),
+                name=f"journal-checkpoint:{self.path.name}",
+                daemon=True,
+            )
+            self._checkpointer.start()
+
+    # ------------------------------------------------------------------ open
+
+    def _connect(self, doing: str) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                str(self.path),
+                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                check_same_thread=False,
+                timeout=_BUSY_TIMEOUT_MS / 1000,
+            )
+        except sqlite3.Error as exc:
+            raise _error(self.path, doing, exc) from exc
+        try:
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise _error(self.path, doing, exc) from exc
+        return conn
+
+    def _open_write_connection(self) -> sqlite3.Connection:
+        path = self.path
+        parent = path.parent if str(path.parent) else Path(".")
+        if not parent.is_dir():
+            raise JournalError(f"journal {path}: directory {parent} does not exist")
+        if path.exists() and not path.is_file():
+            raise JournalError(f"journal {path}: not a regular file")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise JournalError(
+                f"journal {path}: not writable (directory {parent} must be writable "
+                f"for the -wal and -shm files)"
+            )
+        existed = path.exists()
+        conn = self._connect("opening")
+        try:
+            self._prepare(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise _error(path, "opening", exc) from exc
+        except BaseException:
+            conn.close()
+            raise
+        if not existed:
+            _fsync_dir(parent)
+        return conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """Check the file is ours and sound, then create or verify the schema."""
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        has_tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
+        fresh = app_id == 0 and version == 0 and not has_tables
+        if not fresh and app_id != APPLICATION_ID:
+            raise JournalError(
+                f"journal {self.path}: not a journal (an SQLite database of another application)"
+            )
+        if version > SCHEMA_VERSION:
+            raise JournalError(
+                f"journal {self.path}: schema version {version} is newer than this gated "
+                f"supports ({SCHEMA_VERSION}); upgrade gated"
+            )
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise JournalError(f"journal {self.path}: cannot use WAL mode (got {mode!r})")
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.execute(f"PRAGMA journal_size_limit={_JOURNAL_SIZE_LIMIT}")
+        if not fresh:
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                detail = " ".join(" ".join(map(str, problems)).split())
+                if len(detail) > 160:
+                    detail = detail[:157] + "..."
+                raise JournalError(
+                    f"journal {self.path}: corrupt beyond WAL recovery (quick_check: "
+                    f"{detail}), move it aside to start a new journal"
+                )
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if fresh:
+                # One statement at a time: executescript() would COMMIT early.
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO meta(key, value) VALUES ('gate_id', ?), ('last_seq', 0), "
+                    "('created_at', ?)",
+                    (self.gate_id, time.time()),
+                )
+                conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            else:
+                owner = self._meta(conn, "gate_id")
+                if owner != self.gate_id:
+                    raise JournalError(
+                        f"journal {self.path}: belongs to gate {owner!r}, not {self.gate_id!r}; "
+                        f"event ids would collide, so move it aside or fix the gate id"
+                    )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _meta(self, conn: sqlite3.Connection, key: str) -> Any:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            raise JournalError(f"journal {self.path}: not a journal (meta {key!r} missing)")
+        return row[0]
+
+    # ---------------------------------------------------------------- writes
+
+    def _submit(self, item: Any) -> None:
+        with self._state_lock:
+            if self._broken is not None:
+                raise self._broken
+            if self._closed:
+                raise JournalError(f"journal {self.path}: closed")
+            self._queue.put(item)
+
+    def _make_append(self, kind, at, lane, ticket_id, reason, payload, done) -> _Append:
+        if not isinstance(kind, str) or not kind or len(kind) > 64:
+            raise ValueError(f"kind must be a non-empty string of at most 64 chars, got {kind!r}")
+        if isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at):
+            raise ValueError(f"at must be a finite unix time, got {at!r}")
+        if lane is not None and not isinstance(lane, str):
+            raise ValueError(f"lane must be a string or None, got {lane!r}")
+        if reason is not None and not isinstance(reason, str):
+            raise ValueError(f"reason must be a string or None, got {reason!r}")
+        if ticket_id is not None and (
+            isinstance(ticket_id, bool)
+            or not isinstance(ticket_id, int)
+            or not 0 <= ticket_id < _U64_LIMIT
+        ):
+            raise ValueError(f"ticket_id must be a u64 or None, got {ticket_id!r}")
+        if payload is None:
+            payload = {}
+        if not isinstance(payload, dict):
+            raise ValueError(f"payload must be a dict, got {type(payload).__name__}")
+        # Encoded here, in the caller's thread: a payload that is not JSON is the
+        # caller's error and must not fail the other records in the batch.
+        try:
+            payload_json = json.dumps(payload, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"payload is not JSON-serializable: {exc}") from None
+        return _Append(float(at), kind, lane, ticket_id, reason, payload_json, done)
+
+    def append(
+        self,
+        kind: str,
+        *,
+        at: float,
+        lane: str | None = None,
+        ticket_id: int | None = None,
+        reason: str | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> Record:
+        """Write one record; returns once it is on disk (the WAL was fsynced)."""
+        fut: Future = Future()
+        self._submit(
+            self._make_append(kind, at, lane, ticket_id, reason, payload, _future_done(fut))
+        )
+        return fut.result()
+
+    async def append_async(
+        self,
+        kind: str,
+        *,
+        at: float,
+        lane: str | None = None,
+        ticket_id: int | None = None,
+        reason: str | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> Record:
+        """`append` for asyncio code: the loop keeps running during the commit.
+
+        Cancelling the awaiting task does not un-write the record: once
+        queued it is committed with its batch.
+        """
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+
+        def done(result: Any, exc: BaseException | None) -> None:
+            try:
+                loop.call_soon_threadsafe(_settle, fut, result, exc)
+            except RuntimeError:  # the loop was closed meanwhile; nobody to tell
+                pass
+
+        self._submit(self._make_append(kind, at, lane, ticket_id, reason, payload, done))
+        return await fut
+
+    def _call(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run a write on the writer thread, inside its next transaction."""
+        fut: Future = Future()
+        self._submit(_Call(fn, _future_done(fut)))
+        return fut.result()
+
+    def mark_acked(self, up_to_seq: int, now: float) -> int:
+        """Mark every record with seq <= ``up_to_seq`` acknowledged; returns how many."""
+        if isinstance(up_to_seq, bool) or not isinstance(up_to_seq, int) or up_to_seq < 0:
+            raise ValueError(f"up_to_seq must be an integer >= 0, got {up_to_seq!r}")
+
+        def ack(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "UPDATE records SET acked_at = ? WHERE acked_at IS NULL AND seq <= ?",
+                (float(now), up_to_seq),
+            ).rowcount
+
+        return self._call(ack)
+
+    def purge(self, now: float) -> int:
+        """Delete acknowledged records older than the retention; returns how many.
+
+        Deletes in chunks, each its own small write, so a large purge never
+        holds up the lanes' appends for more than a chunk.
+        """
+        cutoff = float(now) - self.retention_s
+
+        def chunk(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "DELETE FROM records WHERE seq IN (SELECT seq FROM records "
+                "WHERE acked_at IS NOT NULL AND at < ? ORDER BY seq LIMIT ?)",
+                (cutoff, _PURGE_CHUNK),
+            ).rowcount
+
+        total = 0
+        while True:
+            deleted = self._call(chunk)
+            total += deleted
+            if deleted < _PURGE_CHUNK:
+                return total
+
+    # ---------------------------------------------------------- writer thread
+
+    def _run_writer(self) -> None:
+        try:
+            while True:
+                batch = [self._queue.get()]
+                while len(batch) < _MAX_BATCH:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                stop = False
+                if _STOP in batch:  # close() enqueues _STOP last: nothing follows it
+                    batch = batch[: batch.index(_STOP)]
+                    stop = True
+                if batch:
+                    self._commit(batch)
+                if stop:
+                    return
+        except BaseException as exc:  # a bug, not an I/O error: fail loudly, never hang
+            log.exception("journal writer crashed")
+            broken = JournalError(f"journal {self.path}: writer stopped ({exc!r})")
+            with self._state_lock:
+                self._broken = broken
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not _STOP:
+                    item.done(None, broken)
+
+    def _commit(self, batch: list[Any]) -> None:
+        conn = self._wconn
+        results: list[Any] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            # Another process may share the file (a CLI tool): take the larger
+            # of its high-water mark and ours. Ours may be ahead after a failed
+            # commit, whose seqs are skipped rather than risk reusing them.
+            last = max(self._last_seq, int(self._meta(conn, "last_seq")))
+            first = last
+            for item in batch:
+                if isinstance(item, _Append):
+                    last += 1
+                    self._last_seq = last
+                    ticket = None if item.ticket_id is None else _u64_to_db(item.ticket_id)
+                    conn.execute(
+                        "INSERT INTO records(seq, at, kind, lane, ticket_id, reason, payload) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (last, item.at, item.kind, item.lane, ticket, item.reason,
+                         item.payload_json),
+                    )
+                    results.append(Record(
+                        seq=last, gate_id=self.gate_id, at=item.at, kind=item.kind,
+                        lane=item.lane, ticket_id=item.ticket_id, reason=item.reason,
+                        payload=json.loads(item.payload_json), acked=False,
+                    ))
+                else:
+                    results.append(item.fn(conn))
+            if last != first:
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (last,))
+            conn.execute("COMMIT")
+        except Exception as exc:
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            err = _error(self.path, "writing", exc) if isinstance(exc, sqlite3.Error) else exc
+            log.error("journal commit of %d item(s) failed: %s", len(batch), err)
+            for item in batch:
+                item.done(None, err)
+            return
+        self._transactions += 1
+        for item, result in zip(batch, results):
+            item.done(result, None)
+
+    def _run_checkpoints(self, every_s: float) -> None:
+        while not self._stop_checkpoints.wait(every_s):
+            try:
+                self._ckconn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.Error as exc:
+                log.warning("%s", _error(self.path, "checkpointing", exc))
+
+    # ------------------------------------------------------------------ reads
+
+    def _row(self, row: tuple) -> Record:
+        seq, at, kind, lane, ticket_id, reason, payload, acked_at = row
+        return Record(
+            seq=seq, gate_id=self.gate_id, at=at, kind=kind, lane=lane,
+            ticket_id=None if ticket_id is None else _u64_from_db(ticket_id),
+            reason=reason, payload=json.loads(payload), acked=acked_at is not None,
+        )
+
+    def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with self._read_lock:
+            if self._rconn is None:
+                raise JournalError(f"journal {self.path}: closed")
+            try:
+                return self._rconn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise _error(self.path, "reading", exc) from exc
+
+    def unacked(self, after_seq: int = 0, limit: int = 1000) -> list[Record]:
+        """Records not yet acknowledged, seq > ``after_seq``, oldest first."""
+        rows = self._read(
+            f"SELECT {_COLUMNS} FROM records WHERE acked_at IS NULL AND seq > ? "
+            "ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        )
+        return [self._row(r) for r in rows]
+
+    def backlog(self) -> int:
+        """How many records the registry has not acknowledged yet."""
+        return self._read("SELECT count(*) FROM records WHERE acked_at IS NULL")[0][0]
+
+    def tail(self, n: int) -> list[Record]:
+        """The last ``n`` records, oldest first."""
+        rows = self._read(
+            f"SELECT {_COLUMNS} FROM (SELECT {_COLUMNS} FROM records ORDER BY seq DESC LIMIT ?) "
+            "ORDER BY seq",
+            (max(0, n),),
+        )
+        return [self._row(r) for r in rows]
+
+    def stats(self) -> dict[str, Any]:
+        """Counts and sizes for `gated journal stats` and the admin service."""
+        records = self._read("SELECT count(*) FROM records")[0][0]
+        unacked = self.backlog()
+        oldest = self._read(
+            "SELECT at FROM records WHERE acked_at IS NULL ORDER BY seq LIMIT 1"
+        )
+        last_seq = self._read("SELECT value FROM meta WHERE key = 'last_seq'")[0][0]
+
+        def size(p: Path) -> int:
+            try:
+                return p.stat().st_size
+            except FileNotFoundError:
+                return 0
+
+        return {
+            "path": str(self.path),
+            "gate_id": self.gate_id,
+            "records": records,
+            "unacked": unacked,
+            "oldest_unacked_at": oldest[0][0] if oldest else None,
+            "last_seq": int(last_seq),
+            "file_size": size(self.path),
+            "wal_size": size(self.path.with_name(self.path.name + "-wal")),
+            "transactions": self._transactions,
+        }
+
+    @property
+    def transactions(self) -> int:
+        """Write transactions this instance committed (group commit makes it < appends)."""
+        return self._transactions
+
+    def _iter_records(self, since: float | None) -> Iterator[Record]:
+        # A connection of its own: a long export must not hold up other readers.
+        conn = self._connect("exporting")
+        try:
+            cur = conn.execute(
+                f"SELECT {_COLUMNS} FROM records WHERE at >= ? ORDER BY seq",
+                (-math.inf if since is None else float(since),),
+            )
+            while rows := cur.fetchmany(500):
+                for row in rows:
+                    yield self._row(row)
+        except sqlite3.Error as exc:
+            raise _error(self.path, "exporting", exc) from exc
+        finally:
+            conn.close()
+
+    def export(self, fp: IO[str], fmt: str = "jsonl", since: float | None = None) -> int:
+        """Write records (``at >= since`` if given) to a text file; returns the count.
+
+        ``jsonl``: one `Record.as_dict` per line. ``csv``: a header row, the
+        payload as a JSON string, empty cells for None, acked as 0/1.
+        """
+        if fmt not in ("jsonl", "csv"):
+            raise ValueError(f"export format must be 'jsonl' or 'csv', got {fmt!r}")
+        if self._closed:
+            raise JournalError(f"journal {self.path}: closed")
+        count = 0
+        if fmt == "jsonl":
+            for rec in self._iter_records(since):
+                fp.write(json.dumps(rec.as_dict(), separators=(",", ":")) + "\n")
+                count += 1
+            return count
+        fields = ["event_id", "seq", "gate_id", "at", "kind", "lane", "ticket_id",
+                  "reason", "payload", "acked"]
+        writer = csv.writer(fp, lineterminator="\n")
+        writer.writerow(fields)
+        for rec in self._iter_records(since):
+            d = rec.as_dict()
+            d["payload"] = json.dumps(rec.payload, separators=(",", ":"))
+            d["acked"] = int(rec.acked)
+            d["at"] = repr(rec.at)
+            writer.writerow(["" if d[f] is None else d[f] for f in fields])
+            count += 1
+        return count
+
+    # ------------------------------------------------------------------ close
+
+    def close(self) -> None:
+        """Commit what is queued, stop the threads, close the file. Safe twice."""
+        with self._state_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(_STOP)
+        self._writer.join()
+        self._stop_checkpoints.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join()
+        with self._read_lock:
+            self._rconn.close()
+            self._rconn = None
+        self._ckconn.close()
+        # Last: closing the last connection checkpoints and removes the WAL.
+        self._wconn.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<Journal {str(self.path)!r} gate={self.gate_id!r} {state}>"
+
+
+def measure_commit(path: str | os.PathLike[str], n: int = 1000) -> dict[str, Any]:
+    """Time ``n`` durable appends and ``n`` bare fsyncs on the journal's filesystem.
+
+    ``path`` must not exist: a scratch journal is created there, with a
+    scratch fsync probe beside it, and both are removed afterwards. Returns
+    median and p99 seconds for each, for `gated bench`.
+    """
+    path = Path(path)
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    probe = path.with_name(path.name + ".fsync-probe")
+    for p in (path, probe):
+        if p.exists():
+            raise JournalError(f"journal {p}: already exists; measure_commit needs a scratch path")
+
+    def summary(samples: list[float]) -> tuple[float, float]:
+        samples.sort()
+        return statistics.median(samples), samples[min(len(samples) - 1, math.ceil(0.99 * len(samples)) - 1)]
+
+    appends: list[float] = []
+    try:
+        with Journal(path, "bench", checkpoint_every_s=5.0) as journal:
+            for i in range(n):
+                t0 = time.perf_counter()
+                journal.append("decision", at=time.time(), lane="bench", ticket_id=i,
+                               reason="ok", payload={"i": i})
+                appends.append(time.perf_counter() - t0)
+    finally:
+        for suffix in ("", "-wal", "-shm"):
+            p = path.with_name(path.name + suffix)
+            if p.exists():
+                p.unlink()
+
+    fsyncs: list[float] = []
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        chunk = b"x" * 64
+        for _ in range(n):
+            t0 = time.perf_counter()
+            os.write(fd, chunk)
+            os.fsync(fd)
+            fsyncs.append(time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+        probe.unlink()
+
+    append_median, append_p99 = summary(appends)
+    fsync_median, fsync_p99 = summary(fsyncs)
+    return {
+        "n": n,
+        "directory": str(path.parent),
+        "sqlite_version": sqlite3.sqlite_version,
+        "append_median_s": append_median,
+        "append_p99_s": append_p99,
+        "fsync_median_s": fsync_median,
+        "fsync_p99_s": fsync_p99,
+    }
