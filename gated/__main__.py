@@ -1,0 +1,5 @@
+import sys
+
+from gated.cli import main
+
+sys.exit(main())

@@ -1,0 +1,251 @@
+"""`gated bench`: the figures the README quotes, measured in one run.
+
+Every timed operation is reported as median and p99 per call, next to a
+floor measured in the same run, in the same loop, interleaved with it, so a
+busy or slow machine moves both and the ratio stays meaningful:
+
+- decide(): admitted dynamic, admitted static, bad_signature, bad_format, on
+  a cache of `--tickets` (default 1,000,000) tickets; floor: the two
+  `hmac.digest(key, msg, "sha256")` calls a verification cannot avoid
+  (ticket-key derivation on 24 bytes, tag on 14 or 12 bytes).
+- the cache: resident memory per ticket (measured in a fresh child process)
+  and the time to load the snapshot.
+"""
+
+from __future__ import annotations
+
+import gc
+import hmac
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Callable
+
+from gated.validation import EntitlementCache, KeyRing, Lane, Policy, TicketRecord, Validator, encode_snapshot
+from gated.validation.token import mint_dynamic, mint_static
+
+BENCH_NOW = 1_760_000_000
+FIRST_TICKET = 9_000_000_000
+CATEGORIES = ("guest", "guest", "guest", "exhibitor", "media", "staff", "vip")
+
+
+def synthetic_records(n: int, first: int = FIRST_TICKET):
+    """A realistic venue: 3 days, 2 halls, names, companies, a few benefits."""
+    day = 86_400
+    windows = ((BENCH_NOW - day, BENCH_NOW + 2 * day),)
+    for i in range(n):
+        category = CATEGORIES[i % len(CATEGORIES)]
+        yield TicketRecord(
+            ticket_id=first + i * 7919,
+            category=category,
+            ticket_type="3-day" if i % 3 else "1-day",
+            zones=("hall-a", "hall-b") if category != "staff" else ("hall-a", "hall-b", "backstage"),
+            windows=windows,
+            max_entries=0 if i % 3 else 1,
+            benefits=(("lunch_day1", 1), ("dinner", 1)) if category in ("vip", "media") else (),
+            name=f"Attendee Number {i}",
+            company=f"Company {i % 5000} Ltd",
+            phone_last4=f"{(i * 37) % 10000:04d}",
+        )
+
+
+def _stats(samples_ns: list[int]) -> dict:
+    samples = sorted(samples_ns)
+    return {
+        "median_us": round(statistics.median(samples) / 1000, 3),
+        "p99_us": round(samples[min(len(samples) - 1, int(len(samples) * 0.99))] / 1000, 3),
+        "n": len(samples),
+    }
+
+
+def _interleaved(ops: dict[str, Callable[[int], object]], args: list, rounds: int, per_round: int) -> dict[str, dict]:
+    """Time each op per call, round-robin in blocks, so all share the machine's state."""
+    samples: dict[str, list[int]] = {name: [] for name in ops}
+    clock = time.perf_counter_ns
+    n_args = len(args)
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        for r in range(rounds):
+            for name, op in ops.items():
+                out = samples[name]
+                base = r * per_round
+                for i in range(base, base + per_round):
+                    arg = args[i % n_args]
+                    t0 = clock()
+                    op(arg)
+                    out.append(clock() - t0)
+    finally:
+        if gc_was:
+            gc.enable()
+    return {name: _stats(s) for name, s in samples.items()}
+
+
+def bench_decide(tickets: int, quick: bool) -> dict:
+    key = bytes(range(32))
+    ring = KeyRing({1: key})
+    t0 = time.perf_counter()
+    snapshot = encode_snapshot(1, synthetic_records(tickets))
+    build_s = time.perf_counter() - t0
+
+    cache = EntitlementCache()
+    t0 = time.perf_counter()
+    cache.load_snapshot(snapshot)
+    load_s = time.perf_counter() - t0
+
+    # Realistic lane limits, but a bench lane must not trip them: the codes
+    # cycle over many tickets (no debounce repeat), the bucket is deep.
+    policy = Policy(rate_burst=10**9, rate_per_s=1e9)
+    validator = Validator(ring, cache, policy)
+    lane = Lane("bench-in", "hall-a")
+    stride = max(1, tickets // 1000)
+    ids = [FIRST_TICKET + (i * stride) * 7919 for i in range(min(1000, tickets))]
+    dynamic = [mint_dynamic(key, 1, t, BENCH_NOW) for t in ids]
+    static = [mint_static(key, 1, t, 0) for t in ids]
+    forged = [c[:-2] + ("AB" if c[-2:] != "AB" else "CD") for c in dynamic]
+    garbage = [f"GT1:{i:040d}" for i in range(len(ids))] + ["", "x" * 10_000, "\x00" * 52]
+    for sample in (dynamic[0], static[0], forged[0], garbage[0]):
+        validator.decide(sample, lane, BENCH_NOW)
+    assert validator.decide(dynamic[1], lane, BENCH_NOW).reason == "ok"
+    assert validator.decide(static[1], lane, BENCH_NOW).reason == "ok"
+    assert validator.decide(forged[1], lane, BENCH_NOW).reason == "bad_signature"
+    assert validator.decide(garbage[1], lane, BENCH_NOW).reason == "bad_format"
+
+    ticket_msg = b"gated-ticket-key\x00" + bytes(8)
+    dyn_msg, static_msg = bytes(14), bytes(12)
+    decide = validator.decide
+    digest = hmac.digest
+    idx = list(range(len(ids)))
+    rounds, per_round = (4, 500) if quick else (20, 2500)
+    results = _interleaved(
+        {
+            "dynamic_ok": lambda i: decide(dynamic[i], lane, BENCH_NOW),
+            "static_ok": lambda i: decide(static[i], lane, BENCH_NOW),
+            "bad_signature": lambda i: decide(forged[i], lane, BENCH_NOW),
+            "bad_format": lambda i: decide(garbage[i], lane, BENCH_NOW),
+            "floor_dynamic": lambda i: (digest(key, ticket_msg, "sha256"), digest(key, dyn_msg, "sha256")),
+            "floor_static": lambda i: (digest(key, ticket_msg, "sha256"), digest(key, static_msg, "sha256")),
+        },
+        idx,
+        rounds,
+        per_round,
+    )
+    floor_d, floor_s = results["floor_dynamic"], results["floor_static"]
+    ratios = {
+        "dynamic_ok_median": round(results["dynamic_ok"]["median_us"] / floor_d["median_us"], 2),
+        "dynamic_ok_p99": round(results["dynamic_ok"]["p99_us"] / floor_d["p99_us"], 2),
+        "static_ok_median": round(results["static_ok"]["median_us"] / floor_s["median_us"], 2),
+        "static_ok_p99": round(results["static_ok"]["p99_us"] / floor_s["p99_us"], 2),
+    }
+    memory = _cache_memory(snapshot, tickets)
+    return {
+        "decide": {k: results[k] for k in ("dynamic_ok", "static_ok", "bad_signature", "bad_format")},
+        "floor": {"dynamic": floor_d, "static": floor_s},
+        "ratio_to_floor": ratios,
+        "cache": {
+            "tickets": tickets,
+            "snapshot_bytes": len(snapshot),
+            "snapshot_build_s": round(build_s, 2),
+            "snapshot_load_s": round(load_s, 3),
+            **memory,
+        },
+    }
+
+
+def _cache_memory(snapshot: bytes, tickets: int) -> dict:
+    """Resident memory of a loaded cache, in a fresh process (nothing else resident)."""
+    with tempfile.NamedTemporaryFile(prefix="gated-bench-", suffix=".snap", delete=False) as fh:
+        fh.write(snapshot)
+        path = fh.name
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "gated.bench", "--memory-child", path],
+            capture_output=True, text=True, timeout=300, check=True,
+        ).stdout
+        rss_before, rss_after = map(int, out.split())
+    finally:
+        os.unlink(path)
+    per_ticket = (rss_after - rss_before) / max(tickets, 1)
+    return {"rss_bytes": rss_after - rss_before, "rss_bytes_per_ticket": round(per_ticket, 1)}
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _memory_child(path: str) -> None:
+    gc.collect()
+    before = _rss()
+    with open(path, "rb") as fh:
+        data = fh.read()
+    cache = EntitlementCache()
+    cache.load_snapshot(data)
+    del data
+    gc.collect()
+    print(before, _rss())
+    assert len(cache) > 0
+
+
+TARGETS = (
+    ("decide: admitted code median within 4x the two-HMAC floor", lambda r: max(r["decide"]["ratio_to_floor"]["dynamic_ok_median"], r["decide"]["ratio_to_floor"]["static_ok_median"]) <= 4),
+    ("decide: admitted code p99 within 10x the floor", lambda r: max(r["decide"]["ratio_to_floor"]["dynamic_ok_p99"], r["decide"]["ratio_to_floor"]["static_ok_p99"]) <= 10),
+    ("cache: at most 200 bytes resident per ticket", lambda r: r["decide"]["cache"]["rss_bytes_per_ticket"] <= 200),
+    ("cache: 1,000,000-ticket snapshot loads in at most 5 s", lambda r: r["decide"]["cache"]["snapshot_load_s"] * 1_000_000 / max(r["decide"]["cache"]["tickets"], 1) <= 5),
+)
+
+
+def _machine() -> dict:
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def _table(report: dict) -> str:
+    d = report["decide"]
+    lines = [f"gated bench — {report['machine']['when']}, Python {report['machine']['python']}, {report['machine']['machine']}, {report['machine']['cpus']} CPUs", ""]
+    lines.append(f"decide() on a cache of {d['cache']['tickets']:,} tickets     median µs    p99 µs")
+    for name, s in d["decide"].items():
+        lines.append(f"  {name:<40} {s['median_us']:>9.2f} {s['p99_us']:>9.2f}")
+    lines.append("same-run floor: two hmac.digest(key, msg, 'sha256')")
+    for name, s in d["floor"].items():
+        lines.append(f"  {'floor (' + name + ' sizes)':<40} {s['median_us']:>9.2f} {s['p99_us']:>9.2f}")
+    r = d["ratio_to_floor"]
+    lines.append(f"  ratio to floor: dynamic {r['dynamic_ok_median']}x median, {r['dynamic_ok_p99']}x p99; static {r['static_ok_median']}x median, {r['static_ok_p99']}x p99")
+    c = d["cache"]
+    lines += [
+        "",
+        f"cache: {c['tickets']:,} tickets, snapshot {c['snapshot_bytes'] / 1e6:.1f} MB (built in {c['snapshot_build_s']} s)",
+        f"  load {c['snapshot_load_s']} s, resident {c['rss_bytes'] / 1e6:.1f} MB = {c['rss_bytes_per_ticket']} bytes per ticket",
+        "",
+        "targets:",
+    ]
+    for name, ok in report["targets"].items():
+        lines.append(f"  [{'met' if ok else 'MISSED'}] {name}")
+    return "\n".join(lines)
+
+
+def run_bench(*, as_json: bool = False, tickets: int = 1_000_000, quick: bool = False) -> int:
+    report: dict = {"machine": _machine()}
+    report["decide"] = bench_decide(tickets, quick)
+    report["targets"] = {name: bool(check(report)) for name, check in TARGETS}
+    if as_json:
+        print(json.dumps(report))
+    else:
+        print(_table(report))
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--memory-child":
+        _memory_child(sys.argv[2])
+    else:
+        sys.exit(run_bench(as_json="--json" in sys.argv))

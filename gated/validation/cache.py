@@ -1,0 +1,726 @@
+"""The entitlement cache: what the gate knows about every ticket, in memory.
+
+Owns the per-ticket record of architecture.md, its compact storage, the
+versioned snapshot/delta protocol, and the local usage counters (entries,
+inside/outside per zone, benefit redemptions).
+
+Storage. A venue may hold 1,000,000 tickets on a controller with 1 GB of RAM,
+so nothing here is an object per ticket. A ticket is a row across typed
+`array` columns; what many tickets share (category, ticket type, zones,
+validity windows, max entries, benefit names) is interned once as a
+`Profile`; names and companies live in one UTF-8 blob. Tickets are found
+through an open-addressed table of 4-byte row numbers keyed by the ticket-id
+column (linear probing, load factor at most 0.8). A ticket costs about 45
+bytes plus its display text.
+
+Versioning. `load_snapshot` replaces everything at once: it builds a new
+table and swaps it in only when the whole snapshot has been checked. A
+`Delta` names the version it builds on; it is checked completely before any
+of it is applied, so a delta on the wrong version, or one with any bad
+operation, is refused whole (`DeltaRefused`) and the cache is unchanged.
+Deltas carry absolute values (entries used, inside zones, benefits left), so
+applying the registry's view of a ticket is idempotent.
+
+Zones are numbered as they first appear (at most 64): `inside` is a bitmask.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+import zlib
+from array import array
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Iterable, NamedTuple
+
+from gated.errors import DeltaRefused, SnapshotError
+
+MAX_ZONES = 64
+MAX_TICKET_ID = 2**64 - 1
+NO_PHONE = 0xFFFF
+_MAX_LOAD = 0.8
+_SNAPSHOT_MAGIC = b"GTSNAP\x00\x01"
+_BIG_ENDIAN_HOST = sys.byteorder == "big"
+
+
+class TicketState(IntEnum):
+    ACTIVE = 0
+    REVOKED = 1
+
+
+@dataclass(frozen=True, slots=True)
+class TicketRecord:
+    """One ticket as the registry describes it (and as `get()` reads it back).
+
+    `windows` are (from, until) unix seconds, until exclusive; empty means
+    valid at any time. `max_entries` 0 means unlimited. `benefits` is
+    (name, remaining) pairs. `name`, `company` and `phone_last4` are shown on
+    the attended handheld only.
+    """
+
+    ticket_id: int
+    category: str
+    ticket_type: str = ""
+    zones: tuple[str, ...] = ()
+    windows: tuple[tuple[int, int], ...] = ()
+    max_entries: int = 0
+    entries_used: int = 0
+    badge_serial: int = 0
+    state: TicketState = TicketState.ACTIVE
+    inside: tuple[str, ...] = ()
+    benefits: tuple[tuple[str, int], ...] = ()
+    name: str = ""
+    company: str = ""
+    phone_last4: str = ""
+
+
+class Profile(NamedTuple):
+    """What many tickets share; interned once per distinct combination."""
+
+    category: str
+    ticket_type: str
+    zones: tuple[str, ...]
+    windows: tuple[tuple[int, int], ...]
+    max_entries: int
+    benefit_names: tuple[str, ...]
+
+
+# ---- delta operations (absolute values: idempotent) ----
+
+
+@dataclass(frozen=True, slots=True)
+class Upsert:
+    record: TicketRecord
+
+
+@dataclass(frozen=True, slots=True)
+class SetState:
+    ticket_id: int
+    state: TicketState
+
+
+@dataclass(frozen=True, slots=True)
+class Reissue:
+    """A badge reprint: only `badge_serial` is current from now on."""
+
+    ticket_id: int
+    badge_serial: int
+
+
+@dataclass(frozen=True, slots=True)
+class SetUsage:
+    """The registry's view of a ticket's entries and whereabouts (other gates' usage)."""
+
+    ticket_id: int
+    entries_used: int
+    inside: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SetBenefit:
+    ticket_id: int
+    name: str
+    remaining: int
+
+
+@dataclass(frozen=True, slots=True)
+class SetZone:
+    """Declare a zone and its capacity (0 = unlimited)."""
+
+    name: str
+    capacity: int
+
+
+Op = Upsert | SetState | Reissue | SetUsage | SetBenefit | SetZone
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    base_version: int
+    version: int
+    ops: tuple[Op, ...] = field(default_factory=tuple)
+
+
+def _next_prime(n: int) -> int:
+    n = max(n, 11) | 1
+    while any(n % d == 0 for d in range(3, int(n**0.5) + 1, 2)):
+        n += 2
+    return n
+
+
+def _capacity_for(rows: int) -> int:
+    return _next_prime(int(rows / 0.67) + 16)
+
+
+def _check_record(rec: object, where: str) -> None:
+    """Refuse anything a record must not hold; messages name the ticket."""
+    if not isinstance(rec, TicketRecord):
+        raise ValueError(f"{where}: expected a TicketRecord")
+    tid = rec.ticket_id
+    if not isinstance(tid, int) or not 0 <= tid <= MAX_TICKET_ID:
+        raise ValueError(f"{where}: ticket id must be 0..2^64-1")
+    t = f"{where}: ticket {tid}"
+    if not isinstance(rec.category, str) or not rec.category:
+        raise ValueError(f"{t}: category must be a non-empty string")
+    if not isinstance(rec.ticket_type, str):
+        raise ValueError(f"{t}: ticket_type must be a string")
+    for zone in (*rec.zones, *rec.inside):
+        if not isinstance(zone, str) or not zone:
+            raise ValueError(f"{t}: zone names must be non-empty strings")
+    for window in rec.windows:
+        if (
+            not isinstance(window, tuple)
+            or len(window) != 2
+            or not all(isinstance(x, int) for x in window)
+            or window[0] >= window[1]
+        ):
+            raise ValueError(f"{t}: each validity window must be (from, until) with from < until")
+    if not isinstance(rec.max_entries, int) or not 0 <= rec.max_entries <= 0xFFFFFFFF:
+        raise ValueError(f"{t}: max_entries must be 0..2^32-1")
+    if not isinstance(rec.entries_used, int) or not 0 <= rec.entries_used <= 0xFFFFFFFF:
+        raise ValueError(f"{t}: entries_used must be 0..2^32-1")
+    if not isinstance(rec.badge_serial, int) or not 0 <= rec.badge_serial <= 0xFFFF:
+        raise ValueError(f"{t}: badge_serial must be 0..65535")
+    if rec.state not in (TicketState.ACTIVE, TicketState.REVOKED):
+        raise ValueError(f"{t}: state must be active or revoked")
+    names = [b[0] if isinstance(b, tuple) and len(b) == 2 else None for b in rec.benefits]
+    if any(not isinstance(n, str) or not n for n in names) or len(set(names)) != len(names):
+        raise ValueError(f"{t}: benefits must be distinct (name, remaining) pairs")
+    for _, remaining in rec.benefits:
+        if not isinstance(remaining, int) or not 0 <= remaining <= 0xFFFF:
+            raise ValueError(f"{t}: a benefit's remaining count must be 0..65535")
+    if not isinstance(rec.name, str) or not isinstance(rec.company, str):
+        raise ValueError(f"{t}: name and company must be strings")
+    if len(rec.name.encode("utf-8", "surrogatepass")) + len(rec.company.encode("utf-8", "surrogatepass")) > 0xFFF0:
+        raise ValueError(f"{t}: name and company are too long")
+    if rec.phone_last4 and not (len(rec.phone_last4) == 4 and rec.phone_last4.isascii() and rec.phone_last4.isdigit()):
+        raise ValueError(f"{t}: phone_last4 must be 4 digits or empty")
+
+
+class _Table:
+    """The columns, the profile table and the index. Replaced whole by snapshots."""
+
+    def __init__(self, capacity: int = 0):
+        self.tid = array("Q")
+        self.profile = array("I")
+        self.used = array("I")
+        self.serial = array("H")
+        self.state = array("B")
+        self.inside = array("Q")
+        self.phone = array("H")
+        self.text_off = array("I")
+        self.text_len = array("H")
+        self.ben_off = array("I")
+        self.ben = array("H")
+        self.text = bytearray()
+        self.profiles: list[Profile] = []
+        self.profile_ids: dict[Profile, int] = {}
+        self.zone_bit: dict[str, int] = {}
+        self.zone_names: list[str] = []
+        self.capacity: dict[str, int] = {}
+        self.occupancy: list[int] = []
+        self.slots_size = capacity or _capacity_for(0)
+        self.slots = array("I", bytes(4 * self.slots_size))
+
+    # -- index --
+    def row_of(self, ticket_id: int) -> int:
+        slots = self.slots
+        size = self.slots_size
+        tid = self.tid
+        i = ticket_id % size
+        while True:
+            r = slots[i]
+            if r == 0:
+                return -1
+            if tid[r - 1] == ticket_id:
+                return r - 1
+            i += 1
+            if i == size:
+                i = 0
+
+    def _index_insert(self, ticket_id: int, row: int) -> None:
+        slots = self.slots
+        size = self.slots_size
+        i = ticket_id % size
+        while slots[i]:
+            i += 1
+            if i == size:
+                i = 0
+        slots[i] = row + 1
+
+    def rebuild_index(self, capacity: int) -> None:
+        """Rebuild the slot table; raises ValueError on a duplicate ticket id."""
+        self.slots_size = size = capacity
+        self.slots = slots = array("I", bytes(4 * size))
+        tid = self.tid
+        for row, ticket_id in enumerate(tid):
+            i = ticket_id % size
+            r = slots[i]
+            while r:
+                if tid[r - 1] == ticket_id:
+                    raise ValueError(f"ticket {ticket_id} appears twice")
+                i += 1
+                if i == size:
+                    i = 0
+                r = slots[i]
+            slots[i] = row + 1
+
+    # -- zones and profiles --
+    def zone_index(self, name: str) -> int:
+        bit = self.zone_bit.get(name)
+        if bit is None:
+            if len(self.zone_names) >= MAX_ZONES:
+                raise ValueError(f"more than {MAX_ZONES} zones (adding {name!r})")
+            bit = self.zone_bit[name] = len(self.zone_names)
+            self.zone_names.append(name)
+            self.occupancy.append(0)
+        return bit
+
+    def mask_of(self, zones: Iterable[str]) -> int:
+        mask = 0
+        for z in zones:
+            mask |= 1 << self.zone_index(z)
+        return mask
+
+    def zones_of(self, mask: int) -> tuple[str, ...]:
+        return tuple(name for bit, name in enumerate(self.zone_names) if mask >> bit & 1)
+
+    def intern(self, rec: TicketRecord) -> int:
+        prof = Profile(
+            rec.category,
+            rec.ticket_type,
+            tuple(sorted(set(rec.zones))),
+            tuple(sorted(rec.windows)),
+            rec.max_entries,
+            tuple(name for name, _ in rec.benefits),
+        )
+        idx = self.profile_ids.get(prof)
+        if idx is None:
+            for z in prof.zones:
+                self.zone_index(z)
+            idx = self.profile_ids[prof] = len(self.profiles)
+            self.profiles.append(prof)
+        return idx
+
+    # -- rows --
+    def _set_text(self, row: int, name: str, company: str) -> None:
+        blob = (name + "\x1f" + company).encode("utf-8", "surrogatepass") if (name or company) else b""
+        off, n = self.text_off[row], self.text_len[row]
+        if len(blob) <= n:  # fits where the old text was: reuse the space
+            self.text[off : off + len(blob)] = blob
+        else:
+            self.text_off[row] = len(self.text)
+            self.text += blob
+        self.text_len[row] = len(blob)
+
+    def write_row(self, row: int, rec: TicketRecord) -> None:
+        """Overwrite `row` with `rec` (occupancy kept in step)."""
+        old_profile = self.profiles[self.profile[row]]
+        prof_idx = self.intern(rec)
+        self.profile[row] = prof_idx
+        self.used[row] = rec.entries_used
+        self.serial[row] = rec.badge_serial
+        self.state[row] = int(rec.state)
+        self.set_inside(row, self.mask_of(rec.inside))
+        self.phone[row] = int(rec.phone_last4) if rec.phone_last4 else NO_PHONE
+        self._set_text(row, rec.name, rec.company)
+        counts = [remaining for _, remaining in rec.benefits]
+        if len(counts) != len(old_profile.benefit_names) or not counts:
+            self.ben_off[row] = len(self.ben)
+            self.ben.extend(counts)
+        else:
+            off = self.ben_off[row]
+            self.ben[off : off + len(counts)] = array("H", counts)
+
+    def append_row(self, rec: TicketRecord) -> int:
+        row = len(self.tid)
+        if (row + 1) > self.slots_size * _MAX_LOAD:
+            self.rebuild_index(_capacity_for(2 * (row + 1)))
+        self.tid.append(rec.ticket_id)
+        for col in (self.profile, self.used, self.inside, self.text_off, self.ben_off):
+            col.append(0)
+        for col in (self.serial, self.text_len):
+            col.append(0)
+        self.state.append(0)
+        self.phone.append(NO_PHONE)
+        self.profile[row] = self.intern(rec)
+        self.ben_off[row] = len(self.ben)
+        self.ben.extend(remaining for _, remaining in rec.benefits)
+        self.write_row(row, rec)
+        self._index_insert(rec.ticket_id, row)
+        return row
+
+    def set_inside(self, row: int, mask: int) -> None:
+        old = self.inside[row]
+        if old == mask:
+            return
+        changed = old ^ mask
+        bit = 0
+        while changed:
+            if changed & 1:
+                self.occupancy[bit] += 1 if mask >> bit & 1 else -1
+            changed >>= 1
+            bit += 1
+        self.inside[row] = mask
+
+    def record(self, row: int) -> TicketRecord:
+        prof = self.profiles[self.profile[row]]
+        off = self.ben_off[row]
+        benefits = tuple(zip(prof.benefit_names, self.ben[off : off + len(prof.benefit_names)]))
+        name, company = self.display_text(row)
+        phone = self.phone[row]
+        return TicketRecord(
+            ticket_id=self.tid[row],
+            category=prof.category,
+            ticket_type=prof.ticket_type,
+            zones=prof.zones,
+            windows=prof.windows,
+            max_entries=prof.max_entries,
+            entries_used=self.used[row],
+            badge_serial=self.serial[row],
+            state=TicketState(self.state[row]),
+            inside=self.zones_of(self.inside[row]),
+            benefits=benefits,
+            name=name,
+            company=company,
+            phone_last4="" if phone == NO_PHONE else f"{phone:04d}",
+        )
+
+    def display_text(self, row: int) -> tuple[str, str]:
+        off, n = self.text_off[row], self.text_len[row]
+        if not n:
+            return "", ""
+        name, _, company = bytes(self.text[off : off + n]).decode("utf-8", "replace").partition("\x1f")
+        return name, company
+
+
+class EntitlementCache:
+    """Versioned, compact store of every ticket's entitlements.
+
+    Read-mostly: `decide()` calls `row_of` and reads columns through
+    `table`; writers (snapshots, deltas, local commits) run on the same
+    thread as `decide()` in the daemon, so no locking is needed there.
+    """
+
+    def __init__(self) -> None:
+        self.version = 0
+        self.table = _Table()
+
+    def __len__(self) -> int:
+        return len(self.table.tid)
+
+    def __repr__(self) -> str:
+        return f"EntitlementCache(version={self.version}, tickets={len(self)}, zones={len(self.table.zone_names)})"
+
+    # ---- reading ----
+
+    def row_of(self, ticket_id: int) -> int:
+        return self.table.row_of(ticket_id)
+
+    def get(self, ticket_id: int) -> TicketRecord | None:
+        row = self.table.row_of(ticket_id)
+        return None if row < 0 else self.table.record(row)
+
+    def records(self) -> Iterable[TicketRecord]:
+        table = self.table
+        return (table.record(row) for row in range(len(table.tid)))
+
+    def zone_capacity(self, zone: str) -> int:
+        return self.table.capacity.get(zone, 0)
+
+    def occupancy(self, zone: str) -> int:
+        bit = self.table.zone_bit.get(zone)
+        return 0 if bit is None else self.table.occupancy[bit]
+
+    def find_by_phone(self, last4: str, limit: int = 20) -> list[TicketRecord]:
+        """The attended fallback: tickets whose phone number ends in `last4`."""
+        if not (len(last4) == 4 and last4.isascii() and last4.isdigit()):
+            return []
+        table = self.table
+        needle = array("H", [int(last4)]).tobytes()
+        raw = table.phone.tobytes()
+        found: list[TicketRecord] = []
+        pos = raw.find(needle)
+        while pos >= 0 and len(found) < limit:
+            if pos % 2 == 0:
+                found.append(table.record(pos // 2))
+            pos = raw.find(needle, pos + 1)
+        return found
+
+    # ---- local usage (this gate's own admissions) ----
+
+    def count_entry(self, row: int, zone: str) -> None:
+        table = self.table
+        table.used[row] = min(table.used[row] + 1, 0xFFFFFFFF)
+        table.set_inside(row, table.inside[row] | 1 << table.zone_index(zone))
+
+    def count_exit(self, row: int, zone: str) -> None:
+        table = self.table
+        bit = table.zone_bit.get(zone)
+        if bit is not None:
+            table.set_inside(row, table.inside[row] & ~(1 << bit))
+
+    def redeem(self, row: int, benefit: str) -> int | None:
+        """Take one of `benefit`; the count left, or None if there was none to take."""
+        table = self.table
+        names = table.profiles[table.profile[row]].benefit_names
+        if benefit not in names:
+            return None
+        i = table.ben_off[row] + names.index(benefit)
+        if table.ben[i] == 0:
+            return None
+        table.ben[i] -= 1
+        return table.ben[i]
+
+    # ---- snapshots ----
+
+    def load_snapshot(self, data: bytes | bytearray | memoryview) -> None:
+        """Replace everything with a snapshot from `encode_snapshot`; all or nothing."""
+        version, table = _decode_snapshot(data)
+        self.table, self.version = table, version
+
+    def to_snapshot(self) -> bytes:
+        """The current state, usage included, as a snapshot (for persistence)."""
+        return _encode_table(self.version, self.table)
+
+    # ---- deltas ----
+
+    def apply(self, delta: Delta) -> None:
+        """Apply a delta on top of the version it names, whole or not at all."""
+        if not isinstance(delta, Delta):
+            raise DeltaRefused("not a Delta")
+        if delta.base_version != self.version:
+            raise DeltaRefused(f"delta builds on version {delta.base_version}, cache is at {self.version}")
+        if not isinstance(delta.version, int) or delta.version <= delta.base_version:
+            raise DeltaRefused(f"delta version {delta.version} does not follow {delta.base_version}")
+        try:
+            self._check_delta(delta.ops)
+        except ValueError as exc:
+            raise DeltaRefused(f"delta {delta.base_version}->{delta.version} refused: {exc}") from None
+        table = self.table
+        for op in delta.ops:
+            if isinstance(op, Upsert):
+                row = table.row_of(op.record.ticket_id)
+                if row < 0:
+                    table.append_row(op.record)
+                else:
+                    table.write_row(row, op.record)
+            elif isinstance(op, SetZone):
+                table.zone_index(op.name)
+                table.capacity[op.name] = op.capacity
+            else:
+                row = table.row_of(op.ticket_id)
+                if isinstance(op, SetState):
+                    table.state[row] = int(op.state)
+                elif isinstance(op, Reissue):
+                    table.serial[row] = op.badge_serial
+                elif isinstance(op, SetUsage):
+                    table.used[row] = op.entries_used
+                    table.set_inside(row, table.mask_of(op.inside))
+                elif isinstance(op, SetBenefit):
+                    names = table.profiles[table.profile[row]].benefit_names
+                    table.ben[table.ben_off[row] + names.index(op.name)] = op.remaining
+        self.version = delta.version
+
+    def _check_delta(self, ops: tuple) -> None:
+        """Raise ValueError for the first op that could not be applied in full."""
+        table = self.table
+        known_zones = set(table.zone_names)
+        upserted: dict[int, TicketRecord] = {}
+        for n, op in enumerate(ops):
+            where = f"op {n}"
+            if isinstance(op, Upsert):
+                _check_record(op.record, where)
+                upserted[op.record.ticket_id] = op.record
+                known_zones.update(op.record.zones, op.record.inside)
+            elif isinstance(op, SetZone):
+                if not isinstance(op.name, str) or not op.name:
+                    raise ValueError(f"{where}: zone name must be a non-empty string")
+                if not isinstance(op.capacity, int) or not 0 <= op.capacity <= 0xFFFFFFFF:
+                    raise ValueError(f"{where}: zone capacity must be 0..2^32-1")
+                known_zones.add(op.name)
+            elif isinstance(op, (SetState, Reissue, SetUsage, SetBenefit)):
+                tid = op.ticket_id
+                if not isinstance(tid, int) or not 0 <= tid <= MAX_TICKET_ID:
+                    raise ValueError(f"{where}: ticket id must be 0..2^64-1")
+                pending = upserted.get(tid)
+                if pending is None and table.row_of(tid) < 0:
+                    raise ValueError(f"{where}: ticket {tid} is not in the cache")
+                if isinstance(op, SetState) and op.state not in (TicketState.ACTIVE, TicketState.REVOKED):
+                    raise ValueError(f"{where}: ticket {tid}: unknown state {op.state!r}")
+                if isinstance(op, Reissue) and (not isinstance(op.badge_serial, int) or not 0 <= op.badge_serial <= 0xFFFF):
+                    raise ValueError(f"{where}: ticket {tid}: badge serial must be 0..65535")
+                if isinstance(op, SetUsage):
+                    if not isinstance(op.entries_used, int) or not 0 <= op.entries_used <= 0xFFFFFFFF:
+                        raise ValueError(f"{where}: ticket {tid}: entries_used must be 0..2^32-1")
+                    if any(not isinstance(z, str) or not z for z in op.inside):
+                        raise ValueError(f"{where}: ticket {tid}: zone names must be non-empty strings")
+                    known_zones.update(op.inside)
+                if isinstance(op, SetBenefit):
+                    if pending is not None:
+                        names = tuple(name for name, _ in pending.benefits)
+                    else:
+                        names = table.profiles[table.profile[table.row_of(tid)]].benefit_names
+                    if op.name not in names:
+                        raise ValueError(f"{where}: ticket {tid} has no benefit {op.name!r}")
+                    if not isinstance(op.remaining, int) or not 0 <= op.remaining <= 0xFFFF:
+                        raise ValueError(f"{where}: ticket {tid}: remaining must be 0..65535")
+            else:
+                raise ValueError(f"{where}: unknown operation {type(op).__name__}")
+        if len(known_zones) > MAX_ZONES:
+            raise ValueError(f"more than {MAX_ZONES} zones")
+
+
+# ---- snapshot encoding ----
+#
+# magic(8) | u32 header length | header JSON | columns, little-endian, in
+# _COLUMNS order | benefit counts (H) | display text (UTF-8) | u32 CRC-32 of
+# everything before it (a snapshot on an SD card can rot; a flipped bit must
+# be refused, not believed)
+#
+# The header holds the version, row count, zones (in bit order, with
+# capacities) and the profile table. Columns are raw arrays so loading is a
+# memory copy plus one pass to build the index and check every row.
+
+_COLUMNS = ("tid", "profile", "used", "serial", "state", "inside", "phone", "text_off", "text_len", "ben_off")
+_COLUMN_TYPES = {name: array(typecode).typecode for name, typecode in zip(_COLUMNS, "QIIHBQHIHI")}
+
+
+def _encode_table(version: int, table: _Table) -> bytes:
+    header = {
+        "version": version,
+        "rows": len(table.tid),
+        "zones": [[name, table.capacity.get(name, 0)] for name in table.zone_names],
+        "profiles": [[p.category, p.ticket_type, list(p.zones), [list(w) for w in p.windows], p.max_entries, list(p.benefit_names)] for p in table.profiles],
+        "benefit_counts": len(table.ben),
+        "text_bytes": len(table.text),
+    }
+    head = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    parts = [_SNAPSHOT_MAGIC, struct.pack("<I", len(head)), head]
+    for name in (*_COLUMNS, "ben"):
+        col = getattr(table, name)
+        if _BIG_ENDIAN_HOST:
+            col = array(col.typecode, col)
+            col.byteswap()
+        parts.append(col.tobytes())
+    parts.append(bytes(table.text))
+    body = b"".join(parts)
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def encode_snapshot(version: int, records: Iterable[TicketRecord], zone_capacity: dict[str, int] | None = None) -> bytes:
+    """A snapshot of `records` at `version`, as the registry sends it.
+
+    Raises ValueError naming the first bad record.
+    """
+    table = _Table(capacity=11)
+    for zone, cap in (zone_capacity or {}).items():
+        table.zone_index(zone)
+        table.capacity[zone] = cap
+    seen: set[int] = set()
+    for n, rec in enumerate(records):
+        _check_record(rec, f"record {n}")
+        if rec.ticket_id in seen:
+            raise ValueError(f"record {n}: ticket {rec.ticket_id} appears twice")
+        seen.add(rec.ticket_id)
+        table.tid.append(rec.ticket_id)
+        table.profile.append(table.intern(rec))
+        table.used.append(rec.entries_used)
+        table.serial.append(rec.badge_serial)
+        table.state.append(int(rec.state))
+        table.inside.append(table.mask_of(rec.inside))
+        table.phone.append(int(rec.phone_last4) if rec.phone_last4 else NO_PHONE)
+        blob = (rec.name + "\x1f" + rec.company).encode("utf-8", "surrogatepass") if (rec.name or rec.company) else b""
+        table.text_off.append(len(table.text))
+        table.text_len.append(len(blob))
+        table.text += blob
+        table.ben_off.append(len(table.ben))
+        table.ben.extend(remaining for _, remaining in rec.benefits)
+    return _encode_table(version, table)
+
+
+def _decode_snapshot(data: bytes | bytearray | memoryview) -> tuple[int, _Table]:
+    try:
+        return _decode_snapshot_unchecked(memoryview(data).cast("B"))
+    except SnapshotError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, struct.error) as exc:
+        raise SnapshotError(f"snapshot refused: {exc}") from None
+
+
+def _decode_snapshot_unchecked(data: memoryview) -> tuple[int, _Table]:
+    if bytes(data[:8]) != _SNAPSHOT_MAGIC:
+        raise SnapshotError("snapshot refused: not a gated snapshot (bad magic)")
+    if len(data) < 16 or zlib.crc32(data[:-4]) != struct.unpack_from("<I", data, len(data) - 4)[0]:
+        raise SnapshotError("snapshot refused: checksum mismatch (truncated or damaged)")
+    data = data[:-4]
+    (head_len,) = struct.unpack_from("<I", data, 8)
+    header = json.loads(bytes(data[12 : 12 + head_len]))
+    pos = 12 + head_len
+    rows = int(header["rows"])
+    version = int(header["version"])
+    if rows < 0 or version < 0:
+        raise ValueError("negative row count or version")
+    table = _Table(capacity=11)
+    for name, capacity in header["zones"]:
+        table.zone_index(str(name))
+        table.capacity[str(name)] = int(capacity)
+    for p in header["profiles"]:
+        category, ticket_type, zones, windows, max_entries, benefit_names = p
+        prof = Profile(str(category), str(ticket_type), tuple(map(str, zones)), tuple((int(a), int(b)) for a, b in windows), int(max_entries), tuple(map(str, benefit_names)))
+        for z in prof.zones:
+            if z not in table.zone_bit:
+                raise ValueError(f"profile names unknown zone {z!r}")
+        table.profile_ids[prof] = len(table.profiles)
+        table.profiles.append(prof)
+    sizes = {name: rows for name in _COLUMNS}
+    sizes["ben"] = int(header["benefit_counts"])
+    for name in (*_COLUMNS, "ben"):
+        col = array(getattr(table, name).typecode)
+        nbytes = sizes[name] * col.itemsize
+        if pos + nbytes > len(data):
+            raise ValueError(f"truncated in column {name}")
+        col.frombytes(data[pos : pos + nbytes])
+        if _BIG_ENDIAN_HOST:
+            col.byteswap()
+        setattr(table, name, col)
+        pos += nbytes
+    text_bytes = int(header["text_bytes"])
+    if pos + text_bytes != len(data):
+        raise ValueError(f"size mismatch: {len(data) - pos} bytes of text, header says {text_bytes}")
+    table.text = bytearray(data[pos:])
+    if rows:
+        if max(table.profile) >= len(table.profiles):
+            raise ValueError("a row names a profile that does not exist")
+        if max(table.state) > max(TicketState):
+            raise ValueError("a row has an unknown state")
+        if max(table.inside) >> len(table.zone_names):
+            raise ValueError("a row is inside a zone that does not exist")
+        phones = array("H", (p for p in table.phone if p != NO_PHONE))
+        if phones and max(phones) > 9999:
+            raise ValueError("a phone suffix is not 4 digits")
+    _check_rows(table)
+    table.rebuild_index(_capacity_for(rows))
+    return version, table
+
+
+def _check_rows(table: _Table) -> None:
+    """One pass over every row: offsets in range; occupancy counted."""
+    text_size = len(table.text)
+    ben_size = len(table.ben)
+    benefit_counts = [len(p.benefit_names) for p in table.profiles]
+    ben_off, text_off, text_len, profile = table.ben_off, table.text_off, table.text_len, table.profile
+    for row in range(len(table.tid)):
+        if ben_off[row] + benefit_counts[profile[row]] > ben_size or text_off[row] + text_len[row] > text_size:
+            raise ValueError(f"row {row} points past the end of the snapshot")
+    occupancy = table.occupancy
+    for mask in table.inside:
+        if mask:
+            bit = 0
+            while mask:
+                if mask & 1:
+                    occupancy[bit] += 1
+                mask >>= 1
+                bit += 1

@@ -1,0 +1,323 @@
+"""Policy: from the text a scanner read, the lane and the time, to a `Decision`.
+
+Owns the order of checks, per-lane debounce and rate limiting, what the lane
+should show, and committing an admitted entry or redemption to the cache.
+
+The rules, in the order they are applied (the first that fails is the reason):
+
+    repeat        same code at the same lane within `debounce_s` of its last
+                  read: not a new decision (the previous one, `repeat=True`)
+    rate_limited  the lane's token bucket (`rate_burst`, `rate_per_s`) is empty
+    1-4           token format checks (`token.verify_code`): bad_format,
+                  unknown_key, bad_signature; then, for dynamic and typed
+                  codes, clock_unsynced when the gate does not trust its
+                  clock, else code_expired / code_not_yet_valid
+    unknown_ticket
+    exits         stop here (an `out` lane with no benefit named): leaving is
+                  never refused to the holder of a genuine ticket
+    revoked, superseded_badge (static code, other serial)
+    outside_validity  (clock_unsynced instead if the ticket has windows and
+                  the clock is not trusted, unless `admit_static_when_unsynced`)
+    redemption    (a benefit named, handheld) no_benefit, benefit_exhausted,
+                  and nothing after
+    wrong_zone    lane serves other categories, or the ticket lacks the zone
+    already_inside  (anti-passback) inside this zone already
+    entries_exhausted, zone_full
+
+Deciding changes nothing but the lane's debounce and rate memory: an
+admitted entry is counted only by `commit()`, which a turnstile calls when its
+passage sensor sees the person go through.
+
+Nothing here reads a clock or does I/O; `now` is unix time as the gate
+believes it, `clock_trusted` says whether it believes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Mapping, NamedTuple
+
+from gated.validation.cache import EntitlementCache, TicketState
+from gated.validation.keyring import KeyRing
+from gated.validation.token import CodeKind, Reason, Verified, verify_code, verify_manual
+
+DEFAULT_COLORS: Mapping[str, str] = {
+    "guest": "#87CEEB",  # light blue
+    "media": "#00008B",  # dark blue
+    "staff": "#FF0000",  # red
+}
+
+
+class Direction(StrEnum):
+    IN = "in"
+    OUT = "out"
+
+
+class Mode(StrEnum):
+    TURNSTILE = "turnstile"
+    HANDHELD = "handheld"
+
+
+@dataclass(frozen=True, slots=True)
+class Lane:
+    """What `decide()` needs to know about the lane a code was read at."""
+
+    id: str
+    zone: str
+    direction: Direction = Direction.IN
+    mode: Mode = Mode.TURNSTILE
+    categories: frozenset[str] | None = None  # None: serves every category
+
+
+@dataclass(frozen=True)
+class Policy:
+    skew_steps: int = 1
+    debounce_s: float = 2.0
+    rate_burst: int = 10
+    rate_per_s: float = 5.0
+    anti_passback: bool = True
+    admit_static_when_unsynced: bool = False
+    colors: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_COLORS))
+    default_color: str = "#FFFFFF"
+    deny_color: str = "#FF0000"
+
+
+class Signal(NamedTuple):
+    """What the lane shows: a light color and pattern, a buzzer pattern."""
+
+    color: str  # "#RRGGBB"
+    pattern: str  # "admit" (steady) or "deny" (blinking)
+    buzzer: str  # "ok" or "deny"
+
+
+class Attendee(NamedTuple):
+    """Shown on the attended handheld's screen only."""
+
+    name: str
+    company: str
+    phone_last4: str
+    ticket_type: str
+    benefits: tuple[tuple[str, int], ...]
+    entries_used: int
+    max_entries: int
+
+
+class Decision(NamedTuple):
+    reason: Reason
+    lane_id: str
+    at: float
+    ticket_id: int | None
+    category: str | None
+    kind: CodeKind | None
+    signal: Signal
+    zone: str
+    direction: Direction
+    benefit: str | None = None
+    repeat: bool = False
+    attendee: Attendee | None = None
+
+    @property
+    def admitted(self) -> bool:
+        return self.reason is Reason.OK
+
+
+class Usage(NamedTuple):
+    """What `commit()` changed: journaled and sent to the registry."""
+
+    ticket_id: int
+    zone: str
+    direction: Direction
+    entries_used: int
+    inside: tuple[str, ...]
+    benefit: str | None
+    benefit_remaining: int | None
+
+
+class _LaneMemory:
+    __slots__ = ("last_text", "last_at", "last_decision", "tokens", "tokens_at")
+
+    def __init__(self, burst: int, now: float):
+        self.last_text: str | None = None
+        self.last_at = float("-inf")
+        self.last_decision: Decision | None = None
+        self.tokens = float(burst)
+        self.tokens_at = now
+
+
+_ASCII_WHITESPACE = " \t\n\r\x0b\x0c"
+
+
+class Validator:
+    """Decides for every lane of one gate, from one key ring and one cache."""
+
+    def __init__(self, keyring: KeyRing, cache: EntitlementCache, policy: Policy | None = None):
+        self.keyring = keyring
+        self.cache = cache
+        self.policy = policy or Policy()
+        self._lanes: dict[str, _LaneMemory] = {}
+        p = self.policy
+        self._deny = Signal(p.deny_color, "deny", "deny")
+        self._admit = {cat: Signal(color, "admit", "ok") for cat, color in p.colors.items()}
+        self._admit_default = Signal(p.default_color, "admit", "ok")
+
+    # ---- deciding ----
+
+    def decide(
+        self,
+        code: str,
+        lane: Lane,
+        now: float,
+        *,
+        clock_trusted: bool = True,
+        benefit: str | None = None,
+    ) -> Decision:
+        """Decide on a scanned code. Never raises for any `code`."""
+        if not isinstance(code, str):
+            code = ""
+        key = code.strip(_ASCII_WHITESPACE).upper() if len(code) <= 128 else code[:128]
+        mem = self._memory(lane, now)
+        last = mem.last_decision
+        if last is not None and key == mem.last_text and now - mem.last_at < self.policy.debounce_s:
+            mem.last_at = now
+            return last._replace(repeat=True, at=now)
+        if not self._take_token(mem, now):
+            verified = Verified(Reason.RATE_LIMITED)
+        elif not clock_trusted:
+            verified = verify_code(code, self.keyring.keys, now, self.policy.skew_steps)
+            if verified.kind is CodeKind.DYNAMIC:
+                verified = verified._replace(reason=Reason.CLOCK_UNSYNCED)
+        else:
+            verified = verify_code(code, self.keyring.keys, now, self.policy.skew_steps)
+        decision = self._entitle(verified, lane, now, clock_trusted, benefit)
+        mem.last_text, mem.last_at, mem.last_decision = key, now, decision
+        return decision
+
+    def decide_manual(
+        self,
+        ticket_id: int,
+        digits: str,
+        lane: Lane,
+        now: float,
+        *,
+        clock_trusted: bool = True,
+        benefit: str | None = None,
+    ) -> Decision:
+        """Decide on a typed ticket id + 8-digit code (the keypad fallback)."""
+        mem = self._memory(lane, now)
+        if not self._take_token(mem, now):
+            verified = Verified(Reason.RATE_LIMITED)
+        else:
+            verified = verify_manual(ticket_id, digits, self.keyring.keys, now, self.policy.skew_steps)
+            if verified.reason is Reason.OK and not clock_trusted:
+                verified = verified._replace(reason=Reason.CLOCK_UNSYNCED)
+        decision = self._entitle(verified, lane, now, clock_trusted, benefit)
+        mem.last_text, mem.last_at, mem.last_decision = None, now, decision
+        return decision
+
+    def _memory(self, lane: Lane, now: float) -> _LaneMemory:
+        mem = self._lanes.get(lane.id)
+        if mem is None:
+            mem = self._lanes[lane.id] = _LaneMemory(self.policy.rate_burst, now)
+        return mem
+
+    def _take_token(self, mem: _LaneMemory, now: float) -> bool:
+        p = self.policy
+        elapsed = now - mem.tokens_at
+        if elapsed > 0:
+            mem.tokens = min(float(p.rate_burst), mem.tokens + elapsed * p.rate_per_s)
+        mem.tokens_at = now
+        if mem.tokens < 1.0:
+            return False
+        mem.tokens -= 1.0
+        return True
+
+    def _deny_with(self, reason: Reason, lane: Lane, now: float, v: Verified, category: str | None = None, benefit: str | None = None, attendee: Attendee | None = None) -> Decision:
+        return Decision(reason, lane.id, now, v.ticket_id, category, v.kind, self._deny, lane.zone, lane.direction, benefit, False, attendee)
+
+    def _entitle(self, v: Verified, lane: Lane, now: float, clock_trusted: bool, benefit: str | None) -> Decision:
+        """Step 5 of the verifier order: the entitlement checks against the cache."""
+        if v.reason is not Reason.OK:
+            return self._deny_with(v.reason, lane, now, v)
+        cache = self.cache
+        table = cache.table
+        row = table.row_of(v.ticket_id)
+        if row < 0:
+            return self._deny_with(Reason.UNKNOWN_TICKET, lane, now, v)
+        profile = table.profiles[table.profile[row]]
+        category = profile.category
+        attendee = self._attendee(row, profile) if lane.mode is Mode.HANDHELD else None
+        if lane.direction is Direction.IN or benefit is not None:
+            if table.state[row] != TicketState.ACTIVE:
+                return self._deny_with(Reason.REVOKED, lane, now, v, category, benefit, attendee)
+            if v.kind is CodeKind.STATIC and v.serial != table.serial[row]:
+                return self._deny_with(Reason.SUPERSEDED_BADGE, lane, now, v, category, benefit, attendee)
+            windows = profile.windows
+            if windows:
+                if not clock_trusted:
+                    if not self.policy.admit_static_when_unsynced:
+                        return self._deny_with(Reason.CLOCK_UNSYNCED, lane, now, v, category, benefit, attendee)
+                else:
+                    for start, until in windows:
+                        if start <= now < until:
+                            break
+                    else:
+                        return self._deny_with(Reason.OUTSIDE_VALIDITY, lane, now, v, category, benefit, attendee)
+            if benefit is not None:
+                names = profile.benefit_names
+                if benefit not in names:
+                    return self._deny_with(Reason.NO_BENEFIT, lane, now, v, category, benefit, attendee)
+                if table.ben[table.ben_off[row] + names.index(benefit)] == 0:
+                    return self._deny_with(Reason.BENEFIT_EXHAUSTED, lane, now, v, category, benefit, attendee)
+            else:
+                if lane.categories is not None and category not in lane.categories:
+                    return self._deny_with(Reason.WRONG_ZONE, lane, now, v, category, None, attendee)
+                zone = lane.zone
+                if zone not in profile.zones:
+                    return self._deny_with(Reason.WRONG_ZONE, lane, now, v, category, None, attendee)
+                bit = table.zone_bit[zone]
+                if self.policy.anti_passback and table.inside[row] >> bit & 1:
+                    return self._deny_with(Reason.ALREADY_INSIDE, lane, now, v, category, None, attendee)
+                if profile.max_entries and table.used[row] >= profile.max_entries:
+                    return self._deny_with(Reason.ENTRIES_EXHAUSTED, lane, now, v, category, None, attendee)
+                capacity = table.capacity.get(zone, 0)
+                if capacity and table.occupancy[bit] >= capacity:
+                    return self._deny_with(Reason.ZONE_FULL, lane, now, v, category, None, attendee)
+        signal = self._admit.get(category, self._admit_default)
+        return Decision(Reason.OK, lane.id, now, v.ticket_id, category, v.kind, signal, lane.zone, lane.direction, benefit, False, attendee)
+
+    def _attendee(self, row: int, profile) -> Attendee:
+        table = self.cache.table
+        name, company = table.display_text(row)
+        phone = table.phone[row]
+        off = table.ben_off[row]
+        benefits = tuple(zip(profile.benefit_names, table.ben[off : off + len(profile.benefit_names)]))
+        return Attendee(name, company, "" if phone == 0xFFFF else f"{phone:04d}", profile.ticket_type, benefits, table.used[row], profile.max_entries)
+
+    # ---- committing ----
+
+    def commit(self, decision: Decision) -> Usage | None:
+        """Count an admitted decision: an entry, an exit, or a redemption.
+
+        A turnstile calls this when the passage sensor confirms the person
+        went through; a handheld when the operator confirms the redemption.
+        Returns None (nothing counted) for a denial, a repeat, or a ticket
+        that has left the cache since.
+        """
+        if decision.reason is not Reason.OK or decision.repeat or decision.ticket_id is None:
+            return None
+        cache = self.cache
+        row = cache.row_of(decision.ticket_id)
+        if row < 0:
+            return None
+        remaining = None
+        if decision.benefit is not None:
+            remaining = cache.redeem(row, decision.benefit)
+            if remaining is None:
+                return None
+        elif decision.direction is Direction.IN:
+            cache.count_entry(row, decision.zone)
+        else:
+            cache.count_exit(row, decision.zone)
+        table = cache.table
+        return Usage(decision.ticket_id, decision.zone, decision.direction, table.used[row], table.zones_of(table.inside[row]), decision.benefit, remaining)

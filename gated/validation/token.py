@@ -1,0 +1,295 @@
+"""The gate token format, version 1 (`shared/design/token-format.md`), byte for byte.
+
+Owns: per-ticket key derivation, minting and parsing of dynamic (0x01) and
+static (0x02) codes, and the 8-digit manual TOTP code. Verification against a
+key ring (checks 1-4 of the format's verifier order) is `verify_code`; the
+entitlement checks (step 5) belong to `policy`.
+
+Rules this module keeps:
+- Nothing here raises on any input text: a bad code is a `Reason`.
+- Nothing about a ticket is trusted before its tag has been compared, in
+  constant time, with the one recomputed from the event key.
+- No clock is read: every time is an argument.
+
+The decoder is hand-tuned because it sits on every scan: base32 is decoded by
+translating RFC 4648's alphabet to Python's base-32 digits and calling
+`int(..., 32)`, which is a few hundred nanoseconds where `base64.b32decode` is
+several microseconds. A 45-character static code carries one spare bit; a code
+with that bit set is not canonical and is refused, so no two texts verify as
+the same code (other than by letter case, which the format allows).
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import struct
+from enum import StrEnum
+from typing import NamedTuple
+
+PREFIX = "GT1:"
+TYPE_DYNAMIC = 0x01
+TYPE_STATIC = 0x02
+STEP_SECONDS = 30
+MAX_TICKET_ID = 2**64 - 1
+MAX_SERIAL = 2**16 - 1
+MAX_STEP = 2**32 - 1
+MANUAL_DIGITS = 8
+
+_TICKET_KEY_LABEL = b"gated-ticket-key\x00"
+_DYNAMIC_BODY = 30
+_STATIC_BODY = 28
+_TAG = 16
+_DYNAMIC_CHARS = 48  # 30 bytes * 8 / 5, no spare bits
+_STATIC_CHARS = 45  # 28 bytes = 224 bits in 225: one spare bit, must be 0
+_ASCII_WHITESPACE = " \t\n\r\x0b\x0c"
+
+try:  # the one-shot OpenSSL HMAC that hmac.digest wraps, without the wrapper's frame
+    from _hashlib import hmac_digest as _hmac_digest
+except ImportError:  # pragma: no cover - CPython without OpenSSL
+    _hmac_digest = hmac.digest
+
+_dynamic_head = struct.Struct(">BBQI")
+_static_head = struct.Struct(">BBQH")
+
+
+class Reason(StrEnum):
+    """Decision reasons: a contract shared with events, logs and the registry's reports."""
+
+    OK = "ok"
+    BAD_FORMAT = "bad_format"
+    UNKNOWN_KEY = "unknown_key"
+    BAD_SIGNATURE = "bad_signature"
+    CODE_EXPIRED = "code_expired"
+    CODE_NOT_YET_VALID = "code_not_yet_valid"
+    UNKNOWN_TICKET = "unknown_ticket"
+    REVOKED = "revoked"
+    SUPERSEDED_BADGE = "superseded_badge"
+    OUTSIDE_VALIDITY = "outside_validity"
+    WRONG_ZONE = "wrong_zone"
+    ALREADY_INSIDE = "already_inside"
+    ENTRIES_EXHAUSTED = "entries_exhausted"
+    ZONE_FULL = "zone_full"
+    NO_BENEFIT = "no_benefit"
+    BENEFIT_EXHAUSTED = "benefit_exhausted"
+    RATE_LIMITED = "rate_limited"
+    CLOCK_UNSYNCED = "clock_unsynced"
+
+
+class CodeKind(StrEnum):
+    DYNAMIC = "dynamic"
+    STATIC = "static"
+    MANUAL = "manual"
+
+
+class Verified(NamedTuple):
+    """The outcome of checks 1-4 of the verifier order.
+
+    `ticket_id` is set only once the tag has been verified: a forged code
+    never names a ticket. `step` is set for dynamic codes, `serial` for
+    static badges.
+    """
+
+    reason: Reason
+    kind: CodeKind | None = None
+    kid: int | None = None
+    ticket_id: int | None = None
+    step: int | None = None
+    serial: int | None = None
+
+
+def _translation_table() -> bytes:
+    """bytes.translate table: RFC 4648 base32 (either case) -> int(..., 32) digits.
+
+    Every other byte maps to '!', which `int()` rejects, so signs, underscores
+    and white space can never sneak through.
+    """
+    table = bytearray(b"!" * 256)
+    digits = "0123456789abcdefghijklmnopqrstuv"
+    for value, char in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"):
+        table[ord(char)] = ord(digits[value])
+        table[ord(char.lower())] = ord(digits[value])
+    return bytes(table)
+
+
+_B32_TO_INT_DIGITS = _translation_table()
+
+
+def ticket_key(event_key: bytes, ticket_id: int) -> bytes:
+    """HMAC-SHA256(event_key, "gated-ticket-key\\0" || ticket_id as u64 big-endian)."""
+    return hmac.digest(event_key, _TICKET_KEY_LABEL + ticket_id.to_bytes(8, "big"), "sha256")
+
+
+def _b32(body: bytes) -> str:
+    return base64.b32encode(body).decode("ascii").rstrip("=")
+
+
+def _check_common(kid: int, ticket_id: int) -> None:
+    if not 0 <= kid <= 255:
+        raise ValueError(f"kid must be 0..255, got {kid}")
+    if not 0 <= ticket_id <= MAX_TICKET_ID:
+        raise ValueError(f"ticket id must be 0..2^64-1, got {ticket_id}")
+
+
+def step_at(unix_time: float) -> int:
+    """The 30-second step a time falls in: floor(unix_time / 30)."""
+    return int(unix_time // STEP_SECONDS)
+
+
+def mint_dynamic(event_key: bytes, kid: int, ticket_id: int, unix_time: float) -> str:
+    """The phone e-ticket code for the 30 s step containing `unix_time`."""
+    _check_common(kid, ticket_id)
+    step = step_at(unix_time)
+    if not 0 <= step <= MAX_STEP:
+        raise ValueError(f"time {unix_time} is outside the u32 step range")
+    head = _dynamic_head.pack(TYPE_DYNAMIC, kid, ticket_id, step)
+    tag = hmac.digest(ticket_key(event_key, ticket_id), head, "sha256")[:_TAG]
+    return PREFIX + _b32(head + tag)
+
+
+def mint_static(event_key: bytes, kid: int, ticket_id: int, serial: int) -> str:
+    """The printed badge code for badge `serial` (0 for the first print)."""
+    _check_common(kid, ticket_id)
+    if not 0 <= serial <= MAX_SERIAL:
+        raise ValueError(f"badge serial must be 0..65535, got {serial}")
+    head = _static_head.pack(TYPE_STATIC, kid, ticket_id, serial)
+    tag = hmac.digest(ticket_key(event_key, ticket_id), head, "sha256")[:_TAG]
+    return PREFIX + _b32(head + tag)
+
+
+def hotp(secret: bytes, counter: int, digits: int = MANUAL_DIGITS) -> str:
+    """RFC 4226 HOTP with HMAC-SHA256 and the section 5.3 dynamic truncation."""
+    mac = hmac.digest(secret, counter.to_bytes(8, "big"), "sha256")
+    offset = mac[-1] & 0x0F
+    binary = int.from_bytes(mac[offset : offset + 4], "big") & 0x7FFFFFFF
+    return str(binary % 10**digits).zfill(digits)
+
+
+def totp(secret: bytes, unix_time: float, digits: int = MANUAL_DIGITS) -> str:
+    """RFC 6238 TOTP, HMAC-SHA256, X = 30 s, T0 = 0."""
+    return hotp(secret, step_at(unix_time), digits)
+
+
+def manual_code(event_key: bytes, ticket_id: int, unix_time: float) -> str:
+    """The 8 digits the attendee's app shows under the QR at `unix_time`."""
+    _check_common(0, ticket_id)
+    return totp(ticket_key(event_key, ticket_id), unix_time)
+
+
+def decode_body(text: str) -> bytes | None:
+    """Check 1 of the verifier order: the code's body bytes, or None for bad_format.
+
+    Accepts lower case and surrounding ASCII white space; refuses anything
+    else that is not exactly a dynamic or static code of the right type.
+    """
+    if not isinstance(text, str):
+        return None
+    text = text.strip(_ASCII_WHITESPACE)
+    n = len(text) - 4
+    if n != _DYNAMIC_CHARS and n != _STATIC_CHARS:
+        return None
+    if text[:4].upper() != PREFIX or not text.isascii():
+        return None
+    if n == _DYNAMIC_CHARS:
+        body = b32decode_exact(text[4:], _DYNAMIC_BODY)
+        return body if body is not None and body[0] == TYPE_DYNAMIC else None
+    body = b32decode_exact(text[4:], _STATIC_BODY)
+    return body if body is not None and body[0] == TYPE_STATIC else None
+
+
+def b32decode_exact(chars: str, nbytes: int) -> bytes | None:
+    """RFC 4648 base32 without padding, either case, to exactly `nbytes` bytes.
+
+    None unless `chars` is the one canonical encoding of `nbytes` bytes: the
+    right length, only alphabet characters, and the spare low bits zero.
+    """
+    spare = 5 * len(chars) - 8 * nbytes
+    if not 0 <= spare < 5 or not chars.isascii():
+        return None
+    if not chars:
+        return b""
+    try:
+        value = int(chars.encode("ascii").translate(_B32_TO_INT_DIGITS), 32)
+    except ValueError:
+        return None
+    if value & ((1 << spare) - 1):
+        return None
+    return (value >> spare).to_bytes(nbytes, "big")
+
+
+_BAD_FORMAT = Verified(Reason.BAD_FORMAT)
+_UNKNOWN_KEY = Verified(Reason.UNKNOWN_KEY)
+_BAD_SIGNATURE = Verified(Reason.BAD_SIGNATURE)
+
+
+def verify_code(text: str, keys: "dict[int, bytes]", now: float, skew_steps: int = 1) -> Verified:
+    """Checks 1-4 of the verifier order, in that order, for a scanned code.
+
+    `keys` maps kid -> event key (a `KeyRing` provides one). For static codes
+    `now` is not used: a badge does not expire by itself, its ticket's
+    validity windows do (policy's job).
+    """
+    body = decode_body(text)
+    if body is None:
+        return _BAD_FORMAT
+    kid = body[1]
+    event_key = keys.get(kid)
+    if event_key is None:
+        return _UNKNOWN_KEY
+    tkey = _hmac_digest(event_key, _TICKET_KEY_LABEL + body[2:10], "sha256")
+    if body[0] == TYPE_DYNAMIC:
+        tag = _hmac_digest(tkey, body[:14], "sha256")[:_TAG]
+        if not hmac.compare_digest(tag, body[14:]):
+            return _BAD_SIGNATURE
+        _, _, ticket_id, step = _dynamic_head.unpack_from(body)
+        current = int(now // STEP_SECONDS)
+        if step < current - skew_steps:
+            return Verified(Reason.CODE_EXPIRED, CodeKind.DYNAMIC, kid, ticket_id, step)
+        if step > current + skew_steps:
+            return Verified(Reason.CODE_NOT_YET_VALID, CodeKind.DYNAMIC, kid, ticket_id, step)
+        return Verified(Reason.OK, CodeKind.DYNAMIC, kid, ticket_id, step)
+    tag = _hmac_digest(tkey, body[:12], "sha256")[:_TAG]
+    if not hmac.compare_digest(tag, body[12:]):
+        return _BAD_SIGNATURE
+    _, _, ticket_id, serial = _static_head.unpack_from(body)
+    return Verified(Reason.OK, CodeKind.STATIC, kid, ticket_id, None, serial)
+
+
+def verify_manual(
+    ticket_id: int, digits: str, keys: "dict[int, bytes]", now: float, skew_steps: int = 1
+) -> Verified:
+    """Check a typed ticket id + 8 digits against every key in the ring.
+
+    The operator types no kid, so each kid is tried (newest first); each
+    candidate is compared in constant time. A code that matches only outside
+    the step window says `code_expired` or `code_not_yet_valid`, so an
+    operator can tell a stale phone screen from a typing mistake: the window
+    searched for that is 10 steps either side, never more.
+    """
+    if (
+        not isinstance(digits, str)
+        or len(digits) != MANUAL_DIGITS
+        or not digits.isascii()
+        or not digits.isdigit()
+        or not isinstance(ticket_id, int)
+        or not 0 <= ticket_id <= MAX_TICKET_ID
+    ):
+        return _BAD_FORMAT
+    if not keys:
+        return _UNKNOWN_KEY
+    current = int(now // STEP_SECONDS)
+    typed = digits.encode("ascii")
+    label = _TICKET_KEY_LABEL + ticket_id.to_bytes(8, "big")
+    stale: Verified | None = None
+    for kid in sorted(keys, reverse=True):
+        tkey = hmac.digest(keys[kid], label, "sha256")
+        for delta in range(-skew_steps, skew_steps + 1):
+            step = current + delta
+            if step >= 0 and hmac.compare_digest(hotp(tkey, step).encode("ascii"), typed):
+                return Verified(Reason.OK, CodeKind.MANUAL, kid, ticket_id, step)
+        if stale is None:
+            for delta in range(skew_steps + 1, skew_steps + 11):
+                for step, reason in ((current - delta, Reason.CODE_EXPIRED), (current + delta, Reason.CODE_NOT_YET_VALID)):
+                    if step >= 0 and hmac.compare_digest(hotp(tkey, step).encode("ascii"), typed):
+                        stale = Verified(reason, CodeKind.MANUAL, kid, ticket_id, step)
+    return stale or _BAD_SIGNATURE

@@ -1,0 +1,21 @@
+"""`gated bench --json` runs end to end and reports every figure it promises.
+
+Speed is not asserted here (a test machine may be busy); the figures and
+their targets are printed by `gated bench` and quoted in the README.
+"""
+
+import json
+import subprocess
+import sys
+
+
+def test_bench_json_reports_every_figure():
+    r = subprocess.run([sys.executable, "-m", "gated", "bench", "--json", "--quick", "--tickets", "20000"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    d = report["decide"]
+    for op in ("dynamic_ok", "static_ok", "bad_signature", "bad_format"):
+        assert d["decide"][op]["median_us"] > 0 and d["decide"][op]["p99_us"] >= d["decide"][op]["median_us"]
+    assert d["floor"]["dynamic"]["median_us"] > 0 and d["floor"]["static"]["median_us"] > 0
+    assert d["cache"]["tickets"] == 20000 and d["cache"]["rss_bytes_per_ticket"] > 0 and d["cache"]["snapshot_load_s"] > 0
+    assert set(report["targets"]) and all(isinstance(v, bool) for v in report["targets"].values())
