@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench demo clean
+.PHONY: run test bench demo clean proto
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "gated needs Python 3.11 or newer")'
@@ -19,6 +19,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The generated gRPC code in gated/rpc/v1 is committed (a fresh clone runs
+# without grpcio-tools); regenerate it after editing proto/gated/v1/*.proto.
+proto: $(STAMP)
+	$(BIN)/python -m gated.rpc.codegen
 
 bench: $(STAMP)
 	$(BIN)/gated bench
