@@ -124,6 +124,61 @@ def cmd_demo(args) -> int:
     return run_demo()
 
 
+# ---- the daemon, its config and its journal ----
+
+def cmd_run(args) -> int:
+    import asyncio
+
+    from gated.daemon import run_gate
+    from gated.logs import configure
+
+    configure(args.log_level)
+    return asyncio.run(run_gate(args.config))
+
+
+def cmd_config_check(args) -> int:
+    from gated.config import config_check_main
+
+    return config_check_main(args.file, check_files=args.check_files)
+
+
+def _open_journal(args):
+    from gated.config import load_config
+    from gated.journal import Journal
+
+    if args.config:
+        config = load_config(args.config)
+        return Journal(config.journal.path, config.gate.id)
+    if not args.db or not args.gate_id:
+        raise UsageError("gated journal: give --config FILE, or --db FILE with --gate-id ID")
+    return Journal(args.db, args.gate_id)
+
+
+def cmd_journal_tail(args) -> int:
+    with _open_journal(args) as journal:
+        for record in journal.tail(args.n):
+            print(json.dumps(record.as_dict(), ensure_ascii=False))
+    return EXIT_OK
+
+
+def cmd_journal_stats(args) -> int:
+    with _open_journal(args) as journal:
+        print(json.dumps(journal.stats(), default=str, indent=2))
+    return EXIT_OK
+
+
+def cmd_journal_export(args) -> int:
+    with _open_journal(args) as journal:
+        out = sys.stdout if args.out in (None, "-") else open(args.out, "w", newline="", encoding="utf-8")
+        try:
+            count = journal.export(out, fmt=args.format, since=args.since)
+        finally:
+            if out is not sys.stdout:
+                out.close()
+    print(f"exported {count} records", file=sys.stderr)
+    return EXIT_OK
+
+
 def build_parser() -> _Parser:
     parser = _Parser(prog="gated", description="Venue gate daemon and its tools.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -170,6 +225,31 @@ def build_parser() -> _Parser:
 
     p = sub.add_parser("demo", help="a scripted day at the door, through the real decision path")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("run", help="run the gate daemon")
+    p.add_argument("--config", required=True, metavar="FILE")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(func=cmd_run)
+
+    cfg = sub.add_parser("config", help="check a config file").add_subparsers(dest="config_command", required=True, parser_class=_Parser)
+    p = cfg.add_parser("check", help="validate every key, pin and lane; exit 0 if good, 2 if not")
+    p.add_argument("file")
+    p.add_argument("--check-files", action="store_true", help="also require the key file and TLS files to exist")
+    p.set_defaults(func=cmd_config_check)
+
+    jr = sub.add_parser("journal", help="inspect the local journal").add_subparsers(dest="journal_command", required=True, parser_class=_Parser)
+    for name, func, helptext in (("tail", cmd_journal_tail, "the last records, one JSON object per line"), ("stats", cmd_journal_stats, "counts, backlog, sizes"), ("export", cmd_journal_export, "all records as JSON lines or CSV")):
+        p = jr.add_parser(name, help=helptext)
+        p.add_argument("--config", metavar="FILE", help="the gate's config (finds the journal and gate id)")
+        p.add_argument("--db", metavar="FILE", help="a journal file, with --gate-id")
+        p.add_argument("--gate-id")
+        if name == "tail":
+            p.add_argument("-n", type=int, default=20)
+        if name == "export":
+            p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+            p.add_argument("--since", type=float, metavar="UNIX")
+            p.add_argument("--out", metavar="FILE", help="default: stdout")
+        p.set_defaults(func=func)
 
     for register in _EXTRA_COMMANDS:
         register(sub)

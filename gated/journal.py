@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 
 #: The record kinds the daemon writes. Others are accepted (the journal does
 #: not interpret kinds), so a new kind needs no schema change.
-KINDS = ("decision", "passage", "not_passed", "redemption", "emergency")
+KINDS = ("decision", "passage", "not_passed", "unexpected_passage", "redemption", "emergency", "manual_open")
 
 SCHEMA_VERSION = 1
 #: PRAGMA application_id: "gatJ". Tells our file apart from any other SQLite
@@ -620,6 +620,21 @@ class Journal:
             (after_seq, limit),
         )
         return [self._row(r) for r in rows]
+
+    def since(self, after_seq: int, kinds: tuple[str, ...] | None = None, batch: int = 5000) -> Iterator[Record]:
+        """Every record with seq > ``after_seq`` (optionally of ``kinds``), oldest first, acked or not."""
+        where = f" AND kind IN ({','.join('?' * len(kinds))})" if kinds else ""
+        last = after_seq
+        while True:
+            rows = self._read(
+                f"SELECT {_COLUMNS} FROM records WHERE seq > ?{where} ORDER BY seq LIMIT ?",
+                (last, *(kinds or ()), batch),
+            )
+            for row in rows:
+                yield self._row(row)
+            if len(rows) < batch:
+                return
+            last = rows[-1][0]
 
     def backlog(self) -> int:
         """How many records the registry has not acknowledged yet."""

@@ -474,6 +474,27 @@ class EntitlementCache:
         table.ben[i] -= 1
         return table.ben[i]
 
+    def restore_usage(self, ticket_id: int, entries_used: int, inside: Iterable[str], benefit: str | None = None, benefit_remaining: int | None = None) -> bool:
+        """Set a ticket's usage to values this gate journaled (replay after a reboot).
+
+        False (nothing changed) if the ticket or the benefit is unknown.
+        """
+        table = self.table
+        row = table.row_of(ticket_id)
+        if row < 0 or not 0 <= entries_used <= 0xFFFFFFFF:
+            return False
+        if benefit is not None:
+            names = table.profiles[table.profile[row]].benefit_names
+            if benefit not in names or benefit_remaining is None or not 0 <= benefit_remaining <= 0xFFFF:
+                return False
+            table.ben[table.ben_off[row] + names.index(benefit)] = benefit_remaining
+            return True
+        if len(set(inside) - set(table.zone_names)) + len(table.zone_names) > MAX_ZONES:
+            return False
+        table.used[row] = entries_used
+        table.set_inside(row, table.mask_of(inside))
+        return True
+
     # ---- snapshots ----
 
     def load_snapshot(self, data: bytes | bytearray | memoryview) -> None:

@@ -1,0 +1,382 @@
+"""The daemon: one `Gate` wires config, drivers, lanes, journal and uplink.
+
+Life of a gate:
+
+1. start: the config was checked whole before this; every device opens or
+   the gate refuses to start (no half-configured gate ever decides). The key
+   ring and entitlement cache come from the state directory, usage journaled
+   after the cache was saved is replayed, so a reboot with no network admits
+   exactly as before the power cut.
+2. run: scans become decisions on the event loop (see `gated.lane`); the
+   uplink streams the journal to the registry and applies what it pushes;
+   the cache is saved when it changed, at most every `SAVE_EVERY_S`.
+3. stop (SIGTERM, SIGINT): inputs close first, the decisions in flight finish
+   (journaled and acted on), relays go to their safe state, the cache is
+   saved, the journal closed; exit status 0.
+
+With systemd (`Type=notify`, `WatchdogSec=`), READY=1 is sent once the
+lanes are live, and watchdog pings come from a task on the same event loop
+that decides: if the loop stalls, the pings stop and systemd restarts the
+gate, whose relays fall to their wired safe state meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import signal
+import time
+from pathlib import Path
+from typing import Any, Coroutine
+
+import structlog
+
+from gated import sdnotify
+from gated.clock import GateClock
+from gated.config import Config, LaneConfig, load_config
+from gated.drivers.gpio import Buzzer, EmergencyInput, LaneLight, PassageSensor, Relay, make_pin_factory
+from gated.errors import GatedError, JournalError
+from gated.journal import Journal
+from gated.lane import LaneOutputs, LaneRunner
+from gated.state import StateStore
+from gated.validation import Policy, Validator
+
+log = structlog.get_logger("gated.daemon")
+
+SAVE_EVERY_S = 30.0
+STOP_GRACE_S = 5.0
+
+
+def policy_from_config(config: Config) -> Policy:
+    p = config.policy
+    return Policy(
+        skew_steps=p.skew_steps,
+        debounce_s=p.debounce_s,
+        rate_burst=p.rate_burst,
+        rate_per_s=p.rate_per_s,
+        anti_passback=p.anti_passback,
+        admit_static_when_unsynced=config.gate.offline_policy == "lenient",
+        colors=dict(p.colors),
+        default_color=p.default_color,
+    )
+
+
+class Gate:
+    """Everything one controller runs. Also the `GateControl` the admin service drives."""
+
+    def __init__(self, config: Config, *, pin_factory: Any = None, frame_sources: dict[str, Any] | None = None,
+                 clock: GateClock | None = None):
+        self.config = config
+        self.gate_id = config.gate.id
+        self._pin_factory = pin_factory
+        self._frame_sources = frame_sources or {}
+        self.clock = clock or GateClock(trust_local_clock=config.gate.trust_local_clock)
+        self.lanes: dict[str, LaneRunner] = {}
+        self.emergency_active = False
+        self.started_at = time.time()
+        self._tasks: set[asyncio.Task] = set()
+        self._inputs: list[Any] = []
+        self._input_tasks: list[asyncio.Task] = []
+        self._cameras: list[Any] = []
+        self._sensors: list[Any] = []
+        self._emergency: EmergencyInput | None = None
+        self._stop = asyncio.Event()
+        self._cache_dirty = False
+        self._keys_dirty = False
+        self._saved_seq = 0
+        self.uplink: Any = None
+        self.admin: Any = None
+        self.journal: Journal | None = None
+        self._service_tasks: list[asyncio.Task] = []
+
+    # ---- start ----
+
+    async def start(self) -> None:
+        cfg = self.config
+        self.loop = asyncio.get_running_loop()
+        self.store = StateStore(cfg.gate.state_dir)
+        self.keyring = self.store.load_keyring(cfg.gate.key_file)
+        cache, saved_seq = self.store.load_cache()
+        self.journal = Journal(cfg.journal.path, self.gate_id, retention_s=cfg.journal.retention_days * 86400.0)
+        replayed = self._replay_usage(cache, saved_seq)
+        self._saved_seq = self._last_seq()
+        self.validator = Validator(self.keyring, cache, policy_from_config(cfg))
+        for zone, capacity in cfg.policy.zones.items():
+            cache.table.zone_index(zone)
+            cache.table.capacity.setdefault(zone, capacity)
+        if self._pin_factory is None:
+            self._pin_factory = make_pin_factory(cfg.gate.gpio)
+        try:
+            for lane_cfg in cfg.lanes:
+                self.lanes[lane_cfg.id] = self._build_lane(lane_cfg)
+            if cfg.emergency is not None:
+                e = cfg.emergency
+                self._emergency = EmergencyInput(
+                    e.pin, active_high=e.active_high, pull_up=e.pull_up, pin_factory=self._pin_factory,
+                    on_change=lambda active, at: self.loop.call_soon_threadsafe(self._emergency_changed, active),
+                )
+            self._start_inputs()
+        except BaseException:
+            self._close_outputs()
+            self.journal.close()
+            raise
+        await self._start_services()
+        self._service_tasks.append(asyncio.create_task(self._save_periodically(), name="save-cache"))
+        interval = sdnotify.watchdog_interval()
+        if interval:
+            self._service_tasks.append(asyncio.create_task(sdnotify.watchdog_pinger(interval), name="watchdog"))
+        sdnotify.notify(f"READY=1\nSTATUS=gate {self.gate_id}: {len(self.lanes)} lanes, {len(cache):,} tickets")
+        log.info(
+            "gate_started", gate_id=self.gate_id, lanes=list(self.lanes), tickets=len(cache), cache_version=cache.version,
+            kids=self.keyring.kids(), usage_replayed=replayed, clock_trusted=self.clock.trusted(),
+        )
+
+    def _replay_usage(self, cache, saved_seq: int) -> int:
+        """Re-apply usage this gate journaled after its cache was last saved."""
+        if not len(cache):
+            return 0
+        replayed = 0
+        for record in self.journal.since(saved_seq, kinds=("passage", "redemption")):
+            p = record.payload
+            if record.ticket_id is None or "entries_used" not in p:
+                continue
+            if cache.restore_usage(record.ticket_id, int(p["entries_used"]), tuple(p.get("inside") or ()), p.get("benefit"), p.get("benefit_remaining")):
+                replayed += 1
+        return replayed
+
+    def _last_seq(self) -> int:
+        tail = self.journal.tail(1)
+        return tail[-1].seq if tail else 0
+
+    def _build_lane(self, lc: LaneConfig) -> LaneRunner:
+        f = self._pin_factory
+        outputs = LaneOutputs()
+        try:
+            if lc.relay is not None:
+                outputs.relay = Relay(
+                    lc.relay.pin, active_high=lc.relay.active_high, pulse_s=lc.relay.pulse_s, safe_state=lc.relay.safe_state,
+                    pin_factory=f, on_change=lambda energized, at, lane_id=lc.id: log.info("relay", lane=lane_id, energized=energized, at=at),
+                )
+            if lc.light is not None:
+                outputs.light = LaneLight(lc.light.red, lc.light.green, lc.light.blue, active_high=lc.light.active_high, pwm=lc.light.pwm, pin_factory=f)
+            if lc.buzzer is not None:
+                outputs.buzzer = Buzzer(lc.buzzer.pin, active_high=lc.buzzer.active_high, pin_factory=f)
+        except BaseException:
+            outputs.close()
+            raise
+        lane = LaneRunner(lc, self, outputs)
+        if lc.passage is not None:
+            self._sensors.append(PassageSensor(
+                lc.passage.pin, pull_up=lc.passage.pull_up, active_state=lc.passage.active_high, pin_factory=f,
+                on_passage=lambda at, lane=lane: self.loop.call_soon_threadsafe(lane.on_passage, at),
+            ))
+        return lane
+
+    def _start_inputs(self) -> None:
+        from gated.drivers.camera import Camera
+        from gated.drivers.hid_scanner import HidScanner
+        from gated.drivers.keypad import KeypadScanner
+        from gated.drivers.serial_scanner import SerialScanner
+
+        for lc in self.config.lanes:
+            lane = self.lanes[lc.id]
+            for n, sc in enumerate(lc.scanners):
+                name = f"{lc.id}/{sc.kind}{n}"
+                if sc.kind == "serial":
+                    scanner = SerialScanner(name, sc.port, sc.baud, sc.suffix, sc.max_frame, on_read=lane.on_read)
+                elif sc.kind == "hid":
+                    scanner = HidScanner(name, str(sc.device) if sc.device else sc.name, sc.layout, sc.max_frame, on_read=lane.on_read)
+                else:
+                    scanner = KeypadScanner(name, str(sc.device) if sc.device else sc.name, sc.layout, on_entry=lane.on_manual)
+                self._inputs.append(scanner)
+                self._input_tasks.append(asyncio.create_task(scanner.run(), name=name))
+            if lc.camera is not None:
+                cam = lc.camera
+                source = self._frame_sources.get(lc.id, cam.source)
+                camera = Camera(f"{lc.id}/camera", source, lane.on_read, decoder=cam.decoder, width=cam.width, height=cam.height, fps=cam.fps, loop=self.loop)
+                self._cameras.append(camera.start())
+
+    async def _start_services(self) -> None:
+        """The uplink to the registry and the local admin service, when available."""
+        try:
+            from gated.rpc.uplink import Uplink
+        except ImportError:
+            Uplink = None
+        if self.config.uplink is not None and Uplink is not None:
+            self.uplink = Uplink(
+                self.gate_id, self.journal, self.validator.cache, self.keyring, self.clock, self.config.uplink,
+                on_cache_changed=self._mark_cache_dirty, on_keys_changed=self._keys_changed,
+            )
+            self._service_tasks.append(asyncio.create_task(self.uplink.run(), name="uplink"))
+        elif self.config.uplink is None:
+            log.warning("uplink_not_configured", gate_id=self.gate_id)
+        try:
+            from gated.rpc.admin import serve_admin
+        except ImportError:
+            serve_admin = None
+        if serve_admin is not None:
+            self.admin = await serve_admin(self, self.config.admin)
+
+    # ---- running ----
+
+    def spawn(self, coro: Coroutine) -> asyncio.Task:
+        """Run a lane coroutine; the gate waits for these on stop."""
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if isinstance(exc, JournalError):
+            log.error("journal_write_failed", error=str(exc))
+        elif exc is not None:
+            log.error("lane_task_failed", error=repr(exc), exc_info=exc)
+
+    def after_record(self) -> None:
+        """A record reached the journal: wake the uplink, and the cache may have changed."""
+        self._cache_dirty = True
+        if self.uplink is not None:
+            self.uplink.wake()
+
+    def _mark_cache_dirty(self) -> None:
+        self._cache_dirty = True
+
+    def _keys_changed(self) -> None:
+        try:
+            self.store.save_keyring(self.keyring)
+        except GatedError as exc:
+            log.error("keyring_save_failed", error=str(exc))
+
+    async def _save_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(SAVE_EVERY_S)
+            if self._cache_dirty:
+                await self.save_cache()
+            self.journal.purge(time.time())
+
+    async def save_cache(self) -> None:
+        """Snapshot on the loop thread (consistent), write in a worker thread."""
+        self._cache_dirty = False
+        seq = self._last_seq()
+        snapshot = self.validator.cache.to_snapshot()
+        await asyncio.to_thread(self.store.save_cache, snapshot, seq)
+        self._saved_seq = seq
+
+    def _emergency_changed(self, active: bool) -> None:
+        self.spawn(self.set_emergency(active, source="input"))
+
+    # ---- GateControl (the admin service calls these) ----
+
+    def status(self) -> dict[str, Any]:
+        cache = self.validator.cache
+        clock = self.clock.status()
+        return {
+            "gate_id": self.gate_id,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "lanes": [lane.status() for lane in self.lanes.values()],
+            "emergency": self.emergency_active,
+            "cache": {"version": cache.version, "tickets": len(cache)},
+            "keys": self.keyring.kids(),
+            "clock": dataclasses.asdict(clock),
+            "journal": {"backlog": self.journal.backlog()},
+            "uplink": self.uplink.status() if self.uplink is not None else {"configured": self.config.uplink is not None, "connected": False},
+        }
+
+    def journal_stats(self) -> dict[str, Any]:
+        return self.journal.stats()
+
+    async def open_lane(self, lane_id: str) -> bool:
+        lane = self.lanes.get(lane_id)
+        if lane is None:
+            return False
+        opened = lane.open_once()
+        await self.journal.append_async("manual_open", at=self.clock.now(), lane=lane_id, payload={"opened": opened})
+        self.after_record()
+        log.warning("lane_opened_by_operator", lane=lane_id, opened=opened)
+        return opened
+
+    async def set_emergency(self, active: bool, source: str = "admin") -> None:
+        if active == self.emergency_active:
+            return
+        self.emergency_active = active
+        for lane in self.lanes.values():
+            relay, light = lane.outputs.relay, lane.outputs.light
+            if relay is not None:
+                relay.hold_open() if active else relay.release()
+            if light is not None:
+                light.show("#00FF00") if active else light.idle()
+        await self.journal.append_async("emergency", at=self.clock.now(), payload={"active": active, "source": source})
+        self.after_record()
+        log.warning("emergency", active=active, source=source)
+
+    async def reload_config(self) -> tuple[bool, str]:
+        """Apply a changed [policy]; anything else needs a restart (said, not half-done)."""
+        try:
+            new = load_config(self.config.path, check_files=True)
+        except GatedError as exc:
+            return False, str(exc)
+        if dataclasses.replace(new, policy=self.config.policy) != self.config:
+            return False, "only [policy] can change while running; restart gated for other changes"
+        self.config = new
+        self.validator = Validator(self.keyring, self.validator.cache, policy_from_config(new))
+        log.info("config_reloaded", path=str(new.path))
+        return True, "policy reloaded"
+
+    # ---- stop ----
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stop.wait()
+
+    async def stop(self) -> None:
+        sdnotify.notify("STOPPING=1")
+        for scanner in self._inputs:
+            scanner.close()
+        for camera in self._cameras:
+            await asyncio.to_thread(camera.close)
+        for task in self._input_tasks:
+            task.cancel()
+        await asyncio.gather(*self._input_tasks, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=STOP_GRACE_S)
+        self._close_outputs()
+        for task in self._service_tasks:
+            task.cancel()
+        await asyncio.gather(*self._service_tasks, return_exceptions=True)
+        if self.admin is not None:
+            await self.admin.stop(None)
+        try:
+            await self.save_cache()
+        except (OSError, GatedError) as exc:
+            log.error("cache_save_failed", error=str(exc))
+        self.journal.close()
+        log.info("gate_stopped", gate_id=self.gate_id)
+
+    def _close_outputs(self) -> None:
+        for lane in self.lanes.values():
+            if lane.outputs.relay is not None and not lane.outputs.relay.closed:
+                lane.outputs.relay.to_safe_state()
+            lane.outputs.close()
+        for device in (*self._sensors, self._emergency):
+            if device is not None:
+                device.close()
+
+
+async def run_gate(config_path: str | Path) -> int:
+    config = load_config(config_path, check_files=True)
+    gate = Gate(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, gate.request_stop)
+    await gate.start()
+    try:
+        await gate.wait_stopped()
+    finally:
+        await gate.stop()
+    return 0

@@ -1,0 +1,242 @@
+"""One lane at run time: inputs, decide, journal, outputs, passage.
+
+The path of one scan, in this order and no other:
+
+    read -> decide() -> journal the decision (durable) -> actuate outputs
+
+so nobody passes a turnstile without a record on disk. Then, on a turnstile
+with a passage sensor, the entry counts (`Validator.commit`, journaled as a
+"passage" record with the new usage) only when the sensor sees the person go
+through within `passage_timeout_s`; otherwise a "not_passed" record says the
+gate admitted someone who did not walk through. Lanes without a sensor
+(handhelds, simple turnstiles) count the entry as soon as the decision is on
+disk.
+
+Everything here runs on the daemon's event loop thread: drivers that live on
+other threads (camera, GPIO inputs) hand their events over with
+`call_soon_threadsafe`. Nothing here knows hardware details: the outputs are
+gpiozero-backed drivers or None.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from gated.config import LaneConfig
+from gated.drivers.base import Read
+from gated.drivers.gpio import Buzzer, LaneLight, PassageWindow, Relay
+from gated.drivers.keypad import ManualEntry, ManualEntryInvalid
+from gated.validation import Decision, Direction, Mode
+from gated.validation import Lane as LaneSpec
+
+if TYPE_CHECKING:
+    from gated.daemon import Gate
+
+log = structlog.get_logger("gated.lane")
+
+SIGNAL_SECONDS = 1.5  # how long the admit colour / deny pattern shows
+
+
+@dataclass
+class LaneOutputs:
+    relay: Relay | None = None
+    light: LaneLight | None = None
+    buzzer: Buzzer | None = None
+
+    def close(self) -> None:
+        for device in (self.light, self.buzzer, self.relay):
+            if device is not None:
+                device.close()
+
+
+@dataclass
+class LaneCounters:
+    decisions: int = 0
+    admitted: int = 0
+    denied: int = 0
+    repeats: int = 0
+    passages: int = 0
+    not_passed: int = 0
+    last_reason: str | None = None
+    last_ticket: int | None = None
+    last_at: float | None = None
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+
+class LaneRunner:
+    def __init__(self, config: LaneConfig, gate: "Gate", outputs: LaneOutputs):
+        self.config = config
+        self.id = config.id
+        self.gate = gate
+        self.outputs = outputs
+        self.spec = LaneSpec(config.id, config.zone, Direction(config.direction), Mode(config.mode), config.categories)
+        self.window: PassageWindow[Decision] | None = (
+            PassageWindow(config.passage_timeout_s) if config.passage is not None and config.passage_timeout_s else None
+        )
+        self.counters = LaneCounters()
+        self.last_decision: Decision | None = None
+        self._expiry_handle: asyncio.TimerHandle | None = None
+        self.scan_to_relay: list[float] = []  # seconds, read completed -> relay pulse (bench)
+
+    # ---- inputs (called on the loop thread) ----
+
+    def on_read(self, read: Read) -> None:
+        self.gate.spawn(self.handle_read(read))
+
+    def on_manual(self, entry: ManualEntry | ManualEntryInvalid) -> None:
+        self.gate.spawn(self.handle_manual(entry))
+
+    def on_passage(self, at: float) -> None:
+        self.gate.spawn(self.handle_passage(at))
+
+    # ---- the path of one scan ----
+
+    async def handle_read(self, read: Read, benefit: str | None = None) -> Decision:
+        gate = self.gate
+        decision = gate.validator.decide(read.text, self.spec, gate.clock.now(), clock_trusted=gate.clock.trusted(), benefit=benefit)
+        if decision.repeat:
+            self.counters.repeats += 1
+            return decision
+        await self._record_and_act(decision, read.at, {"source": read.source, "length": len(read.text), "truncated": read.truncated})
+        return decision
+
+    async def handle_manual(self, entry: ManualEntry | ManualEntryInvalid, benefit: str | None = None) -> Decision | None:
+        gate = self.gate
+        if isinstance(entry, ManualEntryInvalid):
+            log.info("manual_entry_invalid", lane=self.id, reason=entry.reason)
+            if self.outputs.light is not None:
+                self.outputs.light.deny(SIGNAL_SECONDS)
+            if self.outputs.buzzer is not None:
+                self.outputs.buzzer.play("deny")
+            return None
+        decision = gate.validator.decide_manual(entry.ticket_id, entry.digits, self.spec, gate.clock.now(), clock_trusted=gate.clock.trusted(), benefit=benefit)
+        await self._record_and_act(decision, entry.at, {"source": entry.source, "typed": True})
+        return decision
+
+    async def _record_and_act(self, decision: Decision, read_at: float, extra: dict[str, Any]) -> None:
+        gate = self.gate
+        payload = {
+            "code_kind": decision.kind,
+            "category": decision.category,
+            "zone": decision.zone,
+            "direction": decision.direction,
+            "mode": self.spec.mode,
+            **extra,
+        }
+        if decision.benefit is not None:
+            payload["benefit"] = decision.benefit
+        await gate.journal.append_async(
+            "decision", at=decision.at, lane=self.id, ticket_id=decision.ticket_id, reason=decision.reason, payload=payload
+        )
+        self._show(decision)
+        if decision.admitted:
+            if self.outputs.relay is not None and self.outputs.relay.pulse():
+                self.scan_to_relay.append(time.monotonic() - read_at)
+                if len(self.scan_to_relay) > 10_000:
+                    del self.scan_to_relay[:5_000]
+            if self.window is not None and decision.benefit is None:
+                self.window.expect(decision, time.monotonic())
+                self._schedule_expiry()
+            else:
+                await self._count(decision, confirmed=False)
+        self._tally(decision)
+        gate.after_record()
+        log.info(
+            "decision", lane=self.id, reason=str(decision.reason), ticket_id=decision.ticket_id,
+            category=decision.category, code_kind=None if decision.kind is None else str(decision.kind),
+        )
+
+    async def _count(self, decision: Decision, *, confirmed: bool) -> None:
+        usage = self.gate.validator.commit(decision)
+        if usage is None:
+            return
+        kind = "redemption" if usage.benefit is not None else "passage"
+        payload = {**usage._asdict(), "confirmed": confirmed}
+        await self.gate.journal.append_async(kind, at=self.gate.clock.now(), lane=self.id, ticket_id=usage.ticket_id, reason="ok", payload=payload)
+        self.counters.passages += 1
+        self.gate.after_record()
+
+    # ---- passage confirmation ----
+
+    async def handle_passage(self, at: float) -> None:
+        if self.window is None:
+            return
+        decision = self.window.passage(at)
+        if decision is None:
+            await self.gate.journal.append_async("unexpected_passage", at=self.gate.clock.now(), lane=self.id, payload={"zone": self.spec.zone})
+            self.gate.after_record()
+            log.warning("unexpected_passage", lane=self.id)
+            return
+        await self._count(decision, confirmed=True)
+        await self._expire()
+
+    def _schedule_expiry(self) -> None:
+        deadline = self.window.next_deadline() if self.window is not None else None
+        if deadline is None:
+            return
+        loop = asyncio.get_running_loop()
+        if self._expiry_handle is not None:
+            self._expiry_handle.cancel()
+        delay = max(0.0, deadline - time.monotonic()) + 0.001
+        self._expiry_handle = loop.call_later(delay, lambda: self.gate.spawn(self._expire()))
+
+    async def _expire(self) -> None:
+        if self.window is None:
+            return
+        for decision in self.window.expired(time.monotonic()):
+            self.counters.not_passed += 1
+            await self.gate.journal.append_async(
+                "not_passed", at=self.gate.clock.now(), lane=self.id, ticket_id=decision.ticket_id, reason=str(decision.reason),
+                payload={"zone": decision.zone, "direction": decision.direction, "decided_at": decision.at},
+            )
+            self.gate.after_record()
+        self._schedule_expiry()
+
+    # ---- outputs ----
+
+    def _show(self, decision: Decision) -> None:
+        light, buzzer = self.outputs.light, self.outputs.buzzer
+        if decision.admitted:
+            if light is not None:
+                light.show(decision.signal.color, SIGNAL_SECONDS)
+            if buzzer is not None:
+                buzzer.play("ok")
+        else:
+            if light is not None:
+                light.deny(SIGNAL_SECONDS)
+            if buzzer is not None:
+                buzzer.play("deny")
+
+    def _tally(self, decision: Decision) -> None:
+        c = self.counters
+        c.decisions += 1
+        if decision.admitted:
+            c.admitted += 1
+        else:
+            c.denied += 1
+        c.last_reason, c.last_ticket, c.last_at = str(decision.reason), decision.ticket_id, decision.at
+        c.by_reason[str(decision.reason)] = c.by_reason.get(str(decision.reason), 0) + 1
+        self.last_decision = decision
+
+    # ---- commands ----
+
+    def open_once(self) -> bool:
+        return self.outputs.relay.pulse() if self.outputs.relay is not None else False
+
+    def status(self) -> dict[str, Any]:
+        relay = self.outputs.relay
+        light = self.outputs.light
+        c = self.counters
+        return {
+            "id": self.id, "zone": self.spec.zone, "direction": str(self.spec.direction), "mode": str(self.spec.mode),
+            "decisions": c.decisions, "admitted": c.admitted, "denied": c.denied, "repeats": c.repeats,
+            "passages": c.passages, "not_passed": c.not_passed, "last_reason": c.last_reason, "last_ticket": c.last_ticket,
+            "relay_energized": None if relay is None else relay.is_energized,
+            "light": None if light is None else "#%02X%02X%02X" % tuple(round(x * 255) for x in light.current_color),
+            "pending_passages": 0 if self.window is None else len(self.window),
+        }

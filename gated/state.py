@@ -1,0 +1,88 @@
+"""What the gate keeps on disk besides its journal, so a reboot with no
+network admits correctly from what it last knew.
+
+- the key ring: `<state_dir>/keyring.json` (mode 0600). Once it exists it is
+  the authority (the registry may have added or retired keys since the
+  bootstrap key file was written); before that, the config's key file is.
+- the entitlement cache: `<state_dir>/cache.snap` (a snapshot, CRC-checked)
+  and `<state_dir>/cache.json` (the journal sequence it includes). Local
+  usage journaled after that sequence (passages, redemptions) is replayed on
+  load, so anti-passback and entry counts survive a power cut too.
+
+Every write is atomic: a temp file, fsync, rename, fsync of the directory.
+A damaged cache file is logged and ignored (the gate starts empty and the
+registry resends), never half-loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import structlog
+
+from gated.errors import GatedError, SnapshotError
+from gated.keyfile import load_keyfile, save_keyfile
+from gated.validation import EntitlementCache, KeyRing
+
+log = structlog.get_logger("gated.state")
+
+
+def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class StateStore:
+    def __init__(self, state_dir: Path):
+        self.dir = Path(state_dir)
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.keyring_path = self.dir / "keyring.json"
+        self.cache_path = self.dir / "cache.snap"
+        self.cache_meta_path = self.dir / "cache.json"
+
+    # ---- keys ----
+
+    def load_keyring(self, bootstrap: Path) -> KeyRing:
+        if self.keyring_path.exists():
+            return load_keyfile(self.keyring_path)
+        return load_keyfile(bootstrap)
+
+    def save_keyring(self, ring: KeyRing) -> None:
+        save_keyfile(self.keyring_path, ring, overwrite=True)
+
+    # ---- cache ----
+
+    def load_cache(self) -> tuple[EntitlementCache, int]:
+        """The persisted cache and the journal seq it includes; empty if none or damaged."""
+        cache = EntitlementCache()
+        if not self.cache_path.exists():
+            return cache, 0
+        try:
+            cache.load_snapshot(self.cache_path.read_bytes())
+            meta = json.loads(self.cache_meta_path.read_text()) if self.cache_meta_path.exists() else {}
+            return cache, int(meta.get("journal_seq", 0))
+        except (OSError, ValueError, GatedError) as exc:
+            log.error("cache_file_unusable", path=str(self.cache_path), error=str(exc))
+            return EntitlementCache(), 0
+
+    def save_cache(self, snapshot: bytes, journal_seq: int) -> None:
+        write_atomically(self.cache_path, snapshot)
+        write_atomically(self.cache_meta_path, json.dumps({"journal_seq": journal_seq}).encode())
+
+
+__all__ = ["StateStore", "write_atomically", "SnapshotError"]
