@@ -41,7 +41,7 @@ class Pty:
 
 
 def make_gate_dir(root: Path, *, gate_id: str = "test-gate", passage: bool = True, emergency: bool = True,
-                  admin_port: int = 0, extra_lane: str = "", tickets=TICKETS) -> Path:
+                  extra_lane: str = "", tickets=TICKETS, rate_burst: int = 10) -> Path:
     """Write keys.json, gate.toml and a seeded cache under `root`; return the config path."""
     save_keyfile(root / "keys.json", KeyRing({1: KEY}), overwrite=True)
     StateStore(root / "state").save_cache(encode_snapshot(1, tickets), 0)
@@ -58,6 +58,8 @@ def make_gate_dir(root: Path, *, gate_id: str = "test-gate", passage: bool = Tru
 
     [policy]
     debounce_s = 1.0
+    rate_burst = {rate_burst}
+    rate_per_s = {max(5, rate_burst)}
 
     [admin]
     socket = "admin.sock"
