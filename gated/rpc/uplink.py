@@ -1,0 +1,474 @@
+"""The gate's side of the registry contract: events up, entitlements, keys and time down.
+
+`Uplink.run()` keeps one session with the registry alive for as long as the
+daemon runs, on the daemon's event loop (so cache and key ring changes happen
+on the same thread as `decide()`: no locks). A session is four concurrent
+calls; when any of them fails the whole session is torn down and a new one
+is made after an exponential backoff with full jitter, capped at
+`reconnect_max_s`. One warning per outage, one info line when it ends.
+
+Rules it keeps:
+
+- Events go up exactly once at the registry, at least once on the wire:
+  every session starts from the journal's first unacknowledged record and
+  sends in seq order, in batches, with at most `max_in_flight` batches
+  unacknowledged. An ack is written to the journal (`mark_acked`) only after
+  the registry sent it, i.e. after its commit. Sending is driven by `wake()`,
+  which the daemon calls after each append; a slow safety sweep catches
+  records appended by another process.
+- Entitlement updates are applied whole or not at all: a malformed or
+  out-of-order delta or snapshot is refused (`convert` and the cache check it
+  completely first), logged, and the cache keeps its last good version; the
+  watch is then reopened with that version, so the registry can resend
+  deltas or a snapshot. A snapshot is decoded off the loop into a fresh
+  cache and swapped in at once.
+- Snapshots are persisted at once, deltas at most every `persist_every_s`,
+  and on stop, so a rebooted gate with no network starts from what it last
+  knew (`load_persisted`).
+- The clock offset is the registry's time minus the midpoint of the local
+  send and receive times, from the round trip with the smallest RTT of a few
+  samples, measured at every connect and every `time_sync_every_s`. The
+  clock itself decides when an old offset is no longer trusted
+  (`clock_unsynced`).
+- Key bytes are never logged: only kids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import grpc
+import structlog
+
+from gated.clock import GateClock
+from gated.errors import DeltaRefused, GatedError, SnapshotError
+from gated.journal import Journal
+from gated.rpc import convert
+from gated.rpc.v1 import registry_pb2 as pb
+from gated.rpc.v1 import registry_pb2_grpc as pb_grpc
+from gated.validation.cache import EntitlementCache
+from gated.validation.keyring import KeyRing
+
+__all__ = ["Uplink", "UplinkError", "load_persisted", "channel_options"]
+
+log = structlog.get_logger()
+
+GATE_ID_METADATA = "gated-gate-id"
+MAX_MESSAGE_BYTES = 8 << 20
+_SAFETY_SWEEP_S = 30.0
+_TIME_SAMPLES = 3
+_CALL_TIMEOUT_S = 5.0
+
+
+class UplinkError(GatedError, RuntimeError):
+    """The uplink cannot run as configured (unreadable TLS files)."""
+
+
+class UplinkSettings(Protocol):
+    """What the uplink reads from `gated.config.UplinkSection` (or any lookalike)."""
+
+    target: str
+    plaintext: bool
+    ca: Path | None
+    cert: Path | None
+    key: Path | None
+    reconnect_max_s: float
+
+
+def channel_options() -> list[tuple[str, Any]]:
+    """Keepalives find a registry that vanished without closing the connection."""
+    return [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.keepalive_time_ms", 20_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+def load_persisted(cache: EntitlementCache, path: str | os.PathLike[str]) -> bool:
+    """At boot: load the last persisted snapshot into `cache`. False if there is none.
+
+    A damaged file raises `SnapshotError` and leaves the cache as it was.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return False
+    cache.load_snapshot(data)
+    return True
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _SessionEnded(Exception):
+    """The registry closed a call that should last as long as the session."""
+
+
+class Uplink:
+    def __init__(
+        self,
+        gate_id: str,
+        journal: Journal,
+        cache: EntitlementCache,
+        keyring: KeyRing,
+        clock: GateClock,
+        uplink_config: UplinkSettings,
+        *,
+        on_cache_changed: Callable[[], None] | None = None,
+        on_keys_changed: Callable[[], None] | None = None,
+        batch_size: int = 2000,
+        max_in_flight: int = 8,
+        cache_path: str | os.PathLike[str] | None = None,
+        persist_every_s: float = 30.0,
+        time_sync_every_s: float = 60.0,
+        reconnect_base_s: float = 0.25,
+    ) -> None:
+        if batch_size < 1 or max_in_flight < 1:
+            raise ValueError("batch_size and max_in_flight must be at least 1")
+        self.gate_id = gate_id
+        self.journal = journal
+        self.cache = cache
+        self.keyring = keyring
+        self.clock = clock
+        self.config = uplink_config
+        self.on_cache_changed = on_cache_changed
+        self.on_keys_changed = on_keys_changed
+        self.batch_size = batch_size
+        self.max_in_flight = max_in_flight
+        self.cache_path = None if cache_path is None else Path(cache_path)
+        self.persist_every_s = persist_every_s
+        self.time_sync_every_s = time_sync_every_s
+        self.reconnect_base_s = reconnect_base_s
+        self._metadata = ((GATE_ID_METADATA, gate_id),) if uplink_config.plaintext else ()
+
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._wake = asyncio.Event()
+        self._connected = False
+        self._last_error: str | None = None
+        self._registry_acked = 0  # highest seq the registry acknowledged
+        self._journal_acked = 0  # highest seq written to the journal as acknowledged
+        self._sent_seq = 0
+        self._refused_updates = 0
+        self._persist_handle: asyncio.TimerHandle | None = None
+        self._persist_lock = asyncio.Lock()
+
+    # ------------------------------------------------------------ public
+
+    def wake(self) -> None:
+        """Records were appended: send them now. Safe from any thread."""
+        loop = self._loop
+        if loop is None:
+            self._wake.set()
+        elif threading.get_ident() == self._loop_thread:
+            self._wake.set()
+        else:
+            loop.call_soon_threadsafe(self._wake.set)
+
+    def status(self) -> dict[str, Any]:
+        clock = self.clock.status()
+        return {
+            "connected": self._connected,
+            "target": self.config.target,
+            "plaintext": self.config.plaintext,
+            "last_acked_seq": self._registry_acked,
+            "sent_seq": self._sent_seq,
+            "backlog": self.journal.backlog(),
+            "cache_version": self.cache.version,
+            "cache_tickets": len(self.cache),
+            "refused_updates": self._refused_updates,
+            "last_error": self._last_error,
+            "clock": {"offset_s": clock.offset_s, "trusted": clock.trusted, "age_s": clock.age_s, "rtt_s": clock.rtt_s},
+        }
+
+    async def run(self) -> None:
+        """Stay connected until cancelled; never returns otherwise."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        credentials = self._credentials()
+        if self.config.plaintext:
+            log.warning("uplink_plaintext", target=self.config.target, note="no TLS: the simulator's loopback only")
+        attempt = 0
+        outage_since: float | None = None
+        try:
+            while True:
+                channel = (
+                    grpc.aio.insecure_channel(self.config.target, options=channel_options())
+                    if credentials is None
+                    else grpc.aio.secure_channel(self.config.target, credentials, options=channel_options())
+                )
+                try:
+                    await self._session(channel, outage_since)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self._last_error = _describe(exc)
+                    if self._connected:  # a session that worked has ended
+                        attempt = 0
+                        outage_since = time.monotonic()
+                        log.warning("uplink_disconnected", target=self.config.target, error=self._last_error)
+                    elif outage_since is None:
+                        outage_since = time.monotonic()
+                        log.warning("uplink_unreachable", target=self.config.target, error=self._last_error)
+                    else:
+                        log.debug("uplink_retry_failed", target=self.config.target, error=self._last_error)
+                    self._connected = False
+                finally:
+                    self._connected = False
+                    await channel.close(grace=None)
+                delay = random.uniform(0.0, min(self.config.reconnect_max_s, self.reconnect_base_s * 2**attempt))
+                attempt = min(attempt + 1, 30)
+                await asyncio.sleep(delay)
+        finally:
+            if self._persist_handle is not None:
+                self._persist_handle.cancel()
+                await self._persist()
+
+    # ----------------------------------------------------------- session
+
+    def _credentials(self) -> grpc.ChannelCredentials | None:
+        cfg = self.config
+        if cfg.plaintext:
+            return None
+        try:
+            return grpc.ssl_channel_credentials(
+                root_certificates=Path(cfg.ca).read_bytes(),
+                private_key=Path(cfg.key).read_bytes(),
+                certificate_chain=Path(cfg.cert).read_bytes(),
+            )
+        except (OSError, TypeError) as exc:
+            raise UplinkError(f"uplink: cannot read the TLS files (ca, cert, key): {exc}") from None
+
+    async def _session(self, channel: grpc.aio.Channel, outage_since: float | None) -> None:
+        stub = pb_grpc.RegistryStub(channel)
+        await self._sync_time(stub)
+        self._connected = True
+        self._last_error = None
+        outage = None if outage_since is None else round(time.monotonic() - outage_since, 3)
+        log.info("uplink_connected", target=self.config.target, outage_s=outage, backlog=self.journal.backlog())
+        tasks = [
+            asyncio.create_task(self._send_events(stub), name="uplink-events"),
+            asyncio.create_task(self._watch_entitlements(stub), name="uplink-entitlements"),
+            asyncio.create_task(self._watch_keys(stub), name="uplink-keys"),
+            asyncio.create_task(self._keep_time(stub), name="uplink-time"),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # raises the first failure
+            raise _SessionEnded("a session call ended")
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------ events
+
+    async def _send_events(self, stub: pb_grpc.RegistryStub) -> None:
+        call = stub.StreamEvents(metadata=self._metadata)
+        window = asyncio.Semaphore(self.max_in_flight)
+        acked = asyncio.Event()
+
+        async def write() -> None:
+            cursor = 0  # from the journal's first unacknowledged record
+            after: int | None = None
+            while True:
+                self._wake.clear()
+                records = await asyncio.to_thread(self.journal.unacked, cursor, self.batch_size)
+                if not records:
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), _SAFETY_SWEEP_S)
+                    except TimeoutError:
+                        pass
+                    continue
+                if after is None:
+                    after = records[0].seq - 1
+                batch = convert.event_batch(after, records)
+                await window.acquire()
+                await call.write(batch)
+                after = cursor = self._sent_seq = records[-1].seq
+
+        async def read() -> None:
+            while True:
+                ack = await call.read()
+                if ack is grpc.aio.EOF:
+                    await call  # raises the call's error status, if it has one
+                    raise _SessionEnded("registry closed the event stream")
+                window.release()
+                if ack.up_to_seq > self._registry_acked:
+                    self._registry_acked = ack.up_to_seq
+                    acked.set()
+
+        async def record_acks() -> None:
+            # Acks are coalesced: one journal write for however many arrived meanwhile.
+            while True:
+                await acked.wait()
+                acked.clear()
+                up_to = self._registry_acked
+                if up_to > self._journal_acked:
+                    await asyncio.to_thread(self.journal.mark_acked, up_to, self.clock.now())
+                    self._journal_acked = up_to
+
+        tasks = [asyncio.create_task(c) for c in (write(), read(), record_acks())]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            call.cancel()
+
+    # ------------------------------------------------------ entitlements
+
+    async def _watch_entitlements(self, stub: pb_grpc.RegistryStub) -> None:
+        refusals = 0
+        while True:
+            request = pb.WatchEntitlementsRequest(have_version=self.cache.version)
+            call = stub.WatchEntitlements(request, metadata=self._metadata)
+            assembler = convert.SnapshotAssembler()
+            try:
+                async for update in call:
+                    try:
+                        await self._apply_update(update, assembler)
+                        refusals = 0
+                    except (DeltaRefused, SnapshotError) as exc:
+                        refusals += 1
+                        self._refused_updates += 1
+                        self._last_error = f"entitlement update refused: {exc}"
+                        log.warning("entitlement_update_refused", error=str(exc), cache_version=self.cache.version)
+                        break
+                else:
+                    raise _SessionEnded("registry closed the entitlement watch")
+            finally:
+                call.cancel()
+            # Ask again with the version kept; back off if the registry keeps sending bad updates.
+            await asyncio.sleep(min(self.config.reconnect_max_s, 0.1 * 2 ** min(refusals, 10)))
+
+    async def _apply_update(self, update: pb.EntitlementUpdate, assembler: convert.SnapshotAssembler) -> None:
+        which = update.WhichOneof("update")
+        if which == "snapshot":
+            complete = assembler.add(update.snapshot)
+            if complete is not None:
+                await self._load_snapshot(*complete)
+        elif which == "delta":
+            if assembler.in_progress:
+                raise convert.MalformedUpdate("a delta in the middle of a snapshot")
+            delta = convert.delta_from_proto(update.delta)
+            self.cache.apply(delta)
+            self._cache_changed(snapshot=False)
+        else:
+            raise convert.MalformedUpdate("an update with neither snapshot nor delta")
+
+    async def _load_snapshot(self, version: int, data: bytes) -> None:
+        fresh = EntitlementCache()
+        await asyncio.to_thread(fresh.load_snapshot, data)  # checks everything; raises SnapshotError
+        if fresh.version != version:
+            raise convert.MalformedUpdate(f"snapshot says version {fresh.version}, its chunks said {version}")
+        self.cache.table, self.cache.version = fresh.table, fresh.version
+        log.info("entitlement_snapshot_loaded", version=version, tickets=len(self.cache), size=len(data))
+        self._cache_changed(snapshot=True)
+
+    def _cache_changed(self, *, snapshot: bool) -> None:
+        if self.on_cache_changed is not None:
+            self.on_cache_changed()
+        if self.cache_path is None:
+            return
+        if snapshot:
+            if self._persist_handle is not None:
+                self._persist_handle.cancel()
+            self._persist_handle = None
+            asyncio.get_running_loop().create_task(self._persist())
+        elif self._persist_handle is None:
+            self._persist_handle = asyncio.get_running_loop().call_later(
+                self.persist_every_s, lambda: asyncio.ensure_future(self._persist())
+            )
+
+    async def _persist(self) -> None:
+        self._persist_handle = None
+        if self.cache_path is None:
+            return
+        async with self._persist_lock:
+            data = self.cache.to_snapshot()  # on the loop: consistent with decide()'s view
+            try:
+                await asyncio.to_thread(_write_atomically, self.cache_path, data)
+            except OSError as exc:
+                log.error("entitlement_persist_failed", path=str(self.cache_path), error=str(exc))
+
+    # -------------------------------------------------------------- keys
+
+    async def _watch_keys(self, stub: pb_grpc.RegistryStub) -> None:
+        call = stub.WatchKeys(pb.WatchKeysRequest(have_kids=self.keyring.kids()), metadata=self._metadata)
+        try:
+            async for update in call:
+                try:
+                    change = convert.key_change_from_proto(update)
+                except convert.MalformedUpdate as exc:
+                    self._refused_updates += 1
+                    log.warning("key_update_refused", error=str(exc))
+                    continue
+                keys = {} if change.complete else dict(self.keyring.keys)
+                keys.update(change.add)
+                for kid in change.retire:
+                    keys.pop(kid, None)
+                before = set(self.keyring.kids())
+                self.keyring.replace(keys)  # all at once: a verifier sees the old ring or the new
+                after = set(self.keyring.kids())
+                log.info("keys_updated", kids=sorted(after), added=sorted(after - before), retired=sorted(before - after))
+                if self.on_keys_changed is not None:
+                    self.on_keys_changed()
+        finally:
+            call.cancel()
+        raise _SessionEnded("registry closed the key watch")
+
+    # -------------------------------------------------------------- time
+
+    async def _sync_time(self, stub: pb_grpc.RegistryStub) -> None:
+        best: tuple[float, float] | None = None
+        for _ in range(_TIME_SAMPLES):
+            sent_wall = time.time()
+            sent = time.perf_counter()
+            reply = await stub.GetTime(pb.TimeRequest(), timeout=_CALL_TIMEOUT_S, metadata=self._metadata)
+            rtt = time.perf_counter() - sent
+            offset = reply.unix_nanos / 1e9 - (sent_wall + rtt / 2)
+            if best is None or rtt < best[1]:
+                best = (offset, rtt)
+        self.clock.update(*best)
+
+    async def _keep_time(self, stub: pb_grpc.RegistryStub) -> None:
+        while True:
+            await asyncio.sleep(self.time_sync_every_s)
+            await self._sync_time(stub)

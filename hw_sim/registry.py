@@ -1,0 +1,350 @@
+"""The reference registry: `gated registry serve`, the other end of every gate's uplink.
+
+A small but real implementation of the `gated.v1.Registry` contract, used by
+the simulator, the tests and the benchmarks, and good enough for a small
+venue. It keeps its state in `RegistryStore` (SQLite) and an in-memory
+`EntitlementCache` mirroring the tickets, from which snapshots are cut.
+
+How it keeps the contract:
+
+- Events: each batch is stored in one transaction (each event id once) and
+  acknowledged only after the commit. With mTLS the gate id is the client
+  certificate's CN (or first DNS SAN) and an event of any other gate aborts
+  the stream (PERMISSION_DENIED). Within a stream every batch must follow
+  the one before (`after_seq`); a gap aborts the stream, so the gate
+  reconnects and resends from its last acknowledged record.
+- Fan-out: a new passage or redemption moves the registry's usage count,
+  bumps the version and goes to every watching gate (the sender included) as
+  a delta with absolute values.
+- Entitlement watch: a gate at the current version gets only new deltas; one
+  whose version is in the recent delta log gets the deltas it missed; any
+  other gets a snapshot first.
+- Commands that change the database while the server runs (revoke, reissue,
+  import, keys) are picked up by polling `PRAGMA data_version` every 200 ms:
+  a cheap read that changes only when another connection commits. Chosen
+  over an admin RPC so the commands work the same whether or not the server
+  is running (a server started later applies them at start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import structlog
+
+from gated.rpc.convert import KeyChange, delta_to_proto, key_change_to_proto, snapshot_updates
+from gated.rpc.v1 import registry_pb2 as pb
+from gated.rpc.v1 import registry_pb2_grpc as pb_grpc
+from gated.validation.cache import Delta, EntitlementCache, Op, Reissue, SetState, Upsert, encode_snapshot
+from hw_sim.registry_store import IncomingEvent, RegistryStore
+
+log = structlog.get_logger()
+
+GATE_ID_METADATA = "gated-gate-id"
+CHANGE_POLL_S = 0.2
+DELTA_LOG_SIZE = 1000
+#: A watcher this far behind is dropped; it reconnects and gets a snapshot.
+WATCHER_QUEUE_LIMIT = 10_000
+MAX_MESSAGE_BYTES = 8 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+class _Watcher:
+    __slots__ = ("gate_id", "queue", "overflowed")
+
+    def __init__(self, gate_id: str) -> None:
+        self.gate_id = gate_id
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.overflowed = False
+
+    def offer(self, item) -> None:
+        if self.queue.qsize() >= WATCHER_QUEUE_LIMIT:
+            self.overflowed = True
+        else:
+            self.queue.put_nowait(item)
+
+
+def peer_gate_id(context: grpc.aio.ServicerContext, tls: bool) -> str | None:
+    """Who is calling: the client certificate's CN (or DNS SAN), or, without TLS, the metadata."""
+    if tls:
+        auth = context.auth_context()
+        for prop in ("x509_common_name", "x509_subject_alternative_name"):
+            values = auth.get(prop)
+            if values:
+                return values[0].decode("utf-8", "replace")
+        return None
+    for key, value in context.invocation_metadata() or ():
+        if key == GATE_ID_METADATA and value:
+            return value
+    return None
+
+
+class RegistryService(pb_grpc.RegistryServicer):
+    """The `Registry` servicer. Runs on one event loop; the store is used from that loop only."""
+
+    def __init__(self, store: RegistryStore, *, tls: bool) -> None:
+        self.store = store
+        self.tls = tls
+        self.cache = EntitlementCache()
+        self._log: collections.deque[tuple[int, int, pb.EntitlementUpdate]] = collections.deque(maxlen=DELTA_LOG_SIZE)
+        self._watchers: set[_Watcher] = set()
+        self._key_watchers: set[_Watcher] = set()
+        self._snapshot: tuple[int, bytes] | None = None
+        self._data_version = -1
+        self.events_stored = 0
+
+    # ------------------------------------------------------------ state
+
+    def load(self) -> None:
+        """Build the mirror from the database (applying changes made while stopped)."""
+        self.store.mark_all_changes_applied()
+        self.cache.load_snapshot(encode_snapshot(self.store.version, self.store.records()))
+        self._data_version = self.store.data_version()
+
+    def snapshot(self) -> tuple[int, bytes]:
+        if self._snapshot is None or self._snapshot[0] != self.cache.version:
+            self._snapshot = (self.cache.version, self.cache.to_snapshot())
+        return self._snapshot
+
+    def publish(self, delta: Delta) -> None:
+        """Apply a delta the store has committed to the mirror and send it to every watcher."""
+        self.cache.apply(delta)
+        update = pb.EntitlementUpdate(delta=delta_to_proto(delta))
+        self._log.append((delta.base_version, delta.version, update))
+        for watcher in self._watchers:
+            watcher.offer((delta.base_version, update))
+
+    def publish_keys(self, change: KeyChange) -> None:
+        update = key_change_to_proto(change)
+        for watcher in self._key_watchers:
+            watcher.offer(update)
+
+    def poll_changes(self) -> None:
+        """Turn commands' commits into deltas and key updates (cheap when nothing changed)."""
+        version = self.store.data_version()
+        if version == self._data_version:
+            return
+        self._data_version = version
+        changes = self.store.pending_changes()
+        if not changes:
+            return
+        ops: list[Op] = []
+        added: dict[int, bytes] = {}
+        retired: list[int] = []
+        keys = self.store.keys()
+        for change in changes:
+            if change.kind in ("ticket", "state", "reissue"):
+                rec = self.store.ticket(change.ticket_id)
+                if rec is None:
+                    continue
+                if change.kind == "state":
+                    ops.append(SetState(rec.ticket_id, rec.state))
+                elif change.kind == "reissue":
+                    ops.append(Reissue(rec.ticket_id, rec.badge_serial))
+                else:
+                    ops.append(Upsert(rec))
+            elif change.kind == "key_add" and change.kid in keys:
+                added[change.kid] = keys[change.kid]
+                if change.kid in retired:
+                    retired.remove(change.kid)
+            elif change.kind == "key_retire" and change.kid not in keys:
+                added.pop(change.kid, None)
+                retired.append(change.kid)
+        delta = self.store.apply_changes(changes, ops)
+        if delta is not None:
+            self.publish(delta)
+            log.info("registry_changes_published", version=delta.version, ops=len(delta.ops))
+        if added or retired:
+            self.publish_keys(KeyChange(False, tuple(sorted(added.items())), tuple(retired)))
+            log.info("registry_keys_published", added=sorted(added), retired=retired)
+
+    async def poll_forever(self) -> None:
+        while True:
+            await asyncio.sleep(CHANGE_POLL_S)
+            try:
+                self.poll_changes()
+            except Exception:  # a locked or busy file: try again next tick
+                log.exception("registry_change_poll_failed")
+
+    # ------------------------------------------------------------- calls
+
+    async def _identify(self, context: grpc.aio.ServicerContext) -> str:
+        gate_id = peer_gate_id(context, self.tls)
+        if not gate_id:
+            how = "a client certificate" if self.tls else f"the {GATE_ID_METADATA} metadata"
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"no gate id: send {how}")
+        return gate_id
+
+    async def StreamEvents(self, request_iterator, context) -> AsyncIterator[pb.EventAck]:
+        gate_id = await self._identify(context)
+        expect_after: int | None = None
+        async for batch in request_iterator:
+            if not batch.events:
+                continue
+            events = []
+            previous = batch.after_seq
+            for ev in batch.events:
+                owner, _, seq_text = ev.event_id.rpartition(":")
+                if owner != gate_id:
+                    log.warning("registry_event_refused", gate=gate_id, event_id=ev.event_id)
+                    await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"event {ev.event_id!r} is not gate {gate_id!r}'s")
+                if seq_text != str(ev.seq) or ev.seq <= previous:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"event {ev.event_id!r}: seq {ev.seq} out of order or not its id's")
+                previous = ev.seq
+                events.append(IncomingEvent(
+                    ev.event_id, ev.seq, ev.at, ev.kind, ev.lane,
+                    ev.ticket_id if ev.HasField("ticket_id") else None, ev.reason, ev.payload_json,
+                ))
+            if expect_after is None:
+                known = self.store.acked_seq(gate_id)
+                if batch.after_seq > known:
+                    # Records (known, after_seq] were acknowledged to the gate by an earlier
+                    # state of this database, or were never written (skipped seqs).
+                    log.warning("registry_event_gap", gate=gate_id, stored_up_to=known, gate_resumes_after=batch.after_seq)
+            elif batch.after_seq != expect_after:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"gap: batch follows {batch.after_seq}, expected {expect_after}; resend")
+            stored = self.store.store_events(gate_id, events, time.time())
+            self.events_stored += stored.new_events
+            if stored.delta is not None:
+                self.publish(stored.delta)
+            expect_after = events[-1].seq
+            yield pb.EventAck(up_to_seq=stored.acked_seq)
+
+    async def WatchEntitlements(self, request, context) -> AsyncIterator[pb.EntitlementUpdate]:
+        gate_id = await self._identify(context)
+        watcher = _Watcher(gate_id)
+        self._watchers.add(watcher)  # before reading the version: nothing published later is missed
+        try:
+            have, current = request.have_version, self.cache.version
+            catch_up = self._deltas_since(have) if have != current else []
+            if catch_up is None:
+                version, data = self.snapshot()
+                log.info("registry_sending_snapshot", gate=gate_id, have=have, version=version, size=len(data))
+                for update in snapshot_updates(version, data):
+                    yield update
+            else:
+                for update in catch_up:
+                    yield update
+            sent = current
+            while True:
+                base, update = await watcher.queue.get()
+                if watcher.overflowed:
+                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too far behind; reconnect for a snapshot")
+                if base < sent:
+                    continue
+                sent = update.delta.version
+                yield update
+        finally:
+            self._watchers.discard(watcher)
+
+    def _deltas_since(self, have: int) -> list[pb.EntitlementUpdate] | None:
+        """The logged deltas that bring `have` up to date, or None when a snapshot is needed."""
+        for i, (base, _version, _update) in enumerate(self._log):
+            if base == have:
+                return [update for _b, _v, update in list(self._log)[i:]]
+        return None
+
+    async def WatchKeys(self, request, context) -> AsyncIterator[pb.KeyUpdate]:
+        gate_id = await self._identify(context)
+        watcher = _Watcher(gate_id)
+        self._key_watchers.add(watcher)
+        try:
+            if self.store.keys_managed:
+                yield key_change_to_proto(KeyChange(True, tuple(sorted(self.store.keys().items())), ()))
+            while True:
+                update = await watcher.queue.get()
+                if watcher.overflowed:
+                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too far behind; reconnect")
+                yield update
+        finally:
+            self._key_watchers.discard(watcher)
+
+    async def GetTime(self, request, context) -> pb.TimeReply:
+        return pb.TimeReply(unix_nanos=time.time_ns())
+
+
+def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
+    """mTLS: the registry's certificate, and only clients with a certificate from `ca`."""
+    return grpc.ssl_server_credentials(
+        [(files.key.read_bytes(), files.cert.read_bytes())],
+        root_certificates=files.ca.read_bytes(),
+        require_client_auth=True,
+    )
+
+
+class RegistryServer:
+    """A running reference registry on an event loop: `await start()`, `await stop()`."""
+
+    def __init__(self, db: str | Path, listen: str = "127.0.0.1:7443", *, tls: TlsFiles | None = None) -> None:
+        self.store = RegistryStore(db)
+        self.listen = listen
+        self.tls = tls
+        self.service = RegistryService(self.store, tls=tls is not None)
+        self.port: int | None = None
+        self._server: grpc.aio.Server | None = None
+        self._poller: asyncio.Task | None = None
+
+    async def start(self) -> int:
+        self.service.load()
+        options = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ]
+        self._server = grpc.aio.server(options=options)
+        pb_grpc.add_RegistryServicer_to_server(self.service, self._server)
+        if self.tls is None:
+            port = self._server.add_insecure_port(self.listen)
+            log.warning("registry_plaintext", listen=self.listen, note="no TLS: loopback and simulator only")
+        else:
+            port = self._server.add_secure_port(self.listen, server_credentials(self.tls))
+        if port == 0:
+            raise OSError(f"cannot listen on {self.listen}")
+        self.port = port
+        await self._server.start()
+        self._poller = asyncio.create_task(self.service.poll_forever(), name="registry-change-poll")
+        log.info("registry_listening", listen=self.listen, port=port, tls=self.tls is not None, version=self.service.cache.version, tickets=len(self.service.cache))
+        return port
+
+    async def stop(self, grace: float | None = 0.5) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+        self.store.close()
+
+    async def __aenter__(self) -> RegistryServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+async def serve(db: str | Path, listen: str, tls: TlsFiles | None, *, ready=None) -> None:
+    """Run until cancelled. `ready(port)` is called once listening."""
+    server = RegistryServer(db, listen, tls=tls)
+    await server.start()
+    try:
+        if ready is not None:
+            ready(server.port)
+        await server._server.wait_for_termination()
+    finally:
+        await server.stop()

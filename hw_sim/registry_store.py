@@ -1,0 +1,449 @@
+"""The reference registry's database: tickets, keys, events, versions (SQLite).
+
+Owns every read and write of the registry's file, for the server and for the
+`gated registry ...` commands alike. Rules it keeps:
+
+- Events are stored once: ``UNIQUE(event_id)`` and ``INSERT OR IGNORE``, so a
+  gate that resends after a lost ack changes nothing. Only an event stored
+  for the first time counts towards usage.
+- A batch of events, the usage it changes and the entitlement version it
+  bumps are one transaction (``synchronous=FULL``): an ack is sent only
+  after that commit, so an acknowledged event survives a power cut.
+- Changes made by the commands (revoke, reissue, import, keys) are written
+  together with a row in ``changes``; the running server notices the commit
+  (``PRAGMA data_version``) and turns those rows into deltas and key
+  updates. A server that was not running applies them at start.
+- Ticket ids are u64; SQLite integers are signed, so they are stored as the
+  two's-complement i64 and mapped back on read.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gated.errors import GatedError
+from gated.validation.cache import (
+    Delta,
+    Op,
+    SetBenefit,
+    SetUsage,
+    TicketRecord,
+    TicketState,
+)
+
+APPLICATION_ID = 0x67617452  # "gatR": tells our file apart from any other SQLite file
+SCHEMA_VERSION = 1
+_U64 = 1 << 64
+_I63 = 1 << 63
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE tickets (
+    ticket_id    INTEGER PRIMARY KEY,  -- u64 as two's-complement i64
+    category     TEXT NOT NULL,
+    ticket_type  TEXT NOT NULL,
+    zones        TEXT NOT NULL,        -- JSON list
+    windows      TEXT NOT NULL,        -- JSON [[from, until], ...]
+    max_entries  INTEGER NOT NULL,
+    entries_used INTEGER NOT NULL DEFAULT 0,
+    inside       TEXT NOT NULL DEFAULT '[]',
+    badge_serial INTEGER NOT NULL DEFAULT 0,
+    state        INTEGER NOT NULL DEFAULT 0,
+    benefits     TEXT NOT NULL,        -- JSON [[name, remaining], ...]
+    name         TEXT NOT NULL,
+    company      TEXT NOT NULL,
+    phone        TEXT NOT NULL
+);
+CREATE TABLE events (
+    event_id    TEXT PRIMARY KEY,
+    gate_id     TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    at          REAL NOT NULL,
+    kind        TEXT NOT NULL,
+    lane        TEXT NOT NULL,
+    ticket_id   INTEGER,
+    reason      TEXT NOT NULL,
+    payload     TEXT NOT NULL,
+    received_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX events_kind_at ON events(kind, at);
+CREATE TABLE gates (gate_id TEXT PRIMARY KEY, acked_seq INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE keys (kid INTEGER PRIMARY KEY, key BLOB NOT NULL);
+CREATE TABLE changes (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind      TEXT NOT NULL,           -- ticket | state | reissue | key_add | key_retire
+    ticket_id INTEGER,
+    kid       INTEGER
+);
+"""
+
+USAGE_KINDS = ("passage", "redemption")
+
+
+class RegistryError(GatedError, ValueError):
+    """A registry command was refused (unknown ticket, bad key, unreadable database)."""
+
+
+def _to_db(ticket_id: int) -> int:
+    return ticket_id - _U64 if ticket_id >= _I63 else ticket_id
+
+
+def _from_db(value: int) -> int:
+    return value + _U64 if value < 0 else value
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingEvent:
+    """An event as the server received it (already checked against the sender)."""
+
+    event_id: str
+    seq: int
+    at: float
+    kind: str
+    lane: str
+    ticket_id: int | None
+    reason: str
+    payload_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    id: int
+    kind: str
+    ticket_id: int | None
+    kid: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBatch:
+    """What storing a batch did: how far the gate is acknowledged, and the delta it caused."""
+
+    acked_seq: int
+    new_events: int
+    delta: Delta | None
+
+
+_TICKET_COLUMNS = (
+    "ticket_id, category, ticket_type, zones, windows, max_entries, entries_used, inside, "
+    "badge_serial, state, benefits, name, company, phone"
+)
+
+
+class RegistryStore:
+    """The registry's SQLite file. One instance per process; not thread-safe."""
+
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+        self.path = Path(path)
+        if not create and not self.path.exists():
+            raise RegistryError(f"{self.path}: no registry database (create one with: gated registry import FILE.csv --db {self.path})")
+        try:
+            self.conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=10.0)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")
+            app_id = self.conn.execute("PRAGMA application_id").fetchone()[0]
+            tables = self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if tables == 0:
+                with self.transaction():
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            self.conn.execute(statement)
+                    self.conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                    self.conn.executemany(
+                        "INSERT INTO meta(key, value) VALUES (?, ?)",
+                        [("schema", SCHEMA_VERSION), ("version", 1), ("applied_change", 0), ("keys_managed", 0)],
+                    )
+            elif app_id != APPLICATION_ID:
+                raise RegistryError(f"{self.path}: not a gated registry database")
+        except sqlite3.Error as exc:
+            raise RegistryError(f"{self.path}: cannot open the registry database: {exc}") from None
+        self._zone_json: dict[str, tuple[str, ...]] = {}
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> RegistryStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ plumbing
+
+    def transaction(self):
+        store = self
+
+        class _Tx:
+            def __enter__(self):
+                store.conn.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self, exc_type, exc, tb):
+                store.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+                return False
+
+        return _Tx()
+
+    def _meta(self, key: str) -> Any:
+        return self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0]
+
+    def _set_meta(self, key: str, value: Any) -> None:
+        self.conn.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key))
+
+    def data_version(self) -> int:
+        """Changes whenever another connection (a command) commits to the file."""
+        return self.conn.execute("PRAGMA data_version").fetchone()[0]
+
+    @property
+    def version(self) -> int:
+        return int(self._meta("version"))
+
+    def _bump_version(self) -> tuple[int, int]:
+        base = int(self._meta("version"))
+        self._set_meta("version", base + 1)
+        return base, base + 1
+
+    # ------------------------------------------------------------- tickets
+
+    def _parsed(self, text: str) -> tuple[str, ...]:
+        zones = self._zone_json.get(text)
+        if zones is None:
+            zones = self._zone_json[text] = tuple(json.loads(text))
+        return zones
+
+    def _record(self, row: tuple) -> TicketRecord:
+        (tid, category, ticket_type, zones, windows, max_entries, used, inside, serial, state,
+         benefits, name, company, phone) = row
+        return TicketRecord(
+            ticket_id=_from_db(tid),
+            category=category,
+            ticket_type=ticket_type,
+            zones=self._parsed(zones),
+            windows=tuple(tuple(w) for w in json.loads(windows)),
+            max_entries=max_entries,
+            entries_used=used,
+            badge_serial=serial,
+            state=TicketState(state),
+            inside=self._parsed(inside),
+            benefits=tuple((n, r) for n, r in json.loads(benefits)),
+            name=name,
+            company=company,
+            phone_last4=phone[-4:] if len(phone) >= 4 else "",
+        )
+
+    def ticket(self, ticket_id: int) -> TicketRecord | None:
+        row = self.conn.execute(f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE ticket_id = ?", (_to_db(ticket_id),)).fetchone()
+        return None if row is None else self._record(row)
+
+    def records(self) -> Iterator[TicketRecord]:
+        cur = self.conn.execute(f"SELECT {_TICKET_COLUMNS} FROM tickets ORDER BY ticket_id")
+        while rows := cur.fetchmany(5000):
+            for row in rows:
+                yield self._record(row)
+
+    def ticket_count(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM tickets").fetchone()[0]
+
+    def put_tickets(self, tickets: Iterable[tuple[TicketRecord, str]], *, record_changes: bool = True) -> int:
+        """Insert or update tickets (with their full phone numbers) in one transaction.
+
+        An existing ticket takes the new definition, name and benefits; its
+        entries, whereabouts, badge serial and state are kept.
+        """
+        count = 0
+        with self.transaction():
+            for rec, phone in tickets:
+                tid = _to_db(rec.ticket_id)
+                self.conn.execute(
+                    f"INSERT INTO tickets({_TICKET_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT(ticket_id) DO UPDATE SET category=excluded.category, "
+                    "ticket_type=excluded.ticket_type, zones=excluded.zones, windows=excluded.windows, "
+                    "max_entries=excluded.max_entries, benefits=excluded.benefits, name=excluded.name, "
+                    "company=excluded.company, phone=excluded.phone",
+                    (tid, rec.category, rec.ticket_type, json.dumps(list(rec.zones)),
+                     json.dumps([list(w) for w in rec.windows]), rec.max_entries, rec.entries_used,
+                     json.dumps(list(rec.inside)), rec.badge_serial, int(rec.state),
+                     json.dumps([list(b) for b in rec.benefits]), rec.name, rec.company, phone),
+                )
+                if record_changes:
+                    self.conn.execute("INSERT INTO changes(kind, ticket_id) VALUES ('ticket', ?)", (tid,))
+                count += 1
+        return count
+
+    def _require(self, ticket_id: int) -> TicketRecord:
+        rec = self.ticket(ticket_id)
+        if rec is None:
+            raise RegistryError(f"ticket {ticket_id} is not registered")
+        return rec
+
+    def revoke(self, ticket_id: int) -> TicketRecord:
+        with self.transaction():
+            self._require(ticket_id)
+            self.conn.execute("UPDATE tickets SET state = ? WHERE ticket_id = ?", (int(TicketState.REVOKED), _to_db(ticket_id)))
+            self.conn.execute("INSERT INTO changes(kind, ticket_id) VALUES ('state', ?)", (_to_db(ticket_id),))
+        return self._require(ticket_id)
+
+    def reissue(self, ticket_id: int) -> TicketRecord:
+        """A badge reprint: the serial goes up by one, so the old badge is superseded."""
+        with self.transaction():
+            rec = self._require(ticket_id)
+            if rec.badge_serial >= 0xFFFF:
+                raise RegistryError(f"ticket {ticket_id}: badge serial 65535 reached; issue a new ticket")
+            self.conn.execute("UPDATE tickets SET badge_serial = ? WHERE ticket_id = ?", (rec.badge_serial + 1, _to_db(ticket_id)))
+            self.conn.execute("INSERT INTO changes(kind, ticket_id) VALUES ('reissue', ?)", (_to_db(ticket_id),))
+        return self._require(ticket_id)
+
+    # ---------------------------------------------------------------- keys
+
+    def keys(self) -> dict[int, bytes]:
+        return {kid: bytes(key) for kid, key in self.conn.execute("SELECT kid, key FROM keys ORDER BY kid")}
+
+    @property
+    def keys_managed(self) -> bool:
+        """True once any key was added: from then on the registry's ring is the gates' ring."""
+        return bool(self._meta("keys_managed"))
+
+    def add_key(self, kid: int, key: bytes) -> None:
+        if not 0 <= kid <= 255 or len(key) != 32:
+            raise RegistryError("a key needs a kid 0..255 and 32 bytes")
+        with self.transaction():
+            self.conn.execute("INSERT OR REPLACE INTO keys(kid, key) VALUES (?, ?)", (kid, key))
+            self.conn.execute("INSERT INTO changes(kind, kid) VALUES ('key_add', ?)", (kid,))
+            self._set_meta("keys_managed", 1)
+
+    def retire_key(self, kid: int) -> None:
+        with self.transaction():
+            if self.conn.execute("DELETE FROM keys WHERE kid = ?", (kid,)).rowcount == 0:
+                raise RegistryError(f"no key with kid {kid} (kids present: {sorted(self.keys())})")
+            self.conn.execute("INSERT INTO changes(kind, kid) VALUES ('key_retire', ?)", (kid,))
+
+    # ------------------------------------------------------------- changes
+
+    def pending_changes(self) -> list[Change]:
+        after = int(self._meta("applied_change"))
+        return [
+            Change(cid, kind, None if tid is None else _from_db(tid), kid)
+            for cid, kind, tid, kid in self.conn.execute(
+                "SELECT id, kind, ticket_id, kid FROM changes WHERE id > ? ORDER BY id", (after,)
+            )
+        ]
+
+    def apply_changes(self, changes: Sequence[Change], ops: Sequence[Op]) -> Delta | None:
+        """Mark `changes` applied and, when they changed tickets, bump the version for `ops`."""
+        if not changes:
+            return None
+        with self.transaction():
+            self._set_meta("applied_change", changes[-1].id)
+            if not ops:
+                return None
+            base, version = self._bump_version()
+        return Delta(base, version, tuple(ops))
+
+    def mark_all_changes_applied(self) -> bool:
+        """At server start: the snapshot covers everything; True when the version moved."""
+        changes = self.pending_changes()
+        if not changes:
+            return False
+        with self.transaction():
+            self._set_meta("applied_change", changes[-1].id)
+            self._bump_version()
+        return True
+
+    # -------------------------------------------------------------- events
+
+    def acked_seq(self, gate_id: str) -> int:
+        row = self.conn.execute("SELECT acked_seq FROM gates WHERE gate_id = ?", (gate_id,)).fetchone()
+        return 0 if row is None else row[0]
+
+    def store_events(self, gate_id: str, events: Sequence[IncomingEvent], received_at: float) -> StoredBatch:
+        """Store a batch (each event id once), count new usage, all in one transaction.
+
+        `events` must be this gate's, seqs increasing (the server checks).
+        The usage an event changes is the registry's own count, moved by one
+        per new passage or redemption, so a replay never counts twice.
+        """
+        conn = self.conn
+        ops: list[Op] = []
+        new = 0
+        with self.transaction():
+            plain = []
+            for ev in events:
+                row = (ev.event_id, gate_id, ev.seq, ev.at, ev.kind, ev.lane,
+                       None if ev.ticket_id is None else _to_db(ev.ticket_id), ev.reason, ev.payload_json, received_at)
+                if ev.kind in USAGE_KINDS:
+                    if conn.execute("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?)", row).rowcount:
+                        new += 1
+                        op = self._count_usage(ev)
+                        if op is not None:
+                            ops.append(op)
+                else:
+                    plain.append(row)
+            if plain:
+                before = conn.total_changes
+                conn.executemany("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?)", plain)
+                new += conn.total_changes - before
+            acked = max(self.acked_seq(gate_id), events[-1].seq if events else 0)
+            conn.execute(
+                "INSERT INTO gates(gate_id, acked_seq) VALUES (?, ?) "
+                "ON CONFLICT(gate_id) DO UPDATE SET acked_seq = excluded.acked_seq",
+                (gate_id, acked),
+            )
+            delta = None
+            if ops:
+                base, version = self._bump_version()
+                delta = Delta(base, version, tuple(ops))
+        return StoredBatch(acked, new, delta)
+
+    def _count_usage(self, ev: IncomingEvent) -> Op | None:
+        """The usage change of a new passage or redemption, as an absolute-value op."""
+        try:
+            payload = json.loads(ev.payload_json)
+        except ValueError:
+            return None
+        if not isinstance(payload, dict):
+            return None
+        ticket_id = payload.get("ticket_id", ev.ticket_id)
+        if not isinstance(ticket_id, int) or not 0 <= ticket_id < _U64:
+            return None
+        row = self.conn.execute(
+            "SELECT entries_used, inside, benefits FROM tickets WHERE ticket_id = ?", (_to_db(ticket_id),)
+        ).fetchone()
+        if row is None:
+            return None
+        used, inside_json, benefits_json = row
+        benefit = payload.get("benefit")
+        if ev.kind == "redemption" or benefit:
+            benefits = json.loads(benefits_json)
+            for pair in benefits:
+                if pair[0] == benefit:
+                    pair[1] = max(0, pair[1] - 1)
+                    self.conn.execute("UPDATE tickets SET benefits = ? WHERE ticket_id = ?", (json.dumps(benefits), _to_db(ticket_id)))
+                    return SetBenefit(ticket_id, benefit, pair[1])
+            return None
+        zone, direction = payload.get("zone"), payload.get("direction")
+        if not isinstance(zone, str) or not zone or direction not in ("in", "out"):
+            return None
+        inside = list(json.loads(inside_json))
+        if direction == "in":
+            used = min(used + 1, 0xFFFFFFFF)
+            if zone not in inside:
+                inside.append(zone)
+        elif zone in inside:
+            inside.remove(zone)
+        self.conn.execute(
+            "UPDATE tickets SET entries_used = ?, inside = ? WHERE ticket_id = ?",
+            (used, json.dumps(inside), _to_db(ticket_id)),
+        )
+        return SetUsage(ticket_id, used, tuple(inside))
+
+    def event_count(self, gate_id: str | None = None) -> int:
+        if gate_id is None:
+            return self.conn.execute("SELECT count(*) FROM events").fetchone()[0]
+        return self.conn.execute("SELECT count(*) FROM events WHERE gate_id = ?", (gate_id,)).fetchone()[0]
+
+    def event_ids(self, gate_id: str) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT event_id FROM events WHERE gate_id = ? ORDER BY seq", (gate_id,))]
+
