@@ -278,5 +278,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
 
 
+from gated.rpc.commands import register as _register_rpc  # noqa: E402  (admin, registry, certs)
+
+_EXTRA_COMMANDS.append(_register_rpc)
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,90 @@
+"""The check-in report: `gated registry report --db FILE`.
+
+From the passages the gates reported (kind "passage", payload direction
+"in" or "out"): entries and exits per hour (UTC) per lane, unique attendees
+(tickets with at least one entry), and the attendance rate per category
+(tickets with an entry / tickets registered).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hw_sim.registry_store import RegistryStore, _from_db
+
+
+@dataclass(frozen=True, slots=True)
+class HourRow:
+    hour: str  # "YYYY-MM-DD HH:00" UTC
+    lane: str
+    entries: int
+    exits: int
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryRow:
+    category: str
+    registered: int
+    attended: int
+
+    @property
+    def rate(self) -> float:
+        return self.attended / self.registered if self.registered else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class CheckinReport:
+    hours: tuple[HourRow, ...]
+    unique_attendees: int
+    categories: tuple[CategoryRow, ...]
+    events: int
+
+
+_PASSAGES = """
+    SELECT ticket_id, lane, at, json_extract(payload, '$.direction') AS direction
+    FROM events WHERE kind = 'passage' AND json_valid(payload)
+"""
+
+
+def checkin_report(store: RegistryStore) -> CheckinReport:
+    conn = store.conn
+    hours = tuple(
+        HourRow(hour, lane, entries, exits)
+        for hour, lane, entries, exits in conn.execute(
+            f"SELECT strftime('%Y-%m-%d %H:00', at, 'unixepoch') AS hour, lane, "
+            f"sum(direction = 'in'), sum(direction = 'out') FROM ({_PASSAGES}) "
+            "WHERE direction IN ('in', 'out') GROUP BY hour, lane ORDER BY hour, lane"
+        )
+    )
+    attended = {
+        _from_db(tid)
+        for (tid,) in conn.execute(f"SELECT DISTINCT ticket_id FROM ({_PASSAGES}) WHERE direction = 'in' AND ticket_id IS NOT NULL")
+    }
+    per_category: dict[str, list[int]] = {}
+    for tid, category in conn.execute("SELECT ticket_id, category FROM tickets"):
+        counts = per_category.setdefault(category, [0, 0])
+        counts[0] += 1
+        counts[1] += _from_db(tid) in attended
+    categories = tuple(CategoryRow(c, n, a) for c, (n, a) in sorted(per_category.items()))
+    return CheckinReport(hours, len(attended), categories, store.event_count())
+
+
+def format_report(report: CheckinReport) -> str:
+    lines = ["Check-in report", "", "Entries and exits per hour (UTC) per lane:"]
+    if report.hours:
+        lane_width = max(4, *(len(r.lane) for r in report.hours))
+        lines.append(f"  {'hour':16}  {'lane':{lane_width}}  {'in':>6}  {'out':>6}")
+        for r in report.hours:
+            lines.append(f"  {r.hour:16}  {r.lane:{lane_width}}  {r.entries:>6}  {r.exits:>6}")
+    else:
+        lines.append("  (no passages yet)")
+    lines += ["", f"Unique attendees: {report.unique_attendees}", "", "Attendance by category:"]
+    if report.categories:
+        width = max(8, *(len(c.category) for c in report.categories))
+        lines.append(f"  {'category':{width}}  {'registered':>10}  {'attended':>8}  {'rate':>6}")
+        for c in report.categories:
+            lines.append(f"  {c.category:{width}}  {c.registered:>10}  {c.attended:>8}  {c.rate:>6.1%}")
+    else:
+        lines.append("  (no tickets registered)")
+    lines += ["", f"Events stored: {report.events}"]
+    return "\n".join(lines) + "\n"
