@@ -86,12 +86,15 @@ def _interleaved(ops: dict[str, Callable[[int], object]], args: list, rounds: in
     return {name: _stats(s) for name, s in samples.items()}
 
 
-def bench_decide(tickets: int, quick: bool) -> dict:
-    key = bytes(range(32))
-    ring = KeyRing({1: key})
+def build_snapshot(tickets: int) -> tuple[bytes, float]:
     t0 = time.perf_counter()
     snapshot = encode_snapshot(1, synthetic_records(tickets))
-    build_s = time.perf_counter() - t0
+    return snapshot, time.perf_counter() - t0
+
+
+def bench_decide(snapshot: bytes, build_s: float, tickets: int, quick: bool) -> dict:
+    key = bytes(range(32))
+    ring = KeyRing({1: key})
 
     cache = EntitlementCache()
     t0 = time.perf_counter()
@@ -192,11 +195,206 @@ def _memory_child(path: str) -> None:
     assert len(cache) > 0
 
 
+# ---- issue 4: the gate on (simulated) hardware ----
+
+def _gate_dir(root: str, lanes: int, snapshot: bytes) -> str:
+    """A gate on disk for benchmarks: keys, a config with `lanes` serial lanes, a seeded cache."""
+    from pathlib import Path
+
+    from gated.keyfile import save_keyfile
+    from gated.state import StateStore
+
+    root_path = Path(root)
+    save_keyfile(root_path / "keys.json", KeyRing({1: bytes(range(32))}), overwrite=True)
+    StateStore(root_path / "state").save_cache(snapshot, 0)
+    lane_tables = "".join(
+        f"""
+[[lane]]
+id = "in-{n}"
+zone = "hall-a"
+direction = "in"
+mode = "turnstile"
+  [[lane.scanner]]
+  kind = "serial"
+  port = "scan-{n}"
+  [lane.relay]
+  pin = {2 + n}
+  pulse_s = 0.1
+"""
+        for n in range(lanes)
+    )
+    (root_path / "gate.toml").write_text(
+        f"""[gate]
+id = "bench"
+key_file = "keys.json"
+state_dir = "state"
+trust_local_clock = true
+gpio = "mock"
+[policy]
+rate_burst = 1000
+rate_per_s = 1000
+[admin]
+socket = "admin.sock"
+{lane_tables}"""
+    )
+    return str(root_path / "gate.toml")
+
+
+def bench_scan_to_relay(scans: int = 1000, lanes: int = 8) -> dict:
+    """From the last byte of a frame written to a pty to the relay pin going active.
+
+    The real path: pty -> pyserial driver -> decide() -> journal (SQLite WAL,
+    fsync) -> relay on MockFactory pins. Lanes take turns, so each lane's
+    0.1 s pulse has ended before it is scanned again.
+    """
+    import asyncio
+    import threading
+
+    from gpiozero.pins.mock import MockFactory
+
+    from gated.config import load_config
+    from gated.daemon import Gate
+    from gated.journal import measure_commit
+
+    key = bytes(range(32))
+    records = [TicketRecord(ticket_id=FIRST_TICKET + i, category="guest", zones=("hall-a",)) for i in range(scans)]
+    root = tempfile.mkdtemp(prefix="gated-bench-relay-")
+    config_path = _gate_dir(root, lanes, encode_snapshot(1, records))
+    masters = {}
+    for n in range(lanes):
+        master, slave = os.openpty()
+        os.symlink(os.ttyname(slave), os.path.join(root, f"scan-{n}"))
+        masters[f"in-{n}"] = (master, slave)
+    energized = {lane: threading.Event() for lane in masters}
+    released = {lane: threading.Event() for lane in masters}
+    active_at: dict[str, float] = {}
+    for event in released.values():
+        event.set()
+
+    def observe(lane_id: str, is_energized: bool, at: float) -> None:
+        if is_energized:
+            active_at[lane_id] = at
+            released[lane_id].clear()
+            energized[lane_id].set()
+        else:
+            energized[lane_id].clear()
+            released[lane_id].set()
+
+    ready, stop = threading.Event(), None
+    gate_box: dict = {}
+
+    async def serve() -> None:
+        nonlocal stop
+        stop = asyncio.Event()
+        gate = Gate(load_config(config_path, check_files=True), pin_factory=MockFactory(), relay_observer=observe)
+        gate_box["gate"] = gate
+        await gate.start()
+        while not all(s.connected for s in gate._inputs):
+            await asyncio.sleep(0.01)
+        ready.set()
+        await stop.wait()
+        await gate.stop()
+
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # errors only, off the timed path
+    def run_gate() -> None:
+        try:
+            asyncio.run(serve())
+        except BaseException as exc:  # reported below, not lost in a thread
+            gate_box["error"] = exc
+            ready.set()
+
+    thread = threading.Thread(target=run_gate, name="bench-gate", daemon=True)
+    thread.start()
+    if not ready.wait(60) or "error" in gate_box:
+        raise RuntimeError(f"bench gate did not start: {gate_box.get('error')!r}")
+    now = time.time()
+    codes = [mint_dynamic(key, 1, FIRST_TICKET + i, now) + "\r" for i in range(scans)]
+    lane_ids = list(masters)
+    latencies: list[int] = []
+    missed = 0
+    for i, code in enumerate(codes):
+        lane = lane_ids[i % lanes]
+        released[lane].wait(2)
+        energized[lane].clear()
+        os.write(masters[lane][0], code.encode("ascii"))
+        t0 = time.monotonic()
+        if energized[lane].wait(2):
+            latencies.append(int((active_at[lane] - t0) * 1e9))
+        else:
+            missed += 1
+    gate = gate_box["gate"]
+    gate.loop.call_soon_threadsafe(stop.set)
+    thread.join(30)
+    for master, slave in masters.values():
+        os.close(master)
+        os.close(slave)
+    fsync = measure_commit(os.path.join(root, "measure.db"), n=300)
+    import shutil
+
+    shutil.rmtree(root, ignore_errors=True)
+    return {
+        "scans": scans,
+        "lanes": lanes,
+        "missed": missed,
+        "scan_to_relay": _stats(latencies) if latencies else None,
+        "journal_append": {"median_us": round(fsync["append_median_s"] * 1e6, 1), "p99_us": round(fsync["append_p99_s"] * 1e6, 1)},
+        "fsync_alone": {"median_us": round(fsync["fsync_median_s"] * 1e6, 1), "p99_us": round(fsync["fsync_p99_s"] * 1e6, 1)},
+    }
+
+
+def bench_idle_daemon(snapshot: bytes, tickets: int, seconds: float = 5.0) -> dict:
+    """`gated run` holding `tickets` tickets, doing nothing: resident memory and CPU."""
+    import shutil
+
+    root = tempfile.mkdtemp(prefix="gated-bench-idle-")
+    config_path = _gate_dir(root, 2, snapshot)
+    for n in range(2):
+        master, slave = os.openpty()
+        os.symlink(os.ttyname(slave), os.path.join(root, f"scan-{n}"))
+    import socket
+
+    notify_path = os.path.join(root, "notify.sock")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(notify_path)
+    notify.settimeout(120)
+    proc = subprocess.Popen([sys.executable, "-m", "gated", "run", "--config", config_path, "--log-level", "warning"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=root, env={**os.environ, "NOTIFY_SOCKET": notify_path})
+    try:
+        while b"READY=1" not in notify.recv(4096):  # systemd's readiness signal, as a unit would wait for it
+            pass
+        time.sleep(1.0)  # let start-up work settle
+        ticks = os.sysconf("SC_CLK_TCK")
+
+        def cpu_s() -> float:
+            with open(f"/proc/{proc.pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / ticks
+
+        c0, t0 = cpu_s(), time.monotonic()
+        time.sleep(seconds)
+        c1, t1 = cpu_s(), time.monotonic()
+        with open(f"/proc/{proc.pid}/status") as fh:
+            rss_kb = next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        notify.close()
+        shutil.rmtree(root, ignore_errors=True)
+    return {"tickets": tickets, "rss_mb": round(rss_kb / 1024, 1), "cpu_percent": round(100 * (c1 - c0) / (t1 - t0), 2), "seconds": seconds}
+
+
 TARGETS = (
     ("decide: admitted code median within 4x the two-HMAC floor", lambda r: max(r["decide"]["ratio_to_floor"]["dynamic_ok_median"], r["decide"]["ratio_to_floor"]["static_ok_median"]) <= 4),
     ("decide: admitted code p99 within 10x the floor", lambda r: max(r["decide"]["ratio_to_floor"]["dynamic_ok_p99"], r["decide"]["ratio_to_floor"]["static_ok_p99"]) <= 10),
     ("cache: at most 200 bytes resident per ticket", lambda r: r["decide"]["cache"]["rss_bytes_per_ticket"] <= 200),
     ("cache: 1,000,000-ticket snapshot loads in at most 5 s", lambda r: r["decide"]["cache"]["snapshot_load_s"] * 1_000_000 / max(r["decide"]["cache"]["tickets"], 1) <= 5),
+    ("gate: scan to relay p99 under 20 ms (journal fsync included)", lambda r: "gate" not in r or (r["gate"]["scan_to_relay"] is not None and r["gate"]["scan_to_relay"]["p99_us"] < 20_000 and r["gate"]["missed"] == 0)),
+    ("gate: idle daemon CPU near zero (under 1%)", lambda r: "idle" not in r or r["idle"]["cpu_percent"] < 1.0),
 )
 
 
@@ -225,17 +423,41 @@ def _table(report: dict) -> str:
         "",
         f"cache: {c['tickets']:,} tickets, snapshot {c['snapshot_bytes'] / 1e6:.1f} MB (built in {c['snapshot_build_s']} s)",
         f"  load {c['snapshot_load_s']} s, resident {c['rss_bytes'] / 1e6:.1f} MB = {c['rss_bytes_per_ticket']} bytes per ticket",
-        "",
-        "targets:",
     ]
+    if "gate" in report:
+        g = report["gate"]
+        s2r = g["scan_to_relay"]
+        lines += ["", f"scan to relay: {g['scans']} scans over {g['lanes']} lanes (pty, driver, decide, journal fsync, relay pin)", f"  {'':<40} {'median µs':>9} {'p99 µs':>9}"]
+        if s2r:
+            lines.append(f"  {'last byte on the pty to relay pin active':<40} {s2r['median_us']:>9.0f} {s2r['p99_us']:>9.0f}")
+        lines.append(f"  {'journal append (durable, alone)':<40} {g['journal_append']['median_us']:>9.0f} {g['journal_append']['p99_us']:>9.0f}")
+        lines.append(f"  {'fsync alone (same disk)':<40} {g['fsync_alone']['median_us']:>9.0f} {g['fsync_alone']['p99_us']:>9.0f}")
+        if g["missed"]:
+            lines.append(f"  MISSED: {g['missed']} scans never moved the relay")
+    if "idle" in report:
+        i = report["idle"]
+        lines += ["", f"idle daemon with {i['tickets']:,} tickets: {i['rss_mb']} MB resident, {i['cpu_percent']}% CPU over {i['seconds']} s"]
+    lines += ["", "targets:"]
     for name, ok in report["targets"].items():
         lines.append(f"  [{'met' if ok else 'MISSED'}] {name}")
     return "\n".join(lines)
 
 
-def run_bench(*, as_json: bool = False, tickets: int = 1_000_000, quick: bool = False) -> int:
+SECTIONS = ("decide", "gate", "idle")
+
+
+def run_bench(*, as_json: bool = False, tickets: int = 1_000_000, quick: bool = False, sections: tuple[str, ...] = SECTIONS) -> int:
     report: dict = {"machine": _machine()}
-    report["decide"] = bench_decide(tickets, quick)
+    snapshot, build_s = build_snapshot(tickets)
+    report["decide"] = bench_decide(snapshot, build_s, tickets, quick)
+    if "gate" in sections:
+        t0 = time.perf_counter()
+        report["gate"] = bench_scan_to_relay(scans=200 if quick else 1000)
+        report["gate"]["wall_s"] = round(time.perf_counter() - t0, 1)
+    if "idle" in sections:
+        t0 = time.perf_counter()
+        report["idle"] = bench_idle_daemon(snapshot, tickets, seconds=2.0 if quick else 5.0)
+        report["idle"]["wall_s"] = round(time.perf_counter() - t0, 1)
     report["targets"] = {name: bool(check(report)) for name, check in TARGETS}
     if as_json:
         print(json.dumps(report))

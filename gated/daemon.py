@@ -27,7 +27,7 @@ import dataclasses
 import signal
 import time
 from pathlib import Path
-from typing import Any, Coroutine
+from typing import Any, Callable, Coroutine
 
 import structlog
 
@@ -65,11 +65,14 @@ class Gate:
     """Everything one controller runs. Also the `GateControl` the admin service drives."""
 
     def __init__(self, config: Config, *, pin_factory: Any = None, frame_sources: dict[str, Any] | None = None,
-                 clock: GateClock | None = None):
+                 clock: GateClock | None = None, relay_observer: Callable[[str, bool, float], object] | None = None):
+        """`relay_observer(lane_id, energized, at)` hears every relay change (monotonic `at`),
+        from the thread that made it: the simulator's console and the benchmark use it."""
         self.config = config
         self.gate_id = config.gate.id
         self._pin_factory = pin_factory
         self._frame_sources = frame_sources or {}
+        self._relay_observer = relay_observer
         self.clock = clock or GateClock(trust_local_clock=config.gate.trust_local_clock)
         self.lanes: dict[str, LaneRunner] = {}
         self.emergency_active = False
@@ -155,7 +158,7 @@ class Gate:
             if lc.relay is not None:
                 outputs.relay = Relay(
                     lc.relay.pin, active_high=lc.relay.active_high, pulse_s=lc.relay.pulse_s, safe_state=lc.relay.safe_state,
-                    pin_factory=f, on_change=lambda energized, at, lane_id=lc.id: log.info("relay", lane=lane_id, energized=energized, at=at),
+                    pin_factory=f, on_change=lambda energized, at, lane_id=lc.id: self._relay_changed(lane_id, energized, at),
                 )
             if lc.light is not None:
                 outputs.light = LaneLight(lc.light.red, lc.light.green, lc.light.blue, active_high=lc.light.active_high, pwm=lc.light.pwm, pin_factory=f)
@@ -172,10 +175,14 @@ class Gate:
             ))
         return lane
 
+    def _relay_changed(self, lane_id: str, energized: bool, at: float) -> None:
+        log.info("relay", lane=lane_id, energized=energized, at=at)
+        if self._relay_observer is not None:
+            self._relay_observer(lane_id, energized, at)
+
     def _start_inputs(self) -> None:
-        from gated.drivers.camera import Camera
-        from gated.drivers.hid_scanner import HidScanner
-        from gated.drivers.keypad import KeypadScanner
+        """Open every scanner and camera. Driver modules load only when a lane uses them
+        (OpenCV alone is tens of MB a gate without a camera need not carry)."""
         from gated.drivers.serial_scanner import SerialScanner
 
         for lc in self.config.lanes:
@@ -185,12 +192,18 @@ class Gate:
                 if sc.kind == "serial":
                     scanner = SerialScanner(name, sc.port, sc.baud, sc.suffix, sc.max_frame, on_read=lane.on_read)
                 elif sc.kind == "hid":
+                    from gated.drivers.hid_scanner import HidScanner
+
                     scanner = HidScanner(name, str(sc.device) if sc.device else sc.name, sc.layout, sc.max_frame, on_read=lane.on_read)
                 else:
+                    from gated.drivers.keypad import KeypadScanner
+
                     scanner = KeypadScanner(name, str(sc.device) if sc.device else sc.name, sc.layout, on_entry=lane.on_manual)
                 self._inputs.append(scanner)
                 self._input_tasks.append(asyncio.create_task(scanner.run(), name=name))
             if lc.camera is not None:
+                from gated.drivers.camera import Camera
+
                 cam = lc.camera
                 source = self._frame_sources.get(lc.id, cam.source)
                 camera = Camera(f"{lc.id}/camera", source, lane.on_read, decoder=cam.decoder, width=cam.width, height=cam.height, fps=cam.fps, loop=self.loop)

@@ -18,4 +18,8 @@ def test_bench_json_reports_every_figure():
         assert d["decide"][op]["median_us"] > 0 and d["decide"][op]["p99_us"] >= d["decide"][op]["median_us"]
     assert d["floor"]["dynamic"]["median_us"] > 0 and d["floor"]["static"]["median_us"] > 0
     assert d["cache"]["tickets"] == 20000 and d["cache"]["rss_bytes_per_ticket"] > 0 and d["cache"]["snapshot_load_s"] > 0
+    g = report["gate"]
+    assert g["scans"] == 200 and g["missed"] == 0 and g["scan_to_relay"]["n"] == 200
+    assert g["scan_to_relay"]["p99_us"] >= g["scan_to_relay"]["median_us"] > 0 and g["fsync_alone"]["median_us"] > 0
+    assert report["idle"]["rss_mb"] > 0 and report["idle"]["cpu_percent"] >= 0
     assert set(report["targets"]) and all(isinstance(v, bool) for v in report["targets"].values())
