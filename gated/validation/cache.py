@@ -154,19 +154,47 @@ def _capacity_for(rows: int) -> int:
     return _next_prime(int(rows / 0.67) + 16)
 
 
-def _check_record(rec: object, where: str) -> None:
-    """Refuse anything a record must not hold; messages name the ticket."""
+def _check_record(rec: object, where: str, *, shared_checked: bool = False) -> None:
+    """Refuse anything a record must not hold; messages name the ticket.
+
+    `shared_checked`: the fields a `Profile` holds were already checked for
+    an identical profile, so only the ticket's own fields are.
+    """
     if not isinstance(rec, TicketRecord):
         raise ValueError(f"{where}: expected a TicketRecord")
     tid = rec.ticket_id
     if not isinstance(tid, int) or not 0 <= tid <= MAX_TICKET_ID:
         raise ValueError(f"{where}: ticket id must be 0..2^64-1")
     t = f"{where}: ticket {tid}"
+    if not shared_checked:
+        _check_shared(rec, t)
+    for zone in rec.inside:
+        if not isinstance(zone, str) or not zone:
+            raise ValueError(f"{t}: zone names must be non-empty strings")
+    if not isinstance(rec.entries_used, int) or not 0 <= rec.entries_used <= 0xFFFFFFFF:
+        raise ValueError(f"{t}: entries_used must be 0..2^32-1")
+    if not isinstance(rec.badge_serial, int) or not 0 <= rec.badge_serial <= 0xFFFF:
+        raise ValueError(f"{t}: badge_serial must be 0..65535")
+    if rec.state not in (TicketState.ACTIVE, TicketState.REVOKED):
+        raise ValueError(f"{t}: state must be active or revoked")
+    for _, remaining in rec.benefits:
+        if not isinstance(remaining, int) or not 0 <= remaining <= 0xFFFF:
+            raise ValueError(f"{t}: a benefit's remaining count must be 0..65535")
+    if not isinstance(rec.name, str) or not isinstance(rec.company, str):
+        raise ValueError(f"{t}: name and company must be strings")
+    if len(rec.name) + len(rec.company) > 0x3FF0 and len(rec.name.encode("utf-8", "surrogatepass")) + len(rec.company.encode("utf-8", "surrogatepass")) > 0xFFF0:
+        raise ValueError(f"{t}: name and company are too long")
+    if rec.phone_last4 and not (len(rec.phone_last4) == 4 and rec.phone_last4.isascii() and rec.phone_last4.isdigit()):
+        raise ValueError(f"{t}: phone_last4 must be 4 digits or empty")
+
+
+def _check_shared(rec: TicketRecord, t: str) -> None:
+    """The fields a `Profile` holds (many tickets share them)."""
     if not isinstance(rec.category, str) or not rec.category:
         raise ValueError(f"{t}: category must be a non-empty string")
     if not isinstance(rec.ticket_type, str):
         raise ValueError(f"{t}: ticket_type must be a string")
-    for zone in (*rec.zones, *rec.inside):
+    for zone in rec.zones:
         if not isinstance(zone, str) or not zone:
             raise ValueError(f"{t}: zone names must be non-empty strings")
     for window in rec.windows:
@@ -179,24 +207,9 @@ def _check_record(rec: object, where: str) -> None:
             raise ValueError(f"{t}: each validity window must be (from, until) with from < until")
     if not isinstance(rec.max_entries, int) or not 0 <= rec.max_entries <= 0xFFFFFFFF:
         raise ValueError(f"{t}: max_entries must be 0..2^32-1")
-    if not isinstance(rec.entries_used, int) or not 0 <= rec.entries_used <= 0xFFFFFFFF:
-        raise ValueError(f"{t}: entries_used must be 0..2^32-1")
-    if not isinstance(rec.badge_serial, int) or not 0 <= rec.badge_serial <= 0xFFFF:
-        raise ValueError(f"{t}: badge_serial must be 0..65535")
-    if rec.state not in (TicketState.ACTIVE, TicketState.REVOKED):
-        raise ValueError(f"{t}: state must be active or revoked")
     names = [b[0] if isinstance(b, tuple) and len(b) == 2 else None for b in rec.benefits]
     if any(not isinstance(n, str) or not n for n in names) or len(set(names)) != len(names):
         raise ValueError(f"{t}: benefits must be distinct (name, remaining) pairs")
-    for _, remaining in rec.benefits:
-        if not isinstance(remaining, int) or not 0 <= remaining <= 0xFFFF:
-            raise ValueError(f"{t}: a benefit's remaining count must be 0..65535")
-    if not isinstance(rec.name, str) or not isinstance(rec.company, str):
-        raise ValueError(f"{t}: name and company must be strings")
-    if len(rec.name.encode("utf-8", "surrogatepass")) + len(rec.company.encode("utf-8", "surrogatepass")) > 0xFFF0:
-        raise ValueError(f"{t}: name and company are too long")
-    if rec.phone_last4 and not (len(rec.phone_last4) == 4 and rec.phone_last4.isascii() and rec.phone_last4.isdigit()):
-        raise ValueError(f"{t}: phone_last4 must be 4 digits or empty")
 
 
 class _Table:
@@ -641,13 +654,23 @@ def encode_snapshot(version: int, records: Iterable[TicketRecord], zone_capacity
         table.zone_index(zone)
         table.capacity[zone] = cap
     seen: set[int] = set()
+    profile_of_raw: dict[tuple, int] = {}  # as given (unsorted) -> interned profile: checked once
     for n, rec in enumerate(records):
-        _check_record(rec, f"record {n}")
+        try:
+            raw = (rec.category, rec.ticket_type, rec.zones, rec.windows, rec.max_entries, tuple(b[0] for b in rec.benefits))
+            profile_idx = profile_of_raw.get(raw)
+        except (AttributeError, TypeError, IndexError):  # not a record, or unhashable parts: the full check says why
+            raw, profile_idx = None, None
+        _check_record(rec, f"record {n}", shared_checked=profile_idx is not None)
+        if profile_idx is None:
+            profile_idx = table.intern(rec)
+            if raw is not None:
+                profile_of_raw[raw] = profile_idx
         if rec.ticket_id in seen:
             raise ValueError(f"record {n}: ticket {rec.ticket_id} appears twice")
         seen.add(rec.ticket_id)
         table.tid.append(rec.ticket_id)
-        table.profile.append(table.intern(rec))
+        table.profile.append(profile_idx)
         table.used.append(rec.entries_used)
         table.serial.append(rec.badge_serial)
         table.state.append(int(rec.state))
