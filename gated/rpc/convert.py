@@ -277,19 +277,21 @@ def key_change_from_proto(msg: pb.KeyUpdate) -> KeyChange:
 # ----------------------------------------------------------------- events
 
 
+_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
+
+
 def record_to_event(rec: Record) -> pb.Event:
-    event = pb.Event(
-        event_id=rec.event_id,
+    # On the replay path (~5 µs a record): one constructor call, no property lookups.
+    return pb.Event(
+        event_id=f"{rec.gate_id}:{rec.seq}",
         seq=rec.seq,
         at=rec.at,
         kind=rec.kind,
         lane=rec.lane or "",
+        ticket_id=rec.ticket_id,  # None leaves the optional field unset
         reason=rec.reason or "",
-        payload_json=json.dumps(rec.payload, separators=(",", ":")),
+        payload_json=_encode_json(rec.payload) if rec.payload else "{}",
     )
-    if rec.ticket_id is not None:
-        event.ticket_id = rec.ticket_id
-    return event
 
 
 def event_batch(after_seq: int, records: Sequence[Record]) -> pb.EventBatch:

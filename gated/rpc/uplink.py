@@ -197,6 +197,11 @@ class Uplink:
         else:
             loop.call_soon_threadsafe(self._wake.set)
 
+    @property
+    def journal_acked_seq(self) -> int:
+        """The highest seq this uplink has marked acknowledged in the journal."""
+        return self._journal_acked
+
     def status(self) -> dict[str, Any]:
         clock = self.clock.status()
         return {
@@ -204,6 +209,7 @@ class Uplink:
             "target": self.config.target,
             "plaintext": self.config.plaintext,
             "last_acked_seq": self._registry_acked,
+            "journal_acked_seq": self._journal_acked,
             "sent_seq": self._sent_seq,
             "backlog": self.journal.backlog(),
             "cache_version": self.cache.version,

@@ -1,0 +1,311 @@
+"""The uplink's figures for `gated bench`: replay, propagation, snapshot.
+
+Each function sets up a scratch venue in a temporary directory (a CA and
+certificates, the reference registry in its own process, listening on
+loopback with mutual TLS, and real gates in this process) and returns a
+dict of plain numbers:
+
+- `measure_backlog_replay(n)`: n records journaled while offline, then
+  delivered; events per second from the uplink's start to the last ack, and
+  a check that the registry holds each event exactly once.
+- `measure_propagation(samples)`: gate A admits a ticket (decide, commit,
+  journal, wake); the time until gate B has applied the registry's delta.
+  Median and p99 seconds.
+- `measure_snapshot(tickets)`: a registry holding `tickets` tickets streams a
+  snapshot to a gate that has none; transfer and apply seconds.
+
+Run standalone: `python -m gated.rpc.measure [--quick]` prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from gated.clock import GateClock
+from gated.config import UplinkSection
+from gated.journal import Journal
+from gated.rpc.certs import VenueCerts, make_venue_certs
+from gated.rpc.convert import SnapshotAssembler
+from gated.rpc.uplink import Uplink, channel_options
+from gated.rpc.v1 import registry_pb2 as pb
+from gated.rpc.v1 import registry_pb2_grpc as pb_grpc
+from gated.validation import EntitlementCache, KeyRing, Lane, Policy, TicketRecord, Validator
+from gated.validation.token import mint_static
+
+__all__ = ["measure_backlog_replay", "measure_propagation", "measure_snapshot"]
+
+_KEY = bytes(range(32))
+_READY_TIMEOUT_S = 600.0
+
+
+def _percentile(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
+
+
+@contextlib.contextmanager
+def _registry_process(db: Path, certs: VenueCerts) -> Iterator[int]:
+    """`gated registry serve` on an ephemeral loopback port, with mTLS; yields the port."""
+    log_path = db.with_suffix(".log")
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gated", "registry", "serve", "--db", str(db), "--listen", "127.0.0.1:0",
+             "--tls-ca", str(certs.ca), "--tls-cert", str(certs.registry.cert), "--tls-key", str(certs.registry.key)],
+            stdout=log_file, stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + _READY_TIMEOUT_S
+        port = None
+        while port is None:
+            for line in log_path.read_text().splitlines():
+                if line.startswith("registry listening on "):
+                    port = int(line.split()[3].rpartition(":")[2])
+            if port is None:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the registry did not start: {log_path.read_text()[-2000:]}")
+                time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _settings(port: int, certs: VenueCerts, gate_id: str) -> UplinkSection:
+    gate = certs.gates[gate_id]
+    return UplinkSection(f"127.0.0.1:{port}", False, certs.ca, gate.cert, gate.key, 2.0)
+
+
+def _venue_tickets(n: int) -> list[tuple[TicketRecord, str]]:
+    return [(TicketRecord(ticket_id=i, category="guest", zones=("hall-a",)), "") for i in range(1, n + 1)]
+
+
+async def _until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.002)
+
+
+async def _stop(task: asyncio.Task) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+# ------------------------------------------------------------------ replay
+
+
+def measure_backlog_replay(n: int = 100_000, batch_size: int = 2000) -> dict[str, Any]:
+    from hw_sim.registry_store import RegistryStore
+
+    with tempfile.TemporaryDirectory(prefix="gated-replay-") as tmp:
+        tmp = Path(tmp)
+        certs = make_venue_certs(tmp / "certs", ["gate-a"])
+        journal = Journal(tmp / "journal.db", "gate-a", checkpoint_every_s=None)
+
+        async def fill() -> None:
+            now = time.time()
+            for start in range(0, n, 1000):  # a lane's day, committed in groups as the journal does
+                await asyncio.gather(*(
+                    journal.append_async("decision", at=now + i * 0.01, lane="in-1", ticket_id=1 + i % 5000,
+                                         reason="ok", payload={"code": "static", "lane_seq": i})
+                    for i in range(start, min(n, start + 1000))
+                ))
+
+        asyncio.run(fill())
+        last_seq = journal.stats()["last_seq"]
+        with _registry_process(tmp / "registry.db", certs) as port:
+            uplink = Uplink("gate-a", journal, EntitlementCache(), KeyRing(), GateClock(),
+                            _settings(port, certs, "gate-a"), batch_size=batch_size)
+
+            async def replay() -> float:
+                start = time.perf_counter()
+                task = asyncio.create_task(uplink.run())
+                await _until(lambda: uplink.status()["last_acked_seq"] >= last_seq, 600, "the last ack")
+                elapsed = time.perf_counter() - start
+                await _until(lambda: uplink.journal_acked_seq >= last_seq, 60, "the journal to record the acks")
+                await _stop(task)
+                return elapsed
+
+            elapsed = asyncio.run(replay())
+        backlog = journal.backlog()
+        journal.close()
+        with RegistryStore(tmp / "registry.db", create=False) as store:
+            stored = store.event_count("gate-a")
+    return {
+        "events": n,
+        "batch_size": batch_size,
+        "seconds": round(elapsed, 3),
+        "events_per_s": round(n / elapsed),
+        "stored_once": stored == n,
+        "journal_backlog_after": backlog,
+        "transport": "gRPC over loopback, mTLS, registry in its own process",
+    }
+
+
+# ------------------------------------------------------------- propagation
+
+
+def measure_propagation(samples: int = 200, interval_s: float = 0.02) -> dict[str, Any]:
+    from hw_sim.registry_store import RegistryStore
+
+    with tempfile.TemporaryDirectory(prefix="gated-propagation-") as tmp:
+        tmp = Path(tmp)
+        certs = make_venue_certs(tmp / "certs", ["gate-a", "gate-b"])
+        with RegistryStore(tmp / "registry.db") as store:
+            store.put_tickets(_venue_tickets(samples), record_changes=False)
+            store.add_key(1, _KEY)
+        with _registry_process(tmp / "registry.db", certs) as port:
+            delays = asyncio.run(_propagate(tmp, certs, port, samples, interval_s))
+    return {
+        "samples": len(delays),
+        "median_s": round(statistics.median(delays), 6),
+        "p99_s": round(_percentile(delays, 99), 6),
+        "max_s": round(max(delays), 6),
+        "path": "gate A journal (fsync) -> uplink -> registry (SQLite commit) -> delta -> gate B cache",
+    }
+
+
+async def _propagate(tmp: Path, certs: VenueCerts, port: int, samples: int, interval_s: float) -> list[float]:
+    lane = Lane("in-1", "hall-a")
+    arrived: dict[int, float] = {}
+    waiting: dict[int, float] = {}
+    gates = {}
+
+    def seen_at_b() -> None:
+        cache = gates["gate-b"][1]
+        for ticket_id in list(waiting):
+            rec = cache.get(ticket_id)
+            if rec is not None and rec.inside:
+                arrived[ticket_id] = time.perf_counter() - waiting.pop(ticket_id)
+
+    tasks = []
+    for gate_id in ("gate-a", "gate-b"):
+        journal = Journal(tmp / f"{gate_id}.db", gate_id, checkpoint_every_s=None)
+        cache, ring = EntitlementCache(), KeyRing()
+        uplink = Uplink(gate_id, journal, cache, ring, GateClock(), _settings(port, certs, gate_id),
+                        on_cache_changed=seen_at_b if gate_id == "gate-b" else None)
+        # one lane admitting a ticket every interval: far above a turnstile's rate limit
+        policy = Policy(rate_burst=samples + 1, rate_per_s=1000.0)
+        gates[gate_id] = (journal, cache, ring, uplink, Validator(ring, cache, policy))
+        tasks.append(asyncio.create_task(uplink.run()))
+    try:
+        for journal, cache, ring, uplink, _ in gates.values():
+            await _until(lambda c=cache, r=ring: len(c) == samples and len(r) == 1, 60, "both gates in sync")
+        journal, _cache, _ring, uplink, validator = gates["gate-a"]
+        for ticket_id in range(1, samples + 1):
+            decision = validator.decide(mint_static(_KEY, 1, ticket_id, 0), lane, time.time())
+            if not decision.admitted:
+                raise RuntimeError(f"ticket {ticket_id}: {decision.reason}")
+            usage = validator.commit(decision)
+            payload = {**usage._asdict(), "direction": str(usage.direction), "inside": list(usage.inside)}
+            waiting[ticket_id] = time.perf_counter()
+            await journal.append_async("passage", at=decision.at, lane=lane.id, ticket_id=ticket_id, payload=payload)
+            uplink.wake()
+            await _until(lambda t=ticket_id: t in arrived, 10, f"ticket {ticket_id} at gate B")
+            await asyncio.sleep(interval_s)
+    finally:
+        for task in tasks:
+            await _stop(task)
+        for journal, *_ in gates.values():
+            journal.close()
+    return [arrived[t] for t in sorted(arrived)]
+
+
+# ---------------------------------------------------------------- snapshot
+
+
+def measure_snapshot(tickets: int = 1_000_000) -> dict[str, Any]:
+    from gated.bench import synthetic_records
+    from hw_sim.registry_store import RegistryStore
+
+    with tempfile.TemporaryDirectory(prefix="gated-snapshot-") as tmp:
+        tmp = Path(tmp)
+        certs = make_venue_certs(tmp / "certs", ["gate-a"])
+        with RegistryStore(tmp / "registry.db") as store:
+            store.put_tickets(((rec, "") for rec in synthetic_records(tickets)), record_changes=False)
+        started = time.perf_counter()
+        with _registry_process(tmp / "registry.db", certs) as port:
+            registry_start_s = time.perf_counter() - started
+            result = asyncio.run(_fetch_snapshot(port, certs))
+    result.update(tickets=tickets, registry_start_s=round(registry_start_s, 3))
+    return result
+
+
+async def _fetch_snapshot(port: int, certs: VenueCerts) -> dict[str, Any]:
+    gate = certs.gates["gate-a"]
+    creds = grpc.ssl_channel_credentials(certs.ca.read_bytes(), gate.key.read_bytes(), gate.cert.read_bytes())
+    async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds, options=channel_options()) as channel:
+        stub = pb_grpc.RegistryStub(channel)
+        await stub.GetTime(pb.TimeRequest(), timeout=30)  # connected and handshaken before the clock starts
+        assembler = SnapshotAssembler()
+        started = time.perf_counter()
+        call = stub.WatchEntitlements(pb.WatchEntitlementsRequest(have_version=0))
+        messages = 0
+        async for update in call:
+            messages += 1
+            complete = assembler.add(update.snapshot)
+            if complete is not None:
+                break
+        transfer_s = time.perf_counter() - started
+        call.cancel()
+    version, data = complete
+    cache = EntitlementCache()
+    started = time.perf_counter()
+    cache.load_snapshot(data)
+    apply_s = time.perf_counter() - started
+    return {
+        "bytes": len(data),
+        "messages": messages,
+        "transfer_s": round(transfer_s, 3),
+        "apply_s": round(apply_s, 3),
+        "total_s": round(transfer_s + apply_s, 3),
+        "version": version,
+        "loaded_tickets": len(cache),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gated.rpc.measure", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--tickets", type=int, default=1_000_000)
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.events, args.samples, args.tickets = 2000, 20, 10_000
+    import logging
+
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    out = {
+        "backlog_replay": measure_backlog_replay(args.events),
+        "propagation": measure_propagation(args.samples),
+        "snapshot": measure_snapshot(args.tickets),
+    }
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
