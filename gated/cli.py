@@ -283,6 +283,10 @@ from gated.rpc.commands import register as _register_rpc  # noqa: E402  (admin, 
 
 _EXTRA_COMMANDS.append(_register_rpc)
 
+from hw_sim.command import register as _register_sim  # noqa: E402  (gated sim)
+
+_EXTRA_COMMANDS.append(_register_sim)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,34 @@
+"""`gated sim`: the subcommand, registered in gated.cli; the simulator is imported only when run."""
+
+from __future__ import annotations
+
+DEFAULT_RUN_DIR = "run/sim"
+DEFAULT_RATE_PER_MIN = 30.0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "sim", help="the whole gate on this machine: virtual scanners, camera and pins, reference registry, live console",
+        description="Run the simulated gate: the real daemon fed by virtual devices, the reference registry and a "
+                    "scripted crowd. On a terminal: a live console with keys; otherwise plain log lines and a summary.",
+    )
+    p.add_argument("--run-dir", default=DEFAULT_RUN_DIR, metavar="DIR",
+                   help=f"where the run's files go (default {DEFAULT_RUN_DIR}; cleared at each start except keys.json)")
+    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: run until q or Ctrl-C)")
+    p.add_argument("--no-registry", action="store_true", help="no reference registry: the gate runs offline")
+    p.add_argument("--rate", type=float, default=DEFAULT_RATE_PER_MIN, metavar="PER_MIN",
+                   help=f"people arriving per minute while auto traffic is on (default {DEFAULT_RATE_PER_MIN:g})")
+    p.add_argument("--config", metavar="FILE", help="the simulator config to start from (default config/sim.toml)")
+    p.set_defaults(func=cmd_sim)
+
+
+def cmd_sim(args) -> int:
+    from gated.cli import UsageError
+
+    if args.duration is not None and not args.duration > 0:
+        raise UsageError("gated sim: --duration must be a positive number of seconds")
+    if not args.rate > 0:
+        raise UsageError("gated sim: --rate must be a positive number of people per minute")
+    from hw_sim.sim import run_sim
+
+    return run_sim(args.run_dir, args.duration, not args.no_registry, args.rate, template=args.config)
