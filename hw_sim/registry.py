@@ -330,6 +330,10 @@ class RegistryServer:
             self._server = None
         self.store.close()
 
+    async def wait_closed(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
     async def __aenter__(self) -> RegistryServer:
         await self.start()
         return self
@@ -345,6 +349,6 @@ async def serve(db: str | Path, listen: str, tls: TlsFiles | None, *, ready=None
     try:
         if ready is not None:
             ready(server.port)
-        await server._server.wait_for_termination()
+        await server.wait_closed()
     finally:
         await server.stop()

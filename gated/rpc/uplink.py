@@ -183,6 +183,7 @@ class Uplink:
         self._sent_seq = 0
         self._refused_updates = 0
         self._persist_handle: asyncio.TimerHandle | None = None
+        self._persist_task: asyncio.Task | None = None  # held so it is not collected mid-write
         self._persist_lock = asyncio.Lock()
 
     # ------------------------------------------------------------ public
@@ -417,11 +418,12 @@ class Uplink:
             if self._persist_handle is not None:
                 self._persist_handle.cancel()
             self._persist_handle = None
-            asyncio.get_running_loop().create_task(self._persist())
+            self._persist_task = asyncio.get_running_loop().create_task(self._persist())
         elif self._persist_handle is None:
-            self._persist_handle = asyncio.get_running_loop().call_later(
-                self.persist_every_s, lambda: asyncio.ensure_future(self._persist())
-            )
+            self._persist_handle = asyncio.get_running_loop().call_later(self.persist_every_s, self._persist_later)
+
+    def _persist_later(self) -> None:
+        self._persist_task = asyncio.get_running_loop().create_task(self._persist())
 
     async def _persist(self) -> None:
         self._persist_handle = None
