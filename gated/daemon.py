@@ -210,25 +210,23 @@ class Gate:
                 self._cameras.append(camera.start())
 
     async def _start_services(self) -> None:
-        """The uplink to the registry and the local admin service, when available."""
-        try:
-            from gated.rpc.uplink import Uplink
-        except ImportError:
-            Uplink = None
-        if self.config.uplink is not None and Uplink is not None:
+        """The uplink to the registry (if configured) and the local admin service."""
+        from gated.rpc.admin import AdminServer
+        from gated.rpc.uplink import Uplink
+
+        if self.config.uplink is not None:
+            # The daemon owns persistence (`save_cache`), so the uplink only says when the cache changed.
             self.uplink = Uplink(
                 self.gate_id, self.journal, self.validator.cache, self.keyring, self.clock, self.config.uplink,
                 on_cache_changed=self._mark_cache_dirty, on_keys_changed=self._keys_changed,
             )
             self._service_tasks.append(asyncio.create_task(self.uplink.run(), name="uplink"))
-        elif self.config.uplink is None:
+        else:
             log.warning("uplink_not_configured", gate_id=self.gate_id)
-        try:
-            from gated.rpc.admin import serve_admin
-        except ImportError:
-            serve_admin = None
-        if serve_admin is not None:
-            self.admin = await serve_admin(self, self.config.admin)
+        admin = self.config.admin
+        address = None if admin.socket is not None else f"{admin.host}:{admin.port}"
+        self.admin = AdminServer(self, socket_path=admin.socket, address=address)
+        await self.admin.start()
 
     # ---- running ----
 
@@ -363,7 +361,7 @@ class Gate:
             task.cancel()
         await asyncio.gather(*self._service_tasks, return_exceptions=True)
         if self.admin is not None:
-            await self.admin.stop(None)
+            await self.admin.stop()
         try:
             await self.save_cache()
         except (OSError, GatedError) as exc:

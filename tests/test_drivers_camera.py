@@ -290,7 +290,10 @@ def test_reads_arrive_on_the_event_loop_when_one_is_given(lane_frames):
         clock, decoder = FakeClock(), CountingDecoder()
         source = ScriptedSource(timeline(lane_frames, (None, 0.2), (DYNAMIC_CODE, 0.3)), clock, decoder)
         with Camera("lane2", source, on_read, decoder=decoder, clock=clock, loop=loop):
-            return await asyncio.wait_for(arrived, WAIT_S)
+            result = await asyncio.wait_for(arrived, WAIT_S)
+            # let the source play its script out, or its read() outlives this test blocked on the decoder
+            await asyncio.to_thread(decoder.wait_decoded, 2)
+            return result
 
     read, thread = asyncio.run(scenario())
     assert read == Read(source="lane2", text=DYNAMIC_CODE, at=0.2)

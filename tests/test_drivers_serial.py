@@ -229,7 +229,7 @@ def test_unplug_is_logged_once_and_the_scanner_comes_back_on_replug(port):
         port.unplug()
         await wait_until(lambda: not scanner.connected)
         await asyncio.sleep(0.3)  # many retries against a dangling symlink
-        assert [log["event"] for log in logs] == ["scanner_connected", "scanner_disconnected"]
+        assert [log["event"] for log in logs if log["event"].startswith("scanner_")] == ["scanner_connected", "scanner_disconnected"]
         port.plug()
         await wait_until(lambda: scanner.connected)
         await port.send(b"AFTER\r")
@@ -239,7 +239,7 @@ def test_unplug_is_logged_once_and_the_scanner_comes_back_on_replug(port):
     with capture_logs() as logs:
         run_async(scenario(logs))
     assert texts(reads) == ["BEFORE", "AFTER"]  # the half code did not leak into AFTER
-    assert [(log["event"], log["source"]) for log in logs] == [
+    assert [(log["event"], log["source"]) for log in logs if log["event"].startswith("scanner_")] == [
         ("scanner_connected", "lane-1"),
         ("scanner_disconnected", "lane-1"),
         ("scanner_reconnected", "lane-1"),
@@ -263,7 +263,7 @@ def test_a_scanner_missing_at_start_is_reported_once_and_picked_up_when_plugged(
 
     with capture_logs() as logs:
         run_async(scenario())
-    assert [log["event"] for log in logs] == ["scanner_unavailable", "scanner_connected"]
+    assert [log["event"] for log in logs if log["event"].startswith("scanner_")] == ["scanner_unavailable", "scanner_connected"]
     assert texts(reads) == ["LATE"]
 
 
@@ -316,4 +316,4 @@ def test_a_failing_consumer_does_not_silence_the_lane(port):
     with capture_logs() as logs:
         run_async(scenario())
     assert texts(reads) == ["STILL-HERE"]
-    assert "scanner_consumer_failed" in [log["event"] for log in logs]
+    assert "scanner_consumer_failed" in [log["event"] for log in logs if log["event"].startswith("scanner_")]
