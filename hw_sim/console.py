@@ -91,7 +91,11 @@ def rgb_block(rgb: Sequence[int] | None, width: int = 6) -> str:
 
 
 def hex_color(rgb: Sequence[int] | None) -> str:
-    return "-" if rgb is None else "#%02X%02X%02X" % tuple(int(c) for c in rgb)
+    if rgb is None:
+        return "-"
+    if not any(rgb):
+        return "off    "
+    return "#%02X%02X%02X" % tuple(int(c) for c in rgb)
 
 
 def _reason(reason: str, width: int = 18) -> str:
@@ -121,20 +125,20 @@ def _lane_column(lane: dict[str, Any], pins: dict[str, Any], recent: list[dict[s
     beam = pins.get("beam_broken")
     beam_text = DIM + "-" + RESET if beam is None else (YELLOW + BOLD + "BROKEN" + RESET if beam else DIM + "clear" + RESET)
     waiting = lane.get("pending_passages", 0)
-    waiting_text = f"   waiting {YELLOW}{waiting}{RESET}" if waiting else ""
+    waiting_text = f"   {YELLOW}expecting {waiting} passage{'s' if waiting > 1 else ''}{RESET}" if waiting else ""
     lines.append(f"buzzer {buzzer_text}  beam {beam_text}{waiting_text}")
     lines.append(
-        f"{lane['decisions']} decisions  {GREEN}{lane['admitted']} ok{RESET}  {RED}{lane['denied']} denied{RESET}  "
-        f"{lane['passages']} passed  {lane['not_passed']} not passed"
+        f"{GREEN}ok {lane['admitted']}{RESET}  {RED}denied {lane['denied']}{RESET}  "
+        f"passed {lane['passages']}  not passed {lane['not_passed']}"
     )
     lines.append(DIM + "last decisions" + RESET)
     shown = 0
     for d in reversed(recent):
         if shown >= rows - len(lines):
             break
-        ticket = "-" if d.get("ticket") is None else str(d["ticket"])
-        who = " ".join(x for x in (d.get("category") or "", d.get("name") or "") if x)
-        lines.append(f"{d['time']} {_reason(d['reason'])} {ticket:>9} {who}")
+        ticket = "-" if d.get("ticket") is None else f"#{d['ticket']}"
+        name = d.get("name") or "" if width >= 60 else ""
+        lines.append(f"{d['time']} {_reason(d['reason'])} {ticket:<7} {(d.get('category') or ''):<9} {name}".rstrip())
         shown += 1
     while len(lines) < rows:
         lines.append("")
@@ -171,16 +175,18 @@ def _gate_lines(view: dict[str, Any]) -> list[str]:
     registry = view.get("registry")
     registry_text = f"registry {registry}" if registry else DIM + "no registry" + RESET
     line2 = f"uplink {target} {up}   {registry_text}"
-    occupancy = view.get("occupancy")
-    if occupancy:
-        inside, capacity = occupancy["inside"], occupancy["capacity"]
-        bar_w = 30
-        filled = 0 if not capacity else min(bar_w, round(bar_w * inside / capacity))
-        colour = RED if capacity and inside >= capacity else GREEN
-        bar = colour + "█" * filled + RESET + DIM + "░" * (bar_w - filled) + RESET
-        cap = f"/{capacity}" if capacity else " (no limit)"
-        line2 += f"   {occupancy['zone']} {bar} {inside}{cap} inside"
     return [line1, line2]
+
+
+def _occupancy(occupancy: dict[str, Any] | None, bar_w: int = 12) -> str:
+    if not occupancy:
+        return ""
+    inside, capacity = occupancy["inside"], occupancy["capacity"]
+    filled = 0 if not capacity else min(bar_w, round(bar_w * inside / capacity))
+    colour = RED if capacity and inside >= capacity else GREEN
+    bar = colour + "█" * filled + RESET + DIM + "░" * (bar_w - filled) + RESET
+    cap = f"/{capacity}" if capacity else ""
+    return f"{occupancy['zone']} {bar} {inside}{cap} inside"
 
 
 def _event_line(event: dict[str, Any]) -> str:
@@ -223,9 +229,9 @@ def render(view: dict[str, Any], width: int = 100, height: int = 30) -> list[str
     gate = view["gate"]
     lines: list[str] = []
 
-    auto = (GREEN + f"auto traffic ON {view.get('rate', 0):g}/min" + RESET) if view.get("auto") else (DIM + "auto traffic off" + RESET)
+    auto = (GREEN + f"auto {view.get('rate', 0):g}/min" + RESET) if view.get("auto") else (YELLOW + "auto off" + RESET)
     title = f"{REVERSE}{BOLD} gated sim {RESET}{REVERSE} gate {gate['gate_id']}  {view.get('clock', '')}  up {_duration(gate.get('uptime_s', 0))} {RESET}"
-    lines.append(fit(title + "  " + auto, width))
+    lines.append(fit(f"{title}  {_occupancy(view.get('occupancy'))}   {auto}", width))
     if gate.get("emergency"):
         lines.append(fit(WHITE_ON_RED + " EMERGENCY: every lane is held open. Press e to release the emergency input. ".ljust(width) + RESET, width))
     elif view.get("notice"):

@@ -439,7 +439,8 @@ class Simulator:
             "events": list(self.feed.events), "clock": time.strftime("%H:%M:%S"),
             "auto": self.crowd.auto, "rate": self.rate, "registry": registry,
             "uplink_target": self.config.uplink.target if self.config.uplink else None,
-            "occupancy": {"zone": zone, "inside": cache.occupancy(zone), "capacity": cache.zone_capacity(zone)},
+            "occupancy": {"zone": zone, "inside": cache.occupancy(zone),
+                          "capacity": cache.zone_capacity(zone) or self.config.policy.zones.get(zone, 0)},
             "notice": self.notice,
         }
 

@@ -169,7 +169,7 @@ class Crowd:
         while True:
             mean_gap = 60.0 / self.rate_per_min
             await asyncio.sleep(self.rng.uniform(0.5, 1.5) * mean_gap)
-            if not self.auto:
+            if not self.auto or self.gate.emergency_active:  # nobody walks in during an evacuation
                 continue
             if self._opening:  # the opening plays in order: wait for room rather than skip a case
                 if not self._queue_full(self._opening[0]):
@@ -294,7 +294,7 @@ class Crowd:
             if walks:
                 await self.walk(lane_id)
             else:
-                self.say(lane_id, f"{who}: turns back without passing; the next person waits for the gate to give up")
+                self.say(lane_id, f"{who}: turns back without passing")
         else:
             await asyncio.sleep(self.rng.uniform(0.3, 0.8))  # reads the light, steps aside
         return decision
