@@ -41,13 +41,18 @@ class Pty:
 
 
 def make_gate_dir(root: Path, *, gate_id: str = "test-gate", passage: bool = True, emergency: bool = True,
-                  extra_lane: str = "", tickets=TICKETS, rate_burst: int = 10) -> Path:
-    """Write keys.json, gate.toml and a seeded cache under `root`; return the config path."""
+                  extra_lane: str = "", tickets=TICKETS, rate_burst: int = 10, uplink: str = "") -> Path:
+    """Write keys.json, gate.toml and a cache seeded with `tickets` (None: no cache) under `root`.
+
+    `uplink`: the body of an [uplink] table; empty, the gate runs offline.
+    """
     save_keyfile(root / "keys.json", KeyRing({1: KEY}), overwrite=True)
-    StateStore(root / "state").save_cache(encode_snapshot(1, tickets), 0)
+    if tickets is not None:
+        StateStore(root / "state").save_cache(encode_snapshot(1, tickets), 0)
     passage_table = "  [lane.passage]\n  pin = 5\n" if passage else ""
     passage_timeout = "passage_timeout_s = 1.0" if passage else ""
     emergency_table = "[emergency]\npin = 6\nactive_high = true\npull_up = false\n" if emergency else ""
+    uplink_table = f"[uplink]\n{uplink}\n" if uplink else ""
     config = f"""
     [gate]
     id = "{gate_id}"
@@ -64,6 +69,7 @@ def make_gate_dir(root: Path, *, gate_id: str = "test-gate", passage: bool = Tru
     [admin]
     socket = "admin.sock"
 
+    {uplink_table}
     {emergency_table}
     [[lane]]
     id = "in-1"
