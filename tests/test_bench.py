@@ -22,4 +22,8 @@ def test_bench_json_reports_every_figure():
     assert g["scans"] == 200 and g["missed"] == 0 and g["scan_to_relay"]["n"] == 200
     assert g["scan_to_relay"]["p99_us"] >= g["scan_to_relay"]["median_us"] > 0 and g["fsync_alone"]["median_us"] > 0
     assert report["idle"]["rss_mb"] > 0 and report["idle"]["cpu_percent"] >= 0
+    assert report["camera"]["zxing"]["frames"] == 50 and report["camera"]["zxing"]["median_ms"] > 0
+    rpc = report["rpc"]
+    assert rpc["backlog_replay"]["events"] == 5000 and rpc["backlog_replay"]["stored_once"] is True
+    assert rpc["propagation"]["samples"] == 30 and rpc["snapshot"]["loaded_tickets"] == 20000
     assert set(report["targets"]) and all(isinstance(v, bool) for v in report["targets"].values())
