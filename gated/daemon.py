@@ -85,7 +85,7 @@ class Gate:
         self._emergency: EmergencyInput | None = None
         self._stop = asyncio.Event()
         self._cache_dirty = False
-        self._keys_dirty = False
+        self._save_lock = asyncio.Lock()
         self._saved_seq = 0
         self.uplink: Any = None
         self.admin: Any = None
@@ -253,8 +253,12 @@ class Gate:
         if self.uplink is not None:
             self.uplink.wake()
 
-    def _mark_cache_dirty(self) -> None:
+    def _mark_cache_dirty(self, *, snapshot: bool = False) -> None:
+        """A fresh snapshot from the registry is saved at once (a reboot must not
+        fetch it again to admit anyone); deltas wait for the periodic save."""
         self._cache_dirty = True
+        if snapshot:
+            self.spawn(self.save_cache())
 
     def _keys_changed(self) -> None:
         try:
@@ -270,12 +274,13 @@ class Gate:
             self.journal.purge(time.time())
 
     async def save_cache(self) -> None:
-        """Snapshot on the loop thread (consistent), write in a worker thread."""
-        self._cache_dirty = False
-        seq = self._last_seq()
-        snapshot = self.validator.cache.to_snapshot()
-        await asyncio.to_thread(self.store.save_cache, snapshot, seq)
-        self._saved_seq = seq
+        """Snapshot on the loop thread (consistent with decide()), write in a worker thread."""
+        async with self._save_lock:
+            self._cache_dirty = False
+            seq = self._last_seq()
+            snapshot = self.validator.cache.to_snapshot()
+            await asyncio.to_thread(self.store.save_cache, snapshot, seq)
+            self._saved_seq = seq
 
     def _emergency_changed(self, active: bool) -> None:
         self.spawn(self.set_emergency(active, source="input"))

@@ -17,6 +17,7 @@ from tests.gatekit import Pty, make_gate_dir
 from tests.rpc_helpers import KEY, badge_code, phone_code, registry_tls, until
 from hw_sim.registry import RegistryServer
 from gated.validation import TicketRecord
+from gated.validation.token import mint_static
 
 ALICE = TicketRecord(ticket_id=1001, category="vip", zones=("hall",), name="Alice Zhang")
 BOB = TicketRecord(ticket_id=1002, category="guest", zones=("hall",))
@@ -31,11 +32,16 @@ async def gated_command(*args):
 
 
 class Door:
-    def __init__(self, root, gate_id, port, certs):
-        root.mkdir()
-        gate = certs.gates[gate_id]
-        uplink = f'target = "127.0.0.1:{port}"\nca = "{certs.ca}"\ncert = "{gate.cert}"\nkey = "{gate.key}"\nreconnect_max_s = 1'
-        self.config = load_config(make_gate_dir(root, gate_id=gate_id, tickets=None, uplink=uplink), check_files=True)
+    def __init__(self, root, gate_id=None, port=None, certs=None, *, reboot=False):
+        """A new gate dir (keys, config, no cache) or, with `reboot`, the one already at `root`."""
+        if reboot:
+            config_path = root / "gate.toml"
+        else:
+            root.mkdir()
+            gate = certs.gates[gate_id]
+            uplink = f'target = "127.0.0.1:{port}"\nca = "{certs.ca}"\ncert = "{gate.cert}"\nkey = "{gate.key}"\nreconnect_max_s = 1'
+            config_path = make_gate_dir(root, gate_id=gate_id, tickets=None, uplink=uplink)
+        self.config = load_config(config_path, check_files=True)
         self.ptys = [Pty(root / "scanner-in-1"), Pty(root / "scanner-out-1")]
         self.factory = MockFactory(pin_class=MockPWMPin)
         self.gate = Gate(self.config, pin_factory=self.factory)
@@ -108,3 +114,41 @@ def test_two_gates_and_the_registry(tmp_path):
             await registry.stop()
 
     asyncio.run(venue())
+
+
+def test_a_gate_rebooted_with_no_network_admits_from_what_it_last_knew(tmp_path):
+    """The registry's snapshot and keys are saved the moment they arrive; the network then goes."""
+    certs = make_venue_certs(tmp_path / "certs", ["gate-a"], hosts=["127.0.0.1", "localhost"])
+
+    async def morning():
+        registry = RegistryServer(tmp_path / "registry.db", "127.0.0.1:0", tls=registry_tls(certs))
+        registry.store.put_tickets([(ALICE, "0001"), (BOB, "0002")], record_changes=False)
+        registry.store.add_key(7, bytes(range(1, 33)))  # a key the gate's bootstrap file does not have
+        port = await registry.start()
+        door = Door(tmp_path / "a", "gate-a", port, certs)
+        try:
+            await door.gate.start()
+            await until(lambda: len(door.gate.validator.cache) == 2 and 7 in door.gate.keyring, timeout=10, what="snapshot and keys")
+            await door.walk_through(mint_static(bytes(range(1, 33)), 7, 1001, 0))
+        finally:
+            await door.gate.stop()
+            for pty in door.ptys:
+                pty.close()
+            await registry.stop()
+
+    asyncio.run(morning())
+
+    async def after_power_cut():  # same config, registry gone
+        door = Door(tmp_path / "a", reboot=True)
+        try:
+            await door.gate.start()
+            assert door.gate.uplink.status()["connected"] is False
+            assert (await door.scan(mint_static(bytes(range(1, 33)), 7, 1002, 0))).reason == "ok"
+            await asyncio.sleep(1.1)  # past the debounce
+            assert (await door.scan(mint_static(bytes(range(1, 33)), 7, 1001, 0))).reason == "already_inside"
+        finally:
+            await door.gate.stop()
+            for pty in door.ptys:
+                pty.close()
+
+    asyncio.run(after_power_cut())

@@ -9,10 +9,9 @@ import grpc
 import pytest
 
 from gated.rpc.certs import make_venue_certs
-from gated.rpc.uplink import load_persisted
 from gated.rpc.v1 import registry_pb2 as pb
 from gated.rpc.v1 import registry_pb2_grpc as pb_grpc
-from gated.validation import EntitlementCache, Reason
+from gated.validation import Reason
 from hw_sim.registry_store import RegistryStore
 from tests.rpc_helpers import (
     ALICE, BOB, CAROL, HALL_IN, HALL_OUT, KEY, KID, Gate, Venue, badge_code, phone_code, start_registry, until,
@@ -136,22 +135,6 @@ def test_revocation_reissue_and_key_retirement_at_the_registry_reach_the_gate(tm
         await until(lambda: KID not in gate.keyring, timeout=2, what="retired key")
         assert gate.decide(badge_code(ALICE.ticket_id), HALL_OUT).reason is Reason.UNKNOWN_KEY
         await v.close()
-
-    run(day())
-
-
-def test_a_rebooted_gate_starts_from_its_persisted_cache(tmp_path, certs):
-    async def day():
-        v = await venue(tmp_path, certs, cache_path=tmp_path / "cache.snap", persist_every_s=0.05)
-        gate = v.gates[0]
-        await gate.pass_through(phone_code(ALICE.ticket_id))
-        await until(lambda: gate.cache.version == v.registry.service.cache.version, what="own delta back")
-        await asyncio.sleep(0.3)
-        await v.close()
-        rebooted = EntitlementCache()
-        assert load_persisted(rebooted, tmp_path / "cache.snap")
-        assert rebooted.version == gate.cache.version
-        assert rebooted.get(ALICE.ticket_id).inside == ("hall-a",)
 
     run(day())
 

@@ -22,9 +22,8 @@ Rules it keeps:
   watch is then reopened with that version, so the registry can resend
   deltas or a snapshot. A snapshot is decoded off the loop into a fresh
   cache and swapped in at once.
-- Snapshots are persisted at once, deltas at most every `persist_every_s`,
-  and on stop, so a rebooted gate with no network starts from what it last
-  knew (`load_persisted`).
+- Persisting the cache is the daemon's job (`gated.state`): the uplink
+  calls `on_cache_changed(snapshot=...)` after every update it applied.
 - The clock offset is the registry's time minus the midpoint of the local
   send and receive times, from the round trip with the smallest RTT of a few
   samples, measured at every connect and every `time_sync_every_s`. The
@@ -36,7 +35,6 @@ Rules it keeps:
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import threading
 import time
@@ -56,7 +54,7 @@ from gated.rpc.v1 import registry_pb2_grpc as pb_grpc
 from gated.validation.cache import EntitlementCache
 from gated.validation.keyring import KeyRing
 
-__all__ = ["Uplink", "UplinkError", "load_persisted", "channel_options"]
+__all__ = ["Uplink", "UplinkError", "channel_options"]
 
 log = structlog.get_logger()
 
@@ -94,38 +92,6 @@ def channel_options() -> list[tuple[str, Any]]:
     ]
 
 
-def load_persisted(cache: EntitlementCache, path: str | os.PathLike[str]) -> bool:
-    """At boot: load the last persisted snapshot into `cache`. False if there is none.
-
-    A damaged file raises `SnapshotError` and leaves the cache as it was.
-    """
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        return False
-    cache.load_snapshot(data)
-    return True
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, grpc.aio.AioRpcError):
         return f"{exc.code().name}: {exc.details()}"
@@ -146,12 +112,10 @@ class Uplink:
         clock: GateClock,
         uplink_config: UplinkSettings,
         *,
-        on_cache_changed: Callable[[], None] | None = None,
+        on_cache_changed: Callable[..., None] | None = None,
         on_keys_changed: Callable[[], None] | None = None,
         batch_size: int = 2000,
         max_in_flight: int = 8,
-        cache_path: str | os.PathLike[str] | None = None,
-        persist_every_s: float = 30.0,
         time_sync_every_s: float = 60.0,
         reconnect_base_s: float = 0.25,
     ) -> None:
@@ -167,8 +131,6 @@ class Uplink:
         self.on_keys_changed = on_keys_changed
         self.batch_size = batch_size
         self.max_in_flight = max_in_flight
-        self.cache_path = None if cache_path is None else Path(cache_path)
-        self.persist_every_s = persist_every_s
         self.time_sync_every_s = time_sync_every_s
         self.reconnect_base_s = reconnect_base_s
         self._metadata = ((GATE_ID_METADATA, gate_id),) if uplink_config.plaintext else ()
@@ -182,9 +144,6 @@ class Uplink:
         self._journal_acked = 0  # highest seq written to the journal as acknowledged
         self._sent_seq = 0
         self._refused_updates = 0
-        self._persist_handle: asyncio.TimerHandle | None = None
-        self._persist_task: asyncio.Task | None = None  # held so it is not collected mid-write
-        self._persist_lock = asyncio.Lock()
 
     # ------------------------------------------------------------ public
 
@@ -229,39 +188,34 @@ class Uplink:
             log.warning("uplink_plaintext", target=self.config.target, note="no TLS: the simulator's loopback only")
         attempt = 0
         outage_since: float | None = None
-        try:
-            while True:
-                channel = (
-                    grpc.aio.insecure_channel(self.config.target, options=channel_options())
-                    if credentials is None
-                    else grpc.aio.secure_channel(self.config.target, credentials, options=channel_options())
-                )
-                try:
-                    await self._session(channel, outage_since)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    self._last_error = _describe(exc)
-                    if self._connected:  # a session that worked has ended
-                        attempt = 0
-                        outage_since = time.monotonic()
-                        log.warning("uplink_disconnected", target=self.config.target, error=self._last_error)
-                    elif outage_since is None:
-                        outage_since = time.monotonic()
-                        log.warning("uplink_unreachable", target=self.config.target, error=self._last_error)
-                    else:
-                        log.debug("uplink_retry_failed", target=self.config.target, error=self._last_error)
-                    self._connected = False
-                finally:
-                    self._connected = False
-                    await channel.close(grace=None)
-                delay = random.uniform(0.0, min(self.config.reconnect_max_s, self.reconnect_base_s * 2**attempt))
-                attempt = min(attempt + 1, 30)
-                await asyncio.sleep(delay)
-        finally:
-            if self._persist_handle is not None:
-                self._persist_handle.cancel()
-                await self._persist()
+        while True:
+            channel = (
+                grpc.aio.insecure_channel(self.config.target, options=channel_options())
+                if credentials is None
+                else grpc.aio.secure_channel(self.config.target, credentials, options=channel_options())
+            )
+            try:
+                await self._session(channel, outage_since)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._last_error = _describe(exc)
+                if self._connected:  # a session that worked has ended
+                    attempt = 0
+                    outage_since = time.monotonic()
+                    log.warning("uplink_disconnected", target=self.config.target, error=self._last_error)
+                elif outage_since is None:
+                    outage_since = time.monotonic()
+                    log.warning("uplink_unreachable", target=self.config.target, error=self._last_error)
+                else:
+                    log.debug("uplink_retry_failed", target=self.config.target, error=self._last_error)
+                self._connected = False
+            finally:
+                self._connected = False
+                await channel.close(grace=None)
+            delay = random.uniform(0.0, min(self.config.reconnect_max_s, self.reconnect_base_s * 2**attempt))
+            attempt = min(attempt + 1, 30)
+            await asyncio.sleep(delay)
 
     # ----------------------------------------------------------- session
 
@@ -410,31 +364,9 @@ class Uplink:
         self._cache_changed(snapshot=True)
 
     def _cache_changed(self, *, snapshot: bool) -> None:
+        """Tell the daemon, which persists the cache (a snapshot at once, deltas in batches)."""
         if self.on_cache_changed is not None:
-            self.on_cache_changed()
-        if self.cache_path is None:
-            return
-        if snapshot:
-            if self._persist_handle is not None:
-                self._persist_handle.cancel()
-            self._persist_handle = None
-            self._persist_task = asyncio.get_running_loop().create_task(self._persist())
-        elif self._persist_handle is None:
-            self._persist_handle = asyncio.get_running_loop().call_later(self.persist_every_s, self._persist_later)
-
-    def _persist_later(self) -> None:
-        self._persist_task = asyncio.get_running_loop().create_task(self._persist())
-
-    async def _persist(self) -> None:
-        self._persist_handle = None
-        if self.cache_path is None:
-            return
-        async with self._persist_lock:
-            data = self.cache.to_snapshot()  # on the loop: consistent with decide()'s view
-            try:
-                await asyncio.to_thread(_write_atomically, self.cache_path, data)
-            except OSError as exc:
-                log.error("entitlement_persist_failed", path=str(self.cache_path), error=str(exc))
+            self.on_cache_changed(snapshot=snapshot)
 
     # -------------------------------------------------------------- keys
 
