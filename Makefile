@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/gated demo
+	$(BIN)/gated sim
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

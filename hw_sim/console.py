@@ -41,6 +41,8 @@ ALT_SCREEN_ON, ALT_SCREEN_OFF = "\x1b[?1049h", "\x1b[?1049l"
 HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
 HOME, CLEAR_EOL, CLEAR_EOS = "\x1b[H", "\x1b[K", "\x1b[J"
 
+MIN_WIDTH, MIN_HEIGHT = 60, 16  # below this the screen says so instead of drawing
+
 _ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 #: The keys, in the order the help line shows them (key, what).
@@ -224,8 +226,8 @@ def render(view: dict[str, Any], width: int = 100, height: int = 30) -> list[str
     emergency_input (bool), registry (text or None), uplink_target,
     occupancy ({zone, inside, capacity}), notice (text or None).
     """
-    width = max(60, width)
-    height = max(16, height)
+    width = max(MIN_WIDTH, width)
+    height = max(MIN_HEIGHT, height)
     gate = view["gate"]
     lines: list[str] = []
 
