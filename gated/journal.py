@@ -95,11 +95,12 @@ CREATE INDEX records_unacked ON records(seq) WHERE acked_at IS NULL;
 _COLUMNS = "seq, at, kind, lane, ticket_id, reason, payload, acked_at"
 
 
-def _u64_to_db(value: int) -> int:
+def u64_to_sqlite(value: int) -> int:
+    """A u64 (ticket ids) as SQLite's signed 64-bit INTEGER: two's complement, order kept per sign."""
     return value - _U64_LIMIT if value >= _I64_LIMIT else value
 
 
-def _u64_from_db(value: int) -> int:
+def u64_from_sqlite(value: int) -> int:
     return value + _U64_LIMIT if value < 0 else value
 
 
@@ -554,7 +555,7 @@ class Journal:
                 if isinstance(item, _Append):
                     last += 1
                     self._last_seq = last
-                    ticket = None if item.ticket_id is None else _u64_to_db(item.ticket_id)
+                    ticket = None if item.ticket_id is None else u64_to_sqlite(item.ticket_id)
                     conn.execute(
                         "INSERT INTO records(seq, at, kind, lane, ticket_id, reason, payload) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -599,7 +600,7 @@ class Journal:
         seq, at, kind, lane, ticket_id, reason, payload, acked_at = row
         return Record(
             seq=seq, gate_id=self.gate_id, at=at, kind=kind, lane=lane,
-            ticket_id=None if ticket_id is None else _u64_from_db(ticket_id),
+            ticket_id=None if ticket_id is None else u64_from_sqlite(ticket_id),
             reason=reason, payload=json.loads(payload), acked=acked_at is not None,
         )
 

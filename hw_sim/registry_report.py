@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hw_sim.registry_store import RegistryStore, _from_db
+from gated.journal import u64_from_sqlite
+from hw_sim.registry_store import RegistryStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,14 +58,14 @@ def checkin_report(store: RegistryStore) -> CheckinReport:
         )
     )
     attended = {
-        _from_db(tid)
+        u64_from_sqlite(tid)
         for (tid,) in conn.execute(f"SELECT DISTINCT ticket_id FROM ({_PASSAGES}) WHERE direction = 'in' AND ticket_id IS NOT NULL")
     }
     per_category: dict[str, list[int]] = {}
     for tid, category in conn.execute("SELECT ticket_id, category FROM tickets"):
         counts = per_category.setdefault(category, [0, 0])
         counts[0] += 1
-        counts[1] += _from_db(tid) in attended
+        counts[1] += u64_from_sqlite(tid) in attended
     categories = tuple(CategoryRow(c, n, a) for c, (n, a) in sorted(per_category.items()))
     return CheckinReport(hours, len(attended), categories, store.event_count())
 

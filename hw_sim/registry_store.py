@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from gated.errors import GatedError
+from gated.journal import u64_from_sqlite, u64_to_sqlite
 from gated.validation.cache import (
     Delta,
     Op,
@@ -39,7 +40,6 @@ from gated.validation.cache import (
 APPLICATION_ID = 0x67617452  # "gatR": tells our file apart from any other SQLite file
 SCHEMA_VERSION = 1
 _U64 = 1 << 64
-_I63 = 1 << 63
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -89,12 +89,6 @@ class RegistryError(GatedError, ValueError):
     """A registry command was refused (unknown ticket, bad key, unreadable database)."""
 
 
-def _to_db(ticket_id: int) -> int:
-    return ticket_id - _U64 if ticket_id >= _I63 else ticket_id
-
-
-def _from_db(value: int) -> int:
-    return value + _U64 if value < 0 else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +212,7 @@ class RegistryStore:
         (tid, category, ticket_type, zones, windows, max_entries, used, inside, serial, state,
          benefits, name, company, phone) = row
         return TicketRecord(
-            ticket_id=_from_db(tid),
+            ticket_id=u64_from_sqlite(tid),
             category=category,
             ticket_type=ticket_type,
             zones=self._parsed(zones),
@@ -235,7 +229,7 @@ class RegistryStore:
         )
 
     def ticket(self, ticket_id: int) -> TicketRecord | None:
-        row = self.conn.execute(f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE ticket_id = ?", (_to_db(ticket_id),)).fetchone()
+        row = self.conn.execute(f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE ticket_id = ?", (u64_to_sqlite(ticket_id),)).fetchone()
         return None if row is None else self._record(row)
 
     def records(self) -> Iterator[TicketRecord]:
@@ -256,7 +250,7 @@ class RegistryStore:
         count = 0
         with self.transaction():
             for rec, phone in tickets:
-                tid = _to_db(rec.ticket_id)
+                tid = u64_to_sqlite(rec.ticket_id)
                 self.conn.execute(
                     f"INSERT INTO tickets({_TICKET_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
                     "ON CONFLICT(ticket_id) DO UPDATE SET category=excluded.category, "
@@ -282,8 +276,8 @@ class RegistryStore:
     def revoke(self, ticket_id: int) -> TicketRecord:
         with self.transaction():
             self._require(ticket_id)
-            self.conn.execute("UPDATE tickets SET state = ? WHERE ticket_id = ?", (int(TicketState.REVOKED), _to_db(ticket_id)))
-            self.conn.execute("INSERT INTO changes(kind, ticket_id) VALUES ('state', ?)", (_to_db(ticket_id),))
+            self.conn.execute("UPDATE tickets SET state = ? WHERE ticket_id = ?", (int(TicketState.REVOKED), u64_to_sqlite(ticket_id)))
+            self.conn.execute("INSERT INTO changes(kind, ticket_id) VALUES ('state', ?)", (u64_to_sqlite(ticket_id),))
         return self._require(ticket_id)
 
     def reissue(self, ticket_id: int) -> TicketRecord:
@@ -292,8 +286,8 @@ class RegistryStore:
             rec = self._require(ticket_id)
             if rec.badge_serial >= 0xFFFF:
                 raise RegistryError(f"ticket {ticket_id}: badge serial 65535 reached; issue a new ticket")
-            self.conn.execute("UPDATE tickets SET badge_serial = ? WHERE ticket_id = ?", (rec.badge_serial + 1, _to_db(ticket_id)))
-            self.conn.execute("INSERT INTO changes(kind, ticket_id) VALUES ('reissue', ?)", (_to_db(ticket_id),))
+            self.conn.execute("UPDATE tickets SET badge_serial = ? WHERE ticket_id = ?", (rec.badge_serial + 1, u64_to_sqlite(ticket_id)))
+            self.conn.execute("INSERT INTO changes(kind, ticket_id) VALUES ('reissue', ?)", (u64_to_sqlite(ticket_id),))
         return self._require(ticket_id)
 
     # ---------------------------------------------------------------- keys
@@ -325,7 +319,7 @@ class RegistryStore:
     def pending_changes(self) -> list[Change]:
         after = int(self._meta("applied_change"))
         return [
-            Change(cid, kind, None if tid is None else _from_db(tid), kid)
+            Change(cid, kind, None if tid is None else u64_from_sqlite(tid), kid)
             for cid, kind, tid, kid in self.conn.execute(
                 "SELECT id, kind, ticket_id, kid FROM changes WHERE id > ? ORDER BY id", (after,)
             )
@@ -372,7 +366,7 @@ class RegistryStore:
             plain = []
             for ev in events:
                 row = (ev.event_id, gate_id, ev.seq, ev.at, ev.kind, ev.lane,
-                       None if ev.ticket_id is None else _to_db(ev.ticket_id), ev.reason, ev.payload_json, received_at)
+                       None if ev.ticket_id is None else u64_to_sqlite(ev.ticket_id), ev.reason, ev.payload_json, received_at)
                 if ev.kind in USAGE_KINDS:
                     if conn.execute("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?)", row).rowcount:
                         new += 1
@@ -409,7 +403,7 @@ class RegistryStore:
         if not isinstance(ticket_id, int) or not 0 <= ticket_id < _U64:
             return None
         row = self.conn.execute(
-            "SELECT entries_used, inside, benefits FROM tickets WHERE ticket_id = ?", (_to_db(ticket_id),)
+            "SELECT entries_used, inside, benefits FROM tickets WHERE ticket_id = ?", (u64_to_sqlite(ticket_id),)
         ).fetchone()
         if row is None:
             return None
@@ -420,7 +414,7 @@ class RegistryStore:
             for pair in benefits:
                 if pair[0] == benefit:
                     pair[1] = max(0, pair[1] - 1)
-                    self.conn.execute("UPDATE tickets SET benefits = ? WHERE ticket_id = ?", (json.dumps(benefits), _to_db(ticket_id)))
+                    self.conn.execute("UPDATE tickets SET benefits = ? WHERE ticket_id = ?", (json.dumps(benefits), u64_to_sqlite(ticket_id)))
                     return SetBenefit(ticket_id, benefit, pair[1])
             return None
         zone, direction = payload.get("zone"), payload.get("direction")
@@ -435,7 +429,7 @@ class RegistryStore:
             inside.remove(zone)
         self.conn.execute(
             "UPDATE tickets SET entries_used = ?, inside = ? WHERE ticket_id = ?",
-            (used, json.dumps(inside), _to_db(ticket_id)),
+            (used, json.dumps(inside), u64_to_sqlite(ticket_id)),
         )
         return SetUsage(ticket_id, used, tuple(inside))
 
