@@ -80,3 +80,40 @@ def test_world_readable_key_file_is_a_usage_error(keyfile):
     os.chmod(keyfile, 0o644)
     r = gated("token", "verify", "GT1:X", "--keys", keyfile)
     assert r.returncode == 2 and "chmod 600" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_config_check_good_and_bad(tmp_path):
+    from tests.gatekit import make_gate_dir
+
+    config = make_gate_dir(tmp_path)
+    r = gated("config", "check", str(config), "--check-files")
+    assert r.returncode == 0 and r.stdout.startswith("OK:") and "2 lanes" in r.stdout
+    config.write_text(config.read_text().replace('direction = "out"', 'direction = "sideways"'))
+    r = gated("config", "check", str(config))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "gate.toml:" in r.stderr and "lane[1].direction" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_journal_tail_stats_export(tmp_path):
+    import csv
+    import io
+
+    from gated.journal import Journal
+    from tests.gatekit import make_gate_dir
+
+    config = make_gate_dir(tmp_path)
+    with Journal(tmp_path / "state" / "journal.db", "test-gate") as journal:
+        for n in range(5):
+            journal.append("decision", at=1_763_000_000 + n, lane="in-1", ticket_id=2**64 - 1 - n, reason="ok", payload={"n": n})
+        journal.mark_acked(2, 1_763_000_010)
+    r = gated("journal", "tail", "--config", str(config), "-n", "2")
+    tail = [json.loads(line) for line in r.stdout.splitlines()]
+    assert r.returncode == 0 and [t["seq"] for t in tail] == [4, 5] and tail[-1]["ticket_id"] == 2**64 - 5
+    r = gated("journal", "stats", "--db", str(tmp_path / "state" / "journal.db"), "--gate-id", "test-gate")
+    stats = json.loads(r.stdout)
+    assert stats["records"] == 5 and stats["unacked"] == 3
+    r = gated("journal", "export", "--config", str(config), "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert r.returncode == 0 and len(rows) == 5 and "exported 5 records" in r.stderr
+    r = gated("journal", "stats")
+    assert r.returncode == 2 and "--config" in r.stderr
