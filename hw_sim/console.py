@@ -134,14 +134,12 @@ def _lane_column(lane: dict[str, Any], pins: dict[str, Any], recent: list[dict[s
         f"passed {lane['passages']}  not passed {lane['not_passed']}"
     )
     lines.append(DIM + "last decisions" + RESET)
-    shown = 0
     for d in reversed(recent):
-        if shown >= rows - len(lines):
+        if len(lines) >= rows:
             break
         ticket = "-" if d.get("ticket") is None else f"#{d['ticket']}"
         name = d.get("name") or "" if width >= 60 else ""
         lines.append(f"{d['time']} {_reason(d['reason'])} {ticket:<7} {(d.get('category') or ''):<9} {name}".rstrip())
-        shown += 1
     while len(lines) < rows:
         lines.append("")
     return [fit(line, width) for line in lines[:rows]]

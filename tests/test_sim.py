@@ -175,6 +175,9 @@ def test_the_console_screen_shows_the_lanes_as_their_pins_do_and_fits_the_termin
     assert "\x1b[48;2;135;206;235m" in screen  # the guest light blue, straight from the light pins
     assert "#87CEEB" in screen and "OPEN" in screen and "locked" in screen
     assert "BEEP" in screen and "BROKEN" in screen and "expecting 1 passage" in screen
+    many = [{"time": f"07:01:{n:02d}", "reason": "ok", "ticket": 100_000 + n, "category": "guest", "name": ""} for n in range(9)]
+    rows = render(_view(recent={"in-1": many}), 100, 30)
+    assert [n for n in range(9) if any(f"#{100_000 + n}" in row for row in rows)] == [4, 5, 6, 7, 8]  # the newest that fit
     ok_row = next(line for line in lines if "#100024" in line)
     assert "\x1b[32mok" in ok_row and "guest" in ok_row
     assert "\x1b[31mbad_signature" in next(line for line in lines if "bad_signature" in line)
