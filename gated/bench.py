@@ -289,7 +289,7 @@ def bench_scan_to_relay(scans: int = 1000, lanes: int = 8) -> dict:
         gate = Gate(load_config(config_path, check_files=True), pin_factory=MockFactory(), relay_observer=observe)
         gate_box["gate"] = gate
         await gate.start()
-        while not all(s.connected for s in gate._inputs):
+        while not gate.inputs_connected():
             await asyncio.sleep(0.01)
         ready.set()
         await stop.wait()

@@ -58,6 +58,7 @@ def policy_from_config(config: Config) -> Policy:
         admit_static_when_unsynced=config.gate.offline_policy == "lenient",
         colors=dict(p.colors),
         default_color=p.default_color,
+        zone_capacity=dict(p.zones),
     )
 
 
@@ -104,9 +105,6 @@ class Gate:
         replayed = self._replay_usage(cache, saved_seq)
         self._saved_seq = self._last_seq()
         self.validator = Validator(self.keyring, cache, policy_from_config(cfg))
-        for zone, capacity in cfg.policy.zones.items():
-            cache.table.zone_index(zone)
-            cache.table.capacity.setdefault(zone, capacity)
         if self._pin_factory is None:
             self._pin_factory = make_pin_factory(cfg.gate.gpio)
         try:
@@ -227,6 +225,10 @@ class Gate:
         address = None if admin.socket is not None else f"{admin.host}:{admin.port}"
         self.admin = AdminServer(self, socket_path=admin.socket, address=address)
         await self.admin.start()
+
+    def inputs_connected(self) -> bool:
+        """Every scanner's device is open (the simulator and tests wait for this)."""
+        return all(scanner.connected for scanner in self._inputs)
 
     # ---- running ----
 

@@ -1,8 +1,9 @@
 """`gated demo`: a scripted morning at one door, through the real decision path.
 
-Used by `make run` until the hardware simulator lands. It mints a key,
-builds a small cache, and plays scans through `Validator.decide()` and
-`commit()`, printing each decision as the lane would show it.
+The validation core alone, no devices (`make run` is the whole simulated
+gate: `gated sim`). It mints a key, builds a small cache, and plays scans
+through `Validator.decide()` and `commit()`, printing each decision as the
+lane would show it.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def run_demo() -> int:
             gate.commit(d)
         return d
 
-    print("gated demo: the validation core at one door (the simulator with live console comes with `gated sim`)\n")
+    print("gated demo: the validation core at one door (the whole simulated gate with its live console is `gated sim`)\n")
     scan("guest shows phone e-ticket", mint_dynamic(key, 1, 1001, now), door_in, now)
     scan("guest tries again at the next lane", mint_dynamic(key, 1, 1001, now + 20), door_in2, now + 20)
     scan("media scans printed badge", mint_static(key, 1, 1002, 0), door_in, now + 25)

@@ -43,7 +43,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from gated.config import Config, load_config
+from gated.config import load_config
 from gated.errors import GatedError, KeyFileError
 from gated.keyfile import load_keyfile, new_key, save_keyfile
 from gated.state import StateStore
@@ -354,10 +354,9 @@ class Simulator:
         self.feed.add("", f"gate {config.gate.id} started: lanes {lanes}; {len(self.people)} attendees{registry}", "info")
 
     async def _wait_inputs_connected(self, timeout_s: float = 3.0) -> None:
-        inputs = getattr(self.gate, "_inputs", [])
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if all(getattr(s, "connected", True) for s in inputs):
+            if self.gate.inputs_connected():
                 return
             await asyncio.sleep(0.02)
         self.feed.add("", "a scanner input did not connect in 3 s; see gated.log", "warn")
@@ -442,7 +441,7 @@ class Simulator:
             "auto": self.crowd.auto, "rate": self.rate, "registry": registry,
             "uplink_target": self.config.uplink.target if self.config.uplink else None,
             "occupancy": {"zone": zone, "inside": cache.occupancy(zone),
-                          "capacity": cache.zone_capacity(zone) or self.config.policy.zones.get(zone, 0)},
+                          "capacity": self.gate.validator.zone_capacity(zone)},
             "notice": self.notice,
         }
 

@@ -181,9 +181,8 @@ class Crowd:
         """A scenario drawn at random (after the opening)."""
         if self._opening:
             return self._opening.pop(0)
-        cache = self.gate.validator.cache
-        capacity = cache.zone_capacity(self.zone) or 200
-        inside = cache.occupancy(self.zone)
+        capacity = self.gate.validator.zone_capacity(self.zone) or 200
+        inside = self.gate.validator.cache.occupancy(self.zone)
         # People leave more as the hall fills: about as many leave as arrive when it is half full.
         leave_weight = sum(WEIGHTS.values()) * min(1.5, 2.0 * inside / capacity)
         names = [*WEIGHTS, "leave"]

@@ -40,7 +40,7 @@ class Door:
 
     async def __aenter__(self):
         await self.gate.start()
-        await until(lambda: all(s.connected for s in self.gate._inputs))
+        await until(lambda: self.gate.inputs_connected())
         return self
 
     async def __aexit__(self, *exc):

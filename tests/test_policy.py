@@ -115,6 +115,16 @@ def test_zone_full():
     assert gate.decide(phone(6), Lane("d", "hall-a"), NOW + 2).admitted
 
 
+def test_the_gates_own_zone_capacity_survives_a_registry_snapshot():
+    cache = EntitlementCache()
+    cache.load_snapshot(encode_snapshot(1, [GUEST, STAFF, EXHIBITOR], {"hall-a": 100}))
+    gate = Validator(KeyRing({1: KEY}), cache, Policy(zone_capacity={"hall-a": 1}))
+    gate.commit(gate.decide(phone(1), HALL, NOW))
+    cache.load_snapshot(cache.to_snapshot())  # the registry sends a fresh snapshot: its capacity, not ours
+    assert cache.zone_capacity("hall-a") == 100
+    assert gate.decide(phone(3), Lane("b", "hall-a"), NOW).reason is Reason.ZONE_FULL
+
+
 def test_exits_never_refuse_a_genuine_ticket(gate):
     gate.cache.apply(Delta(1, 2, (SetState(1, TicketState.REVOKED), Reissue(3, 4))))
     late = DAY1 + 2 * 86400

@@ -191,7 +191,7 @@ async def _propagate(tmp: Path, certs: VenueCerts, port: int, samples: int, inte
     waiting: dict[int, float] = {}
     gates = {}
 
-    def seen_at_b() -> None:
+    def seen_at_b(snapshot: bool = False) -> None:
         cache = gates["gate-b"][1]
         for ticket_id in list(waiting):
             rec = cache.get(ticket_id)

@@ -364,9 +364,15 @@ class Uplink:
         self._cache_changed(snapshot=True)
 
     def _cache_changed(self, *, snapshot: bool) -> None:
-        """Tell the daemon, which persists the cache (a snapshot at once, deltas in batches)."""
+        """Tell the daemon, which persists the cache (a snapshot at once, deltas in batches).
+
+        The update is applied by now: a failing callback is logged, never taken
+        for a bad update (which would refuse and re-request a good one)."""
         if self.on_cache_changed is not None:
-            self.on_cache_changed(snapshot=snapshot)
+            try:
+                self.on_cache_changed(snapshot=snapshot)
+            except Exception as exc:
+                log.error("cache_changed_callback_failed", error=repr(exc))
 
     # -------------------------------------------------------------- keys
 

@@ -22,7 +22,8 @@ The rules, in the order they are applied (the first that fails is the reason):
                   and nothing after
     wrong_zone    lane serves other categories, or the ticket lacks the zone
     already_inside  (anti-passback) inside this zone already
-    entries_exhausted, zone_full
+    entries_exhausted, zone_full (capacity: the policy's for the zone, else the
+                  registry's)
 
 Deciding changes nothing but the lane's debounce and rate memory: an
 admitted entry is counted only by `commit()`, which a turnstile calls when its
@@ -79,6 +80,9 @@ class Policy:
     anti_passback: bool = True
     admit_static_when_unsynced: bool = False
     colors: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_COLORS))
+    # This gate's zone capacities (0 = unlimited). They win over the registry's
+    # (which come and go with snapshots); zones not named here use the registry's.
+    zone_capacity: Mapping[str, int] = field(default_factory=dict)
     default_color: str = "#FFFFFF"
     deny_color: str = "#FF0000"
 
@@ -160,6 +164,7 @@ class Validator:
         self._deny = Signal(p.deny_color, "deny", "deny")
         self._admit = {cat: Signal(color, "admit", "ok") for cat, color in p.colors.items()}
         self._admit_default = Signal(p.default_color, "admit", "ok")
+        self._capacity = dict(p.zone_capacity)
 
     # ---- deciding ----
 
@@ -280,11 +285,16 @@ class Validator:
                     return self._deny_with(Reason.ALREADY_INSIDE, lane, now, v, category, None, attendee)
                 if profile.max_entries and table.used[row] >= profile.max_entries:
                     return self._deny_with(Reason.ENTRIES_EXHAUSTED, lane, now, v, category, None, attendee)
-                capacity = table.capacity.get(zone, 0)
+                capacity = self.zone_capacity(zone)
                 if capacity and table.occupancy[bit] >= capacity:
                     return self._deny_with(Reason.ZONE_FULL, lane, now, v, category, None, attendee)
         signal = self._admit.get(category, self._admit_default)
         return Decision(Reason.OK, lane.id, now, v.ticket_id, category, v.kind, signal, lane.zone, lane.direction, benefit, False, attendee)
+
+    def zone_capacity(self, zone: str) -> int:
+        """The capacity `zone_full` checks: this gate's policy, else the registry's (0 = unlimited)."""
+        capacity = self._capacity.get(zone)
+        return self.cache.zone_capacity(zone) if capacity is None else capacity
 
     def _attendee(self, row: int, profile) -> Attendee:
         table = self.cache.table
