@@ -247,6 +247,17 @@ def bench_scan_to_relay(scans: int = 1000, lanes: int = 8) -> dict:
     fsync) -> relay on MockFactory pins. Lanes take turns, so each lane's
     0.1 s pulse has ended before it is scanned again.
     """
+    records = [TicketRecord(ticket_id=FIRST_TICKET + i, category="guest", zones=("hall-a",)) for i in range(scans)]
+    root = tempfile.mkdtemp(prefix="gated-bench-relay-")
+    try:
+        return _scan_to_relay_in(root, records, scans, lanes)
+    finally:
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _scan_to_relay_in(root: str, records: list, scans: int, lanes: int) -> dict:
     import asyncio
     import threading
 
@@ -257,8 +268,6 @@ def bench_scan_to_relay(scans: int = 1000, lanes: int = 8) -> dict:
     from gated.journal import measure_commit
 
     key = bytes(range(32))
-    records = [TicketRecord(ticket_id=FIRST_TICKET + i, category="guest", zones=("hall-a",)) for i in range(scans)]
-    root = tempfile.mkdtemp(prefix="gated-bench-relay-")
     config_path = _gate_dir(root, lanes, encode_snapshot(1, records))
     masters = {}
     for n in range(lanes):
@@ -331,9 +340,6 @@ def bench_scan_to_relay(scans: int = 1000, lanes: int = 8) -> dict:
         os.close(master)
         os.close(slave)
     fsync = measure_commit(os.path.join(root, "measure.db"), n=300)
-    import shutil
-
-    shutil.rmtree(root, ignore_errors=True)
     return {
         "scans": scans,
         "lanes": lanes,
