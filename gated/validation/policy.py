@@ -138,6 +138,20 @@ class Usage(NamedTuple):
     benefit_remaining: int | None
 
 
+# The hot path reads these as module globals: one lookup, not a class attribute each time.
+_OK = Reason.OK
+_IN = Direction.IN
+_HANDHELD = Mode.HANDHELD
+_STATIC = CodeKind.STATIC
+_ACTIVE = TicketState.ACTIVE
+_new_tuple = tuple.__new__
+
+
+def _decision(*fields) -> Decision:
+    """Decision(...) without NamedTuple's 12-argument Python frame (fields in declared order)."""
+    return _new_tuple(Decision, fields)
+
+
 class _LaneMemory:
     __slots__ = ("last_text", "last_at", "last_decision", "tokens", "tokens_at")
 
@@ -165,6 +179,10 @@ class Validator:
         self._admit = {cat: Signal(color, "admit", "ok") for cat, color in p.colors.items()}
         self._admit_default = Signal(p.default_color, "admit", "ok")
         self._capacity = dict(p.zone_capacity)
+        # the policy is frozen: its numbers are read once here, not on every scan
+        self._debounce_s, self._skew_steps = p.debounce_s, p.skew_steps
+        self._rate_burst, self._rate_per_s = float(p.rate_burst), p.rate_per_s
+        self._anti_passback = p.anti_passback
 
     # ---- deciding ----
 
@@ -181,19 +199,19 @@ class Validator:
         if not isinstance(code, str):
             code = ""
         key = code.strip(_ASCII_WHITESPACE).upper() if len(code) <= 128 else code[:128]
-        mem = self._memory(lane, now)
+        mem = self._lanes.get(lane.id) or self._memory(lane, now)
         last = mem.last_decision
-        if last is not None and key == mem.last_text and now - mem.last_at < self.policy.debounce_s:
+        if last is not None and key == mem.last_text and now - mem.last_at < self._debounce_s:
             mem.last_at = now
             return last._replace(repeat=True, at=now)
         if not self._take_token(mem, now):
             verified = Verified(Reason.RATE_LIMITED)
         elif not clock_trusted:
-            verified = verify_code(code, self.keyring.keys, now, self.policy.skew_steps)
+            verified = verify_code(code, self.keyring.keys, now, self._skew_steps)
             if verified.kind is CodeKind.DYNAMIC:
                 verified = verified._replace(reason=Reason.CLOCK_UNSYNCED)
         else:
-            verified = verify_code(code, self.keyring.keys, now, self.policy.skew_steps)
+            verified = verify_code(code, self.keyring.keys, now, self._skew_steps)
         decision = self._entitle(verified, lane, now, clock_trusted, benefit)
         mem.last_text, mem.last_at, mem.last_decision = key, now, decision
         return decision
@@ -213,7 +231,7 @@ class Validator:
         if not self._take_token(mem, now):
             verified = Verified(Reason.RATE_LIMITED)
         else:
-            verified = verify_manual(ticket_id, digits, self.keyring.keys, now, self.policy.skew_steps)
+            verified = verify_manual(ticket_id, digits, self.keyring.keys, now, self._skew_steps)
             if verified.reason is Reason.OK and not clock_trusted:
                 verified = verified._replace(reason=Reason.CLOCK_UNSYNCED)
         decision = self._entitle(verified, lane, now, clock_trusted, benefit)
@@ -227,10 +245,9 @@ class Validator:
         return mem
 
     def _take_token(self, mem: _LaneMemory, now: float) -> bool:
-        p = self.policy
         elapsed = now - mem.tokens_at
         if elapsed > 0:
-            mem.tokens = min(float(p.rate_burst), mem.tokens + elapsed * p.rate_per_s)
+            mem.tokens = min(self._rate_burst, mem.tokens + elapsed * self._rate_per_s)
         mem.tokens_at = now
         if mem.tokens < 1.0:
             return False
@@ -238,11 +255,11 @@ class Validator:
         return True
 
     def _deny_with(self, reason: Reason, lane: Lane, now: float, v: Verified, category: str | None = None, benefit: str | None = None, attendee: Attendee | None = None) -> Decision:
-        return Decision(reason, lane.id, now, v.ticket_id, category, v.kind, self._deny, lane.zone, lane.direction, benefit, False, attendee)
+        return _decision(reason, lane.id, now, v.ticket_id, category, v.kind, self._deny, lane.zone, lane.direction, benefit, False, attendee)
 
     def _entitle(self, v: Verified, lane: Lane, now: float, clock_trusted: bool, benefit: str | None) -> Decision:
         """Step 5 of the verifier order: the entitlement checks against the cache."""
-        if v.reason is not Reason.OK:
+        if v.reason is not _OK:
             return self._deny_with(v.reason, lane, now, v)
         cache = self.cache
         table = cache.table
@@ -251,11 +268,11 @@ class Validator:
             return self._deny_with(Reason.UNKNOWN_TICKET, lane, now, v)
         profile = table.profiles[table.profile[row]]
         category = profile.category
-        attendee = self._attendee(row, profile) if lane.mode is Mode.HANDHELD else None
-        if lane.direction is Direction.IN or benefit is not None:
-            if table.state[row] != TicketState.ACTIVE:
+        attendee = self._attendee(row, profile) if lane.mode is _HANDHELD else None
+        if lane.direction is _IN or benefit is not None:
+            if table.state[row] != _ACTIVE:
                 return self._deny_with(Reason.REVOKED, lane, now, v, category, benefit, attendee)
-            if v.kind is CodeKind.STATIC and v.serial != table.serial[row]:
+            if v.kind is _STATIC and v.serial != table.serial[row]:
                 return self._deny_with(Reason.SUPERSEDED_BADGE, lane, now, v, category, benefit, attendee)
             windows = profile.windows
             if windows:
@@ -281,15 +298,17 @@ class Validator:
                 if zone not in profile.zones:
                     return self._deny_with(Reason.WRONG_ZONE, lane, now, v, category, None, attendee)
                 bit = table.zone_bit[zone]
-                if self.policy.anti_passback and table.inside[row] >> bit & 1:
+                if self._anti_passback and table.inside[row] >> bit & 1:
                     return self._deny_with(Reason.ALREADY_INSIDE, lane, now, v, category, None, attendee)
                 if profile.max_entries and table.used[row] >= profile.max_entries:
                     return self._deny_with(Reason.ENTRIES_EXHAUSTED, lane, now, v, category, None, attendee)
-                capacity = self.zone_capacity(zone)
+                capacity = self._capacity.get(zone)  # as zone_capacity(), inline on the hot path
+                if capacity is None:
+                    capacity = table.capacity.get(zone, 0)
                 if capacity and table.occupancy[bit] >= capacity:
                     return self._deny_with(Reason.ZONE_FULL, lane, now, v, category, None, attendee)
         signal = self._admit.get(category, self._admit_default)
-        return Decision(Reason.OK, lane.id, now, v.ticket_id, category, v.kind, signal, lane.zone, lane.direction, benefit, False, attendee)
+        return _decision(_OK, lane.id, now, v.ticket_id, category, v.kind, signal, lane.zone, lane.direction, benefit, False, attendee)
 
     def zone_capacity(self, zone: str) -> int:
         """The capacity `zone_full` checks: this gate's policy, else the registry's (0 = unlimited)."""

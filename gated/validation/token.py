@@ -188,7 +188,7 @@ def decode_body(text: str) -> bytes | None:
     n = len(text) - 4
     if n != _DYNAMIC_CHARS and n != _STATIC_CHARS:
         return None
-    if text[:4].upper() != PREFIX or not text.isascii():
+    if text[:4].upper() != PREFIX:
         return None
     if n == _DYNAMIC_CHARS:
         body = b32decode_exact(text[4:], _DYNAMIC_BODY)
@@ -217,6 +217,10 @@ def b32decode_exact(chars: str, nbytes: int) -> bytes | None:
     return (value >> spare).to_bytes(nbytes, "big")
 
 
+_new_tuple = tuple.__new__
+_OK = Reason.OK
+_DYNAMIC_KIND = CodeKind.DYNAMIC
+_STATIC_KIND = CodeKind.STATIC
 _BAD_FORMAT = Verified(Reason.BAD_FORMAT)
 _UNKNOWN_KEY = Verified(Reason.UNKNOWN_KEY)
 _BAD_SIGNATURE = Verified(Reason.BAD_SIGNATURE)
@@ -247,12 +251,12 @@ def verify_code(text: str, keys: "dict[int, bytes]", now: float, skew_steps: int
             return Verified(Reason.CODE_EXPIRED, CodeKind.DYNAMIC, kid, ticket_id, step)
         if step > current + skew_steps:
             return Verified(Reason.CODE_NOT_YET_VALID, CodeKind.DYNAMIC, kid, ticket_id, step)
-        return Verified(Reason.OK, CodeKind.DYNAMIC, kid, ticket_id, step)
+        return _new_tuple(Verified, (_OK, _DYNAMIC_KIND, kid, ticket_id, step, None))
     tag = _hmac_digest(tkey, body[:12], "sha256")[:_TAG]
     if not hmac.compare_digest(tag, body[12:]):
         return _BAD_SIGNATURE
     _, _, ticket_id, serial = _static_head.unpack_from(body)
-    return Verified(Reason.OK, CodeKind.STATIC, kid, ticket_id, None, serial)
+    return _new_tuple(Verified, (_OK, _STATIC_KIND, kid, ticket_id, None, serial))
 
 
 def verify_manual(
