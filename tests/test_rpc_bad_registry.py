@@ -74,6 +74,9 @@ BAD_UPDATES = {
     "an unknown ticket state": [
         pb.EntitlementUpdate(delta=pb.Delta(base_version=7, version=8, ops=[
             pb.DeltaOp(set_state=pb.SetState(ticket_id=BOB.ticket_id, state=5))]))],
+    "a state change that omits the state (UNSPECIFIED)": [
+        pb.EntitlementUpdate(delta=pb.Delta(base_version=7, version=8, ops=[
+            pb.DeltaOp(set_state=pb.SetState(ticket_id=BOB.ticket_id))]))],
     "a usage change for a ticket the gate does not have": [
         delta_update(7, 8, SetUsage(ALICE.ticket_id, 1, ("hall-a",)), SetUsage(999, 1, ("hall-a",)))],
     "a damaged snapshot": list(convert.snapshot_updates(9, damaged_snapshot())),
@@ -127,3 +130,17 @@ def test_every_cache_op_survives_the_wire():
            SetUsage(ALICE.ticket_id, 2, ("hall-a",)), SetBenefit(ALICE.ticket_id, "lunch_day1", 0), SetZone("hall-a", 500))
     wire = convert.delta_to_proto(Delta(3, 4, ops)).SerializeToString()
     assert convert.delta_from_proto(pb.Delta.FromString(wire)) == Delta(3, 4, ops)
+
+
+def test_a_ticket_state_left_out_is_refused_not_read_as_active():
+    # A peer that omits the state sends the zero value: it must never turn a revoked ticket active.
+    revoked = convert.ticket_to_proto(BOB.__class__(**{**{f: getattr(BOB, f) for f in BOB.__slots__}, "state": TicketState.REVOKED}))
+    assert revoked.state == pb.TICKET_STATE_REVOKED and pb.TICKET_STATE_UNSPECIFIED == 0
+    assert convert.ticket_from_proto(revoked).state is TicketState.REVOKED
+    revoked.ClearField("state")
+    with pytest.raises(convert.MalformedUpdate, match="state missing"):
+        convert.ticket_from_proto(revoked)
+    with pytest.raises(convert.MalformedUpdate, match="state missing"):
+        convert.delta_from_proto(pb.Delta(base_version=1, version=2, ops=[
+            pb.DeltaOp(set_state=pb.SetState(ticket_id=BOB.ticket_id))]))
+    assert convert.op_to_proto(SetState(BOB.ticket_id, TicketState.ACTIVE)).set_state.state == pb.TICKET_STATE_ACTIVE

@@ -59,6 +59,8 @@ SNAPSHOT_CHUNK_BYTES = 1 << 20
 #: (a million tickets take ~50 MB; this leaves room for ten times that).
 MAX_SNAPSHOT_BYTES = 1 << 30
 
+#: TICKET_STATE_UNSPECIFIED (0, what a peer that omits the field sends) is
+#: deliberately absent: it is refused, never read as active.
 _STATE_FROM_WIRE = {pb.TICKET_STATE_ACTIVE: TicketState.ACTIVE, pb.TICKET_STATE_REVOKED: TicketState.REVOKED}
 _STATE_TO_WIRE = {v: k for k, v in _STATE_FROM_WIRE.items()}
 
@@ -92,6 +94,8 @@ def ticket_to_proto(rec: TicketRecord) -> pb.Ticket:
 def _state(value: int, where: str) -> TicketState:
     state = _STATE_FROM_WIRE.get(value)
     if state is None:
+        if value == pb.TICKET_STATE_UNSPECIFIED:
+            raise MalformedUpdate(f"{where}: ticket state missing (TICKET_STATE_UNSPECIFIED)")
         raise MalformedUpdate(f"{where}: unknown ticket state {value}")
     return state
 
@@ -294,7 +298,7 @@ def record_to_event(rec: Record) -> pb.Event:
     )
 
 
-def event_batch(after_seq: int, records: Sequence[Record]) -> pb.EventBatch:
-    """Journal records that directly follow `after_seq`, as one stream message."""
-    return pb.EventBatch(after_seq=after_seq, events=[record_to_event(r) for r in records])
+def event_batch(after_seq: int, records: Sequence[Record], journal_epoch: int = 0) -> pb.EventBatch:
+    """Journal records that directly follow `after_seq` in the journal `journal_epoch`, as one stream message."""
+    return pb.EventBatch(after_seq=after_seq, events=[record_to_event(r) for r in records], journal_epoch=journal_epoch)
 

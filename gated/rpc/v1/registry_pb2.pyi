@@ -9,8 +9,10 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 class TicketState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
+    TICKET_STATE_UNSPECIFIED: _ClassVar[TicketState]
     TICKET_STATE_ACTIVE: _ClassVar[TicketState]
     TICKET_STATE_REVOKED: _ClassVar[TicketState]
+TICKET_STATE_UNSPECIFIED: TicketState
 TICKET_STATE_ACTIVE: TicketState
 TICKET_STATE_REVOKED: TicketState
 
@@ -35,12 +37,14 @@ class Event(_message.Message):
     def __init__(self, event_id: _Optional[str] = ..., seq: _Optional[int] = ..., at: _Optional[float] = ..., kind: _Optional[str] = ..., lane: _Optional[str] = ..., ticket_id: _Optional[int] = ..., reason: _Optional[str] = ..., payload_json: _Optional[str] = ...) -> None: ...
 
 class EventBatch(_message.Message):
-    __slots__ = ("after_seq", "events")
+    __slots__ = ("after_seq", "events", "journal_epoch")
     AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    JOURNAL_EPOCH_FIELD_NUMBER: _ClassVar[int]
     after_seq: int
     events: _containers.RepeatedCompositeFieldContainer[Event]
-    def __init__(self, after_seq: _Optional[int] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
+    journal_epoch: int
+    def __init__(self, after_seq: _Optional[int] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., journal_epoch: _Optional[int] = ...) -> None: ...
 
 class EventAck(_message.Message):
     __slots__ = ("up_to_seq",)

@@ -63,9 +63,17 @@ class RegistryServicer:
         """The gate sends batches of journal records, oldest first; the registry
         answers each stored batch with a cumulative ack. A gate resends
         everything after its last acknowledged record on every new stream: the
-        registry stores each event id once, however often it is sent.
+        registry stores each (gate id, journal_epoch, seq) once, however often
+        it is sent.
         Errors: PERMISSION_DENIED for an event of another gate; INVALID_ARGUMENT
-        for a malformed batch; FAILED_PRECONDITION for a gap within a stream.
+        for a malformed batch (or a journal_epoch that changes within a stream);
+        FAILED_PRECONDITION for a gap: within a stream, a batch that does not
+        follow the previous one; on a stream's first batch, an after_seq beyond
+        the highest seq the registry holds for that (gate, journal_epoch). With
+        the latter the registry sends the trailing metadata entry
+        `gated-acked-seq: <N>` (decimal), the highest seq it holds; the gate
+        then opens a new stream and resends every record of its journal after N
+        (acknowledged before or not), with after_seq as its journal has it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
