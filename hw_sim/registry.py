@@ -132,12 +132,23 @@ class RegistryService(pb_grpc.RegistryServicer):
         for watcher in self._key_watchers:
             watcher.offer(update)
 
+    def check_ops(self, ops: tuple[Op, ...]) -> None:
+        """ValueError when the mirror (and so every gate) could not take `ops` whole."""
+        self.cache._check_delta(ops)
+
     def poll_changes(self) -> None:
-        """Turn commands' commits into deltas and key updates (cheap when nothing changed)."""
+        """Turn commands' commits into deltas and key updates (cheap when nothing changed).
+
+        `_data_version` moves only once the work succeeded: a poll that fails
+        (a busy file) is retried on the next tick, not forgotten.
+        """
         version = self.store.data_version()
         if version == self._data_version:
             return
+        self._poll_changes()
         self._data_version = version
+
+    def _poll_changes(self) -> None:
         changes = self.store.pending_changes()
         if not changes:
             return
@@ -163,6 +174,14 @@ class RegistryService(pb_grpc.RegistryServicer):
             elif change.kind == "key_retire" and change.kid not in keys:
                 added.pop(change.kid, None)
                 retired.append(change.kid)
+        try:
+            self.check_ops(tuple(ops))
+        except ValueError as exc:
+            # The commands check before they commit; this is the last line: never bump
+            # the version past what the mirror holds (every later delta would be refused).
+            log.error("registry_changes_refused", error=str(exc), changes=len(changes),
+                      note="not sent to the gates; fix the tickets with a new import")
+            ops = []
         delta = self.store.apply_changes(changes, ops)
         if delta is not None:
             self.publish(delta)
@@ -216,7 +235,10 @@ class RegistryService(pb_grpc.RegistryServicer):
                     log.warning("registry_event_gap", gate=gate_id, stored_up_to=known, gate_resumes_after=batch.after_seq)
             elif batch.after_seq != expect_after:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"gap: batch follows {batch.after_seq}, expected {expect_after}; resend")
-            stored = self.store.store_events(gate_id, events, time.time())
+            stored = self.store.store_events(gate_id, events, time.time(), check=self.check_ops)
+            if stored.usage_refused is not None:
+                log.error("registry_usage_refused", gate=gate_id, first_seq=events[0].seq, last_seq=events[-1].seq,
+                          error=stored.usage_refused, note="events stored; their usage is not fanned out")
             self.events_stored += stored.new_events
             if stored.delta is not None:
                 self.publish(stored.delta)

@@ -23,19 +23,23 @@ A ticket already registered takes the file's definition, name and benefit
 counts; its entries, whereabouts, badge serial and state are kept.
 
 All or nothing: the first bad row stops the import with one line,
-`FILE:LINE: column: problem`, and nothing from the file is stored.
+`FILE:LINE: column: problem` (LINE: where the row starts), and nothing from
+the file is stored. Every row passes the same checks a gate's cache makes,
+and the zones of the file and the database together must fit a gate's
+cache (at most 64 distinct zones).
 """
 
 from __future__ import annotations
 
 import csv
 import datetime
+import io
 import re
 from collections.abc import Iterable
 from pathlib import Path
 
 from gated.errors import GatedError
-from gated.validation.cache import MAX_TICKET_ID, TicketRecord
+from gated.validation.cache import MAX_TICKET_ID, MAX_ZONES, TicketRecord, _check_record
 
 REQUIRED = ("ticket_id", "name", "company", "category", "ticket_type", "zones", "max_entries", "benefits", "phone")
 WINDOW_COLUMNS = ("valid_from", "valid_until")
@@ -178,7 +182,11 @@ def _record(row: dict[str, str], has_validity: bool) -> tuple[TicketRecord, str]
 
 def read_attendees(path: str | Path) -> list[tuple[TicketRecord, str]]:
     """Every row of an attendee file as (ticket, full phone), or `AttendeeFileError` for the first bad one."""
-    path = Path(path)
+    return [(rec, phone) for _line, rec, phone in _read_rows(Path(path))]
+
+
+def _read_rows(path: Path) -> list[tuple[int, TicketRecord, str]]:
+    """(line where the record starts, ticket, full phone) for every row of the file."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -186,15 +194,16 @@ def read_attendees(path: str | Path) -> list[tuple[TicketRecord, str]]:
         raise AttendeeFileError(f"{path}:{line}: file: not UTF-8 text") from None
     except OSError as exc:
         raise AttendeeFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    reader = csv.DictReader(text.splitlines(keepends=True), strict=True)
+    # newline="": records are split where CSV says (\n, \r\n, \r outside quotes), never on
+    # U+2028, form feed or the other breaks str.splitlines() knows.
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
-        header = reader.fieldnames
+        header = next(reader, None)
     except csv.Error as exc:
         raise AttendeeFileError(f"{path}:1: header: {exc}") from None
     if not header:
         raise AttendeeFileError(f"{path}:1: header: the file is empty; the first row must name the columns")
     header = [h.strip() for h in header]
-    reader.fieldnames = header
     unknown = [h for h in header if h not in ALL_COLUMNS]
     if unknown:
         raise AttendeeFileError(f"{path}:1: header: unknown column {unknown[0]!r} (columns: {', '.join(ALL_COLUMNS)})")
@@ -208,32 +217,59 @@ def read_attendees(path: str | Path) -> list[tuple[TicketRecord, str]]:
         missing += [c for c in WINDOW_COLUMNS if c not in header]
     if missing:
         raise AttendeeFileError(f"{path}:1: header: missing column {missing[0]!r}")
-    rows: list[tuple[TicketRecord, str]] = []
+    rows: list[tuple[int, TicketRecord, str]] = []
     seen: dict[int, int] = {}
-    line = 1
+    line = reader.line_num
     try:
-        for row in reader:
-            line = reader.line_num
-            if None in row or any(v is None for v in row.values()):
+        while True:
+            line = reader.line_num + 1  # where the next record starts
+            cells = next(reader, None)
+            if cells is None:
+                break
+            if not cells:
+                continue  # an empty line
+            if len(cells) != len(header):
                 raise _RowError("row", f"expected {len(header)} cells")
-            if not any(v.strip() for v in row.values()):
+            row = dict(zip(header, cells))
+            if not any(v.strip() for v in cells):
                 continue  # a blank line
             rec, phone = _record(row, has_validity)
+            try:
+                _check_record(rec, "record")
+            except ValueError as exc:
+                raise _RowError("record", str(exc).removeprefix("record: ")) from None
             if rec.ticket_id in seen:
                 raise _RowError("ticket_id", f"{rec.ticket_id} is already on line {seen[rec.ticket_id]}")
             seen[rec.ticket_id] = line
-            rows.append((rec, phone))
+            rows.append((line, rec, phone))
     except _RowError as exc:
         raise AttendeeFileError(f"{path}:{line}: {exc}") from None
     except csv.Error as exc:
-        raise AttendeeFileError(f"{path}:{reader.line_num}: row: {exc}") from None
+        raise AttendeeFileError(f"{path}:{line}: row: {exc}") from None
     return rows
 
 
 def import_attendees(store, path: str | Path) -> int:
-    """Read the whole file first, then store it in one transaction; returns the count."""
-    rows = read_attendees(path)
-    return store.put_tickets(rows)
+    """Read and check the whole file first, then store it in one transaction; returns the count.
+
+    Refused whole when the file's zones together with those already in the
+    database are more than a gate's cache holds (64): the error names the
+    line that brings in the first zone too many.
+    """
+    path = Path(path)
+    rows = _read_rows(path)
+    zones = store.zones_in_use()
+    in_db = len(zones)
+    for line, rec, _phone in rows:
+        for zone in rec.zones:
+            if zone not in zones:
+                zones.add(zone)
+                if len(zones) > MAX_ZONES:
+                    raise AttendeeFileError(
+                        f"{path}:{line}: zones: {zone!r} would be zone number {len(zones)} "
+                        f"({in_db} already in the database); a gate holds at most {MAX_ZONES}"
+                    )
+    return store.put_tickets([(rec, phone) for _line, rec, phone in rows])
 
 
 def write_attendees(path: str | Path, rows: Iterable[dict[str, str]]) -> None:

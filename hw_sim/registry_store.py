@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from typing import Any
 from gated.errors import GatedError
 from gated.journal import u64_from_sqlite, u64_to_sqlite
 from gated.validation.cache import (
+    MAX_ZONES,
     Delta,
     Op,
     SetBenefit,
@@ -89,6 +90,8 @@ class RegistryError(GatedError, ValueError):
     """A registry command was refused (unknown ticket, bad key, unreadable database)."""
 
 
+class _UsageRefused(Exception):
+    """The usage a batch would fan out is refused by the mirror: roll it back, keep the events."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +123,8 @@ class StoredBatch:
     acked_seq: int
     new_events: int
     delta: Delta | None
+    #: Why the batch's usage fan-out was refused (the events are stored all the same), or None.
+    usage_refused: str | None = None
 
 
 _TICKET_COLUMNS = (
@@ -241,11 +246,21 @@ class RegistryStore:
     def ticket_count(self) -> int:
         return self.conn.execute("SELECT count(*) FROM tickets").fetchone()[0]
 
+    def zones_in_use(self) -> set[str]:
+        """Every zone any ticket names (its zones or where it is inside): what a gate's cache must hold."""
+        zones: set[str] = set()
+        for (text,) in self.conn.execute("SELECT DISTINCT zones FROM tickets UNION SELECT DISTINCT inside FROM tickets"):
+            zones.update(self._parsed(text))
+        return zones
+
     def put_tickets(self, tickets: Iterable[tuple[TicketRecord, str]], *, record_changes: bool = True) -> int:
         """Insert or update tickets (with their full phone numbers) in one transaction.
 
         An existing ticket takes the new definition, name and benefits; its
-        entries, whereabouts, badge serial and state are kept.
+        entries, whereabouts, badge serial and state are kept. Refused whole
+        (`RegistryError`) when the tickets would then name more zones than a
+        gate's cache holds (64): a change the gates cannot take is never
+        committed.
         """
         count = 0
         with self.transaction():
@@ -265,6 +280,11 @@ class RegistryStore:
                 if record_changes:
                     self.conn.execute("INSERT INTO changes(kind, ticket_id) VALUES ('ticket', ?)", (tid,))
                 count += 1
+            zones = self.zones_in_use()
+            if len(zones) > MAX_ZONES:
+                raise RegistryError(
+                    f"refused: the tickets would name {len(zones)} distinct zones; a gate holds at most {MAX_ZONES}"
+                )
         return count
 
     def _require(self, ticket_id: int) -> TicketRecord:
@@ -352,13 +372,32 @@ class RegistryStore:
         row = self.conn.execute("SELECT acked_seq FROM gates WHERE gate_id = ?", (gate_id,)).fetchone()
         return 0 if row is None else row[0]
 
-    def store_events(self, gate_id: str, events: Sequence[IncomingEvent], received_at: float) -> StoredBatch:
+    def store_events(
+        self,
+        gate_id: str,
+        events: Sequence[IncomingEvent],
+        received_at: float,
+        *,
+        check: Callable[[tuple[Op, ...]], None] | None = None,
+    ) -> StoredBatch:
         """Store a batch (each event id once), count new usage, all in one transaction.
 
         `events` must be this gate's, seqs increasing (the server checks).
         The usage an event changes is the registry's own count, moved by one
         per new passage or redemption, so a replay never counts twice.
+
+        `check(ops)` (the server's mirror) runs before the commit; when it
+        raises ValueError the usage changes and the version bump are rolled
+        back and the events are stored without them (`usage_refused` says
+        why): the database never moves to a version the mirror refused.
         """
+        try:
+            return self._store_events(gate_id, events, received_at, check, count_usage=True)
+        except _UsageRefused as refused:
+            stored = self._store_events(gate_id, events, received_at, None, count_usage=False)
+            return StoredBatch(stored.acked_seq, stored.new_events, None, str(refused))
+
+    def _store_events(self, gate_id, events, received_at, check, *, count_usage: bool) -> StoredBatch:
         conn = self.conn
         ops: list[Op] = []
         new = 0
@@ -370,7 +409,7 @@ class RegistryStore:
                 if ev.kind in USAGE_KINDS:
                     if conn.execute("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?)", row).rowcount:
                         new += 1
-                        op = self._count_usage(ev)
+                        op = self._count_usage(ev) if count_usage else None
                         if op is not None:
                             ops.append(op)
                 else:
@@ -386,6 +425,11 @@ class RegistryStore:
                 (gate_id, acked),
             )
             delta = None
+            if ops and check is not None:
+                try:
+                    check(tuple(ops))
+                except ValueError as exc:
+                    raise _UsageRefused(str(exc)) from None
             if ops:
                 base, version = self._bump_version()
                 delta = Delta(base, version, tuple(ops))
@@ -403,11 +447,11 @@ class RegistryStore:
         if not isinstance(ticket_id, int) or not 0 <= ticket_id < _U64:
             return None
         row = self.conn.execute(
-            "SELECT entries_used, inside, benefits FROM tickets WHERE ticket_id = ?", (u64_to_sqlite(ticket_id),)
+            "SELECT entries_used, inside, benefits, zones FROM tickets WHERE ticket_id = ?", (u64_to_sqlite(ticket_id),)
         ).fetchone()
         if row is None:
             return None
-        used, inside_json, benefits_json = row
+        used, inside_json, benefits_json, zones_json = row
         benefit = payload.get("benefit")
         if ev.kind == "redemption" or benefit:
             benefits = json.loads(benefits_json)
@@ -420,6 +464,8 @@ class RegistryStore:
         zone, direction = payload.get("zone"), payload.get("direction")
         if not isinstance(zone, str) or not zone or direction not in ("in", "out"):
             return None
+        if zone not in self._parsed(zones_json):
+            return None  # a zone the ticket does not name: not the registry's count (and never a new zone)
         inside = list(json.loads(inside_json))
         if direction == "in":
             used = min(used + 1, 0xFFFFFFFF)

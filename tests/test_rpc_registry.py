@@ -205,3 +205,21 @@ def test_registry_serve_runs_from_the_command_line_with_mtls(tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+
+
+def test_records_split_where_csv_says_and_errors_name_the_line_where_the_record_starts(tmp_path):
+    """The reviewer's e_csv.py: splitlines() broke rows on U+2028 and form feed and miscounted lines."""
+    csv_file = tmp_path / "list.csv"
+    csv_file.write_text(HEADER + "1,Ann,Acme\u2028Ltd,guest,,hall,,,0,,\n", encoding="utf-8")
+    from hw_sim.registry_import import read_attendees
+
+    [(ann, _)] = read_attendees(csv_file)
+    assert ann.company == "Acme\u2028Ltd"
+    csv_file.write_text(HEADER + '1,Ann,"Acme\x0cLtd\nGmbH",guest,,hall,,,0,,\n2,Bob,,guest,,hall,,,x,,\n', encoding="utf-8")
+    with pytest.raises(AttendeeFileError) as refused:
+        read_attendees(csv_file)
+    assert str(refused.value).startswith(f"{csv_file}:4: max_entries:")  # Ann's record spans lines 2-3
+    csv_file.write_text(HEADER + '1,"Ann\nZhang",,guest,,hall,,,x,,\n', encoding="utf-8")
+    with pytest.raises(AttendeeFileError, match=r":2: max_entries:"):
+        read_attendees(csv_file)
+
