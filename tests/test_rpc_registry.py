@@ -223,3 +223,16 @@ def test_records_split_where_csv_says_and_errors_name_the_line_where_the_record_
     with pytest.raises(AttendeeFileError, match=r":2: max_entries:"):
         read_attendees(csv_file)
 
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:7443", "[::]:7443", "192.168.1.10:7443", "registry.example:7443", ":7443"])
+def test_plaintext_serve_is_refused_off_loopback(tmp_path, listen):
+    r = gated("registry", "serve", "--db", str(tmp_path / "r.db"), "--plaintext", "--listen", listen)
+    assert r.returncode == 2 and "--plaintext listens on loopback only" in r.stderr and r.stderr.strip().count("\n") == 0
+    assert not (tmp_path / "r.db").exists()
+
+
+def test_plaintext_loopback_addresses_are_recognised():
+    from gated.rpc.commands import _is_loopback
+
+    assert all(_is_loopback(a) for a in ("127.0.0.1:0", "localhost:7443", "[::1]:7443", "127.1.2.3:1"))

@@ -107,6 +107,20 @@ def _store(args, *, create: bool = False):
     return RegistryStore(args.db, create=create)
 
 
+def _is_loopback(listen: str) -> bool:
+    """True when HOST:PORT names a loopback host (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    host = listen.rpartition(":")[0] if ":" in listen else listen
+    host = host.strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def cmd_registry_serve(args) -> int:
     from gated.keyfile import load_keyfile
     from hw_sim.registry import TlsFiles, serve
@@ -116,6 +130,11 @@ def cmd_registry_serve(args) -> int:
         raise _usage("gated registry serve: --plaintext and --tls-* exclude each other")
     if not args.plaintext and len(tls_given) != 3:
         raise _usage("gated registry serve: give --tls-ca, --tls-cert and --tls-key (or --plaintext, for the simulator only)")
+    if args.plaintext and not _is_loopback(args.listen):
+        raise _usage(
+            f"gated registry serve: --plaintext listens on loopback only (got --listen {args.listen}): without TLS "
+            "a gate's id is whatever its metadata claims; use --tls-ca/--tls-cert/--tls-key to serve other hosts"
+        )
     tls = None if args.plaintext else TlsFiles(Path(args.tls_ca), Path(args.tls_cert), Path(args.tls_key))
     if tls is not None:
         for path in (tls.ca, tls.cert, tls.key):
