@@ -144,3 +144,39 @@ def test_a_ticket_state_left_out_is_refused_not_read_as_active():
         convert.delta_from_proto(pb.Delta(base_version=1, version=2, ops=[
             pb.DeltaOp(set_state=pb.SetState(ticket_id=BOB.ticket_id))]))
     assert convert.op_to_proto(SetState(BOB.ticket_id, TicketState.ACTIVE)).set_state.state == pb.TICKET_STATE_ACTIVE
+
+
+class KeyScriptedRegistry(ScriptedRegistry):
+    """The first key watch sends a malformed update, then a retirement; later watches the complete ring."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.key_watches = 0
+
+    async def WatchKeys(self, request, context):
+        self.key_watches += 1
+        if self.key_watches == 1:
+            yield pb.KeyUpdate(complete=True, add=[pb.EventKey(kid=1, key=bytes(32)), pb.EventKey(kid=2, key=bytes(32))])
+            yield pb.KeyUpdate(add=[pb.EventKey(kid=3, key=b"short")])  # malformed
+            yield pb.KeyUpdate(add=[pb.EventKey(kid=4, key=bytes(32))])  # must not be read after a refusal
+        else:
+            yield pb.KeyUpdate(complete=True, add=[pb.EventKey(kid=1, key=bytes(32)), pb.EventKey(kid=5, key=bytes(32))])
+        await asyncio.Event().wait()
+
+
+def test_a_malformed_key_update_reopens_the_key_watch_for_the_complete_ring(tmp_path):
+    async def day():
+        registry = KeyScriptedRegistry()
+        server = grpc.aio.server()
+        pb_grpc.add_RegistryServicer_to_server(registry, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        gate = Gate(tmp_path, "gate-a", port, None).start()
+        try:
+            await until(lambda: gate.keyring.kids() == [1, 5], what="the complete ring from a reopened watch")
+            assert registry.key_watches == 2 and gate.uplink.status()["refused_updates"] == 1
+        finally:
+            await gate.stop()
+            await server.stop(None)
+
+    asyncio.run(asyncio.wait_for(day(), 30))

@@ -16,6 +16,8 @@ Rules it keeps:
   the registry sent it, i.e. after its commit. Sending is driven by `wake()`,
   which the daemon calls after each append; a slow safety sweep catches
   records appended by another process.
+- Key updates: a malformed one is refused whole and the key watch is
+  reopened (the registry always starts it with the complete ring).
 - Entitlement updates are applied whole or not at all: a malformed or
   out-of-order delta or snapshot is refused (`convert` and the cache check it
   completely first), logged, and the cache keeps its last good version; the
@@ -377,28 +379,41 @@ class Uplink:
     # -------------------------------------------------------------- keys
 
     async def _watch_keys(self, stub: pb_grpc.RegistryStub) -> None:
-        call = stub.WatchKeys(pb.WatchKeysRequest(have_kids=self.keyring.kids()), metadata=self._metadata)
-        try:
-            async for update in call:
-                try:
-                    change = convert.key_change_from_proto(update)
-                except convert.MalformedUpdate as exc:
-                    self._refused_updates += 1
-                    log.warning("key_update_refused", error=str(exc))
-                    continue
-                keys = {} if change.complete else dict(self.keyring.keys)
-                keys.update(change.add)
-                for kid in change.retire:
-                    keys.pop(kid, None)
-                before = set(self.keyring.kids())
-                self.keyring.replace(keys)  # all at once: a verifier sees the old ring or the new
-                after = set(self.keyring.kids())
-                log.info("keys_updated", kids=sorted(after), added=sorted(after - before), retired=sorted(before - after))
-                if self.on_keys_changed is not None:
-                    self.on_keys_changed()
-        finally:
-            call.cancel()
-        raise _SessionEnded("registry closed the key watch")
+        """Follow the key ring. A malformed update is refused and the watch reopened:
+        the registry starts every watch with the complete ring, so nothing is missed
+        (skipping it and reading on would lose a retirement for good)."""
+        refusals = 0
+        while True:
+            call = stub.WatchKeys(pb.WatchKeysRequest(have_kids=self.keyring.kids()), metadata=self._metadata)
+            try:
+                async for update in call:
+                    try:
+                        change = convert.key_change_from_proto(update)
+                    except convert.MalformedUpdate as exc:
+                        refusals += 1
+                        self._refused_updates += 1
+                        self._last_error = f"key update refused: {exc}"
+                        log.warning("key_update_refused", error=str(exc))
+                        break
+                    refusals = 0
+                    self._apply_key_change(change)
+                else:
+                    raise _SessionEnded("registry closed the key watch")
+            finally:
+                call.cancel()
+            await asyncio.sleep(min(self.config.reconnect_max_s, 0.1 * 2 ** min(refusals, 10)))
+
+    def _apply_key_change(self, change: convert.KeyChange) -> None:
+        keys = {} if change.complete else dict(self.keyring.keys)
+        keys.update(change.add)
+        for kid in change.retire:
+            keys.pop(kid, None)
+        before = set(self.keyring.kids())
+        self.keyring.replace(keys)  # all at once: a verifier sees the old ring or the new
+        after = set(self.keyring.kids())
+        log.info("keys_updated", kids=sorted(after), added=sorted(after - before), retired=sorted(before - after))
+        if self.on_keys_changed is not None:
+            self.on_keys_changed()
 
     # -------------------------------------------------------------- time
 
