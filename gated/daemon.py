@@ -39,7 +39,7 @@ from gated.errors import GatedError, JournalError
 from gated.journal import Journal
 from gated.lane import LaneOutputs, LaneRunner
 from gated.state import StateStore
-from gated.validation import Policy, Validator
+from gated.validation import KeyRing, Policy, Validator
 
 log = structlog.get_logger("gated.daemon")
 
@@ -77,6 +77,8 @@ class Gate:
         self.clock = clock or GateClock(trust_local_clock=config.gate.trust_local_clock)
         self.lanes: dict[str, LaneRunner] = {}
         self.emergency_active = False
+        self._emergency_sources: set[str] = set()  # "input", "admin": open while any is asserted
+        self.fault: str | None = None  # the journal cannot be written: nobody is admitted
         self.started_at = time.time()
         self._tasks: set[asyncio.Task] = set()
         self._inputs: list[Any] = []
@@ -117,15 +119,14 @@ class Gate:
                     on_change=lambda active, at: self.loop.call_soon_threadsafe(self._emergency_changed, active),
                 )
             self._start_inputs()
+            await self._start_services()
         except BaseException:
-            self._close_outputs()
-            self.journal.close()
+            await self._abort_start()
             raise
-        await self._start_services()
-        self._service_tasks.append(asyncio.create_task(self._save_periodically(), name="save-cache"))
+        self._service_task(self._save_periodically(), "save-cache")
         interval = sdnotify.watchdog_interval()
         if interval:
-            self._service_tasks.append(asyncio.create_task(sdnotify.watchdog_pinger(interval), name="watchdog"))
+            self._service_task(sdnotify.watchdog_pinger(interval), "watchdog")
         sdnotify.notify(f"READY=1\nSTATUS=gate {self.gate_id}: {len(self.lanes)} lanes, {len(cache):,} tickets")
         log.info(
             "gate_started", gate_id=self.gate_id, lanes=list(self.lanes), tickets=len(cache), cache_version=cache.version,
@@ -218,7 +219,7 @@ class Gate:
                 self.gate_id, self.journal, self.validator.cache, self.keyring, self.clock, self.config.uplink,
                 on_cache_changed=self._mark_cache_dirty, on_keys_changed=self._keys_changed,
             )
-            self._service_tasks.append(asyncio.create_task(self.uplink.run(), name="uplink"))
+            self._service_task(self.uplink.run(), "uplink")
         else:
             log.warning("uplink_not_configured", gate_id=self.gate_id)
         admin = self.config.admin
@@ -245,9 +246,26 @@ class Gate:
             return
         exc = task.exception()
         if isinstance(exc, JournalError):
-            log.error("journal_write_failed", error=str(exc))
+            self.journal_failed(exc)
         elif exc is not None:
             log.error("lane_task_failed", error=repr(exc), exc_info=exc)
+
+    def _service_task(self, coro: Coroutine, name: str) -> None:
+        """A task that lives as long as the gate: if it ever ends, the log says so."""
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._service_done)
+        self._service_tasks.append(task)
+
+    @staticmethod
+    def _service_done(task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("service_task_died", task=task.get_name(), error=repr(task.exception()), exc_info=task.exception())
+
+    def journal_failed(self, exc: Exception) -> None:
+        """The journal refused a write: nobody is let in without a record, so say so loudly."""
+        self.fault = f"journal: {exc}"
+        log.error("journal_write_failed", error=str(exc))
+        sdnotify.notify(f"STATUS=FAULT: journal cannot be written; no one is admitted ({exc})")
 
     def after_record(self) -> None:
         """A record reached the journal: wake the uplink, and the cache may have changed."""
@@ -263,25 +281,39 @@ class Gate:
             self.spawn(self.save_cache())
 
     def _keys_changed(self) -> None:
+        self.spawn(self._save_keys(KeyRing(self.keyring.keys)))
+
+    async def _save_keys(self, ring: KeyRing) -> None:
         try:
-            self.store.save_keyring(self.keyring)
+            await asyncio.to_thread(self.store.save_keyring, ring)
         except GatedError as exc:
             log.error("keyring_save_failed", error=str(exc))
 
     async def _save_periodically(self) -> None:
+        """Save the cache when it changed, purge old acknowledged records; never dies of a failure."""
         while True:
             await asyncio.sleep(SAVE_EVERY_S)
-            if self._cache_dirty:
-                await self.save_cache()
-            self.journal.purge(time.time())
+            try:
+                if self._cache_dirty:
+                    await self.save_cache()
+                await asyncio.to_thread(self.journal.purge, time.time())
+            except (OSError, GatedError) as exc:
+                log.error("housekeeping_failed", error=str(exc))
 
     async def save_cache(self) -> None:
-        """Snapshot on the loop thread (consistent with decide()), write in a worker thread."""
+        """Snapshot on the loop thread (consistent with decide()), write in a worker thread.
+
+        The cache stays marked dirty until a save succeeds (a full disk must not
+        lose the next attempt)."""
         async with self._save_lock:
             self._cache_dirty = False
             seq = self._last_seq()
             snapshot = self.validator.cache.to_snapshot()
-            await asyncio.to_thread(self.store.save_cache, snapshot, seq)
+            try:
+                await asyncio.to_thread(self.store.save_cache, snapshot, seq)
+            except BaseException:
+                self._cache_dirty = True
+                raise
             self._saved_seq = seq
 
     def _emergency_changed(self, active: bool) -> None:
@@ -297,27 +329,47 @@ class Gate:
             "uptime_s": round(time.time() - self.started_at, 1),
             "lanes": [lane.status() for lane in self.lanes.values()],
             "emergency": self.emergency_active,
+            "emergency_sources": sorted(self._emergency_sources),
+            "fault": self.fault,
             "cache": {"version": cache.version, "tickets": len(cache)},
             "keys": self.keyring.kids(),
             "clock": dataclasses.asdict(clock),
-            "journal": {"backlog": self.journal.backlog()},
+            "journal": {"backlog": self._backlog()},
             "uplink": self.uplink.status() if self.uplink is not None else {"configured": self.config.uplink is not None, "connected": False},
         }
+
+    def _backlog(self) -> int | None:
+        try:
+            return self.journal.backlog()
+        except JournalError as exc:
+            self.journal_failed(exc)
+            return None
 
     def journal_stats(self) -> dict[str, Any]:
         return self.journal.stats()
 
     async def open_lane(self, lane_id: str) -> bool:
+        """An operator opens a lane once: recorded first, like every opening."""
         lane = self.lanes.get(lane_id)
-        if lane is None:
+        if lane is None or lane.outputs.relay is None:
             return False
-        opened = lane.open_once()
-        await self.journal.append_async("manual_open", at=self.clock.now(), lane=lane_id, payload={"opened": opened})
+        await self.journal.append_async("manual_open", at=self.clock.now(), lane=lane_id, payload={"source": "admin"})
         self.after_record()
+        opened = lane.open_once()
         log.warning("lane_opened_by_operator", lane=lane_id, opened=opened)
         return opened
 
     async def set_emergency(self, active: bool, source: str = "admin") -> None:
+        """Assert or clear one source of emergency; lanes stay open while any source holds.
+
+        The admin service cannot clear an emergency the fire-alarm input still asserts."""
+        if active:
+            self._emergency_sources.add(source)
+        else:
+            self._emergency_sources.discard(source)
+        if self._emergency is not None and self._emergency.is_active:
+            self._emergency_sources.add("input")
+        active = bool(self._emergency_sources)
         if active == self.emergency_active:
             return
         self.emergency_active = active
@@ -340,7 +392,9 @@ class Gate:
         if dataclasses.replace(new, policy=self.config.policy) != self.config:
             return False, "only [policy] can change while running; restart gated for other changes"
         self.config = new
-        self.validator = Validator(self.keyring, self.validator.cache, policy_from_config(new))
+        validator = Validator(self.keyring, self.validator.cache, policy_from_config(new))
+        validator.adopt_lane_memory(self.validator)
+        self.validator = validator
         log.info("config_reloaded", path=str(new.path))
         return True, "policy reloaded"
 
@@ -363,6 +417,11 @@ class Gate:
         await asyncio.gather(*self._input_tasks, return_exceptions=True)
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=STOP_GRACE_S)
+        for lane in self.lanes.values():
+            try:
+                await lane.flush_pending()
+            except GatedError as exc:
+                log.error("flush_pending_failed", lane=lane.id, error=str(exc))
         self._close_outputs()
         for task in self._service_tasks:
             task.cancel()
@@ -375,6 +434,20 @@ class Gate:
             log.error("cache_save_failed", error=str(exc))
         self.journal.close()
         log.info("gate_stopped", gate_id=self.gate_id)
+
+    async def _abort_start(self) -> None:
+        """Start failed part way: release whatever was opened, relays to their safe state."""
+        for scanner in self._inputs:
+            scanner.close()
+        for camera in self._cameras:
+            await asyncio.to_thread(camera.close)
+        for task in (*self._input_tasks, *self._service_tasks):
+            task.cancel()
+        await asyncio.gather(*self._input_tasks, *self._service_tasks, return_exceptions=True)
+        if self.admin is not None:
+            await self.admin.stop()
+        self._close_outputs()
+        self.journal.close()
 
     def _close_outputs(self) -> None:
         for lane in self.lanes.values():

@@ -27,6 +27,10 @@ class DeltaRefused(GatedError, ValueError):
     """An entitlement delta was refused whole; the cache was left unchanged."""
 
 
+class StateError(GatedError, OSError):
+    """The state directory (persisted cache and key ring) cannot be used."""
+
+
 class ConfigError(GatedError, ValueError):
     """The configuration file is invalid; the message names file, key and line."""
 

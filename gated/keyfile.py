@@ -53,6 +53,11 @@ def save_keyfile(path: str | os.PathLike, ring: KeyRing, *, overwrite: bool = Fa
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # the rename itself must survive a power cut
+        finally:
+            os.close(dir_fd)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise KeyFileError(f"{path}: cannot write key file: {exc.strerror}") from None

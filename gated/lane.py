@@ -31,6 +31,7 @@ from gated.config import LaneConfig
 from gated.drivers.base import Read
 from gated.drivers.gpio import Buzzer, LaneLight, PassageWindow, Relay
 from gated.drivers.keypad import ManualEntry, ManualEntryInvalid
+from gated.errors import JournalError
 from gated.validation import Decision, Direction, Mode
 from gated.validation import Lane as LaneSpec
 
@@ -109,10 +110,8 @@ class LaneRunner:
         gate = self.gate
         if isinstance(entry, ManualEntryInvalid):
             log.info("manual_entry_invalid", lane=self.id, reason=entry.reason)
-            if self.outputs.light is not None:
-                self.outputs.light.deny(SIGNAL_SECONDS)
-            if self.outputs.buzzer is not None:
-                self.outputs.buzzer.play("deny")
+            self._guarded("light", lambda light: light.deny(SIGNAL_SECONDS))
+            self._guarded("buzzer", lambda buzzer: buzzer.play("deny"))
             return None
         decision = gate.validator.decide_manual(entry.ticket_id, entry.digits, self.spec, gate.clock.now(), clock_trusted=gate.clock.trusted(), benefit=benefit)
         await self._record_and_act(decision, entry.at, {"source": entry.source, "typed": True})
@@ -130,16 +129,26 @@ class LaneRunner:
         }
         if decision.benefit is not None:
             payload["benefit"] = decision.benefit
-        await gate.journal.append_async(
-            "decision", at=decision.at, lane=self.id, ticket_id=decision.ticket_id, reason=decision.reason, payload=payload
-        )
-        self._show(decision)
+        try:
+            await gate.journal.append_async(
+                "decision", at=decision.at, lane=self.id, ticket_id=decision.ticket_id, reason=decision.reason, payload=payload
+            )
+        except JournalError as exc:
+            # No record, no entry: the turnstile stays shut and the lane shows a fault.
+            gate.journal_failed(exc)
+            self._guarded("light", lambda light: light.deny(SIGNAL_SECONDS))
+            self._guarded("buzzer", lambda buzzer: buzzer.play("deny"))
+            return
         if decision.admitted:
-            if self.outputs.relay is not None and self.outputs.relay.pulse():
+            relay = self.outputs.relay
+            if relay is not None and self._guarded("relay", lambda r: r.pulse()):
                 self.scan_to_relay.append(time.monotonic() - read_at)
                 if len(self.scan_to_relay) > 10_000:
                     del self.scan_to_relay[:5_000]
+        self._show(decision)
+        if decision.admitted:
             if self.window is not None and decision.benefit is None:
+                gate.validator.reserve(decision)
                 self.window.expect(decision, time.monotonic())
                 self._schedule_expiry()
             else:
@@ -150,6 +159,17 @@ class LaneRunner:
             "decision", lane=self.id, reason=str(decision.reason), ticket_id=decision.ticket_id,
             category=decision.category, code_kind=None if decision.kind is None else str(decision.kind),
         )
+
+    def _guarded(self, name: str, action) -> Any:
+        """Drive one output; a failing device is logged, never allowed to stop the others."""
+        device = getattr(self.outputs, name)
+        if device is None:
+            return None
+        try:
+            return action(device)
+        except Exception as exc:
+            log.error("output_failed", lane=self.id, output=name, error=repr(exc))
+            return None
 
     async def _count(self, decision: Decision, *, confirmed: bool) -> None:
         usage = self.gate.validator.commit(decision)
@@ -185,32 +205,38 @@ class LaneRunner:
         delay = max(0.0, deadline - time.monotonic()) + 0.001
         self._expiry_handle = loop.call_later(delay, lambda: self.gate.spawn(self._expire()))
 
-    async def _expire(self) -> None:
+    async def _expire(self, *, all_pending: bool = False) -> None:
+        """Record the admitted entries nobody walked through for (all of them when the gate stops)."""
         if self.window is None:
             return
-        for decision in self.window.expired(time.monotonic()):
+        now = float("inf") if all_pending else time.monotonic()
+        for decision in self.window.expired(now):
             self.counters.not_passed += 1
+            self.gate.validator.release(decision)
             await self.gate.journal.append_async(
                 "not_passed", at=self.gate.clock.now(), lane=self.id, ticket_id=decision.ticket_id, reason=str(decision.reason),
-                payload={"zone": decision.zone, "direction": decision.direction, "decided_at": decision.at},
+                payload={"zone": decision.zone, "direction": decision.direction, "decided_at": decision.at, "gate_stopping": all_pending},
             )
             self.gate.after_record()
+        if all_pending:
+            if self._expiry_handle is not None:
+                self._expiry_handle.cancel()
+            return
         self._schedule_expiry()
+
+    async def flush_pending(self) -> None:
+        """On stop: entries still waiting for their passage are recorded as not passed."""
+        await self._expire(all_pending=True)
 
     # ---- outputs ----
 
     def _show(self, decision: Decision) -> None:
-        light, buzzer = self.outputs.light, self.outputs.buzzer
         if decision.admitted:
-            if light is not None:
-                light.show(decision.signal.color, SIGNAL_SECONDS)
-            if buzzer is not None:
-                buzzer.play("ok")
+            self._guarded("light", lambda light: light.show(decision.signal.color, SIGNAL_SECONDS))
+            self._guarded("buzzer", lambda buzzer: buzzer.play("ok"))
         else:
-            if light is not None:
-                light.deny(SIGNAL_SECONDS)
-            if buzzer is not None:
-                buzzer.play("deny")
+            self._guarded("light", lambda light: light.deny(SIGNAL_SECONDS))
+            self._guarded("buzzer", lambda buzzer: buzzer.play("deny"))
 
     def _tally(self, decision: Decision) -> None:
         c = self.counters
@@ -226,7 +252,7 @@ class LaneRunner:
     # ---- commands ----
 
     def open_once(self) -> bool:
-        return self.outputs.relay.pulse() if self.outputs.relay is not None else False
+        return bool(self._guarded("relay", lambda relay: relay.pulse()))
 
     def status(self) -> dict[str, Any]:
         relay = self.outputs.relay

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import structlog
 
-from gated.errors import GatedError, SnapshotError
+from gated.errors import GatedError, SnapshotError, StateError
 from gated.keyfile import load_keyfile, save_keyfile
 from gated.validation import EntitlementCache, KeyRing
 
@@ -50,7 +50,12 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
 class StateStore:
     def __init__(self, state_dir: Path):
         self.dir = Path(state_dir)
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise StateError(f"{self.dir}: cannot use as the state directory: {exc.strerror or exc}") from None
+        if not os.access(self.dir, os.W_OK | os.X_OK):
+            raise StateError(f"{self.dir}: the state directory is not writable by this user")
         self.keyring_path = self.dir / "keyring.json"
         self.cache_path = self.dir / "cache.snap"
         self.cache_meta_path = self.dir / "cache.json"

@@ -97,6 +97,21 @@ def test_entry_counts_only_when_committed_then_anti_passback(gate):
     assert gate.decide(phone(1, NOW + 40), other, NOW + 40).admitted
 
 
+def test_an_entry_on_its_way_through_holds_the_ticket_until_counted_or_released(gate):
+    first = gate.decide(badge(4), HALL, NOW)  # single-entry ticket, turnstile opens
+    gate.reserve(first)
+    other = Lane("north-in-2", "hall-a")
+    assert gate.decide(badge(4), other, NOW + 1).reason is Reason.ALREADY_INSIDE  # a friend with a copy
+    gate.release(first)  # nobody walked through
+    again = gate.decide(badge(4), Lane("north-in-3", "hall-a"), NOW + 10)
+    assert again.admitted
+    gate.reserve(again)
+    gate.commit(again)  # walked through: counted, no longer reserved
+    assert gate.decide(badge(4), Lane("north-in-4", "hall-a"), NOW + 20).reason is Reason.ALREADY_INSIDE
+    gate.commit(gate.decide(badge(4), HALL_OUT, NOW + 30))
+    assert gate.decide(badge(4), Lane("north-in-5", "hall-a"), NOW + 40).reason is Reason.ENTRIES_EXHAUSTED
+
+
 def test_entries_exhausted(gate):
     d = gate.decide(badge(4), HALL, NOW)
     gate.commit(d)

@@ -30,3 +30,5 @@ def test_the_unit_is_a_notify_service_with_watchdog_and_hardening():
     assert settings["NoNewPrivileges"] == ["yes"] and settings["ProtectSystem"] == ["strict"]
     assert settings["CapabilityBoundingSet"] == [""] and settings["DevicePolicy"] == ["closed"]
     assert settings["ExecStart"][0].endswith("gated run --config /etc/gated/gated.toml")
+    # lgpio needs a writable working directory, and ProtectSystem=strict makes / read-only
+    assert settings["WorkingDirectory"] == ["/run/gated"] and settings["RuntimeDirectory"] == ["gated"]

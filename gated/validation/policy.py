@@ -27,7 +27,11 @@ The rules, in the order they are applied (the first that fails is the reason):
 
 Deciding changes nothing but the lane's debounce and rate memory: an
 admitted entry is counted only by `commit()`, which a turnstile calls when its
-passage sensor sees the person go through.
+passage sensor sees the person go through. Between the two, a turnstile
+`reserve()`s the entry: the ticket then answers `already_inside` at every
+lane (a single-entry ticket cannot be let in twice while its holder is still
+in the turnstile), until `commit()` counts it or `release()` says nobody
+walked through.
 
 Nothing here reads a clock or does I/O; `now` is unix time as the gate
 believes it, `clock_trusted` says whether it believes it.
@@ -174,6 +178,7 @@ class Validator:
         self.cache = cache
         self.policy = policy or Policy()
         self._lanes: dict[str, _LaneMemory] = {}
+        self._reserved: dict[int, int] = {}  # ticket id -> entries admitted, passage not yet seen
         p = self.policy
         self._deny = Signal(p.deny_color, "deny", "deny")
         self._admit = {cat: Signal(color, "admit", "ok") for cat, color in p.colors.items()}
@@ -298,6 +303,8 @@ class Validator:
                 if zone not in profile.zones:
                     return self._deny_with(Reason.WRONG_ZONE, lane, now, v, category, None, attendee)
                 bit = table.zone_bit[zone]
+                if self._reserved and v.ticket_id in self._reserved:
+                    return self._deny_with(Reason.ALREADY_INSIDE, lane, now, v, category, None, attendee)
                 if self._anti_passback and table.inside[row] >> bit & 1:
                     return self._deny_with(Reason.ALREADY_INSIDE, lane, now, v, category, None, attendee)
                 if profile.max_entries and table.used[row] >= profile.max_entries:
@@ -325,6 +332,26 @@ class Validator:
 
     # ---- committing ----
 
+    def reserve(self, decision: Decision) -> None:
+        """An admitted entry is on its way through a turnstile: hold the ticket until
+        `commit()` or `release()`."""
+        if decision.reason is _OK and not decision.repeat and decision.ticket_id is not None and decision.direction is _IN and decision.benefit is None:
+            self._reserved[decision.ticket_id] = self._reserved.get(decision.ticket_id, 0) + 1
+
+    def release(self, decision: Decision) -> None:
+        """Nobody walked through for a reserved entry: the ticket may be used again."""
+        count = self._reserved.get(decision.ticket_id, 0) if decision.ticket_id is not None else 0
+        if count > 1:
+            self._reserved[decision.ticket_id] = count - 1
+        elif count == 1:
+            del self._reserved[decision.ticket_id]
+
+    def adopt_lane_memory(self, other: "Validator") -> None:
+        """Carry debounce, rate and reservations over from the validator this one replaces
+        (a config reload must not decide again on a code still held up to a scanner)."""
+        self._lanes = other._lanes
+        self._reserved = other._reserved
+
     def commit(self, decision: Decision) -> Usage | None:
         """Count an admitted decision: an entry, an exit, or a redemption.
 
@@ -335,6 +362,8 @@ class Validator:
         """
         if decision.reason is not Reason.OK or decision.repeat or decision.ticket_id is None:
             return None
+        if decision.direction is _IN and decision.benefit is None:
+            self.release(decision)
         cache = self.cache
         row = cache.row_of(decision.ticket_id)
         if row < 0:
