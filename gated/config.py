@@ -782,19 +782,24 @@ def _read_admin(root: _Section) -> AdminSection:
         return AdminSection(socket=socket, host=None, port=None)
     address = sec.get_str("address", what='"host:port" on loopback')
     host, port = _split_host_port(sec, "address", address)
-    if host != "localhost":
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
-            # The admin service has no authentication: only this machine may reach it.
-            sec.fail(
-                "address",
-                f"must be a loopback address (127.0.0.1, [::1] or localhost), got {_show(address)}; "
-                "the admin service has no authentication",
-            )
+    if not is_loopback_host(host):
+        # The admin service has no authentication: only this machine may reach it.
+        sec.fail(
+            "address",
+            f"must be a loopback address (127.0.0.1, [::1] or localhost), got {_show(address)}; "
+            "the admin service has no authentication",
+        )
     return AdminSection(socket=None, host=host, port=port)
+
+
+def is_loopback_host(host: str) -> bool:
+    """`localhost` or a loopback IP address (127.0.0.0/8, ::1): only this machine can connect."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _read_emergency(root: _Section) -> EmergencySection | None:

@@ -18,7 +18,6 @@ daemon may add fields without a contract change.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import json
 import os
 import socket
@@ -29,6 +28,7 @@ from typing import Any, Protocol
 import grpc
 import structlog
 
+from gated.config import is_loopback_host
 from gated.errors import GatedError
 from gated.rpc.v1 import admin_pb2 as pb
 from gated.rpc.v1 import admin_pb2_grpc as pb_grpc
@@ -73,16 +73,11 @@ def admin_target(*, socket_path: str | os.PathLike[str] | None = None, address: 
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise AdminAddressError(f"admin address {address!r} is not host:port")
-    if host != "localhost":
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
-            raise AdminAddressError(
-                f"admin address {address!r} is not loopback (127.0.0.1, [::1] or localhost): "
-                "the admin service has no authentication"
-            )
+    if not is_loopback_host(host):
+        raise AdminAddressError(
+            f"admin address {address!r} is not loopback (127.0.0.1, [::1] or localhost): "
+            "the admin service has no authentication"
+        )
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 

@@ -109,16 +109,10 @@ def _store(args, *, create: bool = False):
 
 def _is_loopback(listen: str) -> bool:
     """True when HOST:PORT names a loopback host (127.0.0.0/8, ::1, localhost)."""
-    import ipaddress
+    from gated.config import is_loopback_host
 
     host = listen.rpartition(":")[0] if ":" in listen else listen
-    host = host.strip("[]")
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(host.strip("[]").lower())
 
 
 def cmd_registry_serve(args) -> int:
