@@ -28,6 +28,10 @@ Rules it keeps:
   refused at open (``PRAGMA quick_check``) with a `JournalError`.
 - Every failure to open or write surfaces as a one-line `JournalError` naming
   the file; callers never see a bare ``sqlite3`` exception.
+- A new file gets a random, non-zero 64-bit ``epoch`` (``meta``). Seqs are
+  unique only within one file: a replaced journal (new SD card) starts at
+  seq 1 again under a new epoch, so the registry deduplicates on (gate,
+  epoch, seq). A file made before epochs existed reads as epoch 0.
 
 Ticket ids are u64; SQLite integers are signed 64-bit, so they are stored as
 the two's-complement signed value and mapped back on read.
@@ -42,6 +46,7 @@ import logging
 import math
 import os
 import queue
+import secrets
 import sqlite3
 import statistics
 import threading
@@ -257,6 +262,8 @@ class Journal:
         opened = [self._wconn]
         try:
             self._last_seq = int(self._meta(self._wconn, "last_seq"))
+            row = self._wconn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
+            self._epoch = 0 if row is None else u64_from_sqlite(int(row[0]))
             self._rconn: sqlite3.Connection | None = self._connect("opening a read connection")
             opened.append(self._rconn)
             self._ckconn = self._connect("opening the checkpoint connection")
@@ -363,8 +370,8 @@ class Journal:
                     conn.execute(statement)
                 conn.execute(
                     "INSERT INTO meta(key, value) VALUES ('gate_id', ?), ('last_seq', 0), "
-                    "('created_at', ?)",
-                    (self.gate_id, time.time()),
+                    "('created_at', ?), ('epoch', ?)",
+                    (self.gate_id, time.time(), u64_to_sqlite(secrets.randbits(64) or 1)),
                 )
                 conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -386,6 +393,11 @@ class Journal:
         if row is None:
             raise JournalError(f"journal {self.path}: not a journal (meta {key!r} missing)")
         return row[0]
+
+    @property
+    def epoch(self) -> int:
+        """This journal file's random 64-bit id (0: a file made before epochs existed)."""
+        return self._epoch
 
     # ---------------------------------------------------------------- writes
 

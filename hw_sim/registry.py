@@ -7,12 +7,18 @@ venue. It keeps its state in `RegistryStore` (SQLite) and an in-memory
 
 How it keeps the contract:
 
-- Events: each batch is stored in one transaction (each event id once) and
-  acknowledged only after the commit. With mTLS the gate id is the client
-  certificate's CN (or first DNS SAN) and an event of any other gate aborts
-  the stream (PERMISSION_DENIED). Within a stream every batch must follow
-  the one before (`after_seq`); a gap aborts the stream, so the gate
-  reconnects and resends from its last acknowledged record.
+- Events: each batch is stored in one transaction (each (gate, journal
+  epoch, seq) once) and acknowledged only after the commit, up to the
+  batch's own last seq and never beyond. With mTLS the gate id is the
+  client certificate's CN (or first DNS SAN) and an event of any other gate
+  aborts the stream (PERMISSION_DENIED). Within a stream every batch must
+  follow the one before (`after_seq`); a gap aborts the stream, so the gate
+  reconnects and resends from its last acknowledged record. A stream's
+  first batch may not start after more than the registry holds for that
+  (gate, epoch): FAILED_PRECONDITION, with the trailing metadata
+  `gated-acked-seq` saying what it holds, so the gate resends from there.
+  A new journal epoch from a known gate is logged (its journal was
+  replaced: seqs restart at 1, and those events are new).
 - Fan-out: a new passage or redemption moves the registry's usage count,
   bumps the version and goes to every watching gate (the sender included) as
   a delta with absolute values.
@@ -48,6 +54,7 @@ from hw_sim.registry_store import IncomingEvent, RegistryStore
 log = structlog.get_logger()
 
 GATE_ID_METADATA = "gated-gate-id"
+ACKED_SEQ_TRAILER = "gated-acked-seq"
 CHANGE_POLL_S = 0.2
 DELTA_LOG_SIZE = 1000
 #: A watcher this far behind is dropped; it reconnects and gets a snapshot.
@@ -210,9 +217,15 @@ class RegistryService(pb_grpc.RegistryServicer):
     async def StreamEvents(self, request_iterator, context) -> AsyncIterator[pb.EventAck]:
         gate_id = await self._identify(context)
         expect_after: int | None = None
+        epoch: int | None = None
         async for batch in request_iterator:
             if not batch.events:
                 continue
+            if epoch is None:
+                epoch = batch.journal_epoch
+            elif batch.journal_epoch != epoch:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"journal_epoch changed within a stream ({epoch:#x} -> {batch.journal_epoch:#x})")
             events = []
             previous = batch.after_seq
             for ev in batch.events:
@@ -228,14 +241,26 @@ class RegistryService(pb_grpc.RegistryServicer):
                     ev.ticket_id if ev.HasField("ticket_id") else None, ev.reason, ev.payload_json,
                 ))
             if expect_after is None:
-                known = self.store.acked_seq(gate_id)
+                known = self.store.acked_seq(gate_id, epoch)
+                epochs = self.store.gate_epochs(gate_id)
+                if epoch not in epochs and epochs:
+                    log.warning("registry_gate_journal_replaced", gate=gate_id, epoch=f"{epoch:#018x}",
+                                previous=[f"{e:#018x}" for e in epochs],
+                                note="gate journal replaced: its seqs restart at 1 under a new epoch; stored as new events")
                 if batch.after_seq > known:
-                    # Records (known, after_seq] were acknowledged to the gate by an earlier
-                    # state of this database, or were never written (skipped seqs).
-                    log.warning("registry_event_gap", gate=gate_id, stored_up_to=known, gate_resumes_after=batch.after_seq)
+                    # The gate believes we hold records up to after_seq (an earlier state of this
+                    # database acknowledged them, or the gate invented the number): refuse, and say
+                    # what we hold, so it resends from there instead of leaving a hole.
+                    log.warning("registry_event_gap", gate=gate_id, epoch=f"{epoch:#018x}", stored_up_to=known,
+                                gate_resumes_after=batch.after_seq)
+                    await context.abort(
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        f"gap: batch follows {batch.after_seq}, the registry holds this journal up to {known}; resend after {known}",
+                        trailing_metadata=((ACKED_SEQ_TRAILER, str(known)),),
+                    )
             elif batch.after_seq != expect_after:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"gap: batch follows {batch.after_seq}, expected {expect_after}; resend")
-            stored = self.store.store_events(gate_id, events, time.time(), check=self.check_ops)
+            stored = self.store.store_events(gate_id, events, time.time(), epoch=epoch, check=self.check_ops)
             if stored.usage_refused is not None:
                 log.error("registry_usage_refused", gate=gate_id, first_seq=events[0].seq, last_seq=events[-1].seq,
                           error=stored.usage_refused, note="events stored; their usage is not fanned out")

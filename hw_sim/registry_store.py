@@ -3,9 +3,13 @@
 Owns every read and write of the registry's file, for the server and for the
 `gated registry ...` commands alike. Rules it keeps:
 
-- Events are stored once: ``UNIQUE(event_id)`` and ``INSERT OR IGNORE``, so a
-  gate that resends after a lost ack changes nothing. Only an event stored
-  for the first time counts towards usage.
+- Events are stored once per (gate, journal epoch, seq): the primary key,
+  and ``INSERT OR IGNORE``, so a gate that resends after a lost ack changes
+  nothing. Event ids ("<gate>:<seq>") are for display: a gate whose journal
+  was replaced starts again at seq 1 under a new epoch, and those events
+  are new. Only an event stored for the first time counts towards usage.
+- What the registry holds of a gate is kept per (gate, epoch): the highest
+  seq stored (``gates.acked_seq``).
 - A batch of events, the usage it changes and the entitlement version it
   bumps are one transaction (``synchronous=FULL``): an ack is sent only
   after that commit, so an acknowledged event survives a power cut.
@@ -39,8 +43,11 @@ from gated.validation.cache import (
 )
 
 APPLICATION_ID = 0x67617452  # "gatR": tells our file apart from any other SQLite file
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: events and gates keyed by (gate_id, epoch, ...); version 1 files are migrated
 _U64 = 1 << 64
+
+_EVENT_COLUMNS = "event_id, gate_id, seq, at, kind, lane, ticket_id, reason, payload, received_at, epoch"
+_INSERT_EVENT = f"INSERT OR IGNORE INTO events({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -61,7 +68,7 @@ CREATE TABLE tickets (
     phone        TEXT NOT NULL
 );
 CREATE TABLE events (
-    event_id    TEXT PRIMARY KEY,
+    event_id    TEXT NOT NULL,         -- "<gate_id>:<seq>", for display
     gate_id     TEXT NOT NULL,
     seq         INTEGER NOT NULL,
     at          REAL NOT NULL,
@@ -70,10 +77,17 @@ CREATE TABLE events (
     ticket_id   INTEGER,
     reason      TEXT NOT NULL,
     payload     TEXT NOT NULL,
-    received_at REAL NOT NULL
+    received_at REAL NOT NULL,
+    epoch       INTEGER NOT NULL DEFAULT 0,  -- the gate's journal epoch (u64 as i64), 0 before epochs
+    PRIMARY KEY (gate_id, epoch, seq)
 ) WITHOUT ROWID;
 CREATE INDEX events_kind_at ON events(kind, at);
-CREATE TABLE gates (gate_id TEXT PRIMARY KEY, acked_seq INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE gates (
+    gate_id   TEXT NOT NULL,
+    epoch     INTEGER NOT NULL DEFAULT 0,
+    acked_seq INTEGER NOT NULL,
+    PRIMARY KEY (gate_id, epoch)
+) WITHOUT ROWID;
 CREATE TABLE keys (kid INTEGER PRIMARY KEY, key BLOB NOT NULL);
 CREATE TABLE changes (
     id        INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -158,6 +172,8 @@ class RegistryStore:
                     )
             elif app_id != APPLICATION_ID:
                 raise RegistryError(f"{self.path}: not a gated registry database")
+            else:
+                self._migrate()
         except sqlite3.Error as exc:
             raise RegistryError(f"{self.path}: cannot open the registry database: {exc}") from None
         self._zone_json: dict[str, tuple[str, ...]] = {}
@@ -170,6 +186,29 @@ class RegistryStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _migrate(self) -> None:
+        """Bring an older file up to SCHEMA_VERSION (one transaction; old events get epoch 0)."""
+        schema = int(self._meta("schema"))
+        if schema > SCHEMA_VERSION:
+            raise RegistryError(f"{self.path}: registry schema {schema} is newer than this gated supports ({SCHEMA_VERSION})")
+        if schema >= 2:
+            return
+        statements = [s for s in _SCHEMA.split(";") if "TABLE events" in s or "TABLE gates" in s or "INDEX events" in s]
+        with self.transaction():
+            self.conn.execute("DROP INDEX IF EXISTS events_kind_at")
+            self.conn.execute("ALTER TABLE events RENAME TO events_v1")
+            self.conn.execute("ALTER TABLE gates RENAME TO gates_v1")
+            for statement in statements:
+                self.conn.execute(statement)
+            self.conn.execute(
+                f"INSERT OR IGNORE INTO events({_EVENT_COLUMNS}) SELECT event_id, gate_id, seq, at, kind, lane, "
+                "ticket_id, reason, payload, received_at, 0 FROM events_v1"
+            )
+            self.conn.execute("INSERT INTO gates(gate_id, epoch, acked_seq) SELECT gate_id, 0, acked_seq FROM gates_v1")
+            self.conn.execute("DROP TABLE events_v1")
+            self.conn.execute("DROP TABLE gates_v1")
+            self._set_meta("schema", 2)
 
     # ------------------------------------------------------------ plumbing
 
@@ -368,9 +407,16 @@ class RegistryStore:
 
     # -------------------------------------------------------------- events
 
-    def acked_seq(self, gate_id: str) -> int:
-        row = self.conn.execute("SELECT acked_seq FROM gates WHERE gate_id = ?", (gate_id,)).fetchone()
+    def acked_seq(self, gate_id: str, epoch: int = 0) -> int:
+        """The highest seq stored of this gate's journal `epoch` (0: none)."""
+        row = self.conn.execute(
+            "SELECT acked_seq FROM gates WHERE gate_id = ? AND epoch = ?", (gate_id, u64_to_sqlite(epoch))
+        ).fetchone()
         return 0 if row is None else row[0]
+
+    def gate_epochs(self, gate_id: str) -> list[int]:
+        """The journal epochs this gate has sent events from."""
+        return [u64_from_sqlite(e) for (e,) in self.conn.execute("SELECT epoch FROM gates WHERE gate_id = ?", (gate_id,))]
 
     def store_events(
         self,
@@ -378,11 +424,14 @@ class RegistryStore:
         events: Sequence[IncomingEvent],
         received_at: float,
         *,
+        epoch: int = 0,
         check: Callable[[tuple[Op, ...]], None] | None = None,
     ) -> StoredBatch:
         """Store a batch (each event id once), count new usage, all in one transaction.
 
-        `events` must be this gate's, seqs increasing (the server checks).
+        `events` must be this gate's, from its journal `epoch`, seqs
+        increasing (the server checks). The batch is acknowledged up to its
+        own last seq, never beyond (`StoredBatch.acked_seq`).
         The usage an event changes is the registry's own count, moved by one
         per new passage or redemption, so a replay never counts twice.
 
@@ -392,22 +441,24 @@ class RegistryStore:
         why): the database never moves to a version the mirror refused.
         """
         try:
-            return self._store_events(gate_id, events, received_at, check, count_usage=True)
+            return self._store_events(gate_id, epoch, events, received_at, check, count_usage=True)
         except _UsageRefused as refused:
-            stored = self._store_events(gate_id, events, received_at, None, count_usage=False)
+            stored = self._store_events(gate_id, epoch, events, received_at, None, count_usage=False)
             return StoredBatch(stored.acked_seq, stored.new_events, None, str(refused))
 
-    def _store_events(self, gate_id, events, received_at, check, *, count_usage: bool) -> StoredBatch:
+    def _store_events(self, gate_id, epoch, events, received_at, check, *, count_usage: bool) -> StoredBatch:
         conn = self.conn
+        db_epoch = u64_to_sqlite(epoch)
         ops: list[Op] = []
         new = 0
         with self.transaction():
             plain = []
             for ev in events:
                 row = (ev.event_id, gate_id, ev.seq, ev.at, ev.kind, ev.lane,
-                       None if ev.ticket_id is None else u64_to_sqlite(ev.ticket_id), ev.reason, ev.payload_json, received_at)
+                       None if ev.ticket_id is None else u64_to_sqlite(ev.ticket_id), ev.reason, ev.payload_json, received_at,
+                       db_epoch)
                 if ev.kind in USAGE_KINDS:
-                    if conn.execute("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?)", row).rowcount:
+                    if conn.execute(_INSERT_EVENT, row).rowcount:
                         new += 1
                         op = self._count_usage(ev) if count_usage else None
                         if op is not None:
@@ -416,13 +467,13 @@ class RegistryStore:
                     plain.append(row)
             if plain:
                 before = conn.total_changes
-                conn.executemany("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?)", plain)
+                conn.executemany(_INSERT_EVENT, plain)
                 new += conn.total_changes - before
-            acked = max(self.acked_seq(gate_id), events[-1].seq if events else 0)
+            last = events[-1].seq if events else 0
             conn.execute(
-                "INSERT INTO gates(gate_id, acked_seq) VALUES (?, ?) "
-                "ON CONFLICT(gate_id) DO UPDATE SET acked_seq = excluded.acked_seq",
-                (gate_id, acked),
+                "INSERT INTO gates(gate_id, epoch, acked_seq) VALUES (?, ?, ?) "
+                "ON CONFLICT(gate_id, epoch) DO UPDATE SET acked_seq = max(acked_seq, excluded.acked_seq)",
+                (gate_id, db_epoch, last),
             )
             delta = None
             if ops and check is not None:
@@ -433,7 +484,7 @@ class RegistryStore:
             if ops:
                 base, version = self._bump_version()
                 delta = Delta(base, version, tuple(ops))
-        return StoredBatch(acked, new, delta)
+        return StoredBatch(last, new, delta)
 
     def _count_usage(self, ev: IncomingEvent) -> Op | None:
         """The usage change of a new passage or redemption, as an absolute-value op."""
@@ -484,6 +535,12 @@ class RegistryStore:
             return self.conn.execute("SELECT count(*) FROM events").fetchone()[0]
         return self.conn.execute("SELECT count(*) FROM events WHERE gate_id = ?", (gate_id,)).fetchone()[0]
 
-    def event_ids(self, gate_id: str) -> list[str]:
-        return [r[0] for r in self.conn.execute("SELECT event_id FROM events WHERE gate_id = ? ORDER BY seq", (gate_id,))]
+    def event_ids(self, gate_id: str, epoch: int | None = None) -> list[str]:
+        """This gate's event ids by seq (of one journal epoch, or of all: then an id may appear once per epoch)."""
+        if epoch is None:
+            rows = self.conn.execute("SELECT event_id FROM events WHERE gate_id = ? ORDER BY seq, received_at", (gate_id,))
+        else:
+            rows = self.conn.execute(
+                "SELECT event_id FROM events WHERE gate_id = ? AND epoch = ? ORDER BY seq", (gate_id, u64_to_sqlite(epoch)))
+        return [r[0] for r in rows]
 

@@ -550,3 +550,28 @@ def test_measure_commit_reports_both_latencies_and_cleans_up(tmp_path):
     with pytest.raises(JournalError, match="already exists"):
         (tmp_path / "taken.db").touch()
         measure_commit(tmp_path / "taken.db", n=1)
+
+
+def test_each_new_journal_file_has_its_own_random_epoch_kept_across_reopens(tmp_path):
+    import sqlite3
+
+    from gated.journal import Journal
+
+    path = tmp_path / "j.db"
+    with Journal(path, "g", checkpoint_every_s=None) as j:
+        epoch = j.epoch
+        j.append("decision", at=1.0)
+    assert 0 < epoch < 2**64
+    with Journal(path, "g", checkpoint_every_s=None) as j:
+        assert j.epoch == epoch
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / f"j.db{suffix}").unlink(missing_ok=True)
+    with Journal(path, "g", checkpoint_every_s=None) as j:  # the SD card was replaced
+        assert j.epoch not in (0, epoch)
+        assert j.append("decision", at=2.0).seq == 1
+    # a file from before epochs existed reads as the legacy epoch 0
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM meta WHERE key = 'epoch'")
+    conn.close()
+    with Journal(path, "g", checkpoint_every_s=None) as j:
+        assert j.epoch == 0

@@ -81,7 +81,7 @@ def test_resending_a_batch_stores_nothing_twice(tmp_path, certs):
 
         async with grpc.aio.secure_channel(f"127.0.0.1:{v.registry.port}", creds) as channel:
             call = pb_grpc.RegistryStub(channel).StreamEvents()
-            await call.write(event_batch(0, records))
+            await call.write(event_batch(0, records, gate.journal.epoch))
             ack = await call.read()
             await call.done_writing()
         assert ack.up_to_seq == records[-1].seq

@@ -12,8 +12,15 @@ Rules it keeps:
 - Events go up exactly once at the registry, at least once on the wire:
   every session starts from the journal's first unacknowledged record and
   sends in seq order, in batches, with at most `max_in_flight` batches
-  unacknowledged. An ack is written to the journal (`mark_acked`) only after
-  the registry sent it, i.e. after its commit. Sending is driven by `wake()`,
+  unacknowledged, each batch carrying the journal's epoch. A batch's
+  `after_seq` is the seq of the record before its first as the journal has
+  it (seqs may be skipped), never invented. An ack is written to the
+  journal (`mark_acked`) only after the registry sent it, i.e. after its
+  commit; an ack beyond the highest seq sent on the stream is a protocol
+  error that ends the session and marks nothing. When the registry refuses
+  a stream because it holds less than the gate thought (FAILED_PRECONDITION
+  with `gated-acked-seq: N`), the next stream resends every record after N,
+  acknowledged before or not. Sending is driven by `wake()`,
   which the daemon calls after each append; a slow safety sweep catches
   records appended by another process.
 - Key updates: a malformed one is refused whole and the key watch is
@@ -37,6 +44,7 @@ Rules it keeps:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import threading
 import time
@@ -61,6 +69,7 @@ __all__ = ["Uplink", "UplinkError", "channel_options"]
 log = structlog.get_logger()
 
 GATE_ID_METADATA = "gated-gate-id"
+ACKED_SEQ_TRAILER = "gated-acked-seq"
 MAX_MESSAGE_BYTES = 8 << 20
 _SAFETY_SWEEP_S = 30.0
 _TIME_SAMPLES = 3
@@ -102,6 +111,10 @@ def _describe(exc: BaseException) -> str:
 
 class _SessionEnded(Exception):
     """The registry closed a call that should last as long as the session."""
+
+
+class _ProtocolError(Exception):
+    """The registry broke the contract (an ack for records never sent): end the session."""
 
 
 class Uplink:
@@ -146,6 +159,7 @@ class Uplink:
         self._journal_acked = 0  # highest seq written to the journal as acknowledged
         self._sent_seq = 0
         self._refused_updates = 0
+        self._resend_after: int | None = None  # set when the registry says it holds less than we thought
 
     # ------------------------------------------------------------ public
 
@@ -259,17 +273,45 @@ class Uplink:
 
     # ------------------------------------------------------------ events
 
+    def _previous_seq(self, seq: int) -> int:
+        """The seq of the record just before `seq` as the journal has it (0: none; purged or never written)."""
+        width = 2
+        while True:
+            low = max(0, seq - width)
+            previous = 0
+            for rec in itertools.islice(self.journal.since(low, batch=width), width):
+                if rec.seq >= seq:
+                    break
+                previous = rec.seq
+            if previous or low == 0:
+                return previous
+            if width >= 1 << 16:  # a long stretch purged: the registry holds all of it (it was acknowledged)
+                return 0
+            width *= 4
+
+    def _records_since(self, after_seq: int, limit: int) -> list:
+        """Every record after `after_seq`, acknowledged or not (resending what the registry lost)."""
+        return list(itertools.islice(self.journal.since(after_seq, batch=limit), limit))
+
     async def _send_events(self, stub: pb_grpc.RegistryStub) -> None:
         call = stub.StreamEvents(metadata=self._metadata)
         window = asyncio.Semaphore(self.max_in_flight)
         acked = asyncio.Event()
+        epoch = self.journal.epoch
+        resend_after, self._resend_after = self._resend_after, None
+        sent_high = 0  # the highest seq written on this stream
 
         async def write() -> None:
-            cursor = 0  # from the journal's first unacknowledged record
+            nonlocal sent_high
+            # From the journal's first unacknowledged record, or after what the registry says it holds.
+            cursor = 0 if resend_after is None else resend_after
             after: int | None = None
             while True:
                 self._wake.clear()
-                records = await asyncio.to_thread(self.journal.unacked, cursor, self.batch_size)
+                if resend_after is None:
+                    records = await asyncio.to_thread(self.journal.unacked, cursor, self.batch_size)
+                else:
+                    records = await asyncio.to_thread(self._records_since, cursor, self.batch_size)
                 if not records:
                     try:
                         await asyncio.wait_for(self._wake.wait(), _SAFETY_SWEEP_S)
@@ -277,22 +319,35 @@ class Uplink:
                         pass
                     continue
                 if after is None:
-                    after = records[0].seq - 1
-                batch = convert.event_batch(after, records)
+                    after = await asyncio.to_thread(self._previous_seq, records[0].seq)
+                batch = convert.event_batch(after, records, epoch)
                 await window.acquire()
+                sent_high = self._sent_seq = records[-1].seq
                 await call.write(batch)
-                after = cursor = self._sent_seq = records[-1].seq
+                after = cursor = records[-1].seq
 
         async def read() -> None:
-            while True:
-                ack = await call.read()
-                if ack is grpc.aio.EOF:
-                    await call  # raises the call's error status, if it has one
-                    raise _SessionEnded("registry closed the event stream")
-                window.release()
-                if ack.up_to_seq > self._registry_acked:
-                    self._registry_acked = ack.up_to_seq
-                    acked.set()
+            try:
+                while True:
+                    ack = await call.read()
+                    if ack is grpc.aio.EOF:
+                        await call  # raises the call's error status, if it has one
+                        raise _SessionEnded("registry closed the event stream")
+                    if ack.up_to_seq > sent_high:
+                        log.error("uplink_ack_beyond_sent", up_to_seq=ack.up_to_seq, highest_sent=sent_high,
+                                  note="protocol error: nothing marked; reconnecting")
+                        raise _ProtocolError(f"registry acknowledged up to {ack.up_to_seq}, only {sent_high} was sent")
+                    window.release()
+                    if ack.up_to_seq > self._registry_acked:
+                        self._registry_acked = ack.up_to_seq
+                        acked.set()
+            except grpc.aio.AioRpcError as exc:
+                held = self._registry_holds(exc)
+                if held is not None:
+                    self._resend_after = held
+                    log.warning("uplink_registry_behind", registry_holds_up_to=held, epoch=f"{epoch:#018x}",
+                                note="resending every record after it")
+                raise
 
         async def record_acks() -> None:
             # Acks are coalesced: one journal write for however many arrived meanwhile.
@@ -314,6 +369,20 @@ class Uplink:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             call.cancel()
+
+    @staticmethod
+    def _registry_holds(exc: grpc.aio.AioRpcError) -> int | None:
+        """The seq the registry says it holds up to, from a FAILED_PRECONDITION's trailers."""
+        if exc.code() is not grpc.StatusCode.FAILED_PRECONDITION:
+            return None
+        for key, value in exc.trailing_metadata() or ():
+            if key == ACKED_SEQ_TRAILER:
+                try:
+                    held = int(value)
+                except (TypeError, ValueError):
+                    return None
+                return held if held >= 0 else None
+        return None
 
     # ------------------------------------------------------ entitlements
 
