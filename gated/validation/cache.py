@@ -609,17 +609,45 @@ class EntitlementCache:
 
 # ---- snapshot encoding ----
 #
-# magic(8) | u32 header length | header JSON | columns, little-endian, in
-# _COLUMNS order | benefit counts (H) | display text (UTF-8) | u32 CRC-32 of
-# everything before it (a snapshot on an SD card can rot; a flipped bit must
-# be refused, not believed)
+# The snapshot is the registry's contract with every gate (it travels in
+# gated.v1 SnapshotChunk messages and is what a gate keeps on disk), so this
+# layout is normative:
 #
-# The header holds the version, row count, zones (in bit order, with
-# capacities) and the profile table. Columns are raw arrays so loading is a
-# memory copy plus one pass to build the index and check every row.
+#   magic      8 bytes  "GTSNAP" 0x00 0x01
+#   head_len   u32 little-endian: length of the header
+#   header     head_len bytes of UTF-8 JSON, an object with:
+#                "version"        the entitlement version (integer)
+#                "rows"           number of tickets R
+#                "zones"          [[name, capacity], ...]: zone i is bit i of
+#                                 the `inside` column; at most 64
+#                "profiles"       [[category, ticket_type, [zone, ...],
+#                                 [[from, until], ...], max_entries,
+#                                 [benefit name, ...]], ...]: what tickets
+#                                 share; every zone named must be in "zones"
+#                "benefit_counts" number B of u16 benefit counts
+#                "text_bytes"     number T of display-text bytes
+#   columns    R values each, little-endian, no padding, in this order:
+#                tid u64, profile u32 (index into "profiles"),
+#                used u32 (entries used), serial u16 (badge serial),
+#                state u8 (0 active, 1 revoked), inside u64 (zone bitmask),
+#                phone u16 (last four digits 0..9999; 0xFFFF none),
+#                text_off u32, text_len u16 (into the text area),
+#                ben_off u32 (index of the ticket's first benefit count)
+#   benefits   B x u16 little-endian: the remaining counts; a ticket's are at
+#              ben_off.., one per benefit name of its profile, in order
+#   text       T bytes: per ticket, UTF-8 name + 0x1F + company (empty when
+#              both are empty), at text_off, text_len bytes
+#   crc        u32 little-endian: CRC-32 (zlib/IEEE 802.3) of every byte
+#              before it (a snapshot on an SD card can rot: a flipped bit is
+#              refused, not believed)
+#
+# Limits a gate enforces (a snapshot beyond them is refused whole): at most
+# 64 zones; benefit counts 0..65535; badge serial 0..65535; name and company
+# together at most 65520 bytes of UTF-8; phone suffix 4 digits. Columns are
+# raw arrays so loading is a memory copy plus one pass that checks every row
+# and builds the index.
 
 _COLUMNS = ("tid", "profile", "used", "serial", "state", "inside", "phone", "text_off", "text_len", "ben_off")
-_COLUMN_TYPES = {name: array(typecode).typecode for name, typecode in zip(_COLUMNS, "QIIHBQHIHI")}
 
 
 def _encode_table(version: int, table: _Table) -> bytes:
