@@ -6,13 +6,12 @@ import asyncio
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
 from gated.validation import TicketState
 from hw_sim.registry import RegistryServer
-from hw_sim.registry_import import AttendeeFileError, import_attendees, read_attendees
+from hw_sim.registry_import import AttendeeFileError, import_attendees
 from hw_sim.registry_store import IncomingEvent, RegistryError, RegistryStore
 from gated.validation.cache import TicketRecord
 from tests.rpc_helpers import ALICE, BOB, Gate, start_registry, until
