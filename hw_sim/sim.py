@@ -218,7 +218,6 @@ class Simulator:
         self.stop_event = asyncio.Event()
         self.gate: Any = None
         self.registry: Any = None
-        self.registry_note: str | None = None
         self.scanners: dict[str, VirtualSerialScanner] = {}
         self.cameras: dict[str, VirtualCamera] = {}
         self.pins: VirtualPins | None = None
@@ -271,13 +270,11 @@ class Simulator:
     async def _start_registry(self, config_data: dict[str, Any], kid: int, key: bytes) -> None:
         uplink = config_data.get("uplink")
         if not self.use_registry or not uplink:
-            self.registry_note = None
             return
         try:
             from hw_sim.registry import RegistryServer
             from hw_sim.registry_store import RegistryStore
         except ImportError as exc:
-            self.registry_note = None
             self.feed.add("", f"reference registry not available ({exc}); the gate runs offline", "warn")
             return
         db = self.run_dir / "registry.db"
