@@ -35,7 +35,6 @@ import csv
 import datetime
 import io
 import re
-from collections.abc import Iterable
 from pathlib import Path
 
 from gated.errors import GatedError
@@ -271,12 +270,3 @@ def import_attendees(store, path: str | Path) -> int:
                     )
     return store.put_tickets([(rec, phone) for _line, rec, phone in rows])
 
-
-def write_attendees(path: str | Path, rows: Iterable[dict[str, str]]) -> None:
-    """Write an attendee file (for the simulator and tests): dicts with the REQUIRED columns."""
-    columns = [*REQUIRED, *WINDOW_COLUMNS]
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, columns, extrasaction="raise")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({c: row.get(c, "") for c in columns})
