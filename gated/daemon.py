@@ -89,7 +89,6 @@ class Gate:
         self._stop = asyncio.Event()
         self._cache_dirty = False
         self._save_lock = asyncio.Lock()
-        self._saved_seq = 0
         self.uplink: Any = None
         self.admin: Any = None
         self.journal: Journal | None = None
@@ -105,7 +104,6 @@ class Gate:
         cache, saved_seq = self.store.load_cache()
         self.journal = Journal(cfg.journal.path, self.gate_id, retention_s=cfg.journal.retention_days * 86400.0)
         replayed = self._replay_usage(cache, saved_seq)
-        self._saved_seq = self._last_seq()
         self.validator = Validator(self.keyring, cache, policy_from_config(cfg))
         if self._pin_factory is None:
             self._pin_factory = make_pin_factory(cfg.gate.gpio)
@@ -314,7 +312,6 @@ class Gate:
             except BaseException:
                 self._cache_dirty = True
                 raise
-            self._saved_seq = seq
 
     def _emergency_changed(self, active: bool) -> None:
         self.spawn(self.set_emergency(active, source="input"))

@@ -12,6 +12,7 @@ import secrets
 import stat
 from pathlib import Path
 
+from gated.atomic_file import write_atomically
 from gated.errors import KeyFileError, KeyRingError
 from gated.validation.keyring import KEY_BYTES, KeyRing
 
@@ -45,22 +46,10 @@ def save_keyfile(path: str | os.PathLike, ring: KeyRing, *, overwrite: bool = Fa
     path = Path(path)
     if path.exists() and not overwrite:
         raise KeyFileError(f"{path}: already exists; refusing to overwrite a key file")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(ring.to_json())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # the rename itself must survive a power cut
-        finally:
-            os.close(dir_fd)
+        write_atomically(path, ring.to_json().encode("utf-8"), 0o600)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise KeyFileError(f"{path}: cannot write key file: {exc.strerror}") from None
+        raise KeyFileError(f"{path}: cannot write key file: {exc.strerror or exc}") from None
 
 
 def new_key() -> bytes:

@@ -262,6 +262,7 @@ class LaneRunner:
             "id": self.id, "zone": self.spec.zone, "direction": str(self.spec.direction), "mode": str(self.spec.mode),
             "decisions": c.decisions, "admitted": c.admitted, "denied": c.denied, "repeats": c.repeats,
             "passages": c.passages, "not_passed": c.not_passed, "last_reason": c.last_reason, "last_ticket": c.last_ticket,
+            "by_reason": dict(c.by_reason),
             "relay_energized": None if relay is None else relay.is_energized,
             "light": None if light is None else "#%02X%02X%02X" % tuple(round(x * 255) for x in light.current_color),
             "pending_passages": 0 if self.window is None else len(self.window),

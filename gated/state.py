@@ -22,29 +22,12 @@ from pathlib import Path
 
 import structlog
 
-from gated.errors import GatedError, SnapshotError, StateError
+from gated.atomic_file import write_atomically
+from gated.errors import GatedError, StateError
 from gated.keyfile import load_keyfile, save_keyfile
 from gated.validation import EntitlementCache, KeyRing
 
 log = structlog.get_logger("gated.state")
-
-
-def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class StateStore:
@@ -89,5 +72,3 @@ class StateStore:
         write_atomically(self.cache_path, snapshot)
         write_atomically(self.cache_meta_path, json.dumps({"journal_seq": journal_seq}).encode())
 
-
-__all__ = ["StateStore", "write_atomically", "SnapshotError"]

@@ -13,7 +13,7 @@ sees either the old ring or the new one, never half an update.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 from gated.errors import KeyRingError
 
@@ -93,10 +93,6 @@ class KeyRing:
     def to_json(self) -> str:
         """The key file form. The caller writes it with mode 0600."""
         return json.dumps({"keys": {str(k): self.keys[k].hex() for k in self.kids()}}, indent=2) + "\n"
-
-    @classmethod
-    def from_items(cls, items: Iterable[tuple[int, bytes]]) -> "KeyRing":
-        return cls(dict(items))
 
 
 def _where(exc: Exception) -> str:
