@@ -24,7 +24,7 @@ from gated.drivers.qr_decode import (
     to_gray,
 )
 from gated.errors import DriverError
-from tests.qr_images import blank_frame, render_code, standard_set
+from hw_sim.qr_frames import blank_frame, render_code, standard_set
 
 DYNAMIC_CODE = "GT1:AEAQAAAAAAAAAABKANQKUKV56PY33X2CHTXFSZ3XQLIOPUT4"
 STATIC_CODE = "GT1:AIAQAAAAAAAAAABKAMFB3QRZVXNU6XW5KE7AHQBWQVZ7D"
