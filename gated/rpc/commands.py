@@ -15,7 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
-EXIT_OK, EXIT_NO, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_NO = 0, 1
 DEFAULT_ADMIN_SOCKET = "/run/gated/admin.sock"
 
 
