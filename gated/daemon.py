@@ -324,16 +324,28 @@ class Gate:
         return {
             "gate_id": self.gate_id,
             "uptime_s": round(time.time() - self.started_at, 1),
-            "lanes": [lane.status() for lane in self.lanes.values()],
+            "lanes": [{**lane.status(), "state": self._lane_state(lane)} for lane in self.lanes.values()],
             "emergency": self.emergency_active,
             "emergency_sources": sorted(self._emergency_sources),
             "fault": self.fault,
-            "cache": {"version": cache.version, "tickets": len(cache)},
+            "cache_version": cache.version,
+            "cache_tickets": len(cache),
             "keys": self.keyring.kids(),
             "clock": dataclasses.asdict(clock),
-            "journal": {"backlog": self._backlog()},
+            "journal_backlog": self._backlog(),
             "uplink": self.uplink.status() if self.uplink is not None else {"configured": self.config.uplink is not None, "connected": False},
         }
+
+    def _lane_state(self, lane: LaneRunner) -> str:
+        """One word for the operator: fault, emergency_open, open, expecting_passage or idle."""
+        relay = lane.outputs.relay
+        if self.fault:
+            return "fault"
+        if self.emergency_active:
+            return "emergency_open"
+        if relay is not None and relay.is_energized:
+            return "open"
+        return "expecting_passage" if lane.window is not None and len(lane.window) else "idle"
 
     def _backlog(self) -> int | None:
         try:

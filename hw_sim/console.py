@@ -154,15 +154,15 @@ def _duration(seconds: float) -> str:
 
 def _gate_lines(view: dict[str, Any]) -> list[str]:
     gate = view["gate"]
-    cache, clock, journal, uplink = gate["cache"], gate["clock"], gate["journal"], gate["uplink"]
+    clock, uplink = gate["clock"], gate["uplink"]
     offset = clock.get("offset_s")
     offset_text = "no registry offset yet" if offset is None else f"offset {offset * 1000:+.0f} ms"
     clock_text = (GREEN + "trusted" + RESET) if clock.get("trusted") else (RED + BOLD + "NOT trusted" + RESET)
-    backlog = journal.get("backlog", 0)
+    backlog = gate.get("journal_backlog") or 0
     backlog_colour = "" if backlog < 1000 else YELLOW
     keys = ",".join(str(k) for k in gate.get("keys", [])) or RED + "none" + RESET
     line1 = (
-        f"cache v{cache['version']} {cache['tickets']:,} tickets   keys {keys}   clock {clock_text} ({offset_text})   "
+        f"cache v{gate['cache_version']} {gate['cache_tickets']:,} tickets   keys {keys}   clock {clock_text} ({offset_text})   "
         f"journal backlog {backlog_colour}{backlog:,}{RESET}"
     )
     target = view.get("uplink_target") or "-"

@@ -12,6 +12,7 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from gated.config import load_config
 from gated.daemon import Gate
+from gated.rpc.admin import status_reply
 from gated.rpc.certs import make_venue_certs
 from tests.gatekit import Pty, make_gate_dir
 from tests.rpc_helpers import KEY, badge_code, phone_code, registry_tls, until
@@ -102,7 +103,11 @@ def test_two_gates_and_the_registry(tmp_path):
             assert code == 0, err
             doc = json.loads(out)
             assert doc["gate_id"] == "gate-a" and {lane["id"] for lane in doc["lanes"]} == {"in-1", "out-1"}
-            assert doc["uplink"]["connected"] is True and doc["journal"]["backlog"] == 0
+            assert doc["uplink"]["connected"] is True and doc["journal_backlog"] == 0 and doc["cache_tickets"] == 2
+            # the typed fields of the contract carry the same (other vendors' tools read those, not the JSON)
+            reply = status_reply(a.gate.status())
+            assert (reply.gate_id, reply.cache_tickets, reply.journal_backlog, reply.uplink_connected) == ("gate-a", 2, 0, True)
+            assert {lane.id: lane.state for lane in reply.lanes} == {"in-1": "idle", "out-1": "idle"}
             # every record gate a journaled reached the registry, once
             assert registry.store.event_count("gate-a") == len(a.gate.journal.tail(10_000))
         finally:

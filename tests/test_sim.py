@@ -147,9 +147,9 @@ def _status(emergency=False):
     return {
         "gate_id": "sim-gate", "uptime_s": 75.0, "emergency": emergency,
         "lanes": [lane, {**lane, "id": "out-1", "direction": "out", "pending_passages": 0}],
-        "cache": {"version": 7, "tickets": 320}, "keys": [1],
+        "cache_version": 7, "cache_tickets": 320, "keys": [1],
         "clock": {"offset_s": 0.012, "trusted": True, "age_s": 1.0, "rtt_s": 0.001},
-        "journal": {"backlog": 3}, "uplink": {"configured": True, "connected": True, "target": "127.0.0.1:7443"},
+        "journal_backlog": 3, "uplink": {"configured": True, "connected": True, "target": "127.0.0.1:7443"},
     }
 
 
