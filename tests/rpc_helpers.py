@@ -20,7 +20,6 @@ from hw_sim.registry import RegistryServer, TlsFiles
 
 KEY = bytes(range(32))
 KID = 1
-DAY = 86_400
 HALL_IN = Lane("in-1", "hall-a")
 HALL_OUT = Lane("out-1", "hall-a", Direction.OUT)
 
