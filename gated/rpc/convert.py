@@ -205,9 +205,6 @@ class SnapshotAssembler:
     def in_progress(self) -> bool:
         return self._buf is not None
 
-    def reset(self) -> None:
-        self._buf = None
-
     def add(self, chunk: pb.SnapshotChunk) -> tuple[int, bytes] | None:
         if chunk.offset == 0:
             if chunk.total_size > self.max_bytes:
