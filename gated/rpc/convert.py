@@ -195,8 +195,7 @@ class SnapshotAssembler:
     drops what was collected. A chunk at offset 0 always starts over.
     """
 
-    def __init__(self, max_bytes: int = MAX_SNAPSHOT_BYTES) -> None:
-        self.max_bytes = max_bytes
+    def __init__(self) -> None:
         self._buf: bytearray | None = None
         self._version = 0
         self._total = 0
@@ -207,9 +206,9 @@ class SnapshotAssembler:
 
     def add(self, chunk: pb.SnapshotChunk) -> tuple[int, bytes] | None:
         if chunk.offset == 0:
-            if chunk.total_size > self.max_bytes:
+            if chunk.total_size > MAX_SNAPSHOT_BYTES:
                 self._buf = None
-                raise MalformedUpdate(f"snapshot {chunk.version}: {chunk.total_size} bytes is more than the {self.max_bytes} allowed")
+                raise MalformedUpdate(f"snapshot {chunk.version}: {chunk.total_size} bytes is more than the {MAX_SNAPSHOT_BYTES} allowed")
             self._buf = bytearray()
             self._version, self._total = chunk.version, chunk.total_size
         buf = self._buf
