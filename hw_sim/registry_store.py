@@ -23,6 +23,7 @@ Owns every read and write of the registry's file, for the server and for the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -212,18 +213,15 @@ class RegistryStore:
 
     # ------------------------------------------------------------ plumbing
 
-    def transaction(self):
-        store = self
-
-        class _Tx:
-            def __enter__(self):
-                store.conn.execute("BEGIN IMMEDIATE")
-
-            def __exit__(self, exc_type, exc, tb):
-                store.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
-                return False
-
-        return _Tx()
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
 
     def _meta(self, key: str) -> Any:
         return self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0]
