@@ -109,10 +109,6 @@ def make_venue_certs(out: str | os.PathLike[str], gate_ids: Sequence[str], hosts
     if len(set(gate_ids)) != len(gate_ids):
         raise ValueError("a gate id appears twice")
     out.mkdir(parents=True, exist_ok=True)
-    ca_cert, ca_key = _issue("gated venue CA", None, None)
-    ca = out / "ca.pem"
-    _write(ca, ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
-    _write(out / "ca.key", _key_pem(ca_key), 0o600)
 
     def save(stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> CertPaths:
         paths = CertPaths(out / f"{stem}.pem", out / f"{stem}.key")
@@ -120,7 +116,9 @@ def make_venue_certs(out: str | os.PathLike[str], gate_ids: Sequence[str], hosts
         _write(paths.key, _key_pem(key), 0o600)
         return paths
 
+    ca_cert, ca_key = _issue("gated venue CA", None, None)
+    ca = save("ca", ca_cert, ca_key)
     names = ["localhost", "127.0.0.1", "::1", *hosts]
     registry = save("registry", *_issue("gated registry", ca_cert, ca_key, server_names=names))
     gates = {gid: save(f"gate-{gid}", *_issue(gid, ca_cert, ca_key, client=True)) for gid in gate_ids}
-    return VenueCerts(ca, out / "ca.key", registry, gates)
+    return VenueCerts(ca.cert, ca.key, registry, gates)
