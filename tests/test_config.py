@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from gated.config import (
-    DEFAULT_COLORS,
     Config,
     config_check_main,
     load_config,
 )
 from gated.errors import ConfigError
+from gated.validation.policy import DEFAULT_COLORS
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 EXAMPLE = (CONFIG_DIR / "example.toml").read_text()

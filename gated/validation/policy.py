@@ -41,17 +41,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Mapping, NamedTuple
 
 from gated.validation.cache import EntitlementCache, TicketState
 from gated.validation.keyring import KeyRing
 from gated.validation.token import CodeKind, Reason, Verified, verify_code, verify_manual
 
-DEFAULT_COLORS: Mapping[str, str] = {
+# The seed's lane colours; the config's [policy.colors] adds to and overrides them.
+DEFAULT_COLORS: Mapping[str, str] = MappingProxyType({
     "guest": "#87CEEB",  # light blue
     "media": "#00008B",  # dark blue
     "staff": "#FF0000",  # red
-}
+})
 
 
 class Direction(StrEnum):

@@ -1,0 +1,506 @@
+"""One reader per table of the schema, and the entry points: `load_config`,
+`describe` and `gated config check`."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import sys
+import tomllib
+from pathlib import Path
+from types import MappingProxyType
+
+from gated.config.getters import Context, Section, show
+from gated.config.locator import Locator, TomlPath, dotted
+from gated.config.schema import (
+    COLOR_RE,
+    DEFAULT_CATEGORY_COLOR,
+    HOSTNAME_RE,
+    ID_DESC,
+    ID_RE,
+    UNIX_SOCKET_PATH_MAX,
+    AdminSection,
+    BuzzerConfig,
+    CameraConfig,
+    Config,
+    EmergencySection,
+    GateSection,
+    JournalSection,
+    LaneConfig,
+    LightConfig,
+    PassageConfig,
+    PolicySection,
+    RelayConfig,
+    ScannerConfig,
+    UplinkSection,
+)
+from gated.errors import ConfigError
+from gated.validation.policy import DEFAULT_COLORS
+
+# --------------------------------------------------------------------------
+# The schema, one reader per table
+# --------------------------------------------------------------------------
+
+_TOP_TABLES = ("gate", "policy", "journal", "uplink", "admin", "emergency", "lane")
+
+
+def _read_gate(root: Section) -> GateSection:
+    sec = root.section(
+        "gate",
+        ("id", "key_file", "state_dir", "offline_policy", "trust_local_clock", "gpio"),
+        required=True,
+    )
+    assert sec is not None
+    return GateSection(
+        # Journal record ids are "<gate id>:<seq>", so the id must not hold a colon.
+        id=sec.get_str("id", pattern=ID_RE, what=f"an id of {ID_DESC}"),
+        key_file=sec.get_path("key_file", must_exist=True),
+        state_dir=sec.get_path("state_dir", "/var/lib/gated"),
+        offline_policy=sec.get_str("offline_policy", "strict", choices=("strict", "lenient")),
+        trust_local_clock=sec.get_bool("trust_local_clock", False),
+        gpio=sec.get_str("gpio", "native", choices=("native", "lgpio", "rpigpio", "mock")),
+    )
+
+
+def _read_color(sec: Section, key: str) -> str:
+    return sec.get_str(key, pattern=COLOR_RE, what='a color "#RRGGBB"').upper()
+
+
+def _read_policy(root: Section) -> PolicySection:
+    sec = root.section_or_empty(
+        "policy",
+        ("skew_steps", "debounce_s", "rate_burst", "rate_per_s", "anti_passback", "colors", "zones"),
+    )
+
+    colors = dict(DEFAULT_COLORS)
+    default_color = DEFAULT_CATEGORY_COLOR
+    color_sec = sec.section("colors", None)
+    if color_sec is not None:
+        for category in color_sec.data:
+            if category == "default":
+                default_color = _read_color(color_sec, category)
+                continue
+            if not ID_RE.fullmatch(category):
+                color_sec.fail(category, f"a category name is {ID_DESC}")
+            colors[category] = _read_color(color_sec, category)
+
+    zones: dict[str, int] = {}
+    zone_sec = sec.section("zones", None)
+    if zone_sec is not None:
+        for zone in zone_sec.data:
+            if not ID_RE.fullmatch(zone):
+                zone_sec.fail(zone, f"a zone name is {ID_DESC}")
+            zones[zone] = zone_sec.get_int(
+                zone, minval=0, maxval=1_000_000, what="a capacity (0 = unlimited)"
+            )
+
+    return PolicySection(
+        skew_steps=sec.get_int("skew_steps", 1, 0, 10),
+        debounce_s=sec.get_float("debounce_s", 2.0, 0.0, 60.0),
+        rate_burst=sec.get_int("rate_burst", 10, 1, 1000),
+        rate_per_s=sec.get_float("rate_per_s", 5.0, maxval=1000.0, above=0.0),
+        anti_passback=sec.get_bool("anti_passback", True),
+        colors=MappingProxyType(colors),
+        default_color=default_color,
+        zones=MappingProxyType(zones),
+    )
+
+
+def _read_journal(root: Section, gate: GateSection) -> JournalSection:
+    sec = root.section_or_empty("journal", ("path", "retention_days"))
+    return JournalSection(
+        path=sec.get_path("path", gate.state_dir / "journal.db"),
+        retention_days=sec.get_int("retention_days", 14, 1, 3650),
+    )
+
+
+def _split_host_port(sec: Section, key: str, value: str) -> tuple[str, int]:
+    """Split "host:port" or "[v6]:port"; the host is a name or an IP address."""
+    expected = f'expected "host:port" (IPv6 as "[::1]:port"), got {show(value)}'
+    if value.startswith("["):
+        host, sep, port = value[1:].partition("]:")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            sec.fail(key, expected)
+    else:
+        host, sep, port = value.rpartition(":")
+        if not HOSTNAME_RE.fullmatch(host):
+            sec.fail(key, expected)
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        sec.fail(key, f"{expected}; the port is 1..65535")
+    return host, int(port)
+
+
+def _read_uplink(root: Section) -> UplinkSection | None:
+    sec = root.section("uplink", ("target", "plaintext", "ca", "cert", "key", "reconnect_max_s"))
+    if sec is None:
+        return None
+    target = sec.get_str("target", what='"host:port" of the registry')
+    _split_host_port(sec, "target", target)
+    plaintext = sec.get_bool("plaintext", False)
+    tls_keys = ("ca", "cert", "key")
+    if plaintext:
+        for key in tls_keys:
+            if key in sec:
+                sec.fail(key, "not used with plaintext = true; remove it, or set plaintext = false for TLS")
+        ca = cert = key_path = None
+    else:
+        for key in tls_keys:
+            if key not in sec:
+                sec.fail(
+                    key,
+                    "required for TLS: set ca, cert and key "
+                    "(or plaintext = true to run without TLS, on a trusted network only)",
+                )
+        ca = sec.get_path("ca", must_exist=True)
+        cert = sec.get_path("cert", must_exist=True)
+        key_path = sec.get_path("key", must_exist=True)
+    return UplinkSection(
+        target=target,
+        plaintext=plaintext,
+        ca=ca,
+        cert=cert,
+        key=key_path,
+        reconnect_max_s=sec.get_float("reconnect_max_s", 30.0, 1.0, 3600.0),
+    )
+
+
+def _read_admin(root: Section) -> AdminSection:
+    sec = root.section("admin", ("socket", "address"))
+    if sec is None or ("socket" not in sec and "address" not in sec):
+        return AdminSection(socket=Path("/run/gated/admin.sock"), host=None, port=None)
+    if "socket" in sec and "address" in sec:
+        sec.fail("address", "set socket or address, not both")
+    if "socket" in sec:
+        socket = sec.get_path("socket")
+        if len(str(socket).encode()) > UNIX_SOCKET_PATH_MAX:
+            sec.fail(
+                "socket",
+                f"a unix socket path is at most {UNIX_SOCKET_PATH_MAX} bytes, "
+                f"{socket} is {len(str(socket).encode())}",
+            )
+        return AdminSection(socket=socket, host=None, port=None)
+    address = sec.get_str("address", what='"host:port" on loopback')
+    host, port = _split_host_port(sec, "address", address)
+    if not is_loopback_host(host):
+        # The admin service has no authentication: only this machine may reach it.
+        sec.fail(
+            "address",
+            f"must be a loopback address (127.0.0.1, [::1] or localhost), got {show(address)}; "
+            "the admin service has no authentication",
+        )
+    return AdminSection(socket=None, host=host, port=port)
+
+
+def is_loopback_host(host: str) -> bool:
+    """`localhost` or a loopback IP address (127.0.0.0/8, ::1): only this machine can connect."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _read_emergency(root: Section) -> EmergencySection | None:
+    sec = root.section("emergency", ("pin", "active_high", "pull_up"))
+    if sec is None:
+        return None
+    return EmergencySection(
+        pin=sec.get_pin("pin"),
+        active_high=sec.get_bool("active_high", False),
+        pull_up=sec.get_bool("pull_up", True),
+    )
+
+
+_SCANNER_KEYS: dict[str, tuple[str, ...]] = {
+    "serial": ("kind", "port", "baud", "suffix", "max_frame"),
+    "hid": ("kind", "device", "name", "layout", "max_frame"),
+    "keypad": ("kind", "device", "name", "layout", "max_frame"),
+}
+_ALL_SCANNER_KEYS = tuple(dict.fromkeys(k for keys in _SCANNER_KEYS.values() for k in keys))
+_BAUD_RATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
+
+
+def _read_scanner(sec: Section, mode: str) -> ScannerConfig:
+    kind = sec.get_str("kind", choices=tuple(_SCANNER_KEYS))
+    for key in sec.data:
+        if key not in _SCANNER_KEYS[kind]:
+            sec.fail(key, f"not used by {kind} scanners; they take: {', '.join(_SCANNER_KEYS[kind])}")
+    max_frame = sec.get_int("max_frame", 512, 16, 65536)
+    if kind == "serial":
+        port = sec.get_str("port", what='a serial device path or a pyserial URL ("loop://")')
+        if "://" not in port:  # URLs (loop://, socket://) are not devices two lanes could share
+            port = str(sec.ctx.resolve(port))
+            sec.ctx.claim(f"serial port {port}", sec.path + ("port",), "one scanner per port")
+        baud = sec.get_int("baud", 9600, what="a baud rate")
+        if baud not in _BAUD_RATES:
+            sec.fail("baud", f"expected one of {', '.join(map(str, _BAUD_RATES))}, got {baud}")
+        return ScannerConfig(
+            kind=kind,
+            max_frame=max_frame,
+            port=port,
+            baud=baud,
+            suffix=sec.get_str("suffix", "CR", choices=("CR", "LF", "CRLF")),
+        )
+
+    if kind == "keypad" and mode != "handheld":
+        # Typed ticket numbers are a fallback for an operator who has the
+        # attendee in front of them; unattended, anyone could type numbers.
+        sec.fail("kind", "keypad entry is attended only; put the keypad on a handheld lane")
+    if ("device" in sec) == ("name" in sec):
+        sec.fail(
+            None if "device" not in sec else "name",
+            f'{kind} scanners need device = "/dev/input/by-id/..." or name = "..." (one of them)',
+        )
+    device = sec.get_path("device", None)
+    name = sec.get_str("name", None, what="an input device name")
+    which = f"input device {device}" if device is not None else f'input device named "{name}"'
+    claimed_by = sec.path + ("device" if device is not None else "name",)
+    sec.ctx.claim(which, claimed_by, "one scanner per device")
+    return ScannerConfig(
+        kind=kind,
+        max_frame=max_frame,
+        device=device,
+        name=name,
+        layout=sec.get_str("layout", "us", choices=("us", "uk", "de", "fr")),
+    )
+
+
+def _read_camera(lane: Section) -> CameraConfig | None:
+    sec = lane.section("camera", ("source", "width", "height", "fps", "decoder"))
+    if sec is None:
+        return None
+    source: str | int
+    raw = sec.data.get("source")
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        source = sec.get_int("source", minval=0, maxval=63, what="a camera index")
+    else:
+        source = sec.get_str("source", what="a device path, a URL or a camera index 0..63")
+        if "://" not in source:
+            source = str(sec.ctx.resolve(source))
+    sec.ctx.claim(f"camera {source}", sec.path + ("source",), "one lane per camera")
+    return CameraConfig(
+        source=source,
+        width=sec.get_int("width", 640, 160, 4096),
+        height=sec.get_int("height", 480, 120, 4096),
+        fps=sec.get_int("fps", 15, 1, 120),
+        decoder=sec.get_str("decoder", "zxing", choices=("zxing", "opencv", "pyzbar")),
+    )
+
+
+_LANE_KEYS = (
+    "id", "zone", "direction", "mode", "categories", "passage_timeout_s",
+    "scanner", "camera", "relay", "light", "buzzer", "passage",
+)  # fmt: skip
+
+
+def _read_lane(sec: Section) -> LaneConfig:
+    lane_id = sec.get_str("id", pattern=ID_RE, what=f"an id of {ID_DESC}")
+    zone = sec.get_str("zone", pattern=ID_RE, what=f"a zone name of {ID_DESC}")
+    direction = sec.get_str("direction", choices=("in", "out"))
+    mode = sec.get_str("mode", "turnstile", choices=("turnstile", "handheld"))
+    categories = sec.get_str_list("categories", None, ID_RE, "a category name")
+    scanners = tuple(_read_scanner(s, mode) for s in sec.sections("scanner", _ALL_SCANNER_KEYS))
+    camera = _read_camera(sec)
+    if not scanners and camera is None:
+        sec.fail(
+            None,
+            "a lane needs at least one input: a [[lane.scanner]] (serial, hid or keypad) or a [lane.camera]",
+        )
+
+    relay = light = buzzer = passage = None
+    relay_sec = sec.section("relay", ("pin", "active_high", "pulse_s", "safe_state"))
+    if relay_sec is not None:
+        if mode == "handheld":
+            relay_sec.fail(None, "handheld lanes need no relay; turnstile lanes need one")
+        relay = RelayConfig(
+            pin=relay_sec.get_pin("pin"),
+            active_high=relay_sec.get_bool("active_high", True),
+            pulse_s=relay_sec.get_float("pulse_s", 0.8, 0.1, 30.0),
+            safe_state=relay_sec.get_str("safe_state", "locked", choices=("locked", "open")),
+        )
+    elif mode == "turnstile":
+        sec.fail(
+            "relay",
+            "turnstile lanes need a [lane.relay] to release the turnstile; handheld lanes need none",
+        )
+
+    light_sec = sec.section("light", ("red", "green", "blue", "active_high", "pwm"))
+    if light_sec is not None:
+        light = LightConfig(
+            red=light_sec.get_pin("red"),
+            green=light_sec.get_pin("green"),
+            blue=light_sec.get_pin("blue"),
+            active_high=light_sec.get_bool("active_high", True),
+            pwm=light_sec.get_bool("pwm", True),
+        )
+    buzzer_sec = sec.section("buzzer", ("pin", "active_high"))
+    if buzzer_sec is not None:
+        buzzer = BuzzerConfig(
+            pin=buzzer_sec.get_pin("pin"), active_high=buzzer_sec.get_bool("active_high", True)
+        )
+    if mode == "handheld" and light is None and buzzer is None:
+        sec.fail(
+            None,
+            "a handheld lane needs an output to signal the operator: a [lane.light] or a [lane.buzzer]",
+        )
+
+    passage_sec = sec.section("passage", ("pin", "pull_up", "active_high"))
+    if passage_sec is not None:
+        if mode == "handheld":
+            passage_sec.fail(None, "handheld lanes have no passage sensor; only turnstile lanes do")
+        pull_up = passage_sec.get_bool("pull_up", True)
+        passage = PassageConfig(
+            pin=passage_sec.get_pin("pin"),
+            pull_up=pull_up,
+            # gpiozero's convention: a pulled-up input is active low, and the reverse.
+            active_high=passage_sec.get_bool("active_high", not pull_up),
+        )
+    passage_timeout_s = None
+    if passage is not None:
+        passage_timeout_s = sec.get_float("passage_timeout_s", 8.0, 1.0, 120.0)
+    elif "passage_timeout_s" in sec:
+        sec.fail(
+            "passage_timeout_s",
+            "only a turnstile lane with a [lane.passage] sensor waits for a passage; "
+            "add the sensor or remove this key",
+        )
+
+    return LaneConfig(
+        id=lane_id,
+        zone=zone,
+        direction=direction,
+        mode=mode,
+        categories=None if categories is None else frozenset(categories),
+        passage_timeout_s=passage_timeout_s,
+        scanners=scanners,
+        camera=camera,
+        relay=relay,
+        light=light,
+        buzzer=buzzer,
+        passage=passage,
+    )
+
+
+def _read_lanes(root: Section, policy: PolicySection) -> tuple[LaneConfig, ...]:
+    lane_secs = root.sections("lane", _LANE_KEYS)
+    if not lane_secs:
+        root.fail("lane", "at least one [[lane]] is required")
+    lanes = []
+    seen: dict[str, TomlPath] = {}
+    for sec in lane_secs:
+        lane = _read_lane(sec)
+        first = seen.setdefault(lane.id, sec.path + ("id",))
+        if first != sec.path + ("id",):
+            sec.fail(
+                "id",
+                f'lane id "{lane.id}" is already used by {dotted(first)} '
+                f"(line {root.ctx.locator.line_of(first)}); lane ids must be unique",
+            )
+        if policy.zones and lane.zone not in policy.zones:
+            # With capacities declared, an unlisted zone is almost surely a typo.
+            sec.fail(
+                "zone",
+                f"zone {show(lane.zone)} is not in [policy.zones]; "
+                f"known zones: {', '.join(policy.zones)}",
+            )
+        lanes.append(lane)
+    return tuple(lanes)
+
+
+# --------------------------------------------------------------------------
+# Entry points
+# --------------------------------------------------------------------------
+
+
+def _syntax_error(file: str, text: str, exc: tomllib.TOMLDecodeError) -> ConfigError:
+    """tomllib's message, "Invalid value (at line 2, column 5)", in the one-line format."""
+    message = str(exc)
+    if message.startswith(("Cannot overwrite", "Cannot declare")):
+        # tomllib does not say which key was defined twice (and for some
+        # cases not where); the locator sees both definitions.
+        duplicate = Locator(text).duplicate
+        if duplicate is not None:
+            dup_path, first, second = duplicate
+            return ConfigError(
+                f"{file}:{second}: {dotted(dup_path)}: defined twice (first on line {first})"
+            )
+    match = re.search(r" \(at line (\d+), column (\d+)\)$", message)
+    if match:
+        line = int(match.group(1))
+        detail = f"{message[: match.start()]} (column {match.group(2)})"
+    else:
+        line = len(text.rstrip().split("\n"))
+        detail = message.replace(" (at end of document)", " at the end of the file")
+    return ConfigError(f"{file}:{line}: toml: {detail[:1].lower()}{detail[1:]}")
+
+
+def load_config(path: str | Path, *, check_files: bool = False) -> Config:
+    """Read, parse and validate a config file: a complete `Config`, or `ConfigError`.
+
+    `check_files=True` also requires the key file and TLS files to exist; the
+    daemon passes it, so does `gated config check` on the gate itself.
+    """
+    file = str(path)
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read the config file: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{file}:{line}: toml: the file is not valid UTF-8") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise _syntax_error(file, text, exc) from None
+
+    ctx = Context(file, Locator(text), path.resolve().parent, check_files)
+    root = Section(ctx, (), data, _TOP_TABLES)
+    gate = _read_gate(root)
+    policy = _read_policy(root)
+    journal = _read_journal(root, gate)
+    uplink = _read_uplink(root)
+    admin = _read_admin(root)
+    emergency = _read_emergency(root)
+    lanes = _read_lanes(root, policy)
+    return Config(
+        path=path,
+        gate=gate,
+        policy=policy,
+        journal=journal,
+        uplink=uplink,
+        admin=admin,
+        emergency=emergency,
+        lanes=lanes,
+    )
+
+
+def describe(config: Config) -> str:
+    """One line saying what the config will run: what `gated config check` prints."""
+    lanes = ", ".join(f"{lane.id}: {lane.direction} {lane.mode}" for lane in config.lanes)
+    count = len(config.lanes)
+    if config.uplink is None:
+        uplink = "offline (no uplink)"
+    else:
+        uplink = f"uplink {config.uplink.target} ({'plaintext' if config.uplink.plaintext else 'TLS'})"
+    return (
+        f"gate {config.gate.id}, {count} lane{'s' if count != 1 else ''} ({lanes}), "
+        f"{uplink}, gpio {config.gate.gpio}"
+    )
+
+
+def config_check_main(path: str | Path, *, check_files: bool = False) -> int:
+    """`gated config check FILE`: 0 and a summary on stdout, or 2 and one line on stderr."""
+    try:
+        config = load_config(path, check_files=check_files)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"OK: {path}: {describe(config)}")
+    return 0
+

@@ -1,0 +1,162 @@
+"""The frozen result of loading a config: one dataclass per table, and the
+limits and patterns the readers check values against."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+GPIO_MIN, GPIO_MAX = 0, 27  # BCM numbering, the 40-pin header of every Pi since the B+
+UNIX_SOCKET_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
+
+DEFAULT_CATEGORY_COLOR = "#FFFFFF"
+
+ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+ID_DESC = "1 to 64 characters from A-Z a-z 0-9 _ . -"
+COLOR_RE = re.compile(r"#[0-9A-Fa-f]{6}")
+HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+
+
+# --------------------------------------------------------------------------
+# The frozen result
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GateSection:
+    id: str
+    key_file: Path
+    state_dir: Path
+    offline_policy: str  # "strict" | "lenient"
+    trust_local_clock: bool
+    gpio: str  # "native" | "lgpio" | "rpigpio" | "mock"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySection:
+    skew_steps: int
+    debounce_s: float
+    rate_burst: int
+    rate_per_s: float
+    anti_passback: bool
+    colors: Mapping[str, str]  # category -> "#RRGGBB" (upper case), defaults merged in
+    default_color: str  # for categories not in `colors`
+    zones: Mapping[str, int]  # zone -> capacity, 0 = unlimited; empty = no capacities
+
+    def color_for(self, category: str) -> str:
+        return self.colors.get(category, self.default_color)
+
+
+@dataclass(frozen=True, slots=True)
+class JournalSection:
+    path: Path
+    retention_days: int
+
+
+@dataclass(frozen=True, slots=True)
+class UplinkSection:
+    target: str  # "host:port", as gRPC takes it
+    plaintext: bool
+    ca: Path | None  # all three set unless plaintext, all three None if plaintext
+    cert: Path | None
+    key: Path | None
+    reconnect_max_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSection:
+    """Exactly one of `socket` or (`host`, `port`) is set; host is loopback."""
+
+    socket: Path | None
+    host: str | None
+    port: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class EmergencySection:
+    pin: int
+    active_high: bool
+    pull_up: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ScannerConfig:
+    kind: str  # "serial" | "hid" | "keypad"
+    max_frame: int
+    port: str | None = None  # serial: a device path or a pyserial URL ("loop://")
+    baud: int | None = None  # serial
+    suffix: str | None = None  # serial: "CR" | "LF" | "CRLF"
+    device: Path | None = None  # hid/keypad: an evdev device path...
+    name: str | None = None  # ...or the device's name (exactly one of the two)
+    layout: str | None = None  # hid/keypad: "us" | "uk" | "de" | "fr"
+
+
+@dataclass(frozen=True, slots=True)
+class CameraConfig:
+    source: str | int  # a device path or URL, or a V4L2 index
+    width: int
+    height: int
+    fps: int
+    decoder: str  # "zxing" | "opencv" | "pyzbar"
+
+
+@dataclass(frozen=True, slots=True)
+class RelayConfig:
+    pin: int
+    active_high: bool
+    pulse_s: float
+    safe_state: str  # "locked" | "open": where the relay goes on stop, crash or watchdog
+
+
+@dataclass(frozen=True, slots=True)
+class LightConfig:
+    red: int
+    green: int
+    blue: int
+    active_high: bool
+    pwm: bool  # without PWM each channel is on or off, so colors are approximated
+
+
+@dataclass(frozen=True, slots=True)
+class BuzzerConfig:
+    pin: int
+    active_high: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PassageConfig:
+    pin: int
+    pull_up: bool
+    active_high: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LaneConfig:
+    id: str
+    zone: str
+    direction: str  # "in" | "out"
+    mode: str  # "turnstile" | "handheld"
+    categories: frozenset[str] | None  # None = every category
+    passage_timeout_s: float | None  # set iff the lane has a passage sensor
+    scanners: tuple[ScannerConfig, ...]
+    camera: CameraConfig | None
+    relay: RelayConfig | None  # set iff mode == "turnstile"
+    light: LightConfig | None
+    buzzer: BuzzerConfig | None
+    passage: PassageConfig | None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: Path
+    gate: GateSection
+    policy: PolicySection
+    journal: JournalSection
+    uplink: UplinkSection | None  # None = the gate runs offline
+    admin: AdminSection
+    emergency: EmergencySection | None
+    lanes: tuple[LaneConfig, ...]
+
+
