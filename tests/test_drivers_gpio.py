@@ -23,7 +23,6 @@ from gated.drivers.gpio import (
     EmergencyInput,
     LaneLight,
     PassageSensor,
-    PassageWindow,
     Relay,
     make_pin_factory,
     parse_color,
@@ -571,65 +570,6 @@ def test_a_failing_passage_callback_does_not_stop_later_passages(factory):
             beam.drive_high()
             clock.now += 1
     assert seen == [100.0, 102.0]
-
-
-# --------------------------------------------------------------------------
-# Passage window (pure)
-
-
-def test_admitted_guest_who_walks_through_in_time_is_counted():
-    window = PassageWindow(timeout_s=5)
-    window.expect("ticket-1", now=10.0)
-    assert window.next_deadline() == 15.0
-    assert window.passage(now=15.0) == "ticket-1"  # the deadline itself is in time
-    assert window.expired(now=100.0) == []
-    assert window.next_deadline() is None
-
-
-def test_admitted_guest_who_never_walks_through_expires():
-    window = PassageWindow(timeout_s=5)
-    window.expect("ticket-1", now=10.0)
-    assert window.expired(now=15.0) == []
-    assert window.passage(now=15.1) is None, "late: the next person is a tailgater"
-    assert window.expired(now=15.1) == ["ticket-1"]
-    assert len(window) == 0
-
-
-def test_passages_are_matched_in_scan_order():
-    window = PassageWindow(timeout_s=5)
-    window.expect("first", now=10.0)
-    window.expect("second", now=11.0)
-    window.expect("third", now=12.0)
-    assert window.passage(now=13.0) == "first"
-    assert window.passage(now=13.5) == "second"
-    assert window.next_deadline() == 17.0
-    assert len(window) == 1
-
-
-def test_a_passage_skips_a_run_out_expectation_and_leaves_it_for_expired():
-    window = PassageWindow(timeout_s=5)
-    window.expect("walked_away", now=10.0)
-    window.expect("next_in_line", now=14.0)
-    assert window.passage(now=16.0) == "next_in_line"
-    assert window.expired(now=16.0) == ["walked_away"]
-
-
-def test_expired_returns_only_the_run_out_ones_in_order():
-    window = PassageWindow(timeout_s=2)
-    for index, at in enumerate([1.0, 2.0, 3.0, 4.0]):
-        window.expect(index, now=at)
-    assert window.expired(now=5.5) == [0, 1, 2]
-    assert window.next_deadline() == 6.0
-
-
-def test_a_passage_nobody_was_admitted_for_is_none():
-    assert PassageWindow(timeout_s=5).passage(now=1.0) is None
-
-
-@pytest.mark.parametrize("timeout", [0, -1, math.inf])
-def test_passage_window_needs_a_positive_timeout(timeout):
-    with pytest.raises(ValueError):
-        PassageWindow(timeout_s=timeout)
 
 
 # --------------------------------------------------------------------------

@@ -34,7 +34,6 @@ import math
 import re
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -53,7 +52,6 @@ __all__ = [
     "EmergencyInput",
     "LaneLight",
     "PassageSensor",
-    "PassageWindow",
     "Relay",
     "make_pin_factory",
     "parse_color",
@@ -775,7 +773,7 @@ class PassageSensor:
     the break was reported.
 
     Whether a passage admits anyone is the lane's business (see
-    `PassageWindow`); the sensor reports every passage.
+    `gated.gate.passage`); the sensor reports every passage.
     """
 
     def __init__(self, pin: Pin, *, pull_up: bool | None = True, active_state: bool | None = None,
@@ -890,61 +888,3 @@ class EmergencyInput:
         at = self._clock()
         _log.warning("emergency_asserted" if asserted else "emergency_cleared", pin=self.pin)
         _call_safely(self._on_change, "emergency", asserted, at)
-
-
-# --------------------------------------------------------------------------
-# Passage window (pure)
-
-T = TypeVar("T")
-
-
-class PassageWindow(Generic[T]):
-    """Matches passages to admissions: an admitted entry counts only if a
-    passage is seen within `timeout_s` of it.
-
-    Pure and clock-injected: every method takes `now`; nothing here reads a
-    clock or starts a timer. The lane calls `expect(token, now)` when it
-    opens the turnstile, `passage(now)` on each passage, and `expired(now)`
-    at `next_deadline()`.
-
-    Rules:
-    - A passage goes to the oldest expectation still in time (FIFO): two
-      people admitted back to back are matched in the order they scanned.
-    - An expectation is in time up to and including `now == deadline`.
-    - `passage()` never consumes an expectation that has run out; those are
-      left for `expired()`, so the lane learns of every entry not counted.
-    - `passage()` returning None means nobody was expected: a tailgater or
-      a forced passage.
-    """
-
-    def __init__(self, timeout_s: float) -> None:
-        self.timeout_s = _seconds("passage timeout_s", timeout_s)
-        self._pending: deque[tuple[float, T]] = deque()
-
-    def expect(self, token: T, now: float) -> None:
-        self._pending.append((now + self.timeout_s, token))
-
-    def passage(self, now: float) -> T | None:
-        for index, (deadline, token) in enumerate(self._pending):
-            if now <= deadline:
-                del self._pending[index]
-                return token
-        return None
-
-    def expired(self, now: float) -> list[T]:
-        still_pending: deque[tuple[float, T]] = deque()
-        ran_out = []
-        for deadline, token in self._pending:
-            if now > deadline:
-                ran_out.append(token)
-            else:
-                still_pending.append((deadline, token))
-        self._pending = still_pending
-        return ran_out
-
-    def next_deadline(self) -> float | None:
-        """The earliest deadline pending, or None: when to call `expired()`."""
-        return min((deadline for deadline, _ in self._pending), default=None)
-
-    def __len__(self) -> int:
-        return len(self._pending)
