@@ -9,6 +9,7 @@ short durations; every wait is bounded.
 from __future__ import annotations
 
 import math
+import re
 import sys
 import threading
 import time
@@ -623,6 +624,61 @@ def test_emergency_input_with_external_pull_down(factory):
         contact.drive_high()
         contact.drive_low()
     assert changes == [True, False]
+
+
+# --------------------------------------------------------------------------
+# Every device: one life cycle (GpioDevice)
+
+DEVICES = {
+    "relay": (lambda f: Relay(RELAY_PIN, pin_factory=f), f"relay on pin {RELAY_PIN}",
+              [lambda d: d.pulse(), lambda d: d.hold_open(), lambda d: d.release(),
+               lambda d: d.to_safe_state(), lambda d: d.resume()]),
+    "lane light": (lambda f: LaneLight(RED_PIN, GREEN_PIN, BLUE_PIN, pin_factory=f),
+                   f"lane light on pins {(RED_PIN, GREEN_PIN, BLUE_PIN)!r}",
+                   [lambda d: d.show("#00FF00"), lambda d: d.deny(), lambda d: d.idle()]),
+    "buzzer": (lambda f: Buzzer(BUZZER_PIN, pin_factory=f), f"buzzer on pin {BUZZER_PIN}",
+               [lambda d: d.play("ok"), lambda d: d.stop()]),
+    "passage sensor": (lambda f: PassageSensor(BEAM_PIN, pin_factory=f),
+                       f"passage sensor on pin {BEAM_PIN}", []),
+    "emergency input": (lambda f: EmergencyInput(EMERGENCY_PIN, pin_factory=f),
+                        f"emergency input on pin {EMERGENCY_PIN}", []),
+}
+
+
+@pytest.mark.parametrize("kind", DEVICES)
+def test_every_device_closes_once_as_a_context_manager_and_refuses_commands_after(factory, kind):
+    build, name, commands = DEVICES[kind]
+    with build(factory) as device:
+        assert device.closed is False
+    assert device.closed is True
+    device.close()
+    assert device.closed is True
+    for command in commands:
+        with pytest.raises(DriverError, match=f"^{re.escape(name)} is closed$"):
+            command(device)
+    # Its pins are free again: the same device opens on them at once.
+    build(factory).close()
+
+
+@pytest.mark.parametrize("kind", DEVICES)
+def test_a_device_closed_by_an_exception_in_its_block_is_closed(factory, kind):
+    build, _, _ = DEVICES[kind]
+    with pytest.raises(RuntimeError, match="lane bug"):
+        with build(factory) as device:
+            raise RuntimeError("lane bug")
+    assert device.closed
+
+
+def test_closed_inputs_report_nothing_more(factory):
+    passages, changes = [], []
+    sensor = PassageSensor(BEAM_PIN, pin_factory=factory, on_passage=passages.append)
+    emergency = EmergencyInput(EMERGENCY_PIN, pin_factory=factory,
+                               on_change=lambda active, at: changes.append(active))
+    sensor.close()
+    emergency.close()
+    factory.pin(BEAM_PIN).drive_low()
+    factory.pin(EMERGENCY_PIN).drive_low()
+    assert passages == [] and changes == []
 
 
 # --------------------------------------------------------------------------
