@@ -29,9 +29,10 @@ import structlog
 
 from gated.config import LaneConfig
 from gated.drivers.base import Read
-from gated.drivers.gpio import Buzzer, LaneLight, PassageWindow, Relay
+from gated.drivers.gpio import Buzzer, LaneLight, Relay
 from gated.drivers.keypad import ManualEntry, ManualEntryInvalid
 from gated.errors import JournalError
+from gated.gate.passage import PassageWindow
 from gated.validation import Decision, Direction, Mode
 from gated.validation import Lane as LaneSpec
 

@@ -9,6 +9,7 @@ short durations; every wait is bounded.
 from __future__ import annotations
 
 import math
+import re
 import sys
 import threading
 import time
@@ -23,7 +24,6 @@ from gated.drivers.gpio import (
     EmergencyInput,
     LaneLight,
     PassageSensor,
-    PassageWindow,
     Relay,
     make_pin_factory,
     parse_color,
@@ -574,65 +574,6 @@ def test_a_failing_passage_callback_does_not_stop_later_passages(factory):
 
 
 # --------------------------------------------------------------------------
-# Passage window (pure)
-
-
-def test_admitted_guest_who_walks_through_in_time_is_counted():
-    window = PassageWindow(timeout_s=5)
-    window.expect("ticket-1", now=10.0)
-    assert window.next_deadline() == 15.0
-    assert window.passage(now=15.0) == "ticket-1"  # the deadline itself is in time
-    assert window.expired(now=100.0) == []
-    assert window.next_deadline() is None
-
-
-def test_admitted_guest_who_never_walks_through_expires():
-    window = PassageWindow(timeout_s=5)
-    window.expect("ticket-1", now=10.0)
-    assert window.expired(now=15.0) == []
-    assert window.passage(now=15.1) is None, "late: the next person is a tailgater"
-    assert window.expired(now=15.1) == ["ticket-1"]
-    assert len(window) == 0
-
-
-def test_passages_are_matched_in_scan_order():
-    window = PassageWindow(timeout_s=5)
-    window.expect("first", now=10.0)
-    window.expect("second", now=11.0)
-    window.expect("third", now=12.0)
-    assert window.passage(now=13.0) == "first"
-    assert window.passage(now=13.5) == "second"
-    assert window.next_deadline() == 17.0
-    assert len(window) == 1
-
-
-def test_a_passage_skips_a_run_out_expectation_and_leaves_it_for_expired():
-    window = PassageWindow(timeout_s=5)
-    window.expect("walked_away", now=10.0)
-    window.expect("next_in_line", now=14.0)
-    assert window.passage(now=16.0) == "next_in_line"
-    assert window.expired(now=16.0) == ["walked_away"]
-
-
-def test_expired_returns_only_the_run_out_ones_in_order():
-    window = PassageWindow(timeout_s=2)
-    for index, at in enumerate([1.0, 2.0, 3.0, 4.0]):
-        window.expect(index, now=at)
-    assert window.expired(now=5.5) == [0, 1, 2]
-    assert window.next_deadline() == 6.0
-
-
-def test_a_passage_nobody_was_admitted_for_is_none():
-    assert PassageWindow(timeout_s=5).passage(now=1.0) is None
-
-
-@pytest.mark.parametrize("timeout", [0, -1, math.inf])
-def test_passage_window_needs_a_positive_timeout(timeout):
-    with pytest.raises(ValueError):
-        PassageWindow(timeout_s=timeout)
-
-
-# --------------------------------------------------------------------------
 # Emergency input
 
 
@@ -683,6 +624,61 @@ def test_emergency_input_with_external_pull_down(factory):
         contact.drive_high()
         contact.drive_low()
     assert changes == [True, False]
+
+
+# --------------------------------------------------------------------------
+# Every device: one life cycle (GpioDevice)
+
+DEVICES = {
+    "relay": (lambda f: Relay(RELAY_PIN, pin_factory=f), f"relay on pin {RELAY_PIN}",
+              [lambda d: d.pulse(), lambda d: d.hold_open(), lambda d: d.release(),
+               lambda d: d.to_safe_state(), lambda d: d.resume()]),
+    "lane light": (lambda f: LaneLight(RED_PIN, GREEN_PIN, BLUE_PIN, pin_factory=f),
+                   f"lane light on pins {(RED_PIN, GREEN_PIN, BLUE_PIN)!r}",
+                   [lambda d: d.show("#00FF00"), lambda d: d.deny(), lambda d: d.idle()]),
+    "buzzer": (lambda f: Buzzer(BUZZER_PIN, pin_factory=f), f"buzzer on pin {BUZZER_PIN}",
+               [lambda d: d.play("ok"), lambda d: d.stop()]),
+    "passage sensor": (lambda f: PassageSensor(BEAM_PIN, pin_factory=f),
+                       f"passage sensor on pin {BEAM_PIN}", []),
+    "emergency input": (lambda f: EmergencyInput(EMERGENCY_PIN, pin_factory=f),
+                        f"emergency input on pin {EMERGENCY_PIN}", []),
+}
+
+
+@pytest.mark.parametrize("kind", DEVICES)
+def test_every_device_closes_once_as_a_context_manager_and_refuses_commands_after(factory, kind):
+    build, name, commands = DEVICES[kind]
+    with build(factory) as device:
+        assert device.closed is False
+    assert device.closed is True
+    device.close()
+    assert device.closed is True
+    for command in commands:
+        with pytest.raises(DriverError, match=f"^{re.escape(name)} is closed$"):
+            command(device)
+    # Its pins are free again: the same device opens on them at once.
+    build(factory).close()
+
+
+@pytest.mark.parametrize("kind", DEVICES)
+def test_a_device_closed_by_an_exception_in_its_block_is_closed(factory, kind):
+    build, _, _ = DEVICES[kind]
+    with pytest.raises(RuntimeError, match="lane bug"):
+        with build(factory) as device:
+            raise RuntimeError("lane bug")
+    assert device.closed
+
+
+def test_closed_inputs_report_nothing_more(factory):
+    passages, changes = [], []
+    sensor = PassageSensor(BEAM_PIN, pin_factory=factory, on_passage=passages.append)
+    emergency = EmergencyInput(EMERGENCY_PIN, pin_factory=factory,
+                               on_change=lambda active, at: changes.append(active))
+    sensor.close()
+    emergency.close()
+    factory.pin(BEAM_PIN).drive_low()
+    factory.pin(EMERGENCY_PIN).drive_low()
+    assert passages == [] and changes == []
 
 
 # --------------------------------------------------------------------------

@@ -1,71 +1,44 @@
-"""GPIO drivers: turnstile relay, RGB lane light, buzzer, passage sensor,
-emergency input, and the pin factory they are built on.
+"""GPIO outputs: the turnstile relay, the RGB lane light, the buzzer, and the
+timing thread they share.
 
-Drivers here take plain commands ("pulse the relay", "show this colour",
-"play the deny beeps") and report plain events ("the beam was broken at t",
-"emergency asserted at t"). None of them knows what a ticket is: the lane
-turns decisions into these commands.
+Each takes plain commands ("pulse the relay", "show this colour", "play the
+deny beeps") and knows nothing of tickets: the lane turns decisions into
+these commands.
 
-Rules this module keeps:
+Rules kept here (the pin and life-cycle rules are in `pins.py`):
 
-- GPIO goes only through gpiozero devices, each built with the pin factory it
-  is given (`make_pin_factory`): gpiozero's MockFactory in tests and in the
-  hardware simulator, a real backend on a Pi.
 - Every command returns at once. Timed output (relay pulses, blink patterns,
   beeps) runs on one background thread per device. A new command replaces
   the running pattern (light, buzzer) or extends the running pulse (relay);
   nothing queues behind anything.
-- Times handed to callers are `time.monotonic()` seconds, the daemon's clock.
-  The inputs take a `clock` argument so tests can drive them with a fake one;
-  the outputs act in real time and always use the real clock.
-- `close()` is safe to call twice and every class is a context manager.
-- A callback that raises is logged and swallowed: it must never kill the
-  thread that ends a relay pulse, nor the pin's event thread.
-- Bad constructor arguments (they come from config) and unusable pins raise
-  `DriverError` naming the device and pin; bad arguments to a command raise
-  `ValueError`; commands on a closed device raise `DriverError`.
+- Outputs act in real time and always use the real clock
+  (`time.monotonic()`, the daemon's clock), also for the times they report.
 """
 
 from __future__ import annotations
 
-import importlib
 import itertools
-import math
 import re
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Generic, Literal, TypeVar
 
 import structlog
-from gpiozero import RGBLED, DigitalInputDevice, DigitalOutputDevice
+from gpiozero import RGBLED, DigitalOutputDevice
 from gpiozero import Buzzer as _GpiozeroBuzzer
-from gpiozero.exc import GPIOZeroError
 from gpiozero.pins import Factory
 
+from gated.drivers.gpio.pins import GpioDevice, Pin, _call_safely, _open_device, _seconds
 from gated.errors import DriverError
-
-__all__ = [
-    "Buzzer",
-    "EmergencyInput",
-    "LaneLight",
-    "PassageSensor",
-    "PassageWindow",
-    "Relay",
-    "make_pin_factory",
-    "parse_color",
-]
 
 _log = structlog.get_logger(__name__)
 
-Pin = int | str
 RGB = tuple[float, float, float]
 Color = str | Sequence[float]
 SafeState = Literal["locked", "open"]
-Clock = Callable[[], float]
 
 SAFE_STATES: tuple[SafeState, ...] = ("locked", "open")
 
@@ -76,99 +49,7 @@ _THREAD_JOIN_TIMEOUT_S = 1.0
 
 
 # --------------------------------------------------------------------------
-# Pin factory
-
-
-def make_pin_factory(kind: str | None) -> Factory:
-    """Return the gpiozero pin factory every driver of this gate is built on.
-
-    `kind` comes from config:
-
-    - ``"mock"``: gpiozero's MockFactory with PWM-capable mock pins (plain
-      MockPin refuses PWM, which a lane light with ``pwm=True`` needs); for
-      tests and the hardware simulator.
-    - ``"lgpio"``, ``"rpigpio"``, ``"native"``: that backend, on a Pi.
-    - ``None``: the first of lgpio, rpigpio, native that loads. Unlike
-      gpiozero's own default this never falls back to mock pins and ignores
-      ``GPIOZERO_PIN_FACTORY``: a gate whose GPIO library is broken must fail
-      to start, not run turnstiles that move nothing.
-
-    Raises `DriverError` if the kind is unknown or its backend cannot be
-    loaded (library missing, not a Pi, no access to /dev/gpiochip*).
-    """
-    if kind is None:
-        failures = []
-        for candidate in ("lgpio", "rpigpio", "native"):
-            try:
-                return _load_pin_factory(candidate)
-            except DriverError as exc:
-                failures.append(str(exc))
-        raise DriverError(
-            "no GPIO backend could be loaded (set the pin factory to 'mock' to "
-            "run without hardware): " + "; ".join(failures)
-        )
-    return _load_pin_factory(kind)
-
-
-def _load_pin_factory(kind: str) -> Factory:
-    if kind == "mock":
-        from gpiozero.pins.mock import MockFactory, MockPWMPin
-
-        return MockFactory(pin_class=MockPWMPin)
-    loaders = {
-        "lgpio": ("gpiozero.pins.lgpio", "LGPIOFactory"),
-        "rpigpio": ("gpiozero.pins.rpigpio", "RPiGPIOFactory"),
-        "native": ("gpiozero.pins.native", "NativeFactory"),
-    }
-    if kind not in loaders:
-        raise DriverError(
-            f"unknown pin factory {kind!r}: expected one of "
-            f"'mock', 'lgpio', 'rpigpio', 'native'"
-        )
-    module_name, class_name = loaders[kind]
-    try:
-        module = importlib.import_module(module_name)
-        return getattr(module, class_name)()
-    except (ImportError, OSError, RuntimeError, GPIOZeroError) as exc:
-        raise DriverError(f"pin factory {kind!r} is unavailable: {exc}") from exc
-
-
-def _open_device(what: str, build: Callable[[], object]):
-    """Build a gpiozero device, turning gpiozero's errors into a DriverError
-    that names the device (pin invalid or in use, PWM unsupported, no factory).
-    MockFactory reports a pin reused with another pin class as ValueError."""
-    try:
-        return build()
-    except (GPIOZeroError, ValueError) as exc:
-        raise DriverError(f"{what}: {exc}") from exc
-
-
-# --------------------------------------------------------------------------
-# Shared helpers
-
-
-def _seconds(name: str, value: object, *, error: type[Exception] = ValueError,
-             allow_zero: bool = False) -> float:
-    valid = (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and (value >= 0 if allow_zero else value > 0)
-    )
-    if not valid:
-        wanted = "zero or more" if allow_zero else "a positive number of"
-        raise error(f"{name} must be {wanted} seconds, got {value!r}")
-    return float(value)
-
-
-def _call_safely(callback: Callable[..., object] | None, event: str, *args: object) -> None:
-    """Run a user callback; log and swallow what it raises (see module rules)."""
-    if callback is None:
-        return
-    try:
-        callback(*args)
-    except Exception:
-        _log.exception("gpio_callback_failed", gpio_event=event)
+# Timing
 
 
 class _DeadlineTimer:
@@ -271,7 +152,7 @@ class _StepPlayer(Generic[V]):
 # Relay
 
 
-class Relay:
+class Relay(GpioDevice):
     """The turnstile relay: energized means the turnstile is released (open).
 
     Wiring is the same for every lane: energizing the relay releases the
@@ -314,15 +195,14 @@ class Relay:
                 f"relay on pin {pin!r}: safe_state must be 'locked' or 'open', got {safe_state!r}"
             )
         self.pulse_s = _seconds("relay pulse_s", pulse_s, error=DriverError)
+        super().__init__(f"relay on pin {pin!r}", threading.RLock())
         self.safe_state: SafeState = safe_state
         self.pin = pin
         self.last_pulse_started: float | None = None
         self._on_change = on_change
-        self._lock = threading.RLock()
         self._energized = False
         self._held_open = False
         self._in_service = True
-        self._closed = False
         self._device = _open_device(
             f"relay on pin {pin!r}",
             lambda: DigitalOutputDevice(pin, active_high=active_high, initial_value=False,
@@ -391,24 +271,23 @@ class Relay:
             self._in_service = True
             self._apply()
 
-    def close(self) -> None:
-        """Stop the relay in its safe state.
+    # Closing: stop in the safe state
 
-        A relay that must stay energized (safe_state "open", or an emergency
-        hold) keeps its line claimed and driven until the process exits:
-        releasing it would hand the relay to the pin's pull resistor, i.e.
-        lock the lane. Any other relay is de-energized and its pin released.
-        """
-        with self._lock:
-            if self._closed:
-                return
-            self._in_service = False
-            self._pulse_timer.set(None)
-            self._apply()
-            self._closed = True
-            keep_line_driven = self._energized
+    def _park(self) -> None:
+        self._in_service = False
+        self._pulse_timer.set(None)
+        self._apply()
+
+    def _release(self) -> None:
+        """A relay that must stay energized (safe_state "open", or an
+        emergency hold) keeps its line claimed and driven until the process
+        exits: releasing it would hand the relay to the pin's pull resistor,
+        i.e. lock the lane. Any other relay is de-energized and its pin
+        released."""
         self._pulse_timer.stop()
-        if not keep_line_driven:
+        # Closed, the relay takes no command and its timer has no deadline
+        # left, so `_energized` is what `_park` left.
+        if not self._energized:
             self._device.close()
 
     # State
@@ -425,16 +304,6 @@ class Relay:
     @property
     def in_service(self) -> bool:
         return self._in_service
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def __enter__(self) -> Relay:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # Internals (the lock is held)
 
@@ -458,10 +327,6 @@ class Relay:
 
     def _pulse_ended(self, _deadline: float) -> None:
         self._apply()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise DriverError(f"relay on pin {self.pin!r} is closed")
 
 
 # --------------------------------------------------------------------------
@@ -497,7 +362,7 @@ def parse_color(color: Color) -> RGB:
     return channels  # type: ignore[return-value]
 
 
-class LaneLight:
+class LaneLight(GpioDevice):
     """The lane's RGB light (gpiozero RGBLED): category colours, deny, idle.
 
     `show(color, seconds)` shows a colour, then returns to the idle colour
@@ -526,9 +391,8 @@ class LaneLight:
             self.idle_color = self._displayable(parse_color(idle_color))
         except ValueError as exc:
             raise DriverError(f"lane light idle_color: {exc}") from exc
-        self._lock = threading.RLock()
+        super().__init__(f"lane light on pins {self.pins!r}", threading.RLock())
         self._current = self.idle_color
-        self._closed = False
         self._led = _open_device(
             f"lane light on pins {red!r}, {green!r}, {blue!r}",
             lambda: RGBLED(red, green, blue, active_high=active_high, pwm=pwm,
@@ -553,12 +417,8 @@ class LaneLight:
         """Show the idle colour until the next command."""
         self._play([_Step(self.idle_color, None)])
 
-    def close(self) -> None:
-        """Turn the light off and release its pins."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
+    def _release(self) -> None:
+        """Closing turns the light off and releases its pins."""
         self._player.stop()
         with self._lock:
             self._write(BLACK)
@@ -568,16 +428,6 @@ class LaneLight:
     def current_color(self) -> RGB:
         """The colour on the pins now (after on/off thresholding)."""
         return self._current
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def __enter__(self) -> LaneLight:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def _deny_steps(self, seconds: float) -> Iterator[_Step[RGB]]:
         remaining = seconds
@@ -604,10 +454,6 @@ class LaneLight:
         self._led.value = rgb
         self._current = rgb
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise DriverError(f"lane light on pins {self.pins!r} is closed")
-
 
 # --------------------------------------------------------------------------
 # Buzzer
@@ -626,7 +472,7 @@ _BUZZER_PATTERNS = MappingProxyType({
 })
 
 
-class Buzzer:
+class Buzzer(GpioDevice):
     """The lane buzzer: `play("ok")` one short beep, `play("deny")` three
     short beeps, `play("alarm")` a continuous tone until `stop()`.
 
@@ -639,11 +485,10 @@ class Buzzer:
 
     def __init__(self, pin: Pin, *, active_high: bool = True,
                  pin_factory: Factory | None = None) -> None:
+        super().__init__(f"buzzer on pin {pin!r}", threading.RLock())
         self.pin = pin
-        self._lock = threading.RLock()
         self._sounding = False
         self._alarm = False
-        self._closed = False
         self._device = _open_device(
             f"buzzer on pin {pin!r}",
             lambda: _GpiozeroBuzzer(pin, active_high=active_high, initial_value=False,
@@ -680,26 +525,12 @@ class Buzzer:
     def alarm_active(self) -> bool:
         return self._alarm
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def close(self) -> None:
-        """Silence the buzzer and release its pin."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
+    def _release(self) -> None:
+        """Closing silences the buzzer and releases its pin."""
         self._player.stop()
         with self._lock:
             self._write(False)
             self._device.close()
-
-    def __enter__(self) -> Buzzer:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def _write(self, on: bool) -> None:
         if on:
@@ -707,244 +538,3 @@ class Buzzer:
         else:
             self._device.off()
         self._sounding = on
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise DriverError(f"buzzer on pin {self.pin!r} is closed")
-
-
-# --------------------------------------------------------------------------
-# Inputs
-
-
-class _LevelInput:
-    """A gpiozero DigitalInputDevice read as "asserted" at a chosen level.
-
-    gpiozero ties the active level to the pull resistor (pulled up means
-    active low) and refuses an explicit active level with a pull. Sensors
-    and alarm contacts come wired both ways with internal pulls, so the
-    level is interpreted here: `on_edge(asserted)` is called on each change.
-
-    Debounce is not delegated to the pin (`bounce_time`): MockPin ignores
-    it and the real backends disagree on its meaning, so each input applies
-    its own rule, the same everywhere.
-    """
-
-    def __init__(self, what: str, pin: Pin, *, pull_up: bool | None, asserted_high: bool,
-                 pin_factory: Factory | None, on_edge: Callable[[bool], None]) -> None:
-        self._on_edge = on_edge
-        if pull_up is None:
-            self._device = _open_device(what, lambda: DigitalInputDevice(
-                pin, pull_up=None, active_state=asserted_high, pin_factory=pin_factory))
-            self._inverted = False
-        else:
-            self._device = _open_device(what, lambda: DigitalInputDevice(
-                pin, pull_up=pull_up, pin_factory=pin_factory))
-            gpiozero_active_high = not pull_up
-            self._inverted = gpiozero_active_high != asserted_high
-        self._device.when_activated = self._activated
-        self._device.when_deactivated = self._deactivated
-
-    @property
-    def asserted(self) -> bool:
-        return self._device.is_active != self._inverted
-
-    def close(self) -> None:
-        self._device.close()
-
-    def _activated(self) -> None:
-        self._on_edge(not self._inverted)
-
-    def _deactivated(self) -> None:
-        self._on_edge(self._inverted)
-
-
-class PassageSensor:
-    """The passage beam: calls `on_passage(at)` each time a person breaks it.
-
-    `pull_up` picks the internal resistor (None: external). `active_state`
-    is the level that means "beam broken" (True: high); by default the level
-    opposite the pull, which suits the usual open-collector receiver pulled
-    up that reads low while interrupted. With ``pull_up=None`` it must be
-    given.
-
-    Debounce: a break counts as a new passage only when the beam had been
-    clear for at least `bounce_s` before it, so the chatter of a coat edge
-    at either end of a passage is one passage, not several. A beam already
-    broken when the sensor opens must clear first. `at` is `clock()` when
-    the break was reported.
-
-    Whether a passage admits anyone is the lane's business (see
-    `PassageWindow`); the sensor reports every passage.
-    """
-
-    def __init__(self, pin: Pin, *, pull_up: bool | None = True, active_state: bool | None = None,
-                 bounce_s: float = 0.02, pin_factory: Factory | None = None,
-                 on_passage: Callable[[float], object] | None = None,
-                 clock: Clock = time.monotonic) -> None:
-        what = f"passage sensor on pin {pin!r}"
-        if active_state is None:
-            if pull_up is None:
-                raise DriverError(f"{what}: with no pull resistor (pull_up=None), "
-                                  f"active_state must say which level means 'beam broken'")
-            active_state = not pull_up
-        self.pin = pin
-        self.bounce_s = _seconds(f"{what} bounce_s", bounce_s, error=DriverError, allow_zero=True)
-        self._on_passage = on_passage
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._closed = False
-        self.passage_count = 0
-        self._input = _LevelInput(what, pin, pull_up=pull_up, asserted_high=bool(active_state),
-                                  pin_factory=pin_factory, on_edge=self._edge)
-        # None while the beam is broken; -inf: clear for as long as we know.
-        self._clear_since: float | None = None if self._input.asserted else -math.inf
-
-    @property
-    def beam_broken(self) -> bool:
-        return self._input.asserted
-
-    def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        self._input.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def __enter__(self) -> PassageSensor:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def _edge(self, broken: bool) -> None:
-        now = self._clock()
-        with self._lock:
-            if not broken:
-                self._clear_since = now
-                return
-            clear_since, self._clear_since = self._clear_since, None
-            if clear_since is None or now - clear_since < self.bounce_s:
-                return
-            self.passage_count += 1
-        _call_safely(self._on_passage, "passage", now)
-
-
-class EmergencyInput:
-    """The emergency (fire alarm / evacuation) contact.
-
-    `on_change(asserted, at)` is called when emergency is asserted or
-    cleared; `is_active` reads it now. If the input is already asserted when
-    it opens, `on_change(True, at)` is called once from the constructor, so
-    a gate that boots during an evacuation opens its lanes without having to
-    ask.
-
-    The defaults (``pull_up=True``, ``active_high=False``) suit a normally
-    open contact to ground: closing it asserts. There, a cut wire reads as
-    "no emergency". Where the emergency feed must itself fail safe, wire a
-    normally closed contact and set ``active_high=True``: the pull-up then
-    asserts emergency when the contact opens or the wire is cut.
-    Each edge is reported as it comes; the lanes act on it immediately.
-    """
-
-    def __init__(self, pin: Pin, *, active_high: bool = False, pull_up: bool | None = True,
-                 pin_factory: Factory | None = None,
-                 on_change: Callable[[bool, float], object] | None = None,
-                 clock: Clock = time.monotonic) -> None:
-        self.pin = pin
-        self._on_change = on_change
-        self._clock = clock
-        self._closed = False
-        self._input = _LevelInput(f"emergency input on pin {pin!r}", pin, pull_up=pull_up,
-                                  asserted_high=active_high, pin_factory=pin_factory,
-                                  on_edge=self._edge)
-        if self._input.asserted:
-            _log.warning("emergency_asserted_at_start", pin=pin)
-            _call_safely(self._on_change, "emergency", True, self._clock())
-
-    @property
-    def is_active(self) -> bool:
-        return self._input.asserted
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._input.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def __enter__(self) -> EmergencyInput:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def _edge(self, asserted: bool) -> None:
-        at = self._clock()
-        _log.warning("emergency_asserted" if asserted else "emergency_cleared", pin=self.pin)
-        _call_safely(self._on_change, "emergency", asserted, at)
-
-
-# --------------------------------------------------------------------------
-# Passage window (pure)
-
-T = TypeVar("T")
-
-
-class PassageWindow(Generic[T]):
-    """Matches passages to admissions: an admitted entry counts only if a
-    passage is seen within `timeout_s` of it.
-
-    Pure and clock-injected: every method takes `now`; nothing here reads a
-    clock or starts a timer. The lane calls `expect(token, now)` when it
-    opens the turnstile, `passage(now)` on each passage, and `expired(now)`
-    at `next_deadline()`.
-
-    Rules:
-    - A passage goes to the oldest expectation still in time (FIFO): two
-      people admitted back to back are matched in the order they scanned.
-    - An expectation is in time up to and including `now == deadline`.
-    - `passage()` never consumes an expectation that has run out; those are
-      left for `expired()`, so the lane learns of every entry not counted.
-    - `passage()` returning None means nobody was expected: a tailgater or
-      a forced passage.
-    """
-
-    def __init__(self, timeout_s: float) -> None:
-        self.timeout_s = _seconds("passage timeout_s", timeout_s)
-        self._pending: deque[tuple[float, T]] = deque()
-
-    def expect(self, token: T, now: float) -> None:
-        self._pending.append((now + self.timeout_s, token))
-
-    def passage(self, now: float) -> T | None:
-        for index, (deadline, token) in enumerate(self._pending):
-            if now <= deadline:
-                del self._pending[index]
-                return token
-        return None
-
-    def expired(self, now: float) -> list[T]:
-        still_pending: deque[tuple[float, T]] = deque()
-        ran_out = []
-        for deadline, token in self._pending:
-            if now > deadline:
-                ran_out.append(token)
-            else:
-                still_pending.append((deadline, token))
-        self._pending = still_pending
-        return ran_out
-
-    def next_deadline(self) -> float | None:
-        """The earliest deadline pending, or None: when to call `expired()`."""
-        return min((deadline for deadline, _ in self._pending), default=None)
-
-    def __len__(self) -> int:
-        return len(self._pending)

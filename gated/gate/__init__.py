@@ -1,0 +1,1 @@
+"""The gate: lanes, passage windows, the daemon's wiring."""
