@@ -11,7 +11,6 @@ outside gated/cli imports this package; plugins import `gated.cli.args` only.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Sequence
 
@@ -28,8 +27,7 @@ BUILTIN = (keys, token, bench, demo, run, journal, admin, registry, certs)  # th
 def _unavailable(subparsers, name: str, help: str, answer) -> None:
     """A stand-in for a command that cannot run here: any arguments, one line, exit status 2."""
     p = subparsers.add_parser(name, help=help, add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=lambda args: answer())
+    p.set_defaults(func=lambda args: answer(), takes_any_arguments=True)
 
 
 def _add_plugins(subparsers) -> None:
@@ -68,7 +66,9 @@ def build_parser() -> Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown and not getattr(args, "takes_any_arguments", False):
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")  # what parse_args() says
         return args.func(args)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)

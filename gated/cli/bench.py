@@ -5,14 +5,20 @@ from __future__ import annotations
 import sys
 
 SECTIONS = "decide,gate,idle,camera,rpc"
-# The camera section decodes frames rendered by the simulator's hw_sim.qr_frames, which draws QR codes with segno.
-CAMERA_NEEDS = ("hw_sim", "segno")
+# The camera section decodes frames rendered by the simulator's hw_sim.qr_frames, which draws QR codes with
+# segno: a package of the sim extra, absent from a gate installed without it.
+CAMERA_NEEDS = ("segno",)
 
 
 def _camera_missing() -> str | None:
-    from importlib.util import find_spec
+    import importlib
 
-    return next((name for name in CAMERA_NEEDS if find_spec(name) is None), None)
+    for name in CAMERA_NEEDS:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError:
+            return name
+    return None
 
 
 def cmd_bench(args) -> int:
