@@ -1,32 +1,60 @@
 # Two commands on a fresh machine: `make run` and `make test`. Both create
-# .venv and install the project (with test extras) the first time.
+# .venv and install the project the first time: `make run` with the simulator
+# (.[sim]), `make test` with the simulator and the test tools (.[sim,test]).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+STAMP_SIM  := $(VENV)/.installed-sim
+STAMP_TEST := $(VENV)/.installed-test
 
-.PHONY: run test bench demo clean proto
+.PHONY: run test bench demo clean proto check-nosim
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "gated needs Python 3.11 or newer")'
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
 
-run: $(STAMP)
+$(STAMP_SIM): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[sim]'
+	touch $(STAMP_SIM)
+
+# .[sim,test] is a superset of .[sim]: it stamps both.
+$(STAMP_TEST): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[sim,test]'
+	touch $(STAMP_SIM) $(STAMP_TEST)
+
+run: $(STAMP_SIM)
 	$(BIN)/gated sim
 
-test: $(STAMP)
+test: $(STAMP_TEST)
 	$(BIN)/python -m pytest -q
 
 # The generated gRPC code in gated/rpc/v1 is committed (a fresh clone runs
 # without grpcio-tools); regenerate it after editing proto/gated/v1/*.proto.
-proto: $(STAMP)
+proto: $(STAMP_TEST)
 	$(BIN)/python -m gated.rpc.codegen
 
-bench: $(STAMP)
+bench: $(STAMP_SIM)
 	$(BIN)/gated bench
+
+# A gate's install, without the simulator: `pip install .` (no extras, not
+# editable) into a fresh venv, then the commands a gate needs; `gated sim`
+# must answer with one line and exit status 2.
+NOSIM := /tmp/venv-nosim
+check-nosim:
+	rm -rf $(NOSIM)
+	$(PYTHON) -m venv $(NOSIM)
+	$(NOSIM)/bin/python -m pip install --quiet .
+	cd /tmp && set -e; G=$(NOSIM)/bin/gated; \
+	  ! $(NOSIM)/bin/python -c 'import segno' 2>/dev/null; \
+	  $$G --help >/dev/null; $$G run --help >/dev/null; $$G registry --help >/dev/null; \
+	  $$G keys new --out $(NOSIM)/keys.json; \
+	  $$G token mint --keys $(NOSIM)/keys.json --kid 1 --ticket 5205320758 --static; \
+	  printf 'ticket_id,name,company,category,ticket_type,zones,valid_from,valid_until,max_entries,benefits,phone\n5205320758,A,B,guest,day,hall,,,0,,\n' >$(NOSIM)/a.csv; \
+	  $$G registry import $(NOSIM)/a.csv --db $(NOSIM)/r.db; $$G registry revoke 5205320758 --db $(NOSIM)/r.db; \
+	  rc=0; $$G sim --duration 1 2>$(NOSIM)/sim.err || rc=$$?; cat $(NOSIM)/sim.err; \
+	  test $$rc = 2 && test "$$(cat $(NOSIM)/sim.err)" = "gated sim needs the simulator: pip install 'gated[sim]'"; \
+	  echo "check-nosim: OK"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info

@@ -1,12 +1,16 @@
-"""`gated sim`: the subcommand, registered in gated.cli; the simulator is imported only when run."""
+"""`gated sim`: a plugin of the gated command line (entry point `gated.commands`: sim).
+
+Registering it imports nothing heavy; the simulator itself, and the packages
+only it needs (`pip install 'gated[sim]'`), are imported when the command runs.
+"""
 
 from __future__ import annotations
 
-DEFAULT_RUN_DIR = "run/sim"
-DEFAULT_RATE_PER_MIN = 30.0
+from gated.cli.args import UsageError, needs_extra
+from hw_sim.defaults import DEFAULT_RATE_PER_MIN, DEFAULT_RUN_DIR
 
 
-def register(subparsers) -> None:
+def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "sim", help="the whole gate on this machine: virtual scanners, camera and pins, reference registry, live console",
         description="Run the simulated gate: the real daemon fed by virtual devices, the reference registry and a "
@@ -23,12 +27,15 @@ def register(subparsers) -> None:
 
 
 def cmd_sim(args) -> int:
-    from gated.cli import UsageError
-
     if args.duration is not None and not args.duration > 0:
         raise UsageError("gated sim: --duration must be a positive number of seconds")
     if not args.rate > 0:
         raise UsageError("gated sim: --rate must be a positive number of people per minute")
-    from hw_sim.sim import run_sim
+    try:
+        from hw_sim.sim import run_sim
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.partition(".")[0] in ("gated", "hw_sim"):
+            raise  # our own code is broken: that is a bug to see, not a missing extra
+        return needs_extra("sim", "the simulator", "sim")
 
     return run_sim(args.run_dir, args.duration, not args.no_registry, args.rate, template=args.config)

@@ -49,10 +49,10 @@ from gated.keyfile import load_keyfile, new_key, save_keyfile
 from gated.state import StateStore
 from gated.validation import KeyRing, TicketState, encode_snapshot
 from hw_sim import attendees as demo
-from hw_sim.command import DEFAULT_RUN_DIR
 from hw_sim.console import CLEAR_EOS, HOME, MIN_HEIGHT, MIN_WIDTH, Terminal, frame, render
+from hw_sim.defaults import DEFAULT_RATE_PER_MIN, DEFAULT_RUN_DIR
 from hw_sim.devices import LanePins, VirtualCamera, VirtualPins, VirtualSerialScanner
-from hw_sim.traffic import DEFAULT_RATE_PER_MIN, Crowd
+from hw_sim.traffic import Crowd
 
 log = structlog.get_logger("hw_sim.sim")
 

@@ -37,6 +37,7 @@ import structlog
 from gated.validation import TicketState
 from gated.validation.token import mint_dynamic, mint_static
 from hw_sim.attendees import Attendee
+from hw_sim.defaults import DEFAULT_RATE_PER_MIN
 
 if TYPE_CHECKING:
     from gated.daemon import Gate
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("hw_sim.traffic")
 
-DEFAULT_RATE_PER_MIN = 30.0
 QUEUE_LIMIT = 3
 WALK_S = 0.35  # how long a person breaks the beam
 UNKNOWN_TICKET_ID = 999_999_999

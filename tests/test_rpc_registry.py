@@ -233,6 +233,6 @@ def test_plaintext_serve_is_refused_off_loopback(tmp_path, listen):
 
 
 def test_plaintext_loopback_addresses_are_recognised():
-    from gated.rpc.commands import _is_loopback
+    from gated.cli.registry import _is_loopback
 
     assert all(_is_loopback(a) for a in ("127.0.0.1:0", "localhost:7443", "[::1]:7443", "127.1.2.3:1"))

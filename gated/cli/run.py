@@ -1,0 +1,34 @@
+"""`gated run` (the daemon) and `gated config check` (its config, checked whole before anything starts)."""
+
+from __future__ import annotations
+
+from gated.cli.args import add_group
+
+
+def cmd_run(args) -> int:
+    import asyncio
+
+    from gated.daemon import run_gate
+    from gated.logs import configure
+
+    configure(args.log_level)
+    return asyncio.run(run_gate(args.config))
+
+
+def cmd_config_check(args) -> int:
+    from gated.config import config_check_main
+
+    return config_check_main(args.file, check_files=args.check_files)
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("run", help="run the gate daemon")
+    p.add_argument("--config", required=True, metavar="FILE")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(func=cmd_run)
+
+    cfg = add_group(subparsers, "config", help="check a config file")
+    p = cfg.add_parser("check", help="validate every key, pin and lane; exit 0 if good, 2 if not")
+    p.add_argument("file")
+    p.add_argument("--check-files", action="store_true", help="also require the key file and TLS files to exist")
+    p.set_defaults(func=cmd_config_check)
