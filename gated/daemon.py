@@ -6,7 +6,9 @@ Life of a gate:
    the gate refuses to start (no half-configured gate ever decides). The key
    ring and entitlement cache come from the state directory, usage journaled
    after the cache was saved is replayed, so a reboot with no network admits
-   exactly as before the power cut.
+   exactly as before the power cut; then every admission whose outcome the
+   cut lost (no passage, redemption or not-passed record) is journaled and
+   counted as used (`gated.lane.settle_unknown_outcomes`), before any lane runs.
 2. run: scans become decisions on the event loop (see `gated.lane`); the
    uplink streams the journal to the registry and applies what it pushes;
    the cache is saved when it changed, at most every `SAVE_EVERY_S`.
@@ -37,7 +39,7 @@ from gated.config import Config, LaneConfig, load_config
 from gated.drivers.gpio import Buzzer, EmergencyInput, LaneLight, PassageSensor, Relay, make_pin_factory
 from gated.errors import GatedError, JournalError
 from gated.journal import Journal
-from gated.lane import LaneOutputs, LaneRunner
+from gated.lane import LaneOutputs, LaneRunner, settle_unknown_outcomes
 from gated.state import StateStore
 from gated.validation import KeyRing, Policy, Validator
 
@@ -104,6 +106,11 @@ class Gate:
         cache, saved_seq = self.store.load_cache()
         self.journal = Journal(cfg.journal.path, self.gate_id, retention_s=cfg.journal.retention_days * 86400.0)
         replayed = self._replay_usage(cache, saved_seq)
+        try:
+            settled = await settle_unknown_outcomes(self.journal, cache, self.clock.now())
+        except BaseException:
+            self.journal.close()
+            raise
         self.validator = Validator(self.keyring, cache, policy_from_config(cfg))
         if self._pin_factory is None:
             self._pin_factory = make_pin_factory(cfg.gate.gpio)
@@ -128,7 +135,8 @@ class Gate:
         sdnotify.notify(f"READY=1\nSTATUS=gate {self.gate_id}: {len(self.lanes)} lanes, {len(cache):,} tickets")
         log.info(
             "gate_started", gate_id=self.gate_id, lanes=list(self.lanes), tickets=len(cache), cache_version=cache.version,
-            kids=self.keyring.kids(), usage_replayed=replayed, clock_trusted=self.clock.trusted(),
+            kids=self.keyring.kids(), usage_replayed=replayed, unknown_outcomes_counted=len(settled),
+            clock_trusted=self.clock.trusted(),
         )
 
     def _replay_usage(self, cache, saved_seq: int) -> int:
