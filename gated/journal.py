@@ -441,8 +441,9 @@ class Journal:
 
     def epoch_span(self, seq: int) -> tuple[int, int, int | None]:
         """(epoch, its first seq, the next epoch's first seq or None) for the record `seq`."""
-        with self._state_lock:
-            epochs = list(self._epochs)
+        # From the file, not this instance's memory: another process may have started an epoch.
+        epochs = [(first, u64_from_sqlite(epoch))
+                  for first, epoch in self._read("SELECT first_seq, epoch FROM epochs ORDER BY first_seq")]
         if not epochs or epochs[0][0] > seq:
             return 0, 0, epochs[0][0] if epochs else None
         i = bisect.bisect_right(epochs, seq, key=lambda e: e[0]) - 1
