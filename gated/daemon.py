@@ -281,10 +281,14 @@ class Gate:
 
     def _mark_cache_dirty(self, *, snapshot: bool = False) -> None:
         """A fresh snapshot from the registry is saved at once (a reboot must not
-        fetch it again to admit anyone); deltas wait for the periodic save."""
+        fetch it again to admit anyone); deltas wait for the periodic save.
+
+        A snapshot is saved with the journal seq its local usage really reaches
+        (`Uplink.snapshot_journal_seq`), never a later one: usage journaled
+        after it is replayed at boot rather than lost."""
         self._cache_dirty = True
         if snapshot:
-            self.spawn(self.save_cache())
+            self.spawn(self.save_cache(journal_seq=getattr(self.uplink, "snapshot_journal_seq", None)))
 
     def _keys_changed(self) -> None:
         self.spawn(self._save_keys(KeyRing(self.keyring.keys)))
@@ -306,14 +310,17 @@ class Gate:
             except (OSError, GatedError) as exc:
                 log.error("housekeeping_failed", error=str(exc))
 
-    async def save_cache(self) -> None:
+    async def save_cache(self, journal_seq: int | None = None) -> None:
         """Snapshot on the loop thread (consistent with decide()), write in a worker thread.
 
-        The cache stays marked dirty until a save succeeds (a full disk must not
-        lose the next attempt)."""
+        Saved with `journal_seq` when given (what the cache is known to include),
+        else the journal's last seq (every record's usage is in the cache before
+        the record is journaled). The cache stays marked dirty until a save
+        succeeds (a full disk must not lose the next attempt)."""
         async with self._save_lock:
             self._cache_dirty = False
-            seq = self._last_seq()
+            last = self._last_seq()
+            seq = last if journal_seq is None else min(journal_seq, last)
             snapshot = self.validator.cache.to_snapshot()
             try:
                 await asyncio.to_thread(self.store.save_cache, snapshot, seq)

@@ -33,6 +33,14 @@ Rules it keeps:
   cache and swapped in at once.
 - Persisting the cache is the daemon's job (`gated.state`): the uplink
   calls `on_cache_changed(snapshot=...)` after every update it applied.
+- A snapshot never erases this gate's own usage: the registry builds it from
+  the events it had stored, so everything the journal had not seen
+  acknowledged when the watch was opened is counted again on top of it
+  (`gated.state.reapply_local_usage`) before it replaces the live cache,
+  and `snapshot_journal_seq` says up to which journal seq the result holds
+  all local usage (the daemon saves it with that seq). A record whose
+  journal write was still in flight at the swap is caught up by the
+  registry's delta for it.
 - The clock offset is the registry's time minus the midpoint of the local
   send and receive times, from the round trip with the smallest RTT of a few
   samples, measured at every connect and every `time_sync_every_s`. The
@@ -61,6 +69,7 @@ from gated.journal import Journal
 from gated.rpc import convert
 from gated.rpc.v1 import registry_pb2 as pb
 from gated.rpc.v1 import registry_pb2_grpc as pb_grpc
+from gated.state import reapply_local_usage
 from gated.validation.cache import EntitlementCache
 from gated.validation.keyring import KeyRing
 
@@ -161,6 +170,9 @@ class Uplink:
         self._sent_seq = 0
         self._refused_updates = 0
         self._resend_after: int | None = None  # set when the registry says it holds less than we thought
+        self._watch_acked_through = 0  # the journal's acknowledged prefix when the entitlement watch was opened
+        #: After a snapshot: the journal seq up to which the live cache holds all local usage.
+        self.snapshot_journal_seq: int | None = None
 
     # ------------------------------------------------------------ public
 
@@ -449,6 +461,7 @@ class Uplink:
     async def _watch_entitlements(self, stub: pb_grpc.RegistryStub) -> None:
         refusals = 0
         while True:
+            self._watch_acked_through = self.journal.acked_through()  # a snapshot includes at least these
             request = pb.WatchEntitlementsRequest(have_version=self.cache.version)
             call = stub.WatchEntitlements(request, metadata=self._metadata)
             assembler = convert.SnapshotAssembler()
@@ -490,9 +503,24 @@ class Uplink:
         await asyncio.to_thread(fresh.load_snapshot, data)  # checks everything; raises SnapshotError
         if fresh.version != version:
             raise convert.MalformedUpdate(f"snapshot says version {fresh.version}, its chunks said {version}")
+        # This gate's usage the registry may not have had: everything not acknowledged when we asked.
+        read_to, reapplied = await asyncio.to_thread(self._reapply_since, fresh, self._watch_acked_through)
         self.cache.table, self.cache.version = fresh.table, fresh.version
-        log.info("entitlement_snapshot_loaded", version=version, tickets=len(self.cache), size=len(data))
+        # Records journaled meanwhile went into the old table: count them on the new one too.
+        late_to, late = self._reapply_since(self.cache, read_to)
+        self.snapshot_journal_seq = late_to
+        log.info("entitlement_snapshot_loaded", version=version, tickets=len(self.cache), size=len(data),
+                 local_usage_reapplied=reapplied + late, journal_seq=late_to)
         self._cache_changed(snapshot=True)
+
+    def _reapply_since(self, cache: EntitlementCache, after_seq: int) -> tuple[int, int]:
+        """Count local usage journaled after `after_seq` on `cache`; (the last seq read, how many applied)."""
+        last = after_seq
+        records = []
+        for record in self.journal.since(after_seq, kinds=("passage", "redemption")):
+            last = record.seq
+            records.append(record)
+        return last, reapply_local_usage(cache, records)
 
     def _cache_changed(self, *, snapshot: bool) -> None:
         """Tell the daemon, which persists the cache (a snapshot at once, deltas in batches).
