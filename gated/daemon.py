@@ -6,7 +6,9 @@ Life of a gate:
    the gate refuses to start (no half-configured gate ever decides). The key
    ring and entitlement cache come from the state directory, usage journaled
    after the cache was saved is replayed, so a reboot with no network admits
-   exactly as before the power cut.
+   exactly as before the power cut; then every admission whose outcome the
+   cut lost (no passage, redemption or not-passed record) is journaled and
+   counted as used (`gated.lane.settle_unknown_outcomes`), before any lane runs.
 2. run: scans become decisions on the event loop (see `gated.lane`); the
    uplink streams the journal to the registry and applies what it pushes;
    the cache is saved when it changed, at most every `SAVE_EVERY_S`.
@@ -37,7 +39,7 @@ from gated.config import Config, LaneConfig, load_config
 from gated.drivers.gpio import Buzzer, EmergencyInput, LaneLight, PassageSensor, Relay, make_pin_factory
 from gated.errors import GatedError, JournalError
 from gated.journal import Journal
-from gated.lane import LaneOutputs, LaneRunner
+from gated.lane import LaneOutputs, LaneRunner, settle_unknown_outcomes
 from gated.state import StateStore
 from gated.validation import KeyRing, Policy, Validator
 
@@ -104,6 +106,11 @@ class Gate:
         cache, saved_seq = self.store.load_cache()
         self.journal = Journal(cfg.journal.path, self.gate_id, retention_s=cfg.journal.retention_days * 86400.0)
         replayed = self._replay_usage(cache, saved_seq)
+        try:
+            settled = await settle_unknown_outcomes(self.journal, cache, self.clock.now())
+        except BaseException:
+            self.journal.close()
+            raise
         self.validator = Validator(self.keyring, cache, policy_from_config(cfg))
         if self._pin_factory is None:
             self._pin_factory = make_pin_factory(cfg.gate.gpio)
@@ -128,7 +135,8 @@ class Gate:
         sdnotify.notify(f"READY=1\nSTATUS=gate {self.gate_id}: {len(self.lanes)} lanes, {len(cache):,} tickets")
         log.info(
             "gate_started", gate_id=self.gate_id, lanes=list(self.lanes), tickets=len(cache), cache_version=cache.version,
-            kids=self.keyring.kids(), usage_replayed=replayed, clock_trusted=self.clock.trusted(),
+            kids=self.keyring.kids(), usage_replayed=replayed, unknown_outcomes_counted=len(settled),
+            clock_trusted=self.clock.trusted(),
         )
 
     def _replay_usage(self, cache, saved_seq: int) -> int:
@@ -273,10 +281,14 @@ class Gate:
 
     def _mark_cache_dirty(self, *, snapshot: bool = False) -> None:
         """A fresh snapshot from the registry is saved at once (a reboot must not
-        fetch it again to admit anyone); deltas wait for the periodic save."""
+        fetch it again to admit anyone); deltas wait for the periodic save.
+
+        A snapshot is saved with the journal seq its local usage really reaches
+        (`Uplink.snapshot_journal_seq`), never a later one: usage journaled
+        after it is replayed at boot rather than lost."""
         self._cache_dirty = True
         if snapshot:
-            self.spawn(self.save_cache())
+            self.spawn(self.save_cache(journal_seq=getattr(self.uplink, "snapshot_journal_seq", None)))
 
     def _keys_changed(self) -> None:
         self.spawn(self._save_keys(KeyRing(self.keyring.keys)))
@@ -298,14 +310,17 @@ class Gate:
             except (OSError, GatedError) as exc:
                 log.error("housekeeping_failed", error=str(exc))
 
-    async def save_cache(self) -> None:
+    async def save_cache(self, journal_seq: int | None = None) -> None:
         """Snapshot on the loop thread (consistent with decide()), write in a worker thread.
 
-        The cache stays marked dirty until a save succeeds (a full disk must not
-        lose the next attempt)."""
+        Saved with `journal_seq` when given (what the cache is known to include),
+        else the journal's last seq (every record's usage is in the cache before
+        the record is journaled). The cache stays marked dirty until a save
+        succeeds (a full disk must not lose the next attempt)."""
         async with self._save_lock:
             self._cache_dirty = False
-            seq = self._last_seq()
+            last = self._last_seq()
+            seq = last if journal_seq is None else min(journal_seq, last)
             snapshot = self.validator.cache.to_snapshot()
             try:
                 await asyncio.to_thread(self.store.save_cache, snapshot, seq)

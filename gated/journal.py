@@ -28,10 +28,26 @@ Rules it keeps:
   refused at open (``PRAGMA quick_check``) with a `JournalError`.
 - Every failure to open or write surfaces as a one-line `JournalError` naming
   the file; callers never see a bare ``sqlite3`` exception.
-- A new file gets a random, non-zero 64-bit ``epoch`` (``meta``). Seqs are
-  unique only within one file: a replaced journal (new SD card) starts at
-  seq 1 again under a new epoch, so the registry deduplicates on (gate,
-  epoch, seq). A file made before epochs existed reads as epoch 0.
+- Every record belongs to a journal *epoch*, a random non-zero 64-bit id,
+  and the registry deduplicates on (gate, epoch, seq). The ``epochs`` table
+  maps seq ranges to epochs (``first_seq`` -> epoch; a record's epoch is the
+  row with the largest ``first_seq`` <= its seq). Each `Journal` instance
+  that appends starts a new epoch with its first commit, in the same
+  transaction as its first records. Why at every open rather than only when
+  the registry reports a rollback: an SD card that lied about a flush loses
+  the WAL's tail, and with it the high-water mark, so the next records would
+  reuse seqs the registry may already hold; such a rollback can only show
+  across a power cut, i.e. across a reopen, and a fresh epoch per opening
+  makes (epoch, seq) new whatever was lost, with no round trip to the
+  registry (a gate may reboot offline and record for hours). The new
+  epoch's first seq also leaps ahead of the surviving high-water mark by
+  2**20 plus a random 32-bit amount, so even the event ids ("<gate>:<seq>")
+  of records lost with the tail do not come back (a lost tail holds far
+  fewer than 2**20 records; the random part covers a whole lost boot). A
+  fresh file starts at seq 1; a replaced journal (new SD card) starts at 1
+  again under new epochs, and its event ids are new only with the epoch.
+  Records of a file made before epochs existed keep the file's single
+  epoch (``meta``), 0 for files older still.
 
 Ticket ids are u64; SQLite integers are signed 64-bit, so they are stored as
 the two's-complement signed value and mapped back on read.
@@ -40,6 +56,7 @@ the two's-complement signed value and mapped back on read.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import csv
 import json
 import logging
@@ -67,7 +84,7 @@ log = logging.getLogger(__name__)
 #: not interpret kinds), so a new kind needs no schema change.
 KINDS = ("decision", "passage", "not_passed", "unexpected_passage", "redemption", "emergency", "manual_open")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the epochs table (a version 1 file is migrated on open)
 #: PRAGMA application_id: "gatJ". Tells our file apart from any other SQLite
 #: database that happens to sit at the configured path.
 APPLICATION_ID = 0x6761744A
@@ -78,6 +95,8 @@ _MAX_BATCH = 1024
 _PURGE_CHUNK = 1000
 _BUSY_TIMEOUT_MS = 5000
 _JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
+#: A new epoch's first seq is at least this far past the surviving high-water mark.
+EPOCH_SEQ_LEAP = 1 << 20
 
 _SCHEMA = """
 CREATE TABLE meta (
@@ -95,7 +114,12 @@ CREATE TABLE records (
     acked_at  REAL              -- NULL until the registry acknowledged it
 );
 CREATE INDEX records_unacked ON records(seq) WHERE acked_at IS NULL;
+CREATE TABLE epochs (
+    first_seq INTEGER PRIMARY KEY,  -- records from this seq on belong to epoch...
+    epoch     INTEGER NOT NULL      -- ...this one (u64 stored as two's-complement i64)
+);
 """
+_EPOCHS_TABLE = _SCHEMA[_SCHEMA.index("CREATE TABLE epochs"):].rstrip().rstrip(";")
 
 # Added after schema 1 shipped, so created on open when missing: `purge`
 # finds what it may delete without scanning every record under the write lock.
@@ -266,8 +290,13 @@ class Journal:
         opened = [self._wconn]
         try:
             self._last_seq = int(self._meta(self._wconn, "last_seq"))
-            row = self._wconn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
-            self._epoch = 0 if row is None else u64_from_sqlite(int(row[0]))
+            self._epochs = [
+                (first, u64_from_sqlite(epoch))
+                for first, epoch in self._wconn.execute("SELECT first_seq, epoch FROM epochs ORDER BY first_seq")
+            ]
+            # Written with this instance's first records (see the module docstring).
+            self._epoch = secrets.randbits(64) or 1
+            self._epoch_started = False
             self._rconn: sqlite3.Connection | None = self._connect("opening a read connection")
             opened.append(self._rconn)
             self._ckconn = self._connect("opening the checkpoint connection")
@@ -386,6 +415,12 @@ class Journal:
                         f"journal {self.path}: belongs to gate {owner!r}, not {self.gate_id!r}; "
                         f"event ids would collide, so move it aside or fix the gate id"
                     )
+                if version < 2:
+                    # Every record written so far belongs to the file's one epoch (0 before epochs).
+                    row = conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
+                    conn.execute(_EPOCHS_TABLE)
+                    conn.execute("INSERT INTO epochs(first_seq, epoch) VALUES (0, ?)", (0 if row is None else int(row[0]),))
+                    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.execute(_PURGE_INDEX)
             conn.execute("COMMIT")
         except BaseException:
@@ -401,8 +436,54 @@ class Journal:
 
     @property
     def epoch(self) -> int:
-        """This journal file's random 64-bit id (0: a file made before epochs existed)."""
+        """The epoch of the records this instance appends (random, non-zero, new at every open)."""
         return self._epoch
+
+    def epoch_span(self, seq: int) -> tuple[int, int, int | None]:
+        """(epoch, its first seq, the next epoch's first seq or None) for the record `seq`."""
+        # From the file, not this instance's memory: another process may have started an epoch.
+        epochs = [(first, u64_from_sqlite(epoch))
+                  for first, epoch in self._read("SELECT first_seq, epoch FROM epochs ORDER BY first_seq")]
+        if not epochs or epochs[0][0] > seq:
+            return 0, 0, epochs[0][0] if epochs else None
+        i = bisect.bisect_right(epochs, seq, key=lambda e: e[0]) - 1
+        following = epochs[i + 1][0] if i + 1 < len(epochs) else None
+        return epochs[i][1], epochs[i][0], following
+
+    def new_epoch_from(self, seq: int) -> int:
+        """Put every record from `seq` on (and every later one) under a new random epoch; returns it.
+
+        For records the registry refused because it holds other content under
+        their (epoch, seq): they were never acknowledged, so they may move.
+        """
+        epoch = secrets.randbits(64) or 1
+
+        def start(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR REPLACE INTO epochs(first_seq, epoch) VALUES (?, ?)", (seq, u64_to_sqlite(epoch)))
+
+        self._call(start)
+        with self._state_lock:
+            self._epochs = sorted([e for e in self._epochs if e[0] != seq] + [(seq, epoch)])
+            if self._epochs[-1][0] == seq and self._epoch_started:
+                self._epoch = epoch  # it now covers what this instance appends
+        return epoch
+
+    def mark(self, name: str) -> int:
+        """A seq the daemon noted under `name` (`set_mark`), 0 if never."""
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (f"mark:{name}",))
+        return int(rows[0][0]) if rows else 0
+
+    def set_mark(self, name: str, seq: int) -> None:
+        """Note `seq` under `name`, durably (e.g. how far startup has settled the records)."""
+        self._call(lambda conn: conn.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (f"mark:{name}", int(seq))))
+
+    def acked_through(self) -> int:
+        """The highest seq such that every record up to it is acknowledged by the registry."""
+        first_unacked = self._read("SELECT min(seq) FROM records WHERE acked_at IS NULL")[0][0]
+        if first_unacked is not None:
+            return first_unacked - 1
+        return int(self._read("SELECT value FROM meta WHERE key = 'last_seq'")[0][0])
 
     # ---------------------------------------------------------------- writes
 
@@ -567,6 +648,12 @@ class Journal:
             # of its high-water mark and ours. Ours may be ahead after a failed
             # commit, whose seqs are skipped rather than risk reusing them.
             last = max(self._last_seq, int(self._meta(conn, "last_seq")))
+            new_epoch = None
+            if not self._epoch_started and any(isinstance(item, _Append) for item in batch):
+                if last > 0 or self._epochs:
+                    last += EPOCH_SEQ_LEAP + secrets.randbits(32)
+                new_epoch = (last + 1, self._epoch)
+                conn.execute("INSERT INTO epochs(first_seq, epoch) VALUES (?, ?)", (last + 1, u64_to_sqlite(self._epoch)))
             first = last
             for item in batch:
                 if isinstance(item, _Append):
@@ -589,6 +676,10 @@ class Journal:
             if last != first:
                 conn.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (last,))
             conn.execute("COMMIT")
+            if new_epoch is not None:
+                with self._state_lock:
+                    self._epochs.append(new_epoch)
+                    self._epoch_started = True
         except Exception as exc:
             try:
                 if conn.in_transaction:

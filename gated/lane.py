@@ -12,6 +12,15 @@ gate admitted someone who did not walk through. Lanes without a sensor
 (handhelds, simple turnstiles) count the entry as soon as the decision is on
 disk.
 
+So every admitted decision is followed, on its lane and ticket, by exactly
+one outcome record: "passage" (entry or exit), "redemption" (a benefit) or
+"not_passed". A power cut can fall between the two; at the next start,
+before any lane runs, `settle_unknown_outcomes` journals the missing
+outcome as used (the relay may have opened): a "passage" or "redemption"
+with ``"outcome": "unknown"``, counted by the gate's cache and, being an
+ordinary usage record, by the registry. An exit whose outcome is unknown
+counts the person out.
+
 Everything here runs on the daemon's event loop thread: drivers that live on
 other threads (camera, GPIO inputs) hand their events over with
 `call_soon_threadsafe`. Nothing here knows hardware details: the outputs are
@@ -33,7 +42,8 @@ from gated.drivers.gpio import Buzzer, LaneLight, Relay
 from gated.drivers.keypad import ManualEntry, ManualEntryInvalid
 from gated.errors import JournalError
 from gated.gate.passage import PassageWindow
-from gated.validation import Decision, Direction, Mode
+from gated.journal import Journal, Record
+from gated.validation import Decision, Direction, EntitlementCache, Mode
 from gated.validation import Lane as LaneSpec
 
 if TYPE_CHECKING:
@@ -175,6 +185,13 @@ class LaneRunner:
     async def _count(self, decision: Decision, *, confirmed: bool) -> None:
         usage = self.gate.validator.commit(decision)
         if usage is None:
+            # The ticket or its benefit left the cache meanwhile: the person is through all the
+            # same, so the outcome is journaled (and counted by the registry), without local values.
+            kind = "redemption" if decision.benefit is not None else "passage"
+            payload = {"ticket_id": decision.ticket_id, "zone": decision.zone, "direction": decision.direction,
+                       "benefit": decision.benefit, "confirmed": confirmed, "counted_locally": False}
+            await self.gate.journal.append_async(kind, at=self.gate.clock.now(), lane=self.id, ticket_id=decision.ticket_id, reason="ok", payload=payload)
+            self.gate.after_record()
             return
         kind = "redemption" if usage.benefit is not None else "passage"
         payload = {**usage._asdict(), "confirmed": confirmed}
@@ -268,3 +285,72 @@ class LaneRunner:
             "light": None if light is None else "#%02X%02X%02X" % tuple(round(x * 255) for x in light.current_color),
             "pending_passages": 0 if self.window is None else len(self.window),
         }
+
+
+# ---- after a power cut ----
+
+OUTCOME_KINDS = ("passage", "redemption", "not_passed")
+_SETTLED_MARK = "outcomes_settled"
+
+
+def _outcome_key(record: Record) -> tuple:
+    benefit = record.payload.get("benefit") if record.kind != "not_passed" else None
+    return record.lane, record.ticket_id, benefit
+
+
+def unknown_outcomes(journal: Journal, after_seq: int) -> list[Record]:
+    """Admitted decisions after `after_seq` with no outcome record, oldest first.
+
+    Outcomes are paired with decisions on the same lane, ticket and benefit,
+    oldest first (the order a lane writes them in)."""
+    waiting: dict[tuple, list[Record]] = {}
+    for record in journal.since(after_seq, kinds=("decision", *OUTCOME_KINDS)):
+        if record.ticket_id is None:
+            continue
+        key = _outcome_key(record)
+        if record.kind == "decision":
+            if record.reason == "ok":
+                waiting.setdefault(key, []).append(record)
+        elif waiting.get(key):
+            waiting[key].pop(0)
+    return sorted((r for records in waiting.values() for r in records), key=lambda r: r.seq)
+
+
+async def settle_unknown_outcomes(journal: Journal, cache: EntitlementCache, now: float) -> list[Record]:
+    """At start, before any lane runs: count every admission whose outcome a power cut lost.
+
+    Each gets its outcome record (see the module docstring) and its usage in
+    `cache`; returns the records written. Idempotent: a decision settled once
+    is paired with its record at the next start, and a journal mark keeps
+    later starts from reading what was settled before."""
+    settled: list[Record] = []
+    for decision in unknown_outcomes(journal, journal.mark(_SETTLED_MARK)):
+        p = decision.payload
+        zone, direction, benefit = p.get("zone"), p.get("direction"), p.get("benefit")
+        payload: dict[str, Any] = {"ticket_id": decision.ticket_id, "zone": zone, "direction": direction,
+                                   "benefit": benefit, "confirmed": False, "outcome": "unknown",
+                                   "decision_seq": decision.seq}
+        row = cache.row_of(decision.ticket_id)
+        if row >= 0:
+            if benefit is not None:
+                remaining = cache.redeem(row, benefit)
+                if remaining is not None:
+                    payload["benefit_remaining"] = remaining
+            elif direction == Direction.OUT:
+                cache.count_exit(row, zone)
+            elif isinstance(zone, str) and zone:
+                cache.count_entry(row, zone)
+            if benefit is None or "benefit_remaining" in payload:
+                table = cache.table
+                payload["entries_used"] = table.used[row]
+                payload["inside"] = list(table.zones_of(table.inside[row]))
+        kind = "redemption" if benefit is not None else "passage"
+        record = await journal.append_async(kind, at=now, lane=decision.lane, ticket_id=decision.ticket_id,
+                                            reason="ok", payload=payload)
+        settled.append(record)
+        log.warning("unknown_outcome_counted", lane=decision.lane, ticket_id=decision.ticket_id, kind=kind,
+                    decision_seq=decision.seq, note="admitted before a power cut, outcome never recorded: counted as used")
+    last = journal.tail(1)
+    if last:
+        await asyncio.to_thread(journal.set_mark, _SETTLED_MARK, last[-1].seq)
+    return settled

@@ -5,9 +5,18 @@ network admits correctly from what it last knew.
   the authority (the registry may have added or retired keys since the
   bootstrap key file was written); before that, the config's key file is.
 - the entitlement cache: `<state_dir>/cache.snap` (a snapshot, CRC-checked)
-  and `<state_dir>/cache.json` (the journal sequence it includes). Local
-  usage journaled after that sequence (passages, redemptions) is replayed on
-  load, so anti-passback and entry counts survive a power cut too.
+  and `<state_dir>/cache.json` (the journal sequence whose local usage it
+  includes). Local usage journaled after that sequence (passages,
+  redemptions) is replayed on load, so anti-passback and entry counts
+  survive a power cut too. The replay sets the absolute values each record
+  holds: exact, because the sequence saved is exactly what the saved cache
+  includes.
+- a snapshot from the registry lacks this gate's usage the registry had not
+  stored when it cut it: `reapply_local_usage` adds it back (by counting
+  again, not by absolute values: those would undo other gates' entries the
+  snapshot does include) before the snapshot replaces the live cache, and
+  the cache is then saved with the sequence that re-application reached,
+  so a snapshot never erases local usage it does not include.
 
 Every write is atomic: a temp file, fsync, rename, fsync of the directory.
 A damaged cache file is logged and ignored (the gate starts empty and the
@@ -18,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import structlog
@@ -25,6 +35,7 @@ import structlog
 from gated.atomic_file import write_atomically
 from gated.errors import GatedError, StateError
 from gated.keyfile import load_keyfile, save_keyfile
+from gated.journal import Record
 from gated.validation import EntitlementCache, KeyRing
 
 log = structlog.get_logger("gated.state")
@@ -72,3 +83,45 @@ class StateStore:
         write_atomically(self.cache_path, snapshot)
         write_atomically(self.cache_meta_path, json.dumps({"journal_seq": journal_seq}).encode())
 
+
+
+USAGE_KINDS = ("passage", "redemption")
+
+
+def reapply_local_usage(cache: EntitlementCache, records: Iterable[Record]) -> int:
+    """Count this gate's usage records again on top of a registry snapshot that lacks them.
+
+    Entries are counted up (never below the record's own count), exits take
+    the zone off, redemptions take one (never above the record's own
+    remainder). A record the snapshot did include is counted twice: a
+    ticket shows one use too many until the registry's delta for it arrives
+    with its absolute values, never one too few. Returns how many applied.
+    """
+    applied = 0
+    for record in records:
+        if record.kind not in USAGE_KINDS or record.ticket_id is None:
+            continue
+        rec = cache.get(record.ticket_id)
+        if rec is None:
+            continue
+        p = record.payload
+        benefit, zone, direction = p.get("benefit"), p.get("zone"), p.get("direction")
+        if benefit is not None:
+            remaining = dict(rec.benefits).get(benefit)
+            if remaining is None:
+                continue
+            remaining = max(0, remaining - 1)
+            if isinstance(p.get("benefit_remaining"), int):
+                remaining = min(remaining, p["benefit_remaining"])
+            changed = cache.restore_usage(record.ticket_id, rec.entries_used, rec.inside, benefit, remaining)
+        elif isinstance(zone, str) and zone and direction in ("in", "out"):
+            if direction == "in":
+                used = max(rec.entries_used + 1, p["entries_used"] if isinstance(p.get("entries_used"), int) else 0)
+                inside = rec.inside if zone in rec.inside else (*rec.inside, zone)
+            else:
+                used, inside = rec.entries_used, tuple(z for z in rec.inside if z != zone)
+            changed = cache.restore_usage(record.ticket_id, min(used, 0xFFFFFFFF), inside)
+        else:
+            continue
+        applied += changed
+    return applied

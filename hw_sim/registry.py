@@ -17,8 +17,13 @@ How it keeps the contract:
   first batch may not start after more than the registry holds for that
   (gate, epoch): FAILED_PRECONDITION, with the trailing metadata
   `gated-acked-seq` saying what it holds, so the gate resends from there.
-  A new journal epoch from a known gate is logged (its journal was
-  replaced: seqs restart at 1, and those events are new).
+  A gate starts a new journal epoch at every boot (and a replaced journal
+  restarts at seq 1 under one): logged, and its events are new. A resent
+  (gate, epoch, seq) whose content differs from what is stored (a gate
+  whose journal lost records it had sent and reused their numbers) is
+  refused loudly: an error log line and ALREADY_EXISTS with the trailing
+  metadata `gated-conflict-seq`, the batch stored not at all and not
+  acknowledged, so the gate never takes it for stored.
 - Fan-out: a new passage or redemption moves the registry's usage count,
   bumps the version and goes to every watching gate (the sender included) as
   a delta with absolute values.
@@ -49,12 +54,13 @@ from gated.rpc.convert import KeyChange, delta_to_proto, key_change_to_proto, sn
 from gated.rpc.v1 import registry_pb2 as pb
 from gated.rpc.v1 import registry_pb2_grpc as pb_grpc
 from gated.validation.cache import Delta, EntitlementCache, Op, Reissue, SetState, Upsert, encode_snapshot
-from hw_sim.registry_store import IncomingEvent, RegistryStore
+from hw_sim.registry_store import EventConflict, IncomingEvent, RegistryStore
 
 log = structlog.get_logger()
 
 GATE_ID_METADATA = "gated-gate-id"
 ACKED_SEQ_TRAILER = "gated-acked-seq"
+CONFLICT_SEQ_TRAILER = "gated-conflict-seq"
 CHANGE_POLL_S = 0.2
 DELTA_LOG_SIZE = 1000
 #: A watcher this far behind is dropped; it reconnects and gets a snapshot.
@@ -244,9 +250,8 @@ class RegistryService(pb_grpc.RegistryServicer):
                 known = self.store.acked_seq(gate_id, epoch)
                 epochs = self.store.gate_epochs(gate_id)
                 if epoch not in epochs and epochs:
-                    log.warning("registry_gate_journal_replaced", gate=gate_id, epoch=f"{epoch:#018x}",
-                                previous=[f"{e:#018x}" for e in epochs],
-                                note="gate journal replaced: its seqs restart at 1 under a new epoch; stored as new events")
+                    log.info("registry_gate_new_epoch", gate=gate_id, epoch=f"{epoch:#018x}", epochs_before=len(epochs),
+                             note="a reboot or a replaced journal: stored as new events")
                 if batch.after_seq > known:
                     # The gate believes we hold records up to after_seq (an earlier state of this
                     # database acknowledged them, or the gate invented the number): refuse, and say
@@ -260,7 +265,13 @@ class RegistryService(pb_grpc.RegistryServicer):
                     )
             elif batch.after_seq != expect_after:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"gap: batch follows {batch.after_seq}, expected {expect_after}; resend")
-            stored = self.store.store_events(gate_id, events, time.time(), epoch=epoch, check=self.check_ops)
+            try:
+                stored = self.store.store_events(gate_id, events, time.time(), epoch=epoch, check=self.check_ops)
+            except EventConflict as conflict:
+                log.error("registry_event_conflict", gate=gate_id, epoch=f"{epoch:#018x}", seq=conflict.seq, error=str(conflict),
+                          note="batch refused, nothing stored: the gate reused seqs it had already sent")
+                await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(conflict),
+                                    trailing_metadata=((CONFLICT_SEQ_TRAILER, str(conflict.seq)),))
             if stored.usage_refused is not None:
                 log.error("registry_usage_refused", gate=gate_id, first_seq=events[0].seq, last_seq=events[-1].seq,
                           error=stored.usage_refused, note="events stored; their usage is not fanned out")

@@ -8,6 +8,10 @@ Owns every read and write of the registry's file, for the server and for the
   nothing. Event ids ("<gate>:<seq>") are for display: a gate whose journal
   was replaced starts again at seq 1 under a new epoch, and those events
   are new. Only an event stored for the first time counts towards usage.
+- A resent (gate, epoch, seq) must be the record already stored: one with
+  other content (a gate whose journal lost records it had sent, then reused
+  their numbers) is refused with `EventConflict`, the whole batch rolled
+  back, never acknowledged as if stored.
 - What the registry holds of a gate is kept per (gate, epoch): the highest
   seq stored (``gates.acked_seq``).
 - A batch of events, the usage it changes and the entitlement version it
@@ -103,6 +107,14 @@ USAGE_KINDS = ("passage", "redemption")
 
 class RegistryError(GatedError, ValueError):
     """A registry command was refused (unknown ticket, bad key, unreadable database)."""
+
+
+class EventConflict(RegistryError):
+    """A gate sent a (gate, epoch, seq) the registry holds with other content."""
+
+    def __init__(self, gate_id: str, epoch: int, seq: int, what: str) -> None:
+        super().__init__(f"gate {gate_id!r} epoch {epoch:#018x} seq {seq}: already stored with another {what}")
+        self.gate_id, self.epoch, self.seq = gate_id, epoch, seq
 
 
 class _UsageRefused(Exception):
@@ -461,12 +473,18 @@ class RegistryStore:
                         op = self._count_usage(ev) if count_usage else None
                         if op is not None:
                             ops.append(op)
+                    else:
+                        self._check_same(gate_id, epoch, row)
                 else:
                     plain.append(row)
             if plain:
                 before = conn.total_changes
                 conn.executemany(_INSERT_EVENT, plain)
-                new += conn.total_changes - before
+                inserted = conn.total_changes - before
+                new += inserted
+                if inserted < len(plain):  # some were resent: each must be what is stored
+                    for row in plain:
+                        self._check_same(gate_id, epoch, row)
             last = events[-1].seq if events else 0
             conn.execute(
                 "INSERT INTO gates(gate_id, epoch, acked_seq) VALUES (?, ?, ?) "
@@ -483,6 +501,28 @@ class RegistryStore:
                 base, version = self._bump_version()
                 delta = Delta(base, version, tuple(ops))
         return StoredBatch(last, new, delta)
+
+    def _check_same(self, gate_id: str, epoch: int, row: tuple) -> None:
+        """Raise `EventConflict` when the stored event under this row's key differs from it."""
+        _event_id, _gate, seq, at, kind, lane, ticket_id, reason, payload, _received, db_epoch = row
+        stored = self.conn.execute(
+            "SELECT at, kind, lane, ticket_id, reason, payload FROM events WHERE gate_id = ? AND epoch = ? AND seq = ?",
+            (gate_id, db_epoch, seq),
+        ).fetchone()
+        if stored is None:
+            return
+        s_at, s_kind, s_lane, s_ticket, s_reason, s_payload = stored
+        for what, mine, theirs in (("time", at, s_at), ("kind", kind, s_kind), ("lane", lane, s_lane),
+                                   ("ticket", ticket_id, s_ticket), ("reason", reason, s_reason)):
+            if mine != theirs:
+                raise EventConflict(gate_id, epoch, seq, what)
+        if payload != s_payload:
+            try:
+                same = json.loads(payload) == json.loads(s_payload)
+            except ValueError:
+                same = False
+            if not same:
+                raise EventConflict(gate_id, epoch, seq, "payload")
 
     def _count_usage(self, ev: IncomingEvent) -> Op | None:
         """The usage change of a new passage or redemption, as an absolute-value op."""

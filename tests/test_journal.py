@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from gated.errors import JournalError
-from gated.journal import Journal, Record, measure_commit
+from gated.journal import EPOCH_SEQ_LEAP, Journal, Record, measure_commit, u64_to_sqlite
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -96,10 +96,10 @@ def test_seq_keeps_increasing_across_restarts_even_after_everything_is_purged(pa
         assert journal.purge(now=T0 + 2 * DAY) == 3
         assert journal.tail(10) == []
 
-    with Journal(path, "gate-7") as journal:
+    with Journal(path, "gate-7") as journal:  # a new epoch, leaping past what a lost WAL tail could have held
         record = journal.append("decision", at=T0 + 3 * DAY)
-        assert record.event_id == "gate-7:4"
-        assert journal.stats()["last_seq"] == 4
+        assert record.seq > 3 + EPOCH_SEQ_LEAP and record.event_id == f"gate-7:{record.seq}"
+        assert journal.stats()["last_seq"] == record.seq
 
 
 def test_a_journal_refuses_to_change_gates(path):
@@ -507,7 +507,7 @@ def test_kill_9_mid_stream_loses_no_record_that_was_acknowledged(path):
         assert conn.execute("PRAGMA quick_check").fetchall() == [("ok",)]
     conn.close()
     with Journal(path, "gate-7") as journal:
-        assert journal.append("decision", at=T0).seq == on_disk[-1] + 1
+        assert journal.append("decision", at=T0).seq > on_disk[-1] + EPOCH_SEQ_LEAP
 
 
 def test_a_wal_cut_at_any_offset_opens_to_a_prefix_of_the_records(tmp_path):
@@ -552,26 +552,45 @@ def test_measure_commit_reports_both_latencies_and_cleans_up(tmp_path):
         measure_commit(tmp_path / "taken.db", n=1)
 
 
-def test_each_new_journal_file_has_its_own_random_epoch_kept_across_reopens(tmp_path):
-    import sqlite3
-
-    from gated.journal import Journal
-
+def test_every_opening_that_writes_starts_a_new_random_epoch_and_old_records_keep_theirs(tmp_path):
     path = tmp_path / "j.db"
     with Journal(path, "g", checkpoint_every_s=None) as j:
         epoch = j.epoch
-        j.append("decision", at=1.0)
-    assert 0 < epoch < 2**64
-    with Journal(path, "g", checkpoint_every_s=None) as j:
-        assert j.epoch == epoch
+        first = j.append("decision", at=1.0)
+    assert 0 < epoch < 2**64 and first.seq == 1
+    with Journal(path, "g", checkpoint_every_s=None) as j:  # a reader that never appends starts nothing
+        assert j.epoch_span(1) == (epoch, 1, None)
+    with Journal(path, "g", checkpoint_every_s=None) as j:  # a reboot
+        second = j.append("decision", at=2.0)
+        assert j.epoch not in (0, epoch)
+        assert j.epoch_span(1) == (epoch, 1, second.seq)
+        assert j.epoch_span(second.seq) == (j.epoch, second.seq, None)
+        assert second.seq > 1 + EPOCH_SEQ_LEAP
     for suffix in ("", "-wal", "-shm"):
         (tmp_path / f"j.db{suffix}").unlink(missing_ok=True)
     with Journal(path, "g", checkpoint_every_s=None) as j:  # the SD card was replaced
         assert j.epoch not in (0, epoch)
         assert j.append("decision", at=2.0).seq == 1
-    # a file from before epochs existed reads as the legacy epoch 0
-    with sqlite3.connect(path) as conn:
-        conn.execute("DELETE FROM meta WHERE key = 'epoch'")
+
+
+def test_a_version_1_journal_keeps_its_records_under_its_one_epoch(tmp_path):
+    path = tmp_path / "j.db"
+    with Journal(path, "g", checkpoint_every_s=None) as j:
+        j.append("decision", at=1.0)
+        j.append("decision", at=1.0)
+    with sqlite3.connect(path) as conn:  # as gated wrote it before epochs had a table
+        conn.execute("DROP TABLE epochs")
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'epoch'", (u64_to_sqlite(2**64 - 5),))
+        conn.execute("PRAGMA user_version = 1")
     conn.close()
     with Journal(path, "g", checkpoint_every_s=None) as j:
-        assert j.epoch == 0
+        assert j.epoch_span(2) == (2**64 - 5, 0, None)
+        third = j.append("decision", at=1.0)
+        assert j.epoch_span(2) == (2**64 - 5, 0, third.seq) and j.epoch_span(third.seq)[0] == j.epoch
+    with sqlite3.connect(path) as conn:  # older still: no epoch at all reads as the legacy epoch 0
+        conn.execute("DROP TABLE epochs")
+        conn.execute("DELETE FROM meta WHERE key = 'epoch'")
+        conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    with Journal(path, "g", checkpoint_every_s=None) as j:
+        assert j.epoch_span(1)[0] == 0

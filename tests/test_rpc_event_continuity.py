@@ -209,7 +209,8 @@ def test_a_version_1_registry_database_is_migrated_with_its_events_under_epoch_0
     conn.close()
     with RegistryStore(db, create=False) as store:
         assert store.version == 4 and store.event_ids("g", 0) == ["g:1", "g:2"] and store.acked_seq("g", 0) == 2
-        assert store.store_events("g", [decision("g", 2), decision("g", 3)], 3.0).new_events == 1  # a legacy gate resends
+        legacy_2 = IncomingEvent("g:2", 2, 1.0, "decision", "in-1", None, "ok", "{}")  # as the v1 file holds it
+        assert store.store_events("g", [legacy_2, decision("g", 3)], 3.0).new_events == 1  # a legacy gate resends
         assert store.store_events("g", [decision("g", 1)], 3.0, epoch=5).new_events == 1  # its new journal
         assert store.event_count("g") == 4
     with RegistryStore(db, create=False) as store:  # reopening migrates nothing twice

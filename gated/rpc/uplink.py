@@ -33,6 +33,14 @@ Rules it keeps:
   cache and swapped in at once.
 - Persisting the cache is the daemon's job (`gated.state`): the uplink
   calls `on_cache_changed(snapshot=...)` after every update it applied.
+- A snapshot never erases this gate's own usage: the registry builds it from
+  the events it had stored, so everything the journal had not seen
+  acknowledged when the watch was opened is counted again on top of it
+  (`gated.state.reapply_local_usage`) before it replaces the live cache,
+  and `snapshot_journal_seq` says up to which journal seq the result holds
+  all local usage (the daemon saves it with that seq). A record whose
+  journal write was still in flight at the swap is caught up by the
+  registry's delta for it.
 - The clock offset is the registry's time minus the midpoint of the local
   send and receive times, from the round trip with the smallest RTT of a few
   samples, measured at every connect and every `time_sync_every_s`. The
@@ -61,6 +69,7 @@ from gated.journal import Journal
 from gated.rpc import convert
 from gated.rpc.v1 import registry_pb2 as pb
 from gated.rpc.v1 import registry_pb2_grpc as pb_grpc
+from gated.state import reapply_local_usage
 from gated.validation.cache import EntitlementCache
 from gated.validation.keyring import KeyRing
 
@@ -70,6 +79,7 @@ log = structlog.get_logger()
 
 GATE_ID_METADATA = "gated-gate-id"
 ACKED_SEQ_TRAILER = "gated-acked-seq"
+CONFLICT_SEQ_TRAILER = "gated-conflict-seq"
 MAX_MESSAGE_BYTES = 8 << 20
 _SAFETY_SWEEP_S = 30.0
 _TIME_SAMPLES = 3
@@ -160,6 +170,9 @@ class Uplink:
         self._sent_seq = 0
         self._refused_updates = 0
         self._resend_after: int | None = None  # set when the registry says it holds less than we thought
+        self._watch_acked_through = 0  # the journal's acknowledged prefix when the entitlement watch was opened
+        #: After a snapshot: the journal seq up to which the live cache holds all local usage.
+        self.snapshot_journal_seq: int | None = None
 
     # ------------------------------------------------------------ public
 
@@ -273,17 +286,18 @@ class Uplink:
 
     # ------------------------------------------------------------ events
 
-    def _previous_seq(self, seq: int) -> int:
-        """The seq of the record just before `seq` as the journal has it (0: none; purged or never written)."""
+    def _previous_seq(self, seq: int, floor: int = 0) -> int:
+        """The seq of the record just before `seq` as the journal has it, if above `floor`
+        (0: none; purged, never written, or of an earlier epoch when `floor` is the epoch's start - 1)."""
         width = 2
         while True:
-            low = max(0, seq - width)
+            low = max(floor, seq - width)
             previous = 0
             for rec in itertools.islice(self.journal.since(low, batch=width), width):
                 if rec.seq >= seq:
                     break
                 previous = rec.seq
-            if previous or low == 0:
+            if previous or low == floor:
                 return previous
             if width >= 1 << 16:  # a long stretch purged: the registry holds all of it (it was acknowledged)
                 return 0
@@ -294,18 +308,30 @@ class Uplink:
         return list(itertools.islice(self.journal.since(after_seq, batch=limit), limit))
 
     async def _send_events(self, stub: pb_grpc.RegistryStub) -> None:
+        """One stream per journal epoch, oldest first: a stream carries a single epoch."""
+        while True:
+            await self._stream_epoch(stub)
+
+    async def _stream_epoch(self, stub: pb_grpc.RegistryStub) -> None:
+        """Send the records of one epoch (the oldest with records to send). Returns once every
+        record of it was sent and acknowledged and a later epoch's records wait; raises when
+        the stream fails."""
         call = stub.StreamEvents(metadata=self._metadata)
         window = asyncio.Semaphore(self.max_in_flight)
         acked = asyncio.Event()
-        epoch = self.journal.epoch
+        progress = asyncio.Event()
         resend_after, self._resend_after = self._resend_after, None
         sent_high = 0  # the highest seq written on this stream
+        epoch: int | None = None
+        epoch_first = 0
+        finishing = False
 
         async def write() -> None:
-            nonlocal sent_high
+            nonlocal sent_high, epoch, epoch_first, finishing
             # From the journal's first unacknowledged record, or after what the registry says it holds.
             cursor = 0 if resend_after is None else resend_after
             after: int | None = None
+            epoch_end: int | None = None
             while True:
                 self._wake.clear()
                 if resend_after is None:
@@ -318,8 +344,21 @@ class Uplink:
                     except TimeoutError:
                         pass
                     continue
+                if epoch is None:
+                    epoch, epoch_first, epoch_end = self.journal.epoch_span(records[0].seq)
+                if epoch_end is not None:
+                    records = [r for r in records if r.seq < epoch_end]
+                    if not records:
+                        # This epoch is all sent: once it is acknowledged, a new stream takes the next.
+                        finishing = True
+                        while self._registry_acked < sent_high:
+                            progress.clear()
+                            await progress.wait()
+                        await call.done_writing()
+                        return
                 if after is None:
-                    after = await asyncio.to_thread(self._previous_seq, records[0].seq)
+                    # Within the epoch: its first record follows nothing the registry holds of it.
+                    after = await asyncio.to_thread(self._previous_seq, records[0].seq, max(0, epoch_first - 1))
                 batch = convert.event_batch(after, records, epoch)
                 await window.acquire()
                 sent_high = self._sent_seq = records[-1].seq
@@ -332,6 +371,8 @@ class Uplink:
                     ack = await call.read()
                     if ack is grpc.aio.EOF:
                         await call  # raises the call's error status, if it has one
+                        if finishing:
+                            return
                         raise _SessionEnded("registry closed the event stream")
                     if ack.up_to_seq > sent_high:
                         log.error("uplink_ack_beyond_sent", up_to_seq=ack.up_to_seq, highest_sent=sent_high,
@@ -341,12 +382,15 @@ class Uplink:
                     if ack.up_to_seq > self._registry_acked:
                         self._registry_acked = ack.up_to_seq
                         acked.set()
+                    progress.set()
             except grpc.aio.AioRpcError as exc:
                 held = self._registry_holds(exc)
                 if held is not None:
-                    self._resend_after = held
-                    log.warning("uplink_registry_behind", registry_holds_up_to=held, epoch=f"{epoch:#018x}",
+                    self._resend_after = max(held, epoch_first - 1)
+                    log.warning("uplink_registry_behind", registry_holds_up_to=held, epoch=f"{epoch or 0:#018x}",
                                 note="resending every record after it")
+                elif exc.code() is grpc.StatusCode.ALREADY_EXISTS:
+                    await self._registry_conflict(exc, epoch or 0, epoch_first, sent_high)
                 raise
 
         async def record_acks() -> None:
@@ -354,21 +398,49 @@ class Uplink:
             while True:
                 await acked.wait()
                 acked.clear()
-                up_to = self._registry_acked
-                if up_to > self._journal_acked:
-                    await asyncio.to_thread(self.journal.mark_acked, up_to, self.clock.now())
-                    self._journal_acked = up_to
+                await self._record_acks()
 
         tasks = [asyncio.create_task(c) for c in (write(), read(), record_acks())]
+        reader = tasks[1]
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                task.result()
+            pending = set(tasks)
+            while reader in pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()
+            await self._record_acks()  # the epoch is done: its last acks are written before the next stream
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             call.cancel()
+
+    async def _record_acks(self) -> None:
+        up_to = self._registry_acked
+        if up_to > self._journal_acked:
+            await asyncio.to_thread(self.journal.mark_acked, up_to, self.clock.now())
+            self._journal_acked = up_to
+
+    async def _registry_conflict(self, exc: grpc.aio.AioRpcError, epoch: int, epoch_first: int, sent_high: int) -> None:
+        """The registry holds other content under one of our (epoch, seq): it refused the batch.
+
+        Nothing from that seq on was acknowledged, so those records move to a new epoch
+        and go up again as new events; both versions stay visible at the registry."""
+        seq = None
+        for key, value in exc.trailing_metadata() or ():
+            if key == CONFLICT_SEQ_TRAILER:
+                try:
+                    seq = int(value)
+                except (TypeError, ValueError):
+                    seq = None
+        log.error("uplink_event_conflict", error=_describe(exc), epoch=f"{epoch:#018x}", seq=seq,
+                  note="the registry holds different records under these seqs")
+        if seq is None or not epoch_first <= seq <= sent_high:
+            return
+        if await asyncio.to_thread(self.journal.acked_through) >= seq:
+            return
+        new = await asyncio.to_thread(self.journal.new_epoch_from, seq)
+        log.warning("uplink_new_epoch", from_seq=seq, epoch=f"{new:#018x}", note="records from this seq are sent again under it")
 
     @staticmethod
     def _registry_holds(exc: grpc.aio.AioRpcError) -> int | None:
@@ -389,6 +461,7 @@ class Uplink:
     async def _watch_entitlements(self, stub: pb_grpc.RegistryStub) -> None:
         refusals = 0
         while True:
+            self._watch_acked_through = self.journal.acked_through()  # a snapshot includes at least these
             request = pb.WatchEntitlementsRequest(have_version=self.cache.version)
             call = stub.WatchEntitlements(request, metadata=self._metadata)
             assembler = convert.SnapshotAssembler()
@@ -430,9 +503,24 @@ class Uplink:
         await asyncio.to_thread(fresh.load_snapshot, data)  # checks everything; raises SnapshotError
         if fresh.version != version:
             raise convert.MalformedUpdate(f"snapshot says version {fresh.version}, its chunks said {version}")
+        # This gate's usage the registry may not have had: everything not acknowledged when we asked.
+        read_to, reapplied = await asyncio.to_thread(self._reapply_since, fresh, self._watch_acked_through)
         self.cache.table, self.cache.version = fresh.table, fresh.version
-        log.info("entitlement_snapshot_loaded", version=version, tickets=len(self.cache), size=len(data))
+        # Records journaled meanwhile went into the old table: count them on the new one too.
+        late_to, late = self._reapply_since(self.cache, read_to)
+        self.snapshot_journal_seq = late_to
+        log.info("entitlement_snapshot_loaded", version=version, tickets=len(self.cache), size=len(data),
+                 local_usage_reapplied=reapplied + late, journal_seq=late_to)
         self._cache_changed(snapshot=True)
+
+    def _reapply_since(self, cache: EntitlementCache, after_seq: int) -> tuple[int, int]:
+        """Count local usage journaled after `after_seq` on `cache`; (the last seq read, how many applied)."""
+        last = after_seq
+        records = []
+        for record in self.journal.since(after_seq, kinds=("passage", "redemption")):
+            last = record.seq
+            records.append(record)
+        return last, reapply_local_usage(cache, records)
 
     def _cache_changed(self, *, snapshot: bool) -> None:
         """Tell the daemon, which persists the cache (a snapshot at once, deltas in batches).

@@ -74,6 +74,10 @@ class RegistryServicer:
         `gated-acked-seq: <N>` (decimal), the highest seq it holds; the gate
         then opens a new stream and resends every record of its journal after N
         (acknowledged before or not), with after_seq as its journal has it.
+        ALREADY_EXISTS when a batch holds a (gate id, journal_epoch, seq) the
+        registry stores with other content; nothing of the batch is stored and
+        the trailing metadata `gated-conflict-seq: <seq>` names the first such
+        seq (the gate moves its records from there to a new journal_epoch).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
