@@ -488,7 +488,7 @@ class RegistryStore:
         """The usage change of a new passage or redemption, as an absolute-value op."""
         try:
             payload = json.loads(ev.payload_json)
-        except ValueError:
+        except (ValueError, RecursionError):  # a gate's payload, nested past the recursion limit or not JSON
             return None
         if not isinstance(payload, dict):
             return None
