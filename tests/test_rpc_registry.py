@@ -132,7 +132,7 @@ def test_the_checkin_report_counts_entries_exits_attendees_and_categories(tmp_pa
         ("2025-06-01 09:00", "in-1", 2, 0), ("2025-06-01 09:00", "out-1", 0, 1), ("2025-06-01 10:00", "in-1", 1, 0)]
     assert report.unique_attendees == 2
     assert [(c.category, c.registered, c.attended) for c in report.categories] == [("guest", 1, 1), ("media", 1, 0), ("vip", 1, 1)]
-    assert "  2025-06-01 10:00  in-1        1       0" in text
+    assert "  2025-06-01 10:00  a     in-1        1       0" in text
     assert "  guest              1         1  100.0%" in text and "Unique attendees: 2" in text
 
 
