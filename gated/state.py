@@ -75,7 +75,8 @@ class StateStore:
             cache.load_snapshot(self.cache_path.read_bytes())
             meta = json.loads(self.cache_meta_path.read_text()) if self.cache_meta_path.exists() else {}
             return cache, int(meta.get("journal_seq", 0))
-        except (OSError, ValueError, GatedError) as exc:
+        # TypeError, AttributeError, RecursionError: a cache.json that is JSON but not {"journal_seq": N}
+        except (OSError, ValueError, TypeError, AttributeError, RecursionError, GatedError) as exc:
             log.error("cache_file_unusable", path=str(self.cache_path), error=str(exc))
             return EntitlementCache(), 0
 

@@ -1,22 +1,26 @@
 """The check-in report: `gated registry report --db FILE`.
 
 From the passages the gates reported (kind "passage", payload direction
-"in" or "out"): entries and exits per hour (UTC) per lane, unique attendees
-(tickets with at least one entry), and the attendance rate per category
-(tickets with an entry / tickets registered).
+"in" or "out"): entries and exits per hour (UTC) per gate and lane (two
+gates may both call a lane "in-1"), unique attendees (tickets with at least
+one entry), the attendance rate per category (tickets with an entry /
+tickets registered), and the conflicts the registry found (over-entry,
+over-redemption, use of a revoked ticket), each with both of its records.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from gated.journal import u64_from_sqlite
-from hw_sim.registry_store import RegistryStore
+from hw_sim.registry_store import Conflict, RegistryStore, UsageRecord
 
 
 @dataclass(frozen=True, slots=True)
 class HourRow:
     hour: str  # "YYYY-MM-DD HH:00" UTC
+    gate: str
     lane: str
     entries: int
     exits: int
@@ -39,10 +43,12 @@ class CheckinReport:
     unique_attendees: int
     categories: tuple[CategoryRow, ...]
     events: int
+    conflicts: tuple[Conflict, ...] = ()
+    conflict_counts: tuple[tuple[str, int], ...] = ()  # (kind, count) for every kind
 
 
 _PASSAGES = """
-    SELECT ticket_id, lane, at, json_extract(payload, '$.direction') AS direction
+    SELECT ticket_id, gate_id, lane, at, json_extract(payload, '$.direction') AS direction
     FROM events WHERE kind = 'passage' AND json_valid(payload)
 """
 
@@ -50,11 +56,11 @@ _PASSAGES = """
 def checkin_report(store: RegistryStore) -> CheckinReport:
     conn = store.conn
     hours = tuple(
-        HourRow(hour, lane, entries, exits)
-        for hour, lane, entries, exits in conn.execute(
-            f"SELECT strftime('%Y-%m-%d %H:00', at, 'unixepoch') AS hour, lane, "
+        HourRow(hour, gate, lane, entries, exits)
+        for hour, gate, lane, entries, exits in conn.execute(
+            f"SELECT strftime('%Y-%m-%d %H:00', at, 'unixepoch') AS hour, gate_id, lane, "
             f"sum(direction = 'in'), sum(direction = 'out') FROM ({_PASSAGES}) "
-            "WHERE direction IN ('in', 'out') GROUP BY hour, lane ORDER BY hour, lane"
+            "WHERE direction IN ('in', 'out') GROUP BY hour, gate_id, lane ORDER BY hour, gate_id, lane"
         )
     )
     attended = {
@@ -67,16 +73,30 @@ def checkin_report(store: RegistryStore) -> CheckinReport:
         counts[0] += 1
         counts[1] += u64_from_sqlite(tid) in attended
     categories = tuple(CategoryRow(c, n, a) for c, (n, a) in sorted(per_category.items()))
-    return CheckinReport(hours, len(attended), categories, store.event_count())
+    return CheckinReport(hours, len(attended), categories, store.event_count(),
+                         tuple(store.conflicts()), tuple(store.conflict_counts().items()))
+
+
+def _utc(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at))
+
+
+def _side(conflict: Conflict, record: UsageRecord) -> str:
+    if record.event_id is not None:
+        return f"{record.gate_id} {record.lane} at {_utc(record.at)}"
+    if conflict.kind == "revoked_use":
+        return "revoked (time not kept)" if record.at is None else f"revoked at {_utc(record.at)}"
+    return "no stored record"  # usage the registry counted before it kept events
 
 
 def format_report(report: CheckinReport) -> str:
-    lines = ["Check-in report", "", "Entries and exits per hour (UTC) per lane:"]
+    lines = ["Check-in report", "", "Entries and exits per hour (UTC) per gate and lane:"]
     if report.hours:
+        gate_width = max(4, *(len(r.gate) for r in report.hours))
         lane_width = max(4, *(len(r.lane) for r in report.hours))
-        lines.append(f"  {'hour':16}  {'lane':{lane_width}}  {'in':>6}  {'out':>6}")
+        lines.append(f"  {'hour':16}  {'gate':{gate_width}}  {'lane':{lane_width}}  {'in':>6}  {'out':>6}")
         for r in report.hours:
-            lines.append(f"  {r.hour:16}  {r.lane:{lane_width}}  {r.entries:>6}  {r.exits:>6}")
+            lines.append(f"  {r.hour:16}  {r.gate:{gate_width}}  {r.lane:{lane_width}}  {r.entries:>6}  {r.exits:>6}")
     else:
         lines.append("  (no passages yet)")
     lines += ["", f"Unique attendees: {report.unique_attendees}", "", "Attendance by category:"]
@@ -87,5 +107,14 @@ def format_report(report: CheckinReport) -> str:
             lines.append(f"  {c.category:{width}}  {c.registered:>10}  {c.attended:>8}  {c.rate:>6.1%}")
     else:
         lines.append("  (no tickets registered)")
+    lines.append("")
+    if report.conflicts:
+        counts = ", ".join(f"{kind} {n}" for kind, n in report.conflict_counts)
+        lines.append(f"Conflicts: {len(report.conflicts)} ({counts})")
+        for c in report.conflicts:
+            what = f"ticket {c.ticket_id}" + (f" ({c.benefit})" if c.benefit else "")
+            lines.append(f"  {c.kind:15}  {what}: {_side(c, c.first)}, then {_side(c, c.then)}")
+    else:
+        lines.append("Conflicts: none")
     lines += ["", f"Events stored: {report.events}"]
     return "\n".join(lines) + "\n"

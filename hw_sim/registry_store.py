@@ -23,17 +23,33 @@ Owns every read and write of the registry's file, for the server and for the
   updates. A server that was not running applies them at start.
 - Ticket ids are u64; SQLite integers are signed, so they are stored as the
   two's-complement i64 and mapped back on read.
+- Conflicts are shown, not hidden. Gates apart from the registry (or from
+  each other) can each admit the last entry of a ticket; the registry counts
+  what was used all the same, and when a new usage event overdraws a ticket
+  it stores a row in ``conflicts`` holding both records (the one already
+  held and the one that overdrew, each with gate, lane and time) and logs
+  ``registry_conflict``: over-entry (entries beyond max_entries),
+  over-redemption (a benefit taken at 0 remaining), and use of a revoked
+  ticket (an entry or redemption timed at or after its revocation; the
+  revocation is the earlier record).
+- The file holds the event's raw signing keys: it is created mode 0600 (its
+  -wal and -shm follow the file's mode), and an older file found readable by
+  others is tightened to 0600 when opened.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import structlog
 
 from gated.errors import GatedError
 from gated.journal import u64_from_sqlite, u64_to_sqlite
@@ -47,8 +63,10 @@ from gated.validation.cache import (
     TicketState,
 )
 
+log = structlog.get_logger()
+
 APPLICATION_ID = 0x67617452  # "gatR": tells our file apart from any other SQLite file
-SCHEMA_VERSION = 2  # 2: events and gates keyed by (gate_id, epoch, ...); version 1 files are migrated
+SCHEMA_VERSION = 3  # 2: events and gates keyed by (gate_id, epoch, ...); 3: conflicts, revocations; older files are migrated
 _U64 = 1 << 64
 
 _EVENT_COLUMNS = "event_id, gate_id, seq, at, kind, lane, ticket_id, reason, payload, received_at, epoch"
@@ -102,6 +120,33 @@ CREATE TABLE changes (
 );
 """
 
+# Schema 3: what the registry keeps to show conflicts (see the rules above).
+_CONFLICT_SCHEMA = """
+CREATE TABLE conflicts (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind        TEXT NOT NULL,         -- over_entry | over_redemption | revoked_use
+    ticket_id   INTEGER NOT NULL,
+    benefit     TEXT,                  -- over_redemption: the benefit
+    first_event TEXT,                  -- the record already held: an event id, NULL for a revocation
+    first_gate  TEXT,
+    first_epoch INTEGER,
+    first_seq   INTEGER,
+    first_lane  TEXT,
+    first_at    REAL,                  -- NULL: a revocation from before the registry kept its time
+    event_id    TEXT NOT NULL,         -- the record that overdrew
+    gate_id     TEXT NOT NULL,
+    epoch       INTEGER NOT NULL,
+    seq         INTEGER NOT NULL,
+    lane        TEXT NOT NULL,
+    at          REAL NOT NULL,
+    found_at    REAL NOT NULL
+);
+CREATE TABLE revocations (ticket_id INTEGER PRIMARY KEY, at REAL NOT NULL);
+CREATE INDEX usage_by_ticket ON events(ticket_id, kind, at) WHERE kind IN ('passage', 'redemption');
+"""
+_SCHEMA += _CONFLICT_SCHEMA
+CONFLICT_KINDS = ("over_entry", "over_redemption", "revoked_use")
+
 USAGE_KINDS = ("passage", "redemption")
 
 
@@ -154,6 +199,29 @@ class StoredBatch:
     usage_refused: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """One side of a conflict: a stored event, or (event_id None) the registry's revocation."""
+
+    event_id: str | None
+    gate_id: str | None
+    lane: str | None
+    at: float | None  # None: a revocation whose time the registry did not keep
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A usage event that overdrew a ticket, with the record it collided with."""
+
+    id: int
+    kind: str  # one of CONFLICT_KINDS
+    ticket_id: int
+    benefit: str | None
+    first: UsageRecord  # held before: the last entry or redemption, or the revocation
+    then: UsageRecord  # the one that overdrew
+    found_at: float
+
+
 _TICKET_COLUMNS = (
     "ticket_id, category, ticket_type, zones, windows, max_entries, entries_used, inside, "
     "badge_serial, state, benefits, name, company, phone"
@@ -168,6 +236,7 @@ class RegistryStore:
         if not create and not self.path.exists():
             raise RegistryError(f"{self.path}: no registry database (create one with: gated registry import FILE.csv --db {self.path})")
         try:
+            _make_private(self.path)
             self.conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=10.0)
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
@@ -187,7 +256,7 @@ class RegistryStore:
                 raise RegistryError(f"{self.path}: not a gated registry database")
             else:
                 self._migrate()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise RegistryError(f"{self.path}: cannot open the registry database: {exc}") from None
         self._zone_json: dict[str, tuple[str, ...]] = {}
 
@@ -205,8 +274,16 @@ class RegistryStore:
         schema = int(self._meta("schema"))
         if schema > SCHEMA_VERSION:
             raise RegistryError(f"{self.path}: registry schema {schema} is newer than this gated supports ({SCHEMA_VERSION})")
-        if schema >= 2:
-            return
+        if schema < 2:
+            self._migrate_to_2()
+        if schema < 3:
+            with self.transaction():
+                for statement in _CONFLICT_SCHEMA.split(";"):
+                    if statement.strip():
+                        self.conn.execute(statement)
+                self._set_meta("schema", 3)
+
+    def _migrate_to_2(self) -> None:
         statements = [s for s in _SCHEMA.split(";") if "TABLE events" in s or "TABLE gates" in s or "INDEX events" in s]
         with self.transaction():
             self.conn.execute("DROP INDEX IF EXISTS events_kind_at")
@@ -342,10 +419,13 @@ class RegistryStore:
             raise RegistryError(f"ticket {ticket_id} is not registered")
         return rec
 
-    def revoke(self, ticket_id: int) -> TicketRecord:
+    def revoke(self, ticket_id: int, *, at: float | None = None) -> TicketRecord:
+        """Revoke a ticket; `at` (now by default) is kept: an entry timed after it is a conflict."""
         with self.transaction():
             self._require(ticket_id)
             self.conn.execute("UPDATE tickets SET state = ? WHERE ticket_id = ?", (int(TicketState.REVOKED), u64_to_sqlite(ticket_id)))
+            self.conn.execute("INSERT OR IGNORE INTO revocations(ticket_id, at) VALUES (?, ?)",
+                              (u64_to_sqlite(ticket_id), time.time() if at is None else at))
             self.conn.execute("INSERT INTO changes(kind, ticket_id) VALUES ('state', ?)", (u64_to_sqlite(ticket_id),))
         return self._require(ticket_id)
 
@@ -461,6 +541,7 @@ class RegistryStore:
         db_epoch = u64_to_sqlite(epoch)
         ops: list[Op] = []
         new = 0
+        conflicts: list[Conflict] = []
         with self.transaction():
             plain = []
             for ev in events:
@@ -470,7 +551,7 @@ class RegistryStore:
                 if ev.kind in USAGE_KINDS:
                     if conn.execute(_INSERT_EVENT, row).rowcount:
                         new += 1
-                        op = self._count_usage(ev) if count_usage else None
+                        op = self._count_usage(ev, gate_id, db_epoch, conflicts) if count_usage else None
                         if op is not None:
                             ops.append(op)
                     else:
@@ -500,6 +581,8 @@ class RegistryStore:
             if ops:
                 base, version = self._bump_version()
                 delta = Delta(base, version, tuple(ops))
+        for conflict in conflicts:  # logged once committed: a rolled-back batch found nothing
+            _log_conflict(conflict)
         return StoredBatch(last, new, delta)
 
     def _check_same(self, gate_id: str, epoch: int, row: tuple) -> None:
@@ -519,16 +602,19 @@ class RegistryStore:
         if payload != s_payload:
             try:
                 same = json.loads(payload) == json.loads(s_payload)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested past the recursion limit
                 same = False
             if not same:
                 raise EventConflict(gate_id, epoch, seq, "payload")
 
-    def _count_usage(self, ev: IncomingEvent) -> Op | None:
-        """The usage change of a new passage or redemption, as an absolute-value op."""
+    def _count_usage(self, ev: IncomingEvent, gate_id: str, db_epoch: int, conflicts: list[Conflict]) -> Op | None:
+        """The usage change of a new passage or redemption, as an absolute-value op.
+
+        Appends to `conflicts` what this usage overdrew (it is counted all the same).
+        """
         try:
             payload = json.loads(ev.payload_json)
-        except ValueError:
+        except (ValueError, RecursionError):  # a gate's payload, nested past the recursion limit or not JSON
             return None
         if not isinstance(payload, dict):
             return None
@@ -536,16 +622,22 @@ class RegistryStore:
         if not isinstance(ticket_id, int) or not 0 <= ticket_id < _U64:
             return None
         row = self.conn.execute(
-            "SELECT entries_used, inside, benefits, zones FROM tickets WHERE ticket_id = ?", (u64_to_sqlite(ticket_id),)
+            "SELECT entries_used, inside, benefits, zones, max_entries, state FROM tickets WHERE ticket_id = ?",
+            (u64_to_sqlite(ticket_id),),
         ).fetchone()
         if row is None:
             return None
-        used, inside_json, benefits_json, zones_json = row
+        used, inside_json, benefits_json, zones_json, max_entries, state = row
+        found = _Found(self, ev, gate_id, db_epoch, ticket_id, conflicts)
         benefit = payload.get("benefit")
         if ev.kind == "redemption" or benefit:
             benefits = json.loads(benefits_json)
             for pair in benefits:
                 if pair[0] == benefit:
+                    if pair[1] <= 0:
+                        found.conflict("over_redemption", benefit)
+                    if state == TicketState.REVOKED:
+                        found.conflict("revoked_use", benefit)
                     pair[1] = max(0, pair[1] - 1)
                     self.conn.execute("UPDATE tickets SET benefits = ? WHERE ticket_id = ?", (json.dumps(benefits), u64_to_sqlite(ticket_id)))
                     return SetBenefit(ticket_id, benefit, pair[1])
@@ -558,6 +650,10 @@ class RegistryStore:
         inside = list(json.loads(inside_json))
         if direction == "in":
             used = min(used + 1, 0xFFFFFFFF)
+            if 0 < max_entries < used:
+                found.conflict("over_entry")
+            if state == TicketState.REVOKED:
+                found.conflict("revoked_use")
             if zone not in inside:
                 inside.append(zone)
         elif zone in inside:
@@ -567,6 +663,25 @@ class RegistryStore:
             (used, json.dumps(inside), u64_to_sqlite(ticket_id)),
         )
         return SetUsage(ticket_id, used, tuple(inside))
+
+    # ----------------------------------------------------------- conflicts
+
+    def conflicts(self, kind: str | None = None) -> list[Conflict]:
+        """Every conflict found (of one kind, or all), in the order found."""
+        where, args = ("WHERE kind = ?", (kind,)) if kind is not None else ("", ())
+        return [
+            Conflict(cid, k, u64_from_sqlite(tid), benefit, UsageRecord(f_event, f_gate, f_lane, f_at),
+                     UsageRecord(event_id, gate, lane, at), found_at)
+            for cid, k, tid, benefit, f_event, f_gate, f_lane, f_at, event_id, gate, lane, at, found_at in self.conn.execute(
+                "SELECT id, kind, ticket_id, benefit, first_event, first_gate, first_lane, first_at, "
+                f"event_id, gate_id, lane, at, found_at FROM conflicts {where} ORDER BY id", args)
+        ]
+
+    def conflict_counts(self) -> dict[str, int]:
+        """How many conflicts of each kind (every kind present, 0 included): what a dashboard shows."""
+        counts = dict.fromkeys(CONFLICT_KINDS, 0)
+        counts.update(self.conn.execute("SELECT kind, count(*) FROM conflicts GROUP BY kind"))
+        return counts
 
     def event_count(self, gate_id: str | None = None) -> int:
         if gate_id is None:
@@ -582,3 +697,67 @@ class RegistryStore:
                 "SELECT event_id FROM events WHERE gate_id = ? AND epoch = ? ORDER BY seq", (gate_id, u64_to_sqlite(epoch)))
         return [r[0] for r in rows]
 
+
+
+class _Found:
+    """Records the conflicts one new usage event causes (inside the batch's transaction)."""
+
+    def __init__(self, store: RegistryStore, ev: IncomingEvent, gate_id: str, db_epoch: int, ticket_id: int,
+                 conflicts: list[Conflict]) -> None:
+        self.store, self.ev, self.gate_id, self.db_epoch, self.ticket_id = store, ev, gate_id, db_epoch, ticket_id
+        self.conflicts = conflicts
+
+    def conflict(self, kind: str, benefit: str | None = None) -> None:
+        ev, conn, tid = self.ev, self.store.conn, u64_to_sqlite(self.ticket_id)
+        if kind == "revoked_use":
+            row = conn.execute("SELECT at FROM revocations WHERE ticket_id = ?", (tid,)).fetchone()
+            revoked_at = None if row is None else row[0]
+            if revoked_at is not None and ev.at < revoked_at:
+                return  # used before the revocation, reported after it: no conflict
+            first = UsageRecord(None, None, None, revoked_at)
+            held = (None, None, None, None, None, revoked_at)
+        else:
+            # The record already held: the latest other use of the same entry count or benefit.
+            field, value = ("$.direction", "in") if kind == "over_entry" else ("$.benefit", benefit)
+            row = conn.execute(
+                "SELECT event_id, gate_id, epoch, seq, lane, at FROM events "
+                "WHERE ticket_id = ? AND kind IN ('passage', 'redemption') "
+                "AND CASE WHEN json_valid(payload) THEN json_extract(payload, ?) END = ? "
+                "AND NOT (gate_id = ? AND epoch = ? AND seq = ?) ORDER BY at DESC LIMIT 1",
+                (tid, field, value, self.gate_id, self.db_epoch, ev.seq),
+            ).fetchone()
+            held = row or (None,) * 6  # usage counted before the registry kept its events
+            first = UsageRecord(held[0], held[1], held[4], held[5])
+        found_at = time.time()
+        cur = conn.execute(
+            "INSERT INTO conflicts(kind, ticket_id, benefit, first_event, first_gate, first_epoch, first_seq, first_lane, "
+            "first_at, event_id, gate_id, epoch, seq, lane, at, found_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (kind, tid, benefit, *held, ev.event_id, self.gate_id, self.db_epoch, ev.seq, ev.lane, ev.at, found_at),
+        )
+        then = UsageRecord(ev.event_id, self.gate_id, ev.lane, ev.at)
+        self.conflicts.append(Conflict(cur.lastrowid, kind, self.ticket_id, benefit, first, then, found_at))
+
+
+def _log_conflict(c: Conflict) -> None:
+    log.warning(
+        "registry_conflict", kind=c.kind, ticket_id=c.ticket_id, benefit=c.benefit,
+        event_id=c.then.event_id, gate=c.then.gate_id, lane=c.then.lane, at=c.then.at,
+        first_event_id=c.first.event_id, first_gate=c.first.gate_id, first_lane=c.first.lane, first_at=c.first.at,
+    )
+
+
+def _make_private(path: Path) -> None:
+    """Create the database file 0600 before SQLite opens it (SQLite gives its -wal and -shm the
+    file's mode); an older file of ours that others may read is tightened to 0600."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        return
+    except FileExistsError:
+        pass
+    for name in (str(path), f"{path}-wal", f"{path}-shm"):
+        try:
+            st = os.stat(name)
+        except FileNotFoundError:
+            continue
+        if st.st_mode & 0o077 and st.st_uid == os.getuid():
+            os.chmod(name, 0o600)

@@ -1,5 +1,8 @@
 """The entitlement cache: snapshots, deltas all-or-nothing, compact storage."""
 
+import struct
+import zlib
+
 import pytest
 
 from gated.errors import DeltaRefused, SnapshotError
@@ -61,6 +64,23 @@ def test_a_damaged_snapshot_is_refused_and_the_cache_kept(damage):
     with pytest.raises(SnapshotError):
         cache.load_snapshot(damage(data))
     assert cache.version == 5 and cache.get(1001) == ALICE and cache.get(0) is None
+
+
+def snapshot_with_header(header: bytes) -> bytes:
+    """A snapshot whose CRC is right and whose header is `header` (the JSON part)."""
+    body = b"GTSNAP\x00\x01" + struct.pack("<I", len(header)) + header
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+@pytest.mark.parametrize("open_, close", [(b"[", b"]"), (b'{"a":', b"}")])
+def test_a_snapshot_header_nested_any_depth_is_refused_and_the_cache_kept(depth, open_, close):
+    cache = loaded(ALICE)
+    with pytest.raises(SnapshotError, match="nest"):
+        cache.load_snapshot(snapshot_with_header(open_ * depth + b"1" + close * depth))
+    with pytest.raises(SnapshotError, match="nest"):
+        cache.load_snapshot(snapshot_with_header(open_ * depth))  # unclosed
+    assert cache.version == 5 and cache.get(1001) == ALICE
 
 
 def test_snapshot_with_a_duplicate_ticket_is_refused():

@@ -465,6 +465,50 @@ def test_an_unterminated_value_at_the_end_of_the_file_names_the_last_line(tmp_pa
     assert message.endswith("at the end of the file")
 
 
+# A file that nests deeper than any config needs: a typo'd paste, a generated
+# file gone wrong, or someone probing the gate. One line, whatever the depth.
+_DEEP = [
+    ("arrays on one line", lambda n: "deep = " + "[" * n + "]" * n + "\n"),
+    ("arrays one per line", lambda n: "deep = " + "[\n" * n + "]" * n + "\n"),
+    ("unclosed arrays", lambda n: "deep = " + "[" * n + "\n"),
+    ("inline tables", lambda n: "deep = " + "{a = " * n + "1" + "}" * n + "\n"),
+    ("dotted key", lambda n: ".".join(["a"] * n) + " = 1\n"),  # tomllib alone: 400 MB at 10,000
+    ("dotted table header", lambda n: "[" + ".".join(["a"] * n) + "]\n"),
+]
+
+
+@pytest.mark.parametrize("depth", [400, 1_000, 100_000])
+@pytest.mark.parametrize("shape,nest", _DEEP, ids=[shape for shape, _ in _DEEP])
+def test_any_nesting_depth_is_refused_in_one_line_naming_the_line(tmp_path, capsys, shape, nest, depth):
+    text = edit(EXAMPLE, "[policy]\n", nest(depth) + "[policy]\n")
+    path = write(tmp_path, text)
+    assert config_check_main(path) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "Traceback" not in err
+    start = line_of(text, "deep =") if shape.startswith(("arrays", "unclosed", "inline")) else line_of(text, "a.a.a")
+    too_deep = start + 32 if shape == "arrays one per line" else start  # where the 33rd level opens
+    assert err.startswith(f"{path}:{too_deep}: toml: ")
+    assert "nest more than 32 deep" in err
+
+
+def test_nesting_up_to_the_limit_is_parsed_and_brackets_in_strings_do_not_count(tmp_path):
+    # 32 deep is allowed (and refused only for being an unknown key); strings,
+    # comments and multi-line strings full of brackets and quotes are not nesting.
+    noise = "[{" * 40
+    text = edit(EXAMPLE, "[policy]\n", (
+        f"# {noise}\n"
+        f'deep = {"[" * 32}"{noise}\\"{noise}", \'{noise}\', """\n{noise}\n""\\"""", \'\'\'{noise}\'\'\'{"]" * 32} # {noise}\n'
+        "[policy]\n"
+    ))
+    message = refusal(tmp_path, text)
+    assert f":{line_of(text, 'deep =')}: gate.deep: unknown key" in message, message
+
+    text = edit(text, "[" * 32, "[" * 33)
+    text = edit(text, "]" * 32, "]" * 33)
+    message = refusal(tmp_path, text)
+    assert message.endswith(f":{line_of(text, 'deep =')}: toml: arrays, inline tables or dotted keys nest more than 32 deep")
+
+
 def test_a_lane_written_as_a_single_table_is_refused(tmp_path):
     text = (
         '[gate]\nid = "g"\nkey_file = "k"\n\n[lane]\nid = "in-1"\nzone = "z"\ndirection = "in"\n'

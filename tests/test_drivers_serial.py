@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
@@ -89,6 +89,73 @@ def test_any_chunking_of_a_stream_gives_the_same_frames(suffix, frames, cuts):
         got += framer.feed(stream[start:cut])
         start = max(start, cut)
     assert got == [(frame[:16], len(frame) > 16) for frame in frames]
+
+
+def test_stray_line_ends_near_max_frame_give_the_same_frame_at_once_or_byte_by_byte():
+    # A scanner set to CRLF with extra CRs, on an LF lane whose cap is 2: the
+    # stray CRs end the frame, they are not data, however they arrive.
+    stream = b"b\r\r\r\n"
+    framer = Framer("LF", max_frame=2)
+    assert framer.feed(stream) == [(b"b", False)]
+    framer = Framer("LF", max_frame=2)
+    assert [f for byte in stream for f in framer.feed(bytes([byte]))] == [(b"b", False)]
+    # ... while a stray byte followed by data is data: the frame overflows.
+    framer = Framer("LF", max_frame=2)
+    assert [f for byte in b"b\r\r\rc\n" for f in framer.feed(bytes([byte]))] == [(b"b\r", True)]
+
+
+def test_a_flood_of_stray_line_ends_is_never_buffered():
+    framer = Framer("CR", max_frame=4)
+    assert framer.feed(b"AB") == []
+    for _ in range(1000):
+        assert framer.feed(b"\n" * 1000) == []
+        assert framer.buffered <= 5
+    assert framer.feed(b"\r") == [(b"AB", False)]
+
+
+def _frames_by_the_rules(suffix: str, max_frame: int, stream: bytes) -> list[tuple[bytes, bool]]:
+    """The Framer's docstring, written out plainly over a whole stream."""
+    terminator = {"CR": b"\r", "LF": b"\n", "CRLF": b"\r\n"}[suffix]
+    stray = {"CR": b"\n", "LF": b"\r", "CRLF": b""}[suffix]
+    *complete, tail = stream.split(terminator)
+    frames = []
+    for piece in complete:
+        piece = piece.strip(stray)
+        if len(piece) > max_frame:
+            frames.append((piece[:max_frame], True))
+        elif piece:
+            frames.append((piece, False))
+    if suffix == "CRLF" and tail.endswith(b"\r"):
+        tail = tail[:-1]  # maybe the first half of the next terminator
+    if len(tail.strip(stray)) > max_frame:  # overflow is reported before the terminator comes
+        frames.append((tail.lstrip(stray)[:max_frame], True))
+    return frames
+
+
+# Line ends are what the rules are about: draw them often, among a few data bytes.
+_line_noise = st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"x", b"\xff"]), max_size=30).map(b"".join)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    suffix=st.sampled_from(["CR", "LF", "CRLF"]),
+    max_frame=st.integers(min_value=1, max_value=6),
+    stream=st.one_of(_line_noise, st.binary(max_size=40)),
+    data=st.data(),
+)
+def test_frames_and_flags_do_not_depend_on_how_the_bytes_arrive(suffix, max_frame, stream, data):
+    byte_by_byte = list(range(len(stream) + 1))
+    cuts = data.draw(st.one_of(st.just(byte_by_byte), st.lists(st.integers(0, len(stream)), max_size=len(stream))))
+    at_once = Framer(suffix, max_frame).feed(stream)
+    split = Framer(suffix, max_frame)
+    got = []
+    start = 0
+    for cut in sorted(cuts) + [len(stream)]:
+        got += split.feed(stream[start:cut])
+        start = max(start, cut)
+    assert got == at_once == _frames_by_the_rules(suffix, max_frame, stream)
+    assert split.buffered <= max_frame + 1
+    assert split.buffered <= max_frame + 1
 
 
 # --- The driver ----------------------------------------------------------------

@@ -68,6 +68,8 @@ def test_key_file_readable_by_others_is_refused_with_the_fix(tmp_path, mode):
         ('{"kees": {}}', "expected an object"),
         ('{"keys": {"one": "' + "00" * 32 + '"}}', "'one' is not an integer"),
         ('{"keys": {"1": "abc"}}', "must be 64 hex"),
+        ('{"keys": ' + "[" * 1_000 + "]" * 1_000 + "}", "nest"),
+        ('{"keys": {"1": ' + '{"a": ' * 100_000, "nest"),
     ],
 )
 def test_malformed_key_files_name_the_file(tmp_path, content, message):

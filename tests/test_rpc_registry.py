@@ -132,7 +132,7 @@ def test_the_checkin_report_counts_entries_exits_attendees_and_categories(tmp_pa
         ("2025-06-01 09:00", "in-1", 2, 0), ("2025-06-01 09:00", "out-1", 0, 1), ("2025-06-01 10:00", "in-1", 1, 0)]
     assert report.unique_attendees == 2
     assert [(c.category, c.registered, c.attended) for c in report.categories] == [("guest", 1, 1), ("media", 1, 0), ("vip", 1, 1)]
-    assert "  2025-06-01 10:00  in-1        1       0" in text
+    assert "  2025-06-01 10:00  a     in-1        1       0" in text
     assert "  guest              1         1  100.0%" in text and "Unique attendees: 2" in text
 
 
@@ -150,6 +150,22 @@ def test_events_are_counted_once_and_usage_follows_the_registrys_own_count(tmp_p
         alice = store.ticket(1001)
         assert alice.entries_used == 1 and alice.inside == ("hall-a",) and dict(alice.benefits)["dinner"] == 1
         assert store.acked_seq("a") == 2
+
+
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+def test_a_passage_whose_payload_nests_any_depth_is_stored_and_counts_nothing(tmp_path, depth):
+    # payload_json is whatever a gate (or something claiming to be one) sent.
+    csv_file = tmp_path / "list.csv"
+    csv_file.write_text(HEADER + GOOD_ROWS)
+    with RegistryStore(tmp_path / "r.db") as store:
+        import_attendees(store, csv_file)
+        deep = IncomingEvent("a:1", 1, 1.0, "passage", "in-1", 1002, "ok", '{"ticket_id": 1002, "x": ' + "[" * depth + "]" * depth + "}")
+        unclosed = IncomingEvent("a:2", 2, 2.0, "redemption", "in-1", 1001, "ok", "[" * depth)
+        stored = store.store_events("a", [deep, unclosed, passage("a:3", 3, 1002, "in-1", 3.0, "in")], 4.0)
+        assert (stored.acked_seq, stored.new_events) == (3, 3)
+        assert store.ticket(1002).entries_used == 1 and store.ticket(1001).benefits == (("lunch_day1", 1), ("dinner", 2))
+        report = checkin_report(store)
+    assert report.events == 3 and report.unique_attendees == 1
 
 
 def test_a_gap_within_a_stream_is_refused_not_acknowledged(tmp_path):

@@ -18,7 +18,10 @@ Rules kept here (Klipper's configfile is the model):
 - relative paths resolve against the config file's directory; files are
   checked for existence only with `check_files=True` (the daemon does, a
   technician checking a config on a laptop need not);
-- `[[lane]]` indexes in messages count from 0, like `Config.lanes`.
+- `[[lane]]` indexes in messages count from 0, like `Config.lanes`;
+- values and keys nest at most `MAX_NESTING` deep (arrays, inline tables,
+  dotted keys): tomllib recurses into nested values and would end a deeper
+  file with a RecursionError, so the depth is checked on the text first.
 
 tomllib gives no line numbers, so `locator.Locator` re-reads the source text to map
 each table and key to the line that defines it.

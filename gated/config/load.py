@@ -11,7 +11,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from gated.config.getters import Context, Section, show
-from gated.config.locator import Locator, TomlPath, dotted
+from gated.config.locator import MAX_NESTING, Locator, TomlPath, dotted
 from gated.config.schema import (
     COLOR_RE,
     DEFAULT_CATEGORY_COLOR,
@@ -454,12 +454,17 @@ def load_config(path: str | Path, *, check_files: bool = False) -> Config:
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise ConfigError(f"{file}:{line}: toml: the file is not valid UTF-8") from None
+    locator = Locator(text)
+    if locator.too_deep is not None:
+        raise ConfigError(
+            f"{file}:{locator.too_deep}: toml: arrays, inline tables or dotted keys nest more than {MAX_NESTING} deep"
+        )
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise _syntax_error(file, text, exc) from None
 
-    ctx = Context(file, Locator(text), path.resolve().parent, check_files)
+    ctx = Context(file, locator, path.resolve().parent, check_files)
     root = Section(ctx, (), data, _TOP_TABLES)
     gate = _read_gate(root)
     policy = _read_policy(root)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import re
 
+MAX_NESTING = 32  # a gate's config needs 3; tomllib gives up somewhere past 300
+
 # --------------------------------------------------------------------------
 # Where things are in the source text
 # --------------------------------------------------------------------------
@@ -41,6 +43,10 @@ class Locator:
     `[[array]]` headers per parent so `[lane.relay]` after the 2nd `[[lane]]`
     maps to ("lane", 1, "relay"). A key inside an inline table maps to the
     line of the inline table, which is the same line.
+
+    It also finds the first line where values or keys nest deeper than
+    `MAX_NESTING` (`too_deep`): it runs before tomllib for that, so it must
+    (and does) take any text, one line at a time.
     """
 
     def __init__(self, text: str) -> None:
@@ -50,11 +56,16 @@ class Locator:
         self._table: TomlPath = ()
         self._in_string: str | None = None  # the closing delimiter of an open multi-line string
         self._depth = 0  # open brackets of a value spanning lines
+        self.too_deep: int | None = None
+        self._lineno = 0
         for lineno, line in enumerate(text.split("\n"), start=1):
+            self._lineno = lineno
             try:
                 self._line(lineno, line)
             except (IndexError, ValueError):
                 continue  # unparseable line: only reachable on text tomllib refused
+            if self.too_deep is not None:
+                break  # the file is refused for that; the rest need not be mapped
 
     def line_of(self, path: TomlPath) -> int | None:
         """The line of `path`, or of its nearest enclosing table or key that has one."""
@@ -72,10 +83,9 @@ class Locator:
     def _line(self, lineno: int, line: str) -> None:
         pos = 0
         if self._in_string is not None:
-            end = line.find(self._in_string)
-            if end < 0:
+            pos = _multiline_string_end(line, 0, self._in_string)
+            if pos < 0:
                 return
-            pos = end + len(self._in_string)
             self._in_string = None
             self._scan_value(line, pos)
             return
@@ -88,18 +98,29 @@ class Locator:
             return
         if stripped.startswith("[["):
             parts, end = _parse_key(line, pos + 2)
+            if self._too_deep(len(parts)):
+                return
             self._table = self._resolve(parts, append=True)
             self._register(self._table, lineno)
         elif stripped.startswith("["):
             parts, end = _parse_key(line, pos + 1)
+            if self._too_deep(len(parts)):
+                return
             self._table = self._resolve(parts, append=False)
             self._register(self._table, lineno)
         else:
             parts, end = _parse_key(line, pos)
+            if self._too_deep(len(parts)):
+                return
             key_path = self._table + tuple(parts)
             self._register(key_path, lineno)
             eq = line.index("=", end)
             self._scan_value(line, eq + 1)
+
+    def _too_deep(self, depth: int) -> bool:
+        if depth > MAX_NESTING and self.too_deep is None:
+            self.too_deep = self._lineno
+        return self.too_deep is not None
 
     def _resolve(self, parts: list[str], *, append: bool) -> TomlPath:
         path: TomlPath = ()
@@ -124,21 +145,34 @@ class Locator:
             if ch in "\"'":
                 delim = ch * 3
                 if line.startswith(delim, pos):
-                    end = line.find(delim, pos + 3)
-                    if end < 0:
+                    pos = _multiline_string_end(line, pos + 3, delim)
+                    if pos < 0:
                         self._in_string = delim
                         return
-                    pos = end + 3
-                    while pos < n and line[pos] == ch:  # up to two quotes may end the content
-                        pos += 1
                     continue
                 pos = _skip_string(line, pos)
                 continue
             if ch in "[{":
                 self._depth += 1
+                self._too_deep(self._depth)
             elif ch in "]}":
                 self._depth = max(0, self._depth - 1)
             pos += 1
+
+
+def _multiline_string_end(line: str, pos: int, delim: str) -> int:
+    """Where a multi-line string that is open at `pos` ends on this line, or -1."""
+    while pos < len(line):
+        if line[pos] == "\\" and delim == '"""':
+            pos += 2
+        elif line.startswith(delim, pos):
+            end = pos + 3
+            while end < len(line) and end < pos + 5 and line[end] == delim[0]:  # up to two quotes end the content
+                end += 1
+            return end
+        else:
+            pos += 1
+    return -1
 
 
 def _skip_string(line: str, pos: int) -> int:
@@ -184,5 +218,3 @@ def _parse_key(line: str, pos: int) -> tuple[list[str], int]:
             pos += 1
             continue
         return parts, pos
-
-

@@ -64,7 +64,10 @@ class Framer:
       overflows, by its first `max_frame` bytes with truncated=True; the rest
       is discarded up to the next terminator. So the buffer never holds more
       than `max_frame` plus one partial terminator, and an endless line does
-      not stall the lane waiting for a terminator that never comes.
+      not stall the lane waiting for a terminator that never comes;
+    - the frames and their flags are the same however the bytes are split
+      across `feed()` calls: stray bytes at the end of an unterminated frame
+      count towards its length only once data follows them.
     """
 
     def __init__(self, suffix: str = "CR", max_frame: int = DEFAULT_MAX_FRAME) -> None:
@@ -127,16 +130,24 @@ class Framer:
         content = len(self._buffer) - partial_terminator
         if self._discarding:
             del self._buffer[:content]
-        elif content - self._trailing_stray() > self._max_frame:
+            return
+        # Stray bytes at the end are the frame's line end if the terminator
+        # comes next, or data if anything else does: until then the frame is
+        # only known to be as long as what precedes them.
+        known = content - self._trailing_stray()
+        if known > self._max_frame:
             frames.append((bytes(self._buffer[: self._max_frame]), True))
             self._discarding = True
             del self._buffer[:content]
+        elif content > self._max_frame:
+            # Strays past max_frame change neither outcome (the head, or a
+            # frame ending before them), so one is as good as a thousand.
+            del self._buffer[self._max_frame : content]
 
     def _trailing_stray(self) -> int:
-        # In LF mode a CR may be the stray end of a frame of exactly max_frame.
-        if self._stray and self._buffer.endswith(self._stray):
-            return 1
-        return 0
+        if not self._stray:
+            return 0
+        return len(self._buffer) - len(self._buffer.rstrip(self._stray))
 
 
 # --- Scanner: the run loop every input driver shares ------------------------

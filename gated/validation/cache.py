@@ -718,6 +718,8 @@ def _decode_snapshot(data: bytes | bytearray | memoryview) -> tuple[int, _Table]
         return _decode_snapshot_unchecked(memoryview(data).cast("B"))
     except SnapshotError:
         raise
+    except RecursionError:  # json.loads on a header nested past the interpreter's recursion limit
+        raise SnapshotError("snapshot refused: its header nests too deep") from None
     except (ValueError, TypeError, KeyError, IndexError, OverflowError, struct.error) as exc:
         raise SnapshotError(f"snapshot refused: {exc}") from None
 

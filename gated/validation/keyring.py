@@ -76,6 +76,8 @@ class KeyRing:
             doc = json.loads(text)
         except (ValueError, UnicodeDecodeError) as exc:
             raise KeyRingError(f"{source}: not valid JSON ({exc.__class__.__name__} at {_where(exc)})") from None
+        except RecursionError:
+            raise KeyRingError(f"{source}: not a key file (its JSON nests too deep)") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("keys"), dict):
             raise KeyRingError(f'{source}: expected an object {{"keys": {{"<kid>": "<64 hex chars>"}}}}')
         keys: dict[int, bytes] = {}
