@@ -28,13 +28,28 @@ How it keeps the contract:
   bumps the version and goes to every watching gate (the sender included) as
   a delta with absolute values.
 - Entitlement watch: a gate at the current version gets only new deltas; one
-  whose version is in the recent delta log gets the deltas it missed; any
-  other gets a snapshot first.
+  whose version is in the recent delta log gets the deltas it missed, unless
+  they add up to more bytes than a snapshot would; any other gets a snapshot
+  first.
+- Bounded messages: every EntitlementUpdate is at most `MAX_UPDATE_BYTES`
+  (1 MiB) serialized. A large change (an import) goes out as consecutive
+  deltas, each built from at most `CHANGES_PER_STEP` changes and cut where
+  the next op would pass the limit; snapshot chunks are cut likewise. A
+  delta that cannot be cut (one op over the limit) is never sent: every
+  watcher gets a snapshot instead.
 - Commands that change the database while the server runs (revoke, reissue,
   import, keys) are picked up by polling `PRAGMA data_version` every 200 ms:
   a cheap read that changes only when another connection commits. Chosen
   over an admin RPC so the commands work the same whether or not the server
   is running (a server started later applies them at start).
+- Nothing heavy runs on the event loop, so GetTime, watches and events are
+  answered during an import: every use of the store and of the mirror runs
+  in a worker thread, one at a time (`_exclusive`), on the service's own
+  SQLite connection. A large change is published in steps, the lock
+  released between them, so event batches interleave with an import's
+  deltas. The import itself is one transaction in the importing process
+  (all or nothing); SQLite's WAL keeps the server's reads going meanwhile,
+  and its writes wait (off the loop) for the import's commit.
 """
 
 from __future__ import annotations
@@ -50,11 +65,18 @@ from pathlib import Path
 import grpc
 import structlog
 
-from gated.rpc.convert import KeyChange, delta_to_proto, key_change_to_proto, snapshot_updates
+from gated.rpc.convert import (
+    MAX_UPDATE_BYTES,
+    KeyChange,
+    key_change_to_proto,
+    op_to_proto,
+    ops_that_fit,
+    snapshot_updates,
+)
 from gated.rpc.v1 import registry_pb2 as pb
 from gated.rpc.v1 import registry_pb2_grpc as pb_grpc
 from gated.validation.cache import Delta, EntitlementCache, Op, Reissue, SetState, Upsert, encode_snapshot
-from hw_sim.registry_store import EventConflict, IncomingEvent, RegistryStore
+from hw_sim.registry_store import Change, EventConflict, IncomingEvent, RegistryStore, StoredBatch
 
 log = structlog.get_logger()
 
@@ -63,6 +85,12 @@ ACKED_SEQ_TRAILER = "gated-acked-seq"
 CONFLICT_SEQ_TRAILER = "gated-conflict-seq"
 CHANGE_POLL_S = 0.2
 DELTA_LOG_SIZE = 1000
+#: The delta log holds at most this many bytes of updates (older ones are dropped: snapshot).
+DELTA_LOG_BYTES = 64 << 20
+#: Changes read per publishing step: bounds how long one step holds the store (~0.1 s).
+CHANGES_PER_STEP = 2048
+#: Offered to a watcher instead of a delta it cannot be sent: send a snapshot.
+_RESYNC = object()
 #: A watcher this far behind is dropped; it reconnects and gets a snapshot.
 WATCHER_QUEUE_LIMIT = 10_000
 MAX_MESSAGE_BYTES = 8 << 20
@@ -105,19 +133,56 @@ def peer_gate_id(context: grpc.aio.ServicerContext, tls: bool) -> str | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class _Published:
+    """What one store step produced, for the loop to hand to the watchers."""
+
+    update: pb.EntitlementUpdate | None = None
+    base: int = 0
+    size: int = 0
+    keys: KeyChange | None = None
+
+
 class RegistryService(pb_grpc.RegistryServicer):
-    """The `Registry` servicer. Runs on one event loop; the store is used from that loop only."""
+    """The `Registry` servicer.
+
+    The store and the mirror are touched only inside `_exclusive`: in a worker
+    thread, one call at a time; the loop itself only answers calls and hands
+    updates to watchers.
+    """
 
     def __init__(self, store: RegistryStore, *, tls: bool) -> None:
         self.store = store
         self.tls = tls
         self.cache = EntitlementCache()
-        self._log: collections.deque[tuple[int, int, pb.EntitlementUpdate]] = collections.deque(maxlen=DELTA_LOG_SIZE)
+        #: (base, version, update, serialized size), oldest first
+        self._log: collections.deque[tuple[int, int, pb.EntitlementUpdate, int]] = collections.deque()
+        self._log_bytes = 0
         self._watchers: set[_Watcher] = set()
         self._key_watchers: set[_Watcher] = set()
         self._snapshot: tuple[int, bytes] | None = None
         self._data_version = -1
+        self._published_version = 0  # the version of the last update handed to the watchers
+        self._lock = asyncio.Lock()
+        self._poll_now = asyncio.Event()
         self.events_stored = 0
+        self.largest_update_bytes = 0
+
+    async def _exclusive(self, fn, *args, then=None):
+        """Run `fn(*args)` in a worker thread while nothing else uses the store or the mirror.
+
+        `then(result)` runs on the loop before the next one starts (handing
+        updates out in version order). A cancelled caller does not cut this
+        short: the thread finishes and hands out before the lock is let go.
+        """
+        async def critical():
+            async with self._lock:
+                result = await asyncio.to_thread(fn, *args)
+                if then is not None:
+                    then(result)
+                return result
+
+        return await asyncio.shield(critical())
 
     # ------------------------------------------------------------ state
 
@@ -126,88 +191,151 @@ class RegistryService(pb_grpc.RegistryServicer):
         self.store.mark_all_changes_applied()
         self.cache.load_snapshot(encode_snapshot(self.store.version, self.store.records()))
         self._data_version = self.store.data_version()
+        self._published_version = self.cache.version
 
-    def snapshot(self) -> tuple[int, bytes]:
+    def _snapshot_now(self) -> tuple[int, bytes]:
         if self._snapshot is None or self._snapshot[0] != self.cache.version:
             self._snapshot = (self.cache.version, self.cache.to_snapshot())
         return self._snapshot
 
-    def publish(self, delta: Delta) -> None:
-        """Apply a delta the store has committed to the mirror and send it to every watcher."""
-        self.cache.apply(delta)
-        update = pb.EntitlementUpdate(delta=delta_to_proto(delta))
-        self._log.append((delta.base_version, delta.version, update))
-        for watcher in self._watchers:
-            watcher.offer((delta.base_version, update))
+    async def snapshot(self) -> tuple[int, bytes]:
+        return await self._exclusive(self._snapshot_now)
 
-    def publish_keys(self, change: KeyChange) -> None:
-        update = key_change_to_proto(change)
-        for watcher in self._key_watchers:
-            watcher.offer(update)
+    def _snapshot_size_estimate(self) -> int:
+        """What a snapshot of the mirror would weigh: 39 column bytes a ticket, benefits, text."""
+        table = self.cache.table
+        return 39 * len(self.cache) + 2 * len(table.ben) + len(table.text) + 4096
+
+    def _prepare(self, delta: Delta, ops: list[pb.DeltaOp] | None = None) -> _Published:
+        """Apply a delta the store has committed to the mirror; its wire form (worker thread)."""
+        self.cache.apply(delta)
+        if ops is None:
+            ops = [op_to_proto(op) for op in delta.ops]
+        update = pb.EntitlementUpdate(delta=pb.Delta(base_version=delta.base_version, version=delta.version, ops=ops))
+        return _Published(update, delta.base_version, update.ByteSize())
+
+    def _hand_out(self, published: _Published) -> None:
+        """Log an update and give it to every watcher (on the loop, still under the lock)."""
+        update = published.update
+        if update is not None:
+            self._published_version = update.delta.version
+            if published.size > MAX_UPDATE_BYTES:
+                # One op larger than any message may be: nobody gets it as a delta, and
+                # nobody older than it can catch up with deltas. Everyone gets a snapshot.
+                log.warning("registry_delta_too_large", version=update.delta.version, size=published.size,
+                            limit=MAX_UPDATE_BYTES, note="sending every watcher a snapshot instead")
+                self._log.clear()
+                self._log_bytes = 0
+                for watcher in self._watchers:
+                    watcher.offer(_RESYNC)
+            else:
+                self.largest_update_bytes = max(self.largest_update_bytes, published.size)
+                self._log.append((published.base, update.delta.version, update, published.size))
+                self._log_bytes += published.size
+                while self._log and (len(self._log) > DELTA_LOG_SIZE or self._log_bytes > DELTA_LOG_BYTES):
+                    self._log_bytes -= self._log.popleft()[3]
+                for watcher in self._watchers:
+                    watcher.offer((published.base, update))
+        if published.keys is not None:
+            wire = key_change_to_proto(published.keys)
+            for watcher in self._key_watchers:
+                watcher.offer(wire)
+
+    def _hand_out_all(self, result: tuple[list[_Published], bool]) -> None:
+        for published in result[0]:
+            self._hand_out(published)
 
     def check_ops(self, ops: tuple[Op, ...]) -> None:
         """ValueError when the mirror (and so every gate) could not take `ops` whole."""
         self.cache._check_delta(ops)
 
-    def poll_changes(self) -> None:
+    # ---------------------------------------------------- command changes
+
+    def wake(self) -> None:
+        """Something committed to the file in this process: publish it now, not at the next tick."""
+        self._poll_now.set()
+
+    async def poll_changes(self) -> None:
         """Turn commands' commits into deltas and key updates (cheap when nothing changed).
 
-        `_data_version` moves only once the work succeeded: a poll that fails
-        (a busy file) is retried on the next tick, not forgotten.
+        `_data_version` moves only once every change is published: a poll that
+        fails (a busy file) is retried on the next tick, not forgotten.
         """
-        version = self.store.data_version()
+        version = await self._exclusive(self.store.data_version)
         if version == self._data_version:
             return
-        self._poll_changes()
+        while True:
+            _published, more = await self._exclusive(self._changes_step, then=self._hand_out_all)
+            if not more:
+                break
         self._data_version = version
 
-    def _poll_changes(self) -> None:
-        changes = self.store.pending_changes()
-        if not changes:
-            return
+    def _changes_step(self) -> tuple[list[_Published], bool]:
+        """Publish the next pending changes as one delta of at most MAX_UPDATE_BYTES (worker thread).
+
+        Returns what to hand out, and whether changes are left for another step.
+        """
+        pending = self.store.next_changes(CHANGES_PER_STEP)
+        if not pending:
+            return [], False
         ops: list[Op] = []
+        op_change: list[int] = []  # the index in `pending` of each op's change
+        for n, (change, rec) in enumerate(pending):
+            if change.kind in ("ticket", "state", "reissue") and rec is not None:
+                ops.append(SetState(rec.ticket_id, rec.state) if change.kind == "state"
+                           else Reissue(rec.ticket_id, rec.badge_serial) if change.kind == "reissue"
+                           else Upsert(rec))
+                op_change.append(n)
+        wire = [op_to_proto(op) for op in ops]
+        take = ops_that_fit(wire)
+        covered = [change for change, _ in (pending if take == len(ops) else pending[: op_change[take]])]
+        ops, wire = ops[:take], wire[:take]
+        more = len(covered) < len(pending) or len(pending) == CHANGES_PER_STEP
+        try:
+            self.check_ops(tuple(ops))
+        except ValueError as exc:
+            # The commands check before they commit; this is the last line: never bump
+            # the version past what the mirror holds (every later delta would be refused).
+            log.error("registry_changes_refused", error=str(exc), changes=len(covered),
+                      note="not sent to the gates; fix the tickets with a new import")
+            ops, wire = [], []
+        keys = self._key_change(covered)
+        delta = self.store.apply_changes(covered, ops)
+        published = []
+        if delta is not None:
+            published.append(self._prepare(delta, wire))
+            log.info("registry_changes_published", version=delta.version, ops=len(delta.ops),
+                     bytes=published[0].size, more=more)
+        if keys is not None:
+            published.append(_Published(keys=keys))
+            log.info("registry_keys_published", added=[kid for kid, _ in keys.add], retired=list(keys.retire))
+        return published, more
+
+    def _key_change(self, changes: list[Change]) -> KeyChange | None:
+        if not any(c.kind in ("key_add", "key_retire") for c in changes):
+            return None
         added: dict[int, bytes] = {}
         retired: list[int] = []
         keys = self.store.keys()
         for change in changes:
-            if change.kind in ("ticket", "state", "reissue"):
-                rec = self.store.ticket(change.ticket_id)
-                if rec is None:
-                    continue
-                if change.kind == "state":
-                    ops.append(SetState(rec.ticket_id, rec.state))
-                elif change.kind == "reissue":
-                    ops.append(Reissue(rec.ticket_id, rec.badge_serial))
-                else:
-                    ops.append(Upsert(rec))
-            elif change.kind == "key_add" and change.kid in keys:
+            if change.kind == "key_add" and change.kid in keys:
                 added[change.kid] = keys[change.kid]
                 if change.kid in retired:
                     retired.remove(change.kid)
             elif change.kind == "key_retire" and change.kid not in keys:
                 added.pop(change.kid, None)
                 retired.append(change.kid)
-        try:
-            self.check_ops(tuple(ops))
-        except ValueError as exc:
-            # The commands check before they commit; this is the last line: never bump
-            # the version past what the mirror holds (every later delta would be refused).
-            log.error("registry_changes_refused", error=str(exc), changes=len(changes),
-                      note="not sent to the gates; fix the tickets with a new import")
-            ops = []
-        delta = self.store.apply_changes(changes, ops)
-        if delta is not None:
-            self.publish(delta)
-            log.info("registry_changes_published", version=delta.version, ops=len(delta.ops))
-        if added or retired:
-            self.publish_keys(KeyChange(False, tuple(sorted(added.items())), tuple(retired)))
-            log.info("registry_keys_published", added=sorted(added), retired=retired)
+        if not added and not retired:
+            return None
+        return KeyChange(False, tuple(sorted(added.items())), tuple(retired))
 
     async def poll_forever(self) -> None:
         while True:
-            await asyncio.sleep(CHANGE_POLL_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poll_now.wait(), CHANGE_POLL_S)
+            self._poll_now.clear()
             try:
-                self.poll_changes()
+                await self.poll_changes()
             except Exception:  # a locked or busy file: try again next tick
                 log.exception("registry_change_poll_failed")
 
@@ -219,6 +347,18 @@ class RegistryService(pb_grpc.RegistryServicer):
             how = "a client certificate" if self.tls else f"the {GATE_ID_METADATA} metadata"
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"no gate id: send {how}")
         return gate_id
+
+    def _store_batch(self, gate_id: str, events: list[IncomingEvent], epoch: int) -> tuple[StoredBatch, _Published | None]:
+        """Store one batch and apply its usage to the mirror (worker thread)."""
+        stored = self.store.store_events(gate_id, events, time.time(), epoch=epoch, check=self.check_ops)
+        return stored, None if stored.delta is None else self._prepare(stored.delta)
+
+    def _hand_out_batch(self, result: tuple[StoredBatch, _Published | None]) -> None:
+        if result[1] is not None:
+            self._hand_out(result[1])
+
+    def _gate_known(self, gate_id: str, epoch: int) -> tuple[int, list[int]]:
+        return self.store.acked_seq(gate_id, epoch), self.store.gate_epochs(gate_id)
 
     async def StreamEvents(self, request_iterator, context) -> AsyncIterator[pb.EventAck]:
         gate_id = await self._identify(context)
@@ -247,8 +387,7 @@ class RegistryService(pb_grpc.RegistryServicer):
                     ev.ticket_id if ev.HasField("ticket_id") else None, ev.reason, ev.payload_json,
                 ))
             if expect_after is None:
-                known = self.store.acked_seq(gate_id, epoch)
-                epochs = self.store.gate_epochs(gate_id)
+                known, epochs = await self._exclusive(self._gate_known, gate_id, epoch)
                 if epoch not in epochs and epochs:
                     log.info("registry_gate_new_epoch", gate=gate_id, epoch=f"{epoch:#018x}", epochs_before=len(epochs),
                              note="a reboot or a replaced journal: stored as new events")
@@ -266,7 +405,7 @@ class RegistryService(pb_grpc.RegistryServicer):
             elif batch.after_seq != expect_after:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"gap: batch follows {batch.after_seq}, expected {expect_after}; resend")
             try:
-                stored = self.store.store_events(gate_id, events, time.time(), epoch=epoch, check=self.check_ops)
+                stored, _published = await self._exclusive(self._store_batch, gate_id, events, epoch, then=self._hand_out_batch)
             except EventConflict as conflict:
                 log.error("registry_event_conflict", gate=gate_id, epoch=f"{epoch:#018x}", seq=conflict.seq, error=str(conflict),
                           note="batch refused, nothing stored: the gate reused seqs it had already sent")
@@ -276,31 +415,39 @@ class RegistryService(pb_grpc.RegistryServicer):
                 log.error("registry_usage_refused", gate=gate_id, first_seq=events[0].seq, last_seq=events[-1].seq,
                           error=stored.usage_refused, note="events stored; their usage is not fanned out")
             self.events_stored += stored.new_events
-            if stored.delta is not None:
-                self.publish(stored.delta)
             expect_after = events[-1].seq
             yield pb.EventAck(up_to_seq=stored.acked_seq)
 
     async def WatchEntitlements(self, request, context) -> AsyncIterator[pb.EntitlementUpdate]:
         gate_id = await self._identify(context)
         watcher = _Watcher(gate_id)
-        self._watchers.add(watcher)  # before reading the version: nothing published later is missed
         try:
-            have, current = request.have_version, self.cache.version
-            catch_up = self._deltas_since(have) if have != current else []
+            # Watching, the version and the log are read with no await between them (and
+            # only the loop changes them): nothing handed out later is missed.
+            self._watchers.add(watcher)
+            have, sent = request.have_version, self._published_version
+            catch_up = self._deltas_since(have) if have != sent else []
             if catch_up is None:
-                version, data = self.snapshot()
+                version, data = await self.snapshot()  # this version or later: later deltas are skipped below
                 log.info("registry_sending_snapshot", gate=gate_id, have=have, version=version, size=len(data))
                 for update in snapshot_updates(version, data):
                     yield update
+                sent = version
             else:
                 for update in catch_up:
                     yield update
-            sent = current
             while True:
-                base, update = await watcher.queue.get()
+                item = await watcher.queue.get()
                 if watcher.overflowed:
                     await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too far behind; reconnect for a snapshot")
+                if item is _RESYNC:
+                    version, data = await self.snapshot()
+                    log.info("registry_sending_snapshot", gate=gate_id, have=sent, version=version, size=len(data))
+                    for update in snapshot_updates(version, data):
+                        yield update
+                    sent = version
+                    continue
+                base, update = item
                 if base < sent:
                     continue
                 sent = update.delta.version
@@ -309,19 +456,27 @@ class RegistryService(pb_grpc.RegistryServicer):
             self._watchers.discard(watcher)
 
     def _deltas_since(self, have: int) -> list[pb.EntitlementUpdate] | None:
-        """The logged deltas that bring `have` up to date, or None when a snapshot is needed."""
-        for i, (base, _version, _update) in enumerate(self._log):
+        """The logged deltas that bring `have` up to date, or None when a snapshot is needed:
+        the log no longer reaches back to `have`, or its deltas weigh more than a snapshot."""
+        for i, (base, _version, _update, _size) in enumerate(self._log):
             if base == have:
-                return [update for _b, _v, update in list(self._log)[i:]]
+                tail = list(self._log)[i:]
+                if sum(size for *_, size in tail) > max(self._snapshot_size_estimate(), MAX_UPDATE_BYTES):
+                    return None
+                return [update for _b, _v, update, _s in tail]
         return None
+
+    def _ring(self) -> dict[int, bytes] | None:
+        return self.store.keys() if self.store.keys_managed else None
 
     async def WatchKeys(self, request, context) -> AsyncIterator[pb.KeyUpdate]:
         gate_id = await self._identify(context)
         watcher = _Watcher(gate_id)
-        self._key_watchers.add(watcher)
         try:
-            if self.store.keys_managed:
-                yield key_change_to_proto(KeyChange(True, tuple(sorted(self.store.keys().items())), ()))
+            self._key_watchers.add(watcher)  # before reading the ring: a change meanwhile comes again after it
+            ring = await self._exclusive(self._ring)
+            if ring is not None:
+                yield key_change_to_proto(KeyChange(True, tuple(sorted(ring.items())), ()))
             while True:
                 update = await watcher.queue.get()
                 if watcher.overflowed:
@@ -347,16 +502,32 @@ class RegistryServer:
     """A running reference registry on an event loop: `await start()`, `await stop()`."""
 
     def __init__(self, db: str | Path, listen: str = "127.0.0.1:7443", *, tls: TlsFiles | None = None) -> None:
+        #: For this process's own callers (set-up, tests); the service has a connection of its own.
         self.store = RegistryStore(db)
+        self.db = Path(db)
         self.listen = listen
         self.tls = tls
-        self.service = RegistryService(self.store, tls=tls is not None)
+        self.service = RegistryService(RegistryStore(db), tls=tls is not None)
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
         self._poller: asyncio.Task | None = None
 
+    async def import_attendees(self, path: str | Path) -> int:
+        """`gated registry import` from inside this process: off the loop, on a connection of its own.
+
+        All or nothing, like the command; the gates get it as soon as it commits."""
+        from hw_sim.registry_import import import_attendees
+
+        def run() -> int:
+            with RegistryStore(self.db, create=False) as desk:
+                return import_attendees(desk, path)
+
+        count = await asyncio.to_thread(run)
+        self.service.wake()
+        return count
+
     async def start(self) -> int:
-        self.service.load()
+        await asyncio.to_thread(self.service.load)
         options = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -386,6 +557,8 @@ class RegistryServer:
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
+        async with self.service._lock:  # a worker thread may still be finishing a step
+            self.service.store.close()
         self.store.close()
 
     async def wait_closed(self) -> None:

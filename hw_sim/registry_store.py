@@ -35,6 +35,10 @@ Owns every read and write of the registry's file, for the server and for the
 - The file holds the event's raw signing keys: it is created mode 0600 (its
   -wal and -shm follow the file's mode), and an older file found readable by
   others is tightened to 0600 when opened.
+- A writer waits up to BUSY_TIMEOUT_S for another's write lock (an import
+  in another process holds it for a second or two); readers never wait
+  (WAL). A connection may be handed between threads, one at a time: the
+  server runs its store work off its event loop.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ from gated.validation.cache import (
 
 log = structlog.get_logger()
 
+BUSY_TIMEOUT_S = 30.0
 APPLICATION_ID = 0x67617452  # "gatR": tells our file apart from any other SQLite file
 SCHEMA_VERSION = 3  # 2: events and gates keyed by (gate_id, epoch, ...); 3: conflicts, revocations; older files are migrated
 _U64 = 1 << 64
@@ -229,7 +234,7 @@ _TICKET_COLUMNS = (
 
 
 class RegistryStore:
-    """The registry's SQLite file. One instance per process; not thread-safe."""
+    """The registry's SQLite file: one connection, used by one thread at a time (any thread)."""
 
     def __init__(self, path: str | Path, *, create: bool = True) -> None:
         self.path = Path(path)
@@ -237,7 +242,8 @@ class RegistryStore:
             raise RegistryError(f"{self.path}: no registry database (create one with: gated registry import FILE.csv --db {self.path})")
         try:
             _make_private(self.path)
-            self.conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=10.0)
+            self.conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=BUSY_TIMEOUT_S,
+                                        check_same_thread=False)
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
             app_id = self.conn.execute("PRAGMA application_id").fetchone()[0]
@@ -388,24 +394,26 @@ class RegistryStore:
         gate's cache holds (64): a change the gates cannot take is never
         committed.
         """
-        count = 0
+        rows = [
+            (u64_to_sqlite(rec.ticket_id), rec.category, rec.ticket_type, json.dumps(list(rec.zones)),
+             json.dumps([list(w) for w in rec.windows]), rec.max_entries, rec.entries_used,
+             json.dumps(list(rec.inside)), rec.badge_serial, int(rec.state),
+             json.dumps([list(b) for b in rec.benefits]), rec.name, rec.company, phone)
+            for rec, phone in tickets
+        ]
+        count = len(rows)
+        # Built before the transaction: the write lock is held for the inserts only.
         with self.transaction():
-            for rec, phone in tickets:
-                tid = u64_to_sqlite(rec.ticket_id)
-                self.conn.execute(
-                    f"INSERT INTO tickets({_TICKET_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-                    "ON CONFLICT(ticket_id) DO UPDATE SET category=excluded.category, "
-                    "ticket_type=excluded.ticket_type, zones=excluded.zones, windows=excluded.windows, "
-                    "max_entries=excluded.max_entries, benefits=excluded.benefits, name=excluded.name, "
-                    "company=excluded.company, phone=excluded.phone",
-                    (tid, rec.category, rec.ticket_type, json.dumps(list(rec.zones)),
-                     json.dumps([list(w) for w in rec.windows]), rec.max_entries, rec.entries_used,
-                     json.dumps(list(rec.inside)), rec.badge_serial, int(rec.state),
-                     json.dumps([list(b) for b in rec.benefits]), rec.name, rec.company, phone),
-                )
-                if record_changes:
-                    self.conn.execute("INSERT INTO changes(kind, ticket_id) VALUES ('ticket', ?)", (tid,))
-                count += 1
+            self.conn.executemany(
+                f"INSERT INTO tickets({_TICKET_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT(ticket_id) DO UPDATE SET category=excluded.category, "
+                "ticket_type=excluded.ticket_type, zones=excluded.zones, windows=excluded.windows, "
+                "max_entries=excluded.max_entries, benefits=excluded.benefits, name=excluded.name, "
+                "company=excluded.company, phone=excluded.phone",
+                rows,
+            )
+            if record_changes:
+                self.conn.executemany("INSERT INTO changes(kind, ticket_id) VALUES ('ticket', ?)", ((r[0],) for r in rows))
             zones = self.zones_in_use()
             if len(zones) > MAX_ZONES:
                 raise RegistryError(
@@ -472,6 +480,21 @@ class RegistryStore:
             for cid, kind, tid, kid in self.conn.execute(
                 "SELECT id, kind, ticket_id, kid FROM changes WHERE id > ? ORDER BY id", (after,)
             )
+        ]
+
+    def next_changes(self, limit: int) -> list[tuple[Change, TicketRecord | None]]:
+        """The first `limit` pending changes, each with its ticket as it is now (None: none, or a key change)."""
+        after = int(self._meta("applied_change"))
+        cols = ", ".join(f"t.{c.strip()}" for c in _TICKET_COLUMNS.split(","))
+        rows = self.conn.execute(
+            f"SELECT c.id, c.kind, c.ticket_id, c.kid, {cols} FROM changes c "
+            "LEFT JOIN tickets t ON t.ticket_id = c.ticket_id WHERE c.id > ? ORDER BY c.id LIMIT ?",
+            (after, limit),
+        ).fetchall()
+        return [
+            (Change(cid, kind, None if tid is None else u64_from_sqlite(tid), kid),
+             None if ticket[0] is None else self._record(ticket))
+            for cid, kind, tid, kid, *ticket in rows
         ]
 
     def apply_changes(self, changes: Sequence[Change], ops: Sequence[Op]) -> Delta | None:

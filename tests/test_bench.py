@@ -26,4 +26,5 @@ def test_bench_json_reports_every_figure():
     rpc = report["rpc"]
     assert rpc["backlog_replay"]["events"] == 5000 and rpc["backlog_replay"]["stored_once"] is True
     assert rpc["propagation"]["samples"] == 30 and rpc["snapshot"]["loaded_tickets"] == 20000
+    assert rpc["import"]["gate_tickets"] == 6000 and rpc["import"]["default_limit_client_converged"] is True
     assert set(report["targets"]) and all(isinstance(v, bool) for v in report["targets"].values())

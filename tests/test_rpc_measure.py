@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gated.rpc.measure import measure_backlog_replay, measure_propagation, measure_snapshot
+from gated.rpc.measure import measure_backlog_replay, measure_import, measure_propagation, measure_snapshot
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -25,3 +25,10 @@ def test_snapshot_transfer_and_apply():
     result = measure_snapshot(3000)
     assert result["loaded_tickets"] == 3000 and result["bytes"] > 3000 * 20
     assert result["transfer_s"] > 0 and result["apply_s"] > 0
+
+
+def test_import_while_a_gate_watches():
+    result = measure_import(2000, venue=50)
+    assert result["gate_tickets"] == 2050 and result["default_limit_client_converged"] is True
+    assert 0 < result["largest_update_bytes"] <= 1 << 20 and result["gettime_samples"] > 0
+    assert 0 < result["gettime_median_ms"] <= result["gettime_p99_ms"] <= result["gettime_max_ms"]

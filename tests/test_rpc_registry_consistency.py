@@ -142,16 +142,16 @@ def test_a_change_poll_that_fails_is_retried_not_forgotten(tmp_path):
         reg = await start_registry(tmp_path / "r.db", None)
         try:
             service = reg.service
-            real = service.store.pending_changes
+            real = service.store.next_changes
             calls = []
 
-            def busy_once():
+            def busy_once(limit):
                 calls.append(1)
                 if len(calls) == 1:
                     raise OSError("database is locked")
-                return real()
+                return real(limit)
 
-            service.store.pending_changes = busy_once
+            service.store.next_changes = busy_once
             with RegistryStore(tmp_path / "r.db", create=False) as desk:
                 desk.revoke(BOB.ticket_id)
             await until(lambda: len(calls) >= 1, what="first poll")

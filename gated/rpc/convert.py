@@ -37,6 +37,7 @@ from gated.rpc.v1 import registry_pb2 as pb
 
 __all__ = [
     "MAX_SNAPSHOT_BYTES",
+    "MAX_UPDATE_BYTES",
     "SNAPSHOT_CHUNK_BYTES",
     "KeyChange",
     "MalformedUpdate",
@@ -46,15 +47,23 @@ __all__ = [
     "event_batch",
     "key_change_from_proto",
     "key_change_to_proto",
+    "ops_that_fit",
     "record_to_event",
     "snapshot_updates",
     "ticket_from_proto",
     "ticket_to_proto",
 ]
 
-#: 1 MiB per message: well under gRPC's 4 MiB default, large enough that a
-#: 1,000,000-ticket snapshot is ~50 messages.
-SNAPSHOT_CHUNK_BYTES = 1 << 20
+#: Every EntitlementUpdate the registry sends is at most this many bytes
+#: serialized (registry.proto says so): a quarter of gRPC's 4 MiB default, so
+#: a client in any language with default settings takes every message.
+MAX_UPDATE_BYTES = 1 << 20
+#: A chunk's data leaves room for its own fields (three varints and the
+#: framing: under 40 bytes), so the whole message stays within MAX_UPDATE_BYTES.
+SNAPSHOT_CHUNK_BYTES = MAX_UPDATE_BYTES - 64
+#: What an EntitlementUpdate{delta} holds besides its ops: the oneof's tag and
+#: length, base_version and version (varints of at most 10 bytes each).
+_DELTA_FRAME_BYTES = 32
 #: A snapshot announcing more than this is refused before any byte is kept
 #: (a million tickets take ~50 MB; this leaves room for ten times that).
 MAX_SNAPSHOT_BYTES = 1 << 30
@@ -161,6 +170,26 @@ def op_from_proto(msg: pb.DeltaOp, where: str) -> Op:
 
 def delta_to_proto(delta: Delta) -> pb.Delta:
     return pb.Delta(base_version=delta.base_version, version=delta.version, ops=[op_to_proto(op) for op in delta.ops])
+
+
+def _varint_bytes(n: int) -> int:
+    return max(1, (n.bit_length() + 6) // 7)
+
+
+def ops_that_fit(ops: Sequence[pb.DeltaOp], limit: int = MAX_UPDATE_BYTES) -> int:
+    """How many of `ops`, from the first, one EntitlementUpdate of at most `limit` bytes holds.
+
+    At least one when there is any: an op that alone is larger cannot be
+    split, and the caller must send something else (a snapshot) instead.
+    """
+    budget = limit - _DELTA_FRAME_BYTES
+    used = 0
+    for n, op in enumerate(ops):
+        size = op.ByteSize()
+        used += 1 + _varint_bytes(size) + size
+        if used > budget:
+            return max(n, 1)
+    return len(ops)
 
 
 def delta_from_proto(msg: pb.Delta) -> Delta:

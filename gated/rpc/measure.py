@@ -13,6 +13,13 @@ dict of plain numbers:
   Median and p99 seconds.
 - `measure_snapshot(tickets)`: a registry holding `tickets` tickets streams a
   snapshot to a gate that has none; transfer and apply seconds.
+- `measure_import(tickets)`: `gated registry import` of `tickets` new
+  attendees (a CSV, in its own process, on the serving registry's file)
+  while a gate watches: seconds until the gate holds them all; GetTime
+  round trips from a third process during the import (median, p99, max);
+  and, from a raw client with gRPC's default 4 MiB receive limit, the
+  number and the largest size of the update messages, and that it reached
+  the registry's final version.
 
 Run standalone: `python -m gated.rpc.measure [--quick]` prints one JSON object.
 """
@@ -46,7 +53,7 @@ from gated.rpc.v1 import registry_pb2_grpc as pb_grpc
 from gated.validation import EntitlementCache, KeyRing, Lane, Policy, TicketRecord, Validator
 from gated.validation.token import mint_static
 
-__all__ = ["measure_backlog_replay", "measure_propagation", "measure_snapshot"]
+__all__ = ["measure_backlog_replay", "measure_import", "measure_propagation", "measure_snapshot"]
 
 _KEY = bytes(range(32))
 _READY_TIMEOUT_S = 600.0
@@ -284,15 +291,140 @@ async def _fetch_snapshot(port: int, certs: VenueCerts) -> dict[str, Any]:
     }
 
 
+# ------------------------------------------------------------------ import
+
+IMPORT_FIRST_ID = 2_000_001  # a block of consecutive ids above the venue's own
+_CSV_HEADER = "ticket_id,name,company,category,ticket_type,zones,valid_from,valid_until,max_entries,benefits,phone\n"
+
+
+def write_import_csv(path: Path, tickets: int, first: int = IMPORT_FIRST_ID) -> Path:
+    """A late partner list: `tickets` attendees with consecutive ids from `first`, names, companies, phones."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(_CSV_HEADER)
+        for i in range(tickets):
+            category = ("guest", "guest", "guest", "media", "vip")[i % 5]
+            benefits = "lunch_day1=1;dinner=1" if category != "guest" else ""
+            f.write(f"{first + i},Attendee Number {i},Partner Company {i % 5000} Ltd,{category},1-day,hall-a;hall-b,"
+                    f",,0,{benefits},+86 138 {i % 10000:04d} {(i * 37) % 10000:04d}\n")
+    return path
+
+
+def measure_import(tickets: int = 100_000, venue: int = 1000) -> dict[str, Any]:
+    from hw_sim.registry_store import RegistryStore
+
+    with tempfile.TemporaryDirectory(prefix="gated-import-") as tmp:
+        tmp = Path(tmp)
+        certs = make_venue_certs(tmp / "certs", ["gate-a", "probe"])
+        db = tmp / "registry.db"
+        with RegistryStore(db) as store:
+            store.put_tickets(_venue_tickets(venue), record_changes=False)
+        csv_path = write_import_csv(tmp / "late-list.csv", tickets)
+        with _registry_process(db, certs) as port:
+            result = asyncio.run(_import_while_watching(port, certs, db, csv_path, venue, venue + tickets))
+    result.update(tickets=tickets, venue_tickets=venue, ids=f"consecutive from {IMPORT_FIRST_ID}")
+    return result
+
+
+async def _import_while_watching(port: int, certs: VenueCerts, db: Path, csv_path: Path, venue: int, total: int) -> dict[str, Any]:
+    journal = Journal(db.with_name("gate-a.db"), "gate-a", checkpoint_every_s=None)
+    cache = EntitlementCache()
+    uplink = Uplink("gate-a", journal, cache, KeyRing(), GateClock(), _settings(port, certs, "gate-a"))
+    gate_task = asyncio.create_task(uplink.run())
+    probe = certs.gates["probe"]
+    creds = grpc.ssl_channel_credentials(certs.ca.read_bytes(), probe.key.read_bytes(), probe.cert.read_bytes())
+    sizes: list[int] = []
+    versions = [0]
+    reached: dict[int, float] = {}
+
+    async def raw_watch(stub) -> None:  # gRPC defaults: a 4 MiB receive limit
+        async for update in stub.WatchEntitlements(pb.WatchEntitlementsRequest(have_version=0)):
+            sizes.append(update.ByteSize())
+            versions.append(update.delta.version if update.WhichOneof("update") == "delta" else update.snapshot.version)
+            reached.setdefault(versions[-1], time.monotonic())
+
+    pinger = subprocess.Popen(
+        [sys.executable, "-m", "gated.rpc.measure", "--time-probe", str(port), str(certs.ca), str(probe.cert), str(probe.key)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as channel:
+            stub = pb_grpc.RegistryStub(channel)
+            watch_task = asyncio.create_task(raw_watch(stub))
+            await _until(lambda: len(cache) == venue and len(sizes) > 0, 60, "the gate and the client in sync")
+            sizes.clear()
+            await asyncio.sleep(0.5)  # the pinger is up and has a few quiet samples
+            started = time.monotonic()
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "gated", "registry", "import", str(csv_path), "--db", str(db),
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            _, err = await proc.communicate()
+            if proc.returncode != 0:
+                raise RuntimeError(f"gated registry import failed: {err.decode()[-500:]}")
+            imported = time.monotonic()
+            await _until(lambda: len(cache) == total, 600, "the gate to hold every ticket")
+            held = time.monotonic()
+            final = cache.version
+            await _until(lambda: versions[-1] >= final, 60, "the 4 MiB client at the final version")
+            client_final = reached.get(final, time.monotonic())
+            watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch_task
+        out, _ = pinger.communicate("", timeout=60)
+    finally:
+        if pinger.poll() is None:
+            pinger.kill()
+            pinger.wait()
+        await _stop(gate_task)
+        journal.close()
+    samples = [rtt for at, rtt in json.loads(out) if started <= at <= held]
+    return {
+        "import_command_s": round(imported - started, 3),
+        "gate_holds_all_s": round(held - started, 3),
+        "gate_tickets": len(cache),
+        "registry_published_all_s": round(client_final - started, 3),
+        "gettime_samples": len(samples),
+        "gettime_median_ms": round(statistics.median(samples) * 1000, 2),
+        "gettime_p99_ms": round(_percentile(samples, 99) * 1000, 2),
+        "gettime_max_ms": round(max(samples) * 1000, 2),
+        "update_messages": len(sizes),
+        "largest_update_bytes": max(sizes),
+        "default_limit_client_converged": versions[-1] >= final,
+    }
+
+
+def _time_probe(port: int, ca: str, cert: str, key: str) -> None:
+    """Ask the registry for the time every 5 ms until stdin closes; print [[monotonic sent, seconds], ...]."""
+    import selectors
+
+    creds = grpc.ssl_channel_credentials(Path(ca).read_bytes(), Path(key).read_bytes(), Path(cert).read_bytes())
+    samples = []
+    with grpc.secure_channel(f"127.0.0.1:{port}", creds) as channel:
+        stub = pb_grpc.RegistryStub(channel)
+        stub.GetTime(pb.TimeRequest(), timeout=30)
+        sel = selectors.DefaultSelector()
+        sel.register(sys.stdin, selectors.EVENT_READ)
+        while not sel.select(timeout=0.005):
+            sent = time.monotonic()
+            stub.GetTime(pb.TimeRequest(), timeout=60)
+            samples.append((sent, time.monotonic() - sent))
+    print(json.dumps(samples))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gated.rpc.measure", description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--tickets", type=int, default=1_000_000)
+    parser.add_argument("--import-tickets", type=int, default=100_000)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
+    parser.add_argument("--time-probe", nargs=4, metavar=("PORT", "CA", "CERT", "KEY"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.time_probe:
+        port, ca, cert, key = args.time_probe
+        _time_probe(int(port), ca, cert, key)
+        return 0
     if args.quick:
-        args.events, args.samples, args.tickets = 2000, 20, 10_000
+        args.events, args.samples, args.tickets, args.import_tickets = 2000, 20, 10_000, 5000
     import logging
 
     import structlog
@@ -302,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         "backlog_replay": measure_backlog_replay(args.events),
         "propagation": measure_propagation(args.samples),
         "snapshot": measure_snapshot(args.tickets),
+        "import": measure_import(args.import_tickets),
     }
     print(json.dumps(out, indent=2))
     return 0

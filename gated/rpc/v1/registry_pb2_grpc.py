@@ -88,6 +88,15 @@ class RegistryServicer:
         snapshot (in chunks) when it cannot bring that version up to date with
         deltas, then every delta as it happens, each naming the version it
         builds on.
+        Message size: every EntitlementUpdate on this stream is at most 1 MiB
+        (1,048,576 bytes) serialized, a quarter of gRPC's 4 MiB default, so a
+        client with default settings receives them all. A change larger than
+        that (a bulk import) is sent as several deltas with consecutive
+        versions, each within the limit; a gate may hold any of the versions in
+        between. A change that cannot be cut that small is not sent as a delta:
+        the registry sends a snapshot instead. A gate whose version is not in
+        the registry's recent history, or that is so far behind that the deltas
+        since would weigh more than a snapshot, gets a snapshot.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
