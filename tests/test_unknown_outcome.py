@@ -95,7 +95,7 @@ def test_the_registry_counts_an_admission_whose_outcome_was_lost(tmp_path):
     async def day():
         registry = await start_registry(tmp_path / "r.db", None)
         gate = Gate(tmp_path, "gate-a", registry.port, None)
-        gate.cache.load_snapshot(registry.service.snapshot()[1])
+        gate.cache.load_snapshot((await registry.service.snapshot())[1])
         decision(gate.journal, "in-1", BOB.ticket_id, zone="hall-a")  # then the power went
         await settle_unknown_outcomes(gate.journal, gate.cache, now=time.time())
         gate.start()
