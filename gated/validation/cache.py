@@ -49,6 +49,9 @@ NO_PHONE = 0xFFFF
 _MAX_LOAD = 0.8
 _MIX = 0x9E3779B97F4A7C15  # 2^64 / golden ratio: spreads consecutive and blocked ids alike
 _MASK64 = (1 << 64) - 1
+IN_PLACE_MAX_OPS = 256  # a delta this small is applied on the deciding thread (about 2 ms at most)
+_OPS_PER_PAUSE = 32  # delta operations a staging thread applies between two pauses
+_COPY_CHUNK_BYTES = 1 << 20  # bytes of a column a staging thread copies between two pauses
 _SNAPSHOT_MAGIC = b"GTSNAP\x00\x01"
 _BIG_ENDIAN_HOST = sys.byteorder == "big"
 
@@ -311,6 +314,37 @@ class _Table:
     def has_room_for(self, new_rows: int) -> bool:
         return len(self.tid) + new_rows <= self.slots_size * _MAX_LOAD
 
+    def copy(self, pause: Callable[[], object]) -> _Table:
+        """A private copy, safe to take from another thread while this one is in use.
+
+        Deltas are the only writers of everything but the usage columns, and
+        none runs meanwhile. Usage (used, inside, ben) may change under the
+        copy: those tickets are noted by the cache and carried over at the
+        swap, so occupancy is counted from the copied masks themselves, and a
+        zone added meanwhile is left out here."""
+        new = _Table.__new__(_Table)
+        new.zone_names = list(self.zone_names)
+        new.zone_bit = {name: bit for bit, name in enumerate(new.zone_names)}
+        new.capacity = dict(self.capacity)
+        new.profiles = list(self.profiles)
+        new.profile_ids = dict(self.profile_ids)
+        new.slots_size = self.slots_size
+        for name in (*_COLUMNS, "ben", "slots"):
+            setattr(new, name, _copy_column(getattr(self, name), pause))
+        text = self.text
+        new.text = bytearray()
+        for start in range(0, len(text), _COPY_CHUNK_BYTES):
+            new.text += text[start : start + _COPY_CHUNK_BYTES]
+            pause()
+        inside = _column(new.inside, np.uint64)
+        zones = len(new.zone_names)
+        if zones < 64:
+            for row in np.flatnonzero(inside >> np.uint64(zones)).tolist():
+                new.inside[row] &= (1 << zones) - 1
+                inside[row] &= np.uint64((1 << zones) - 1)
+        new.occupancy = _count_inside(inside, zones)
+        return new
+
     # -- zones and profiles --
     def zone_index(self, name: str) -> int:
         bit = self.zone_bit.get(name)
@@ -451,6 +485,8 @@ class EntitlementCache:
     def __init__(self) -> None:
         self.version = 0
         self.table = _Table()
+        self._staging: Staging | None = None
+        self._touched: set[int] | None = None  # tickets used here while a staging is out
 
     def __len__(self) -> int:
         return len(self.table.tid)
@@ -497,11 +533,15 @@ class EntitlementCache:
 
     def count_entry(self, row: int, zone: str) -> None:
         table = self.table
+        if self._touched is not None:
+            self._touched.add(table.tid[row])
         table.used[row] = min(table.used[row] + 1, 0xFFFFFFFF)
         table.set_inside(row, table.inside[row] | 1 << table.zone_index(zone))
 
     def count_exit(self, row: int, zone: str) -> None:
         table = self.table
+        if self._touched is not None:
+            self._touched.add(table.tid[row])
         bit = table.zone_bit.get(zone)
         if bit is not None:
             table.set_inside(row, table.inside[row] & ~(1 << bit))
@@ -515,6 +555,8 @@ class EntitlementCache:
         i = table.ben_off[row] + names.index(benefit)
         if table.ben[i] == 0:
             return None
+        if self._touched is not None:
+            self._touched.add(table.tid[row])
         table.ben[i] -= 1
         return table.ben[i]
 
@@ -527,6 +569,8 @@ class EntitlementCache:
         row = table.row_of(ticket_id)
         if row < 0 or not 0 <= entries_used <= 0xFFFFFFFF:
             return False
+        if self._touched is not None:
+            self._touched.add(ticket_id)
         if benefit is not None:
             names = table.profiles[table.profile[row]].benefit_names
             if benefit not in names or benefit_remaining is None or not 0 <= benefit_remaining <= 0xFFFF:
@@ -552,90 +596,214 @@ class EntitlementCache:
 
     # ---- deltas ----
 
+    def fits_in_place(self, delta: Delta) -> bool:
+        """Small enough to apply on the deciding thread (`apply`) within a couple of ms:
+        at most `IN_PLACE_MAX_OPS` operations and no growth of the index.
+        Anything bigger goes through `stage` and `swap`."""
+        ops = delta.ops
+        if len(ops) > IN_PLACE_MAX_OPS:
+            return False
+        return self.table.has_room_for(sum(1 for op in ops if isinstance(op, Upsert)))
+
     def apply(self, delta: Delta) -> None:
         """Apply a delta on top of the version it names, whole or not at all."""
+        self._check_header(delta)
+        try:
+            _check_delta(self.table, delta.ops)
+        except ValueError as exc:
+            raise DeltaRefused(f"delta {delta.base_version}->{delta.version} refused: {exc}") from None
+        _apply_ops(self.table, delta.ops)
+        self.version = delta.version
+
+    def stage(self, delta: Delta) -> Staging:
+        """Start applying a large delta beside the live table; on the deciding thread, cheap.
+
+        Then `Staging.build()` (pure CPU: call it from a worker thread) copies
+        the table and applies the delta to the copy, and `swap()` (on the
+        deciding thread again) puts the copy in place. Until then, local usage
+        committed here is noted per ticket and carried over at the swap. One
+        staging at a time: a newer one supersedes an older one."""
+        self._check_header(delta)
+        staging = Staging(delta, self.table)
+        self._staging, self._touched = staging, set()
+        return staging
+
+    def swap(self, staging: Staging) -> None:
+        """Put a built staging in place, whole, as if its delta were applied now.
+
+        The tickets this gate used meanwhile take their usage (entries,
+        zones inside, benefits) from the live table, then the delta's own
+        operations on them are applied again: what the delta sets wins, the
+        rest of the local usage survives. Refused (`DeltaRefused`, cache
+        unchanged) if the cache moved to another version or table meanwhile."""
+        if staging is not self._staging or staging.table is None:
+            raise DeltaRefused("delta refused: its staging is not the current one, or was not built")
+        touched = self._touched or set()
+        self._staging = self._touched = None
+        delta, fresh, live = staging.delta, staging.table, self.table
+        staging.table = None  # one swap per build
+        if live is not staging.source or self.version != delta.base_version:
+            raise DeltaRefused(f"delta {delta.base_version}->{delta.version} refused: the cache moved to version {self.version} while it was prepared")
+        try:
+            for ticket_id in touched:
+                live_row, row = live.row_of(ticket_id), fresh.row_of(ticket_id)
+                if live_row >= 0 and row >= 0:
+                    _copy_usage(live, live_row, fresh, row)
+                    _apply_ops(fresh, staging.ops_of(ticket_id))
+        except ValueError as exc:  # the usage names more zones than fit beside the delta's
+            raise DeltaRefused(f"delta {delta.base_version}->{delta.version} refused: {exc}") from None
+        self.table, self.version = fresh, delta.version
+
+    def discard(self, staging: Staging) -> None:
+        """Stop noting usage for `staging` (it failed or was abandoned); safe to repeat."""
+        if staging is self._staging:
+            self._staging = self._touched = None
+        staging.table = None
+
+    def _check_delta(self, ops: tuple) -> None:
+        """ValueError for the first op that could not be applied in full (the registry's mirror asks)."""
+        _check_delta(self.table, ops)
+
+    def _check_header(self, delta: Delta) -> None:
         if not isinstance(delta, Delta):
             raise DeltaRefused("not a Delta")
         if delta.base_version != self.version:
             raise DeltaRefused(f"delta builds on version {delta.base_version}, cache is at {self.version}")
         if not isinstance(delta.version, int) or delta.version <= delta.base_version:
             raise DeltaRefused(f"delta version {delta.version} does not follow {delta.base_version}")
+
+
+class Staging:
+    """A delta applied onto a private copy of the table, ready for `EntitlementCache.swap`."""
+
+    def __init__(self, delta: Delta, source: _Table) -> None:
+        self.delta = delta
+        self.source = source
+        self.table: _Table | None = None
+        self._by_ticket: dict[int, list] | None = None
+
+    def build(self, pause: Callable[[], object] | None = None) -> None:
+        """Copy the source table and apply the delta to the copy; raises `DeltaRefused`.
+
+        Pure CPU, nothing shared is written: meant for a worker thread while
+        the deciding thread goes on. `pause` is called every fraction of a
+        millisecond of work, so such a caller can hand the interpreter back."""
+        pause = pause or _no_pause
+        delta = self.delta
+        table = self.source.copy(pause)
         try:
-            self._check_delta(delta.ops)
+            _check_delta(table, delta.ops)
         except ValueError as exc:
             raise DeltaRefused(f"delta {delta.base_version}->{delta.version} refused: {exc}") from None
-        table = self.table
-        for op in delta.ops:
-            if isinstance(op, Upsert):
-                row = table.row_of(op.record.ticket_id)
-                if row < 0:
-                    table.append_row(op.record)
-                else:
-                    table.write_row(row, op.record)
-            elif isinstance(op, SetZone):
-                table.zone_index(op.name)
-                table.capacity[op.name] = op.capacity
-            else:
-                row = table.row_of(op.ticket_id)
-                if isinstance(op, SetState):
-                    table.state[row] = int(op.state)
-                elif isinstance(op, Reissue):
-                    table.serial[row] = op.badge_serial
-                elif isinstance(op, SetUsage):
-                    table.used[row] = op.entries_used
-                    table.set_inside(row, table.mask_of(op.inside))
-                elif isinstance(op, SetBenefit):
-                    names = table.profiles[table.profile[row]].benefit_names
-                    table.ben[table.ben_off[row] + names.index(op.name)] = op.remaining
-        self.version = delta.version
+        pause()
+        new_ids = {op.record.ticket_id for op in delta.ops if isinstance(op, Upsert) and table.row_of(op.record.ticket_id) < 0}
+        if not table.has_room_for(len(new_ids)):
+            table.rebuild_index(_capacity_for(2 * (len(table.tid) + len(new_ids))))
+        _apply_ops(table, delta.ops, pause)
+        self.table = table
 
-    def _check_delta(self, ops: tuple) -> None:
-        """Raise ValueError for the first op that could not be applied in full."""
-        table = self.table
-        known_zones = set(table.zone_names)
-        upserted: dict[int, TicketRecord] = {}
-        for n, op in enumerate(ops):
-            where = f"op {n}"
-            if isinstance(op, Upsert):
-                _check_record(op.record, where)
-                upserted[op.record.ticket_id] = op.record
-                known_zones.update(op.record.zones, op.record.inside)
-            elif isinstance(op, SetZone):
-                if not isinstance(op.name, str) or not op.name:
-                    raise ValueError(f"{where}: zone name must be a non-empty string")
-                if not isinstance(op.capacity, int) or not 0 <= op.capacity <= 0xFFFFFFFF:
-                    raise ValueError(f"{where}: zone capacity must be 0..2^32-1")
-                known_zones.add(op.name)
-            elif isinstance(op, (SetState, Reissue, SetUsage, SetBenefit)):
-                tid = op.ticket_id
-                if not isinstance(tid, int) or not 0 <= tid <= MAX_TICKET_ID:
-                    raise ValueError(f"{where}: ticket id must be 0..2^64-1")
-                pending = upserted.get(tid)
-                if pending is None and table.row_of(tid) < 0:
-                    raise ValueError(f"{where}: ticket {tid} is not in the cache")
-                if isinstance(op, SetState) and op.state not in (TicketState.ACTIVE, TicketState.REVOKED):
-                    raise ValueError(f"{where}: ticket {tid}: unknown state {op.state!r}")
-                if isinstance(op, Reissue) and (not isinstance(op.badge_serial, int) or not 0 <= op.badge_serial <= 0xFFFF):
-                    raise ValueError(f"{where}: ticket {tid}: badge serial must be 0..65535")
-                if isinstance(op, SetUsage):
-                    if not isinstance(op.entries_used, int) or not 0 <= op.entries_used <= 0xFFFFFFFF:
-                        raise ValueError(f"{where}: ticket {tid}: entries_used must be 0..2^32-1")
-                    if any(not isinstance(z, str) or not z for z in op.inside):
-                        raise ValueError(f"{where}: ticket {tid}: zone names must be non-empty strings")
-                    known_zones.update(op.inside)
-                if isinstance(op, SetBenefit):
-                    if pending is not None:
-                        names = tuple(name for name, _ in pending.benefits)
-                    else:
-                        names = table.profiles[table.profile[table.row_of(tid)]].benefit_names
-                    if op.name not in names:
-                        raise ValueError(f"{where}: ticket {tid} has no benefit {op.name!r}")
-                    if not isinstance(op.remaining, int) or not 0 <= op.remaining <= 0xFFFF:
-                        raise ValueError(f"{where}: ticket {tid}: remaining must be 0..65535")
+    def ops_of(self, ticket_id: int) -> list:
+        """The delta's operations on one ticket, in order."""
+        if self._by_ticket is None:
+            by_ticket: dict[int, list] = {}
+            for op in self.delta.ops:
+                if not isinstance(op, SetZone):
+                    tid = op.record.ticket_id if isinstance(op, Upsert) else op.ticket_id
+                    by_ticket.setdefault(tid, []).append(op)
+            self._by_ticket = by_ticket
+        return self._by_ticket.get(ticket_id, [])
+
+
+def _no_pause() -> None:
+    pass
+
+
+def _copy_usage(src: _Table, src_row: int, dst: _Table, dst_row: int) -> None:
+    """One ticket's entries, zones inside and benefit counts, from `src` into `dst` (by name)."""
+    dst.used[dst_row] = src.used[src_row]
+    dst.set_inside(dst_row, dst.mask_of(src.zones_of(src.inside[src_row])))
+    src_names = src.profiles[src.profile[src_row]].benefit_names
+    dst_names = dst.profiles[dst.profile[dst_row]].benefit_names
+    src_off, dst_off = src.ben_off[src_row], dst.ben_off[dst_row]
+    for i, name in enumerate(dst_names):
+        if name in src_names:
+            dst.ben[dst_off + i] = src.ben[src_off + src_names.index(name)]
+
+
+def _apply_ops(table: _Table, ops: Iterable[Op], pause: Callable[[], object] = _no_pause) -> None:
+    """Apply checked operations (`_check_delta`) to `table`."""
+    for n, op in enumerate(ops):
+        if isinstance(op, Upsert):
+            row = table.row_of(op.record.ticket_id)
+            if row < 0:
+                table.append_row(op.record)
             else:
-                raise ValueError(f"{where}: unknown operation {type(op).__name__}")
-        if len(known_zones) > MAX_ZONES:
-            raise ValueError(f"more than {MAX_ZONES} zones")
+                table.write_row(row, op.record)
+        elif isinstance(op, SetZone):
+            table.zone_index(op.name)
+            table.capacity[op.name] = op.capacity
+        else:
+            row = table.row_of(op.ticket_id)
+            if isinstance(op, SetState):
+                table.state[row] = int(op.state)
+            elif isinstance(op, Reissue):
+                table.serial[row] = op.badge_serial
+            elif isinstance(op, SetUsage):
+                table.used[row] = op.entries_used
+                table.set_inside(row, table.mask_of(op.inside))
+            elif isinstance(op, SetBenefit):
+                names = table.profiles[table.profile[row]].benefit_names
+                table.ben[table.ben_off[row] + names.index(op.name)] = op.remaining
+        if n % _OPS_PER_PAUSE == _OPS_PER_PAUSE - 1:
+            pause()
+
+
+def _check_delta(table: _Table, ops: tuple) -> None:
+    """Raise ValueError for the first op that could not be applied in full to `table`."""
+    known_zones = set(table.zone_names)
+    upserted: dict[int, TicketRecord] = {}
+    for n, op in enumerate(ops):
+        where = f"op {n}"
+        if isinstance(op, Upsert):
+            _check_record(op.record, where)
+            upserted[op.record.ticket_id] = op.record
+            known_zones.update(op.record.zones, op.record.inside)
+        elif isinstance(op, SetZone):
+            if not isinstance(op.name, str) or not op.name:
+                raise ValueError(f"{where}: zone name must be a non-empty string")
+            if not isinstance(op.capacity, int) or not 0 <= op.capacity <= 0xFFFFFFFF:
+                raise ValueError(f"{where}: zone capacity must be 0..2^32-1")
+            known_zones.add(op.name)
+        elif isinstance(op, (SetState, Reissue, SetUsage, SetBenefit)):
+            tid = op.ticket_id
+            if not isinstance(tid, int) or not 0 <= tid <= MAX_TICKET_ID:
+                raise ValueError(f"{where}: ticket id must be 0..2^64-1")
+            pending = upserted.get(tid)
+            if pending is None and table.row_of(tid) < 0:
+                raise ValueError(f"{where}: ticket {tid} is not in the cache")
+            if isinstance(op, SetState) and op.state not in (TicketState.ACTIVE, TicketState.REVOKED):
+                raise ValueError(f"{where}: ticket {tid}: unknown state {op.state!r}")
+            if isinstance(op, Reissue) and (not isinstance(op.badge_serial, int) or not 0 <= op.badge_serial <= 0xFFFF):
+                raise ValueError(f"{where}: ticket {tid}: badge serial must be 0..65535")
+            if isinstance(op, SetUsage):
+                if not isinstance(op.entries_used, int) or not 0 <= op.entries_used <= 0xFFFFFFFF:
+                    raise ValueError(f"{where}: ticket {tid}: entries_used must be 0..2^32-1")
+                if any(not isinstance(z, str) or not z for z in op.inside):
+                    raise ValueError(f"{where}: ticket {tid}: zone names must be non-empty strings")
+                known_zones.update(op.inside)
+            if isinstance(op, SetBenefit):
+                if pending is not None:
+                    names = tuple(name for name, _ in pending.benefits)
+                else:
+                    names = table.profiles[table.profile[table.row_of(tid)]].benefit_names
+                if op.name not in names:
+                    raise ValueError(f"{where}: ticket {tid} has no benefit {op.name!r}")
+                if not isinstance(op.remaining, int) or not 0 <= op.remaining <= 0xFFFF:
+                    raise ValueError(f"{where}: ticket {tid}: remaining must be 0..65535")
+        else:
+            raise ValueError(f"{where}: unknown operation {type(op).__name__}")
+    if len(known_zones) > MAX_ZONES:
+        raise ValueError(f"more than {MAX_ZONES} zones")
 
 
 # ---- snapshot encoding ----
@@ -797,6 +965,16 @@ def _decode_snapshot_unchecked(data: memoryview) -> tuple[int, _Table]:
     _check_rows(table)
     table.rebuild_index(_capacity_for(rows))
     return version, table
+
+
+def _copy_column(col: array, pause: Callable[[], object]) -> array:
+    """A copy of `col`, a slice at a time (each slice is one short memory copy)."""
+    step = max(1, _COPY_CHUNK_BYTES // col.itemsize)
+    out = array(col.typecode)
+    for start in range(0, len(col), step):
+        out += col[start : start + step]
+        pause()
+    return out
 
 
 def _column(col: array, dtype) -> np.ndarray:
