@@ -221,7 +221,7 @@ def build_parser() -> _Parser:
     p.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     p.add_argument("--tickets", type=int, default=1_000_000, help="cache size (default 1,000,000)")
     p.add_argument("--quick", action="store_true", help="fewer iterations (for smoke tests)")
-    p.add_argument("--sections", default="decide,gate,idle,camera,rpc", help="comma-separated: decide (always), gate, idle, camera, rpc")
+    p.add_argument("--sections", default="decide,gate,idle,camera,rpc,cache,delta", help="comma-separated: decide (always), gate, idle, camera, rpc, cache, delta")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="a scripted day at the door, through the real decision path")
