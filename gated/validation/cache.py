@@ -52,6 +52,7 @@ _MASK64 = (1 << 64) - 1
 IN_PLACE_MAX_OPS = 256  # a delta this small is applied on the deciding thread (about 2 ms at most)
 _OPS_PER_PAUSE = 32  # delta operations a staging thread applies between two pauses
 _COPY_CHUNK_BYTES = 1 << 20  # bytes of a column a staging thread copies between two pauses
+_SLICE_ROWS = 16384  # rows per slice where bulk checks make temporaries of other sizes
 _SNAPSHOT_MAGIC = b"GTSNAP\x00\x01"
 _BIG_ENDIAN_HOST = sys.byteorder == "big"
 
@@ -161,11 +162,19 @@ def _capacity_for(rows: int) -> int:
 def _home_slots(tid: np.ndarray, size: int) -> np.ndarray:
     """`(tid * _MIX mod 2^64) * size >> 64` for every id, as `_Table.row_of` computes it.
 
-    The 128-bit product is taken in two 32-bit halves (size < 2^32)."""
-    h = tid * np.uint64(_MIX)  # wraps mod 2^64
+    The 128-bit product is taken in two 32-bit halves (size < 2^32), in
+    place: one new array of the ids' size, and one more for a moment."""
+    h = np.multiply(tid, np.uint64(_MIX))  # wraps mod 2^64
     s = np.uint64(size)
-    low = (h & np.uint64(0xFFFFFFFF)) * s >> np.uint64(32)
-    return ((h >> np.uint64(32)) * s + low) >> np.uint64(32)
+    low = np.bitwise_and(h, np.uint64(0xFFFFFFFF))
+    low *= s
+    low >>= np.uint64(32)
+    h >>= np.uint64(32)
+    h *= s
+    h += low
+    del low
+    h >>= np.uint64(32)
+    return h
 
 
 def _build_slots(tid_column: array, size: int) -> array:
@@ -175,28 +184,47 @@ def _build_slots(tid_column: array, size: int) -> array:
     just after the one before, whichever is later. That is a valid
     linear-probing table (every slot from a row's home to its place is
     taken), and the whole build is a few array operations instead of a
-    Python loop per ticket. Raises ValueError on a duplicate ticket id."""
+    Python loop per ticket. Raises ValueError on a duplicate ticket id.
+
+    Memory: the temporaries are whole 8-byte-per-row arrays, which the C
+    allocator maps and unmaps, or small slices; arrays of other sizes freed
+    in between would stay resident in its heap."""
     if not 0 < size < 2**32 - 1:
         raise ValueError(f"index size {size} out of range")
-    tid = np.frombuffer(tid_column, dtype=np.uint64).copy() if len(tid_column) else np.zeros(0, np.uint64)
-    n = len(tid)
-    table = np.zeros(size + 1, dtype=np.uint32)
-    if n:
+    n = len(tid_column)
+    slots = array("I", [0]) * (size + 1)
+    if not n:
+        return slots
+    tid = np.frombuffer(tid_column, dtype=np.uint64)
+    try:
         ordered = np.sort(tid)
-        same = np.flatnonzero(ordered[1:] == ordered[:-1])
-        if len(same):
-            raise ValueError(f"ticket {int(ordered[same[0]])} appears twice")
+        for start in range(1, n, _SLICE_ROWS):
+            here = ordered[start : start + _SLICE_ROWS]
+            same = np.flatnonzero(here == ordered[start - 1 : start - 1 + len(here)])
+            if len(same):
+                raise ValueError(f"ticket {int(ordered[start + same[0]])} appears twice")
         del ordered
-        home = _home_slots(tid, size).astype(np.uint32)
-        order = np.argsort(home)
-        k = np.arange(n, dtype=np.int64)
-        place = np.maximum.accumulate(home[order].astype(np.int64) - k) + k
-        end = int(place[-1]) + 2  # an empty slot past the last one taken
-        if end > len(table):
-            table = np.concatenate((table, np.zeros(end - len(table), dtype=np.uint32)))
-        table[place] = (order + 1).astype(np.uint32)
-    slots = array("I")
-    slots.frombytes(table.tobytes())
+        home = _home_slots(tid, size)
+    finally:
+        del tid  # the column may grow again
+    order = np.argsort(home)
+    place = home.view(np.int64)[order]  # homes in sorted order; then place[i] = max(home, place[i-1] + 1)
+    del home
+    k = np.arange(n, dtype=np.int64)
+    place -= k
+    np.maximum.accumulate(place, out=place)
+    place += k
+    del k
+    end = int(place[-1]) + 2  # an empty slot past the last one taken
+    if end > len(slots):
+        slots.extend(array("I", [0]) * (end - len(slots)))
+    order += 1  # slots hold row + 1; 0 is empty
+    table = np.frombuffer(slots, dtype=np.uint32)
+    try:
+        for start in range(0, n, _SLICE_ROWS):
+            table[place[start : start + _SLICE_ROWS]] = order[start : start + _SLICE_ROWS]
+    finally:
+        del table
     return slots
 
 
@@ -982,29 +1010,41 @@ def _column(col: array, dtype) -> np.ndarray:
 
 
 def _check_rows(table: _Table) -> None:
-    """Every row at once: profiles, states, zones, phones and offsets in range; occupancy counted."""
+    """Every row: profiles, states, zones, phones and offsets in range; occupancy counted.
+
+    A slice of rows at a time, on views of the columns (nothing big is
+    allocated, so nothing stays resident after the load)."""
     rows = len(table.tid)
-    if not rows:
-        return
-    profile = _column(table.profile, np.int64)
-    if int(profile.max()) >= len(table.profiles):
-        raise ValueError("a row names a profile that does not exist")
-    if int(_column(table.state, np.int64).max()) > max(TicketState):
-        raise ValueError("a row has an unknown state")
-    inside = _column(table.inside, np.uint64)
     zones = len(table.zone_names)
-    if zones < 64 and (inside >> np.uint64(zones)).any():
-        raise ValueError("a row is inside a zone that does not exist")
-    phone = _column(table.phone, np.int64)
-    if ((phone > 9999) & (phone != NO_PHONE)).any():
-        raise ValueError("a phone suffix is not 4 digits")
-    benefit_counts = np.array([len(p.benefit_names) for p in table.profiles], dtype=np.int64)
-    past = (_column(table.ben_off, np.int64) + benefit_counts[profile] > len(table.ben)) | (
-        _column(table.text_off, np.int64) + _column(table.text_len, np.int64) > len(table.text)
-    )
-    if past.any():
-        raise ValueError(f"row {int(np.argmax(past))} points past the end of the snapshot")
-    table.occupancy = _count_inside(inside, zones)
+    occupancy = [0] * zones
+    benefit_counts = np.array([len(p.benefit_names) for p in table.profiles] or [0], dtype=np.int64)
+    ben_size, text_size = len(table.ben), len(table.text)
+    cols = {name: np.frombuffer(getattr(table, name), dtype=getattr(table, name).typecode) if rows else None
+            for name in ("profile", "state", "inside", "phone", "ben_off", "text_off", "text_len")}
+    c: dict = {}
+    try:
+        for start in range(0, rows, _SLICE_ROWS):
+            c = {name: col[start : start + _SLICE_ROWS] for name, col in cols.items()}
+            if int(c["profile"].max()) >= len(table.profiles):
+                raise ValueError("a row names a profile that does not exist")
+            if int(c["state"].max()) > max(TicketState):
+                raise ValueError("a row has an unknown state")
+            inside = c["inside"]
+            if zones < 64 and (inside >> np.uint64(zones)).any():
+                raise ValueError("a row is inside a zone that does not exist")
+            phone = c["phone"]
+            if ((phone > 9999) & (phone != NO_PHONE)).any():
+                raise ValueError("a phone suffix is not 4 digits")
+            past = (c["ben_off"].astype(np.int64) + benefit_counts[c["profile"]] > ben_size) | (
+                c["text_off"].astype(np.int64) + c["text_len"] > text_size
+            )
+            if past.any():
+                raise ValueError(f"row {start + int(np.argmax(past))} points past the end of the snapshot")
+            for bit, count in enumerate(_count_inside(inside, zones)):
+                occupancy[bit] += count
+    finally:
+        del cols, c  # the columns may grow again
+    table.occupancy = occupancy
 
 
 def _count_inside(inside: np.ndarray, zones: int) -> list[int]:
