@@ -257,7 +257,8 @@ def bench_scan_to_relay(scans: int = 1000, lanes: int = 8) -> dict:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _scan_to_relay_in(root: str, records: list, scans: int, lanes: int) -> dict:
+def _scan_to_relay_in(root: str, records: list, scans: int, lanes: int, *, seed_snapshot: bytes | None = None,
+                      during: Callable | None = None) -> dict:
     import asyncio
     import threading
 
@@ -268,7 +269,7 @@ def _scan_to_relay_in(root: str, records: list, scans: int, lanes: int) -> dict:
     from gated.journal import measure_commit
 
     key = bytes(range(32))
-    config_path = _gate_dir(root, lanes, encode_snapshot(1, records))
+    config_path = _gate_dir(root, lanes, seed_snapshot or encode_snapshot(1, records))
     masters = {}
     for n in range(lanes):
         master, slave = os.openpty()
@@ -322,7 +323,15 @@ def _scan_to_relay_in(root: str, records: list, scans: int, lanes: int) -> dict:
     codes = [mint_dynamic(key, 1, FIRST_TICKET + i, now) + "\r" for i in range(scans)]
     lane_ids = list(masters)
     latencies: list[int] = []
+    started: list[float] = []
     missed = 0
+    gate = gate_box["gate"]
+    background = None
+    if during is not None:  # work the gate does meanwhile (a large delta), in its own thread
+        background_stop = threading.Event()
+        background_out: dict = {}
+        background = threading.Thread(target=lambda: background_out.update(during(gate, background_stop)), daemon=True)
+        background.start()
     for i, code in enumerate(codes):
         lane = lane_ids[i % lanes]
         released[lane].wait(2)
@@ -331,14 +340,19 @@ def _scan_to_relay_in(root: str, records: list, scans: int, lanes: int) -> dict:
         t0 = time.monotonic()
         if energized[lane].wait(2):
             latencies.append(int((active_at[lane] - t0) * 1e9))
+            started.append(t0)
         else:
             missed += 1
-    gate = gate_box["gate"]
+    if background is not None:
+        background_stop.set()
+        background.join(120)
     gate.loop.call_soon_threadsafe(stop.set)
     thread.join(30)
     for master, slave in masters.values():
         os.close(master)
         os.close(slave)
+    if during is not None:
+        return {"scans": scans, "lanes": lanes, "missed": missed, "latencies_ns": latencies, "started": started, **background_out}
     fsync = measure_commit(os.path.join(root, "measure.db"), n=300)
     return {
         "scans": scans,
@@ -394,6 +408,197 @@ def bench_idle_daemon(snapshot: bytes, tickets: int, seconds: float = 5.0) -> di
     return {"tickets": tickets, "rss_mb": round(rss_kb / 1024, 1), "cpu_percent": round(100 * (c1 - c0) / (t1 - t0), 2), "seconds": seconds}
 
 
+# ---- issue 8: the cache index for every id layout, and large deltas ----
+
+ID_LAYOUTS = ("consecutive", "regno10", "blocks", "random63")
+
+
+def layout_ids(layout: str, n: int, seed: int = 8) -> list[int]:
+    """Ticket ids as shows number them: 100001..; 10-digit registration numbers
+    (5205320758); blocks per day or ticket type 1_000_000*k + n; random 63-bit."""
+    import random
+
+    rng = random.Random(seed)
+    if layout == "consecutive":
+        return list(range(100_001, 100_001 + n))
+    if layout == "regno10":
+        return rng.sample(range(1_000_000_000, 10_000_000_000), n)
+    if layout == "blocks":
+        per_block = -(-n // 4)
+        return [1_000_000 * k + m for k in range(1, 5) for m in range(per_block)][:n]
+    ids: set[int] = set()
+    while len(ids) < n:
+        ids.add(rng.getrandbits(63))
+    return list(ids)
+
+
+def _fresh_ids(layout: str, taken: list[int], n: int) -> list[int]:
+    """`n` ids not yet taken, continuing the layout (the next walk-ins, the next block)."""
+    import random
+
+    rng = random.Random(len(taken))
+    if layout == "consecutive":
+        return list(range(max(taken) + 1, max(taken) + 1 + n))
+    if layout == "blocks":
+        top = max(taken) // 1_000_000 + 1
+        return [1_000_000 * top + m for m in range(n)]
+    have, out = set(taken), []
+    while len(out) < n:
+        tid = rng.randrange(1_000_000_000, 10_000_000_000) if layout == "regno10" else rng.getrandbits(63)
+        if tid not in have:
+            have.add(tid)
+            out.append(tid)
+    return out
+
+
+def _layout_records(ids: list[int]):
+    """`synthetic_records`' tickets (names, companies, benefits) under other ids."""
+    import dataclasses
+
+    for tid, rec in zip(ids, synthetic_records(len(ids))):
+        yield dataclasses.replace(rec, ticket_id=tid)
+
+
+def _absent_near(ids: list[int], n: int, seed: int = 9) -> list[int]:
+    """Ids a gate is shown that it does not hold: next to held ones (the end of a run), and anywhere."""
+    import random
+
+    rng = random.Random(seed)
+    have = set(ids)
+    out: list[int] = []
+    while len(out) < n:
+        tid = rng.choice(ids) + rng.choice((1, 2, -1, 1_000_000)) if len(out) % 2 else rng.getrandbits(63)
+        if tid not in have and 0 <= tid < 2**64:
+            out.append(tid)
+    return out
+
+
+def bench_cache_layouts(tickets: int, quick: bool, delta_tickets: int = 10_000) -> dict:
+    """Per id layout, on `tickets` tickets: snapshot load (median of three), lookups of present and
+    absent ids (interleaved with the same lookups in a plain dict: the
+    baseline), and a delta of `delta_tickets` new tickets built on a copy
+    and swapped in (stage + build + swap, as the uplink does it)."""
+    from gated.validation import Delta, Upsert
+
+    out: dict = {}
+    lookups = 500 if quick else 5000
+    for layout in ID_LAYOUTS:
+        ids = layout_ids(layout, tickets)
+        snapshot = encode_snapshot(1, _layout_records(ids))
+        loads = []
+        for _ in range(1 if quick else 3):  # the median of three: one load is at the mercy of a busy machine
+            cache = EntitlementCache()
+            gc.collect()
+            t0 = time.perf_counter()
+            cache.load_snapshot(snapshot)
+            loads.append(time.perf_counter() - t0)
+        load_s = statistics.median(loads)
+        del snapshot
+        import random
+
+        present = random.Random(1).sample(ids, lookups)
+        absent = _absent_near(ids, lookups)
+        plain = dict.fromkeys(ids, 0)
+        row_of, get = cache.table.row_of, plain.get
+        timed = _interleaved(
+            {
+                "present": lambda i: row_of(present[i]),
+                "absent": lambda i: row_of(absent[i]),
+                "dict_present": lambda i: get(present[i]),
+                "dict_absent": lambda i: get(absent[i]),
+            },
+            list(range(lookups)),
+            rounds=4 if quick else 10,
+            per_round=lookups // (4 if quick else 10),
+        )
+        assert all(row_of(t) >= 0 for t in present[:100]) and all(row_of(t) < 0 for t in absent[:100])
+        del plain
+        fresh = _fresh_ids(layout, ids, delta_tickets)
+        delta = Delta(cache.version, cache.version + 1, tuple(Upsert(r) for r in _layout_records(fresh)))
+        t0 = time.perf_counter()
+        staging = cache.stage(delta)
+        t1 = time.perf_counter()
+        staging.build()
+        t2 = time.perf_counter()
+        cache.swap(staging)
+        t3 = time.perf_counter()
+        assert len(cache) == tickets + delta_tickets and cache.row_of(fresh[-1]) >= 0
+        out[layout] = {
+            "tickets": tickets,
+            "load_s": round(load_s, 3),
+            "lookup": timed,
+            "delta": {"new_tickets": delta_tickets, "total_s": round(t3 - t0, 3), "build_s": round(t2 - t1, 3),
+                      "on_loop_ms": round((t1 - t0 + t3 - t2) * 1000, 2)},
+        }
+        del cache, staging
+        gc.collect()
+    return out
+
+
+def bench_delta_while_scanning(tickets: int, quick: bool, delta_tickets: int = 10_000) -> dict:
+    """Scan to relay (the 'gate' section's path: pty, driver, decide, journal fsync,
+    relay pin) on a gate holding `tickets` tickets, while deltas of
+    `delta_tickets` new tickets (10-digit registration numbers) go through the
+    uplink's delta path one after another (`Uplink._apply_delta`: conversion,
+    staging in a worker thread, swap). Scans that started while a delta was in
+    flight are reported apart from the others of the same run."""
+    import asyncio
+    import shutil
+
+    from gated.rpc import convert
+    from gated.rpc.uplink import Uplink
+    from gated.validation import Delta, Upsert
+
+    import itertools
+
+    scans = 200 if quick else 1000
+    base = layout_ids("consecutive", max(tickets - scans, 0))
+    scanned = (TicketRecord(ticket_id=FIRST_TICKET + i, category="guest", zones=("hall-a",)) for i in range(scans))
+    snapshot = encode_snapshot(1, itertools.chain(_layout_records(base), scanned))
+    walk_ins = [t for t in layout_ids("regno10", 25 * delta_tickets, seed=5205320758) if not FIRST_TICKET <= t < FIRST_TICKET + scans]
+    messages = [convert.delta_to_proto(Delta(1 + k, 2 + k, tuple(Upsert(r) for r in _layout_records(walk_ins[k * delta_tickets : (k + 1) * delta_tickets]))))
+                for k in range(3 if quick else 24)]
+
+    def deltas(gate, stop) -> dict:
+        uplink = Uplink(gate.gate_id, gate.journal, gate.validator.cache, gate.keyring, gate.clock,
+                        _NoRegistry())  # not connected: only its delta path runs
+        spans = []
+        for msg in messages:
+            if stop.is_set():
+                break
+            t0 = time.monotonic()
+            asyncio.run_coroutine_threadsafe(uplink._apply_delta(msg), gate.loop).result(60)
+            spans.append((t0, time.monotonic()))
+            time.sleep(0.05)
+        return {"spans": spans, "tickets_after": len(gate.validator.cache)}
+
+    root = tempfile.mkdtemp(prefix="gated-bench-delta-")
+    try:
+        r = _scan_to_relay_in(root, [], scans, 8, seed_snapshot=snapshot, during=deltas)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    spans = r["spans"]
+    during, outside = [], []
+    for t0, ns in zip(r["started"], r["latencies_ns"]):
+        (during if any(a <= t0 <= b for a, b in spans) else outside).append(ns)
+    apply_s = sorted(b - a for a, b in spans)
+    return {
+        "tickets": tickets, "scans": scans, "lanes": r["lanes"], "missed": r["missed"],
+        "deltas": len(spans), "delta_tickets": delta_tickets, "tickets_after": r["tickets_after"],
+        "delta_apply_median_s": round(statistics.median(apply_s), 3) if apply_s else None,
+        "delta_apply_max_s": round(apply_s[-1], 3) if apply_s else None,
+        "scan_to_relay_during": {**_stats(during), "max_us": round(max(during) / 1000, 1)} if during else None,
+        "scan_to_relay_outside": _stats(outside) if outside else None,
+    }
+
+
+class _NoRegistry:
+    target = "127.0.0.1:1"
+    plaintext = True
+    ca = cert = key = None
+    reconnect_max_s = 1.0
+
+
 # ---- the camera's decoder ----
 
 def bench_camera(repeats: int = 5) -> dict:
@@ -433,6 +638,14 @@ TARGETS = (
     ("rpc: backlog replay at least 5,000 events/s over mTLS, each stored once", lambda r: "rpc" not in r or (r["rpc"]["backlog_replay"]["events_per_s"] >= 5000 and r["rpc"]["backlog_replay"]["stored_once"])),
     ("rpc: propagation gate A -> gate B p99 under 100 ms", lambda r: "rpc" not in r or r["rpc"]["propagation"]["p99_s"] < 0.1),
     ("rpc: GetTime p99 at most 50 ms during an import, every update within 1 MiB", lambda r: "rpc" not in r or (r["rpc"]["import"]["gettime_p99_ms"] <= 50 and r["rpc"]["import"]["largest_update_bytes"] <= 1 << 20 and r["rpc"]["import"]["default_limit_client_converged"])),
+    ("cache: lookup p99 at most 20 µs for every id layout, present and absent", lambda r: "cache" not in r or all(
+        c["lookup"][k]["p99_us"] <= 20 for c in r["cache"].values() for k in ("present", "absent"))),
+    ("cache: 1,000,000-ticket snapshot loads in at most 1 s, every id layout", lambda r: "cache" not in r or all(
+        c["load_s"] * 1_000_000 / c["tickets"] <= 1 for c in r["cache"].values())),
+    ("cache: a delta of 10,000 new tickets applies in at most 0.5 s, every id layout", lambda r: "cache" not in r or all(
+        c["delta"]["total_s"] <= 0.5 for c in r["cache"].values())),
+    ("delta: scan to relay p99 under 20 ms while large deltas apply", lambda r: "delta" not in r or (
+        r["delta"]["scan_to_relay_during"] is not None and r["delta"]["scan_to_relay_during"]["p99_us"] < 20_000 and r["delta"]["missed"] == 0)),
 )
 
 
@@ -497,13 +710,32 @@ def _table(report: dict) -> str:
             f"(command {m['import_command_s']} s); GetTime median {m['gettime_median_ms']} ms, p99 {m['gettime_p99_ms']} ms; "
             f"{m['update_messages']} updates, largest {m['largest_update_bytes']:,} bytes; 4 MiB client converged: {m['default_limit_client_converged']}"
         )
+    if "cache" in report:
+        lines += ["", "cache index per id layout (lookups interleaved with a plain dict's, same run)",
+                  f"  {'layout':<12} {'tickets':>9} {'load s':>7} {'present med/p99 µs':>19} {'absent med/p99 µs':>18} {'dict med/p99 µs':>16} {'delta s':>8} {'on loop ms':>10}"]
+        for layout, c in report["cache"].items():
+            lk, d = c["lookup"], c["delta"]
+            lines.append(
+                f"  {layout:<12} {c['tickets']:>9,} {c['load_s']:>7.3f} {lk['present']['median_us']:>9.2f}/{lk['present']['p99_us']:<9.2f}"
+                f"{lk['absent']['median_us']:>8.2f}/{lk['absent']['p99_us']:<9.2f}{lk['dict_present']['median_us']:>7.2f}/{lk['dict_absent']['p99_us']:<8.2f}"
+                f"{d['total_s']:>8.3f} {d['on_loop_ms']:>10.2f}")
+        lines.append(f"  (delta: {next(iter(report['cache'].values()))['delta']['new_tickets']:,} new tickets staged on a copy, then swapped; 'on loop' is stage() + swap())")
+    if "delta" in report:
+        d = report["delta"]
+        lines += ["", f"scan to relay while deltas of {d['delta_tickets']:,} new tickets apply ({d['tickets']:,} tickets at the gate, {d['deltas']} deltas, "
+                      f"median {d['delta_apply_median_s']} s each, then {d['tickets_after']:,} tickets)", f"  {'':<40} {'median µs':>9} {'p99 µs':>9}      n"]
+        for label, key in (("scans while a delta applies", "scan_to_relay_during"), ("scans between deltas (same run)", "scan_to_relay_outside")):
+            if d[key]:
+                lines.append(f"  {label:<40} {d[key]['median_us']:>9.0f} {d[key]['p99_us']:>9.0f} {d[key]['n']:>6}")
+        if d["missed"]:
+            lines.append(f"  MISSED: {d['missed']} scans never moved the relay")
     lines += ["", "targets:"]
     for name, ok in report["targets"].items():
         lines.append(f"  [{'met' if ok else 'MISSED'}] {name}")
     return "\n".join(lines)
 
 
-SECTIONS = ("decide", "gate", "idle", "camera", "rpc")
+SECTIONS = ("decide", "gate", "idle", "camera", "rpc", "cache", "delta")
 
 
 def run_bench(*, as_json: bool = False, tickets: int = 1_000_000, quick: bool = False, sections: tuple[str, ...] = SECTIONS) -> int:
@@ -522,6 +754,14 @@ def run_bench(*, as_json: bool = False, tickets: int = 1_000_000, quick: bool = 
         report["camera"] = bench_camera(repeats=2 if quick else 5)
     if "rpc" in sections:
         report["rpc"] = bench_rpc(quick, tickets)
+    if "cache" in sections:
+        t0 = time.perf_counter()
+        report["cache"] = bench_cache_layouts(tickets, quick, delta_tickets=min(10_000, max(tickets // 10, 100)))
+        report["cache_wall_s"] = round(time.perf_counter() - t0, 1)
+    if "delta" in sections:
+        t0 = time.perf_counter()
+        report["delta"] = bench_delta_while_scanning(tickets, quick, delta_tickets=min(10_000, max(tickets // 10, 100)))
+        report["delta"]["wall_s"] = round(time.perf_counter() - t0, 1)
     report["targets"] = {name: bool(check(report)) for name, check in TARGETS}
     if as_json:
         print(json.dumps(report))

@@ -10,8 +10,12 @@ so nothing here is an object per ticket. A ticket is a row across typed
 validity windows, max entries, benefit names) is interned once as a
 `Profile`; names and companies live in one UTF-8 blob. Tickets are found
 through an open-addressed table of 4-byte row numbers keyed by the ticket-id
-column (linear probing, load factor at most 0.8). A ticket costs about 45
-bytes plus its display text.
+column (linear probing, load factor at most 0.8). The id is mixed before it
+picks its home slot (a Fibonacci multiply, then the top bits scaled to the
+table's size), so consecutive ids, registration numbers, ids in blocks per
+day or type and random 63-bit ids all spread evenly, and an absent id stops
+after a few probes; the table has an empty slot past its end instead of
+wrapping around. A ticket costs about 45 bytes plus its display text.
 
 Versioning. `load_snapshot` replaces everything at once: it builds a new
 table and swaps it in only when the whole snapshot has been checked. A
@@ -33,7 +37,9 @@ import zlib
 from array import array
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Iterable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
+
+import numpy as np
 
 from gated.errors import DeltaRefused, SnapshotError
 
@@ -41,6 +47,12 @@ MAX_ZONES = 64
 MAX_TICKET_ID = 2**64 - 1
 NO_PHONE = 0xFFFF
 _MAX_LOAD = 0.8
+_MIX = 0x9E3779B97F4A7C15  # 2^64 / golden ratio: spreads consecutive and blocked ids alike
+_MASK64 = (1 << 64) - 1
+IN_PLACE_MAX_OPS = 256  # a delta this small is applied on the deciding thread (about 2 ms at most)
+_OPS_PER_PAUSE = 32  # delta operations a staging thread applies between two pauses
+_COPY_CHUNK_BYTES = 1 << 20  # bytes of a column a staging thread copies between two pauses
+_SLICE_ROWS = 16384  # rows per slice where bulk checks make temporaries of other sizes
 _SNAPSHOT_MAGIC = b"GTSNAP\x00\x01"
 _BIG_ENDIAN_HOST = sys.byteorder == "big"
 
@@ -143,15 +155,77 @@ class Delta:
     ops: tuple[Op, ...] = field(default_factory=tuple)
 
 
-def _next_prime(n: int) -> int:
-    n = max(n, 11) | 1
-    while any(n % d == 0 for d in range(3, int(n**0.5) + 1, 2)):
-        n += 2
-    return n
-
-
 def _capacity_for(rows: int) -> int:
-    return _next_prime(int(rows / 0.67) + 16)
+    return int(rows / 0.67) + 16
+
+
+def _home_slots(tid: np.ndarray, size: int) -> np.ndarray:
+    """`(tid * _MIX mod 2^64) * size >> 64` for every id, as `_Table.row_of` computes it.
+
+    The 128-bit product is taken in two 32-bit halves (size < 2^32), in
+    place: one new array of the ids' size, and one more for a moment."""
+    h = np.multiply(tid, np.uint64(_MIX))  # wraps mod 2^64
+    s = np.uint64(size)
+    low = np.bitwise_and(h, np.uint64(0xFFFFFFFF))
+    low *= s
+    low >>= np.uint64(32)
+    h >>= np.uint64(32)
+    h *= s
+    h += low
+    del low
+    h >>= np.uint64(32)
+    return h
+
+
+def _build_slots(tid_column: array, size: int) -> array:
+    """The slot table for `tid_column` at `size` home slots, built in bulk.
+
+    Rows sorted by home slot are placed in that order: each at its home or
+    just after the one before, whichever is later. That is a valid
+    linear-probing table (every slot from a row's home to its place is
+    taken), and the whole build is a few array operations instead of a
+    Python loop per ticket. Raises ValueError on a duplicate ticket id.
+
+    Memory: the temporaries are whole 8-byte-per-row arrays, which the C
+    allocator maps and unmaps, or small slices; arrays of other sizes freed
+    in between would stay resident in its heap."""
+    if not 0 < size < 2**32 - 1:
+        raise ValueError(f"index size {size} out of range")
+    n = len(tid_column)
+    slots = array("I", [0]) * (size + 1)
+    if not n:
+        return slots
+    tid = np.frombuffer(tid_column, dtype=np.uint64)
+    try:
+        ordered = np.sort(tid)
+        for start in range(1, n, _SLICE_ROWS):
+            here = ordered[start : start + _SLICE_ROWS]
+            same = np.flatnonzero(here == ordered[start - 1 : start - 1 + len(here)])
+            if len(same):
+                raise ValueError(f"ticket {int(ordered[start + same[0]])} appears twice")
+        del ordered
+        home = _home_slots(tid, size)
+    finally:
+        del tid  # the column may grow again
+    order = np.argsort(home)
+    place = home.view(np.int64)[order]  # homes in sorted order; then place[i] = max(home, place[i-1] + 1)
+    del home
+    k = np.arange(n, dtype=np.int64)
+    place -= k
+    np.maximum.accumulate(place, out=place)
+    place += k
+    del k
+    end = int(place[-1]) + 2  # an empty slot past the last one taken
+    if end > len(slots):
+        slots.extend(array("I", [0]) * (end - len(slots)))
+    order += 1  # slots hold row + 1; 0 is empty
+    table = np.frombuffer(slots, dtype=np.uint32)
+    try:
+        for start in range(0, n, _SLICE_ROWS):
+            table[place[start : start + _SLICE_ROWS]] = order[start : start + _SLICE_ROWS]
+    finally:
+        del table
+    return slots
 
 
 def _check_record(rec: object, where: str, *, shared_checked: bool = False) -> None:
@@ -235,50 +309,78 @@ class _Table:
         self.capacity: dict[str, int] = {}
         self.occupancy: list[int] = []
         self.slots_size = capacity or _capacity_for(0)
-        self.slots = array("I", bytes(4 * self.slots_size))
+        self.slots = array("I", bytes(4 * (self.slots_size + 1)))
 
     # -- index --
     def row_of(self, ticket_id: int) -> int:
+        # The hot path of decide(): three bigint ops to the home slot, then probe.
         slots = self.slots
-        size = self.slots_size
         tid = self.tid
-        i = ticket_id % size
-        while True:
-            r = slots[i]
-            if r == 0:
-                return -1
+        i = (ticket_id * _MIX & _MASK64) * self.slots_size >> 64
+        r = slots[i]
+        while r:
             if tid[r - 1] == ticket_id:
                 return r - 1
             i += 1
-            if i == size:
-                i = 0
+            r = slots[i]
+        return -1
+
+    def probe_length(self, ticket_id: int) -> int:
+        """Slots `row_of` reads for `ticket_id` (tests and the bench look at the index's shape)."""
+        i = (ticket_id * _MIX & _MASK64) * self.slots_size >> 64
+        n = 1
+        while self.slots[i] and self.tid[self.slots[i] - 1] != ticket_id:
+            i += 1
+            n += 1
+        return n
 
     def _index_insert(self, ticket_id: int, row: int) -> None:
         slots = self.slots
-        size = self.slots_size
-        i = ticket_id % size
+        i = (ticket_id * _MIX & _MASK64) * self.slots_size >> 64
         while slots[i]:
             i += 1
-            if i == size:
-                i = 0
         slots[i] = row + 1
+        if i == len(slots) - 1:  # keep an empty slot at the end: probes stop there
+            slots.append(0)
 
     def rebuild_index(self, capacity: int) -> None:
         """Rebuild the slot table; raises ValueError on a duplicate ticket id."""
-        self.slots_size = size = capacity
-        self.slots = slots = array("I", bytes(4 * size))
-        tid = self.tid
-        for row, ticket_id in enumerate(tid):
-            i = ticket_id % size
-            r = slots[i]
-            while r:
-                if tid[r - 1] == ticket_id:
-                    raise ValueError(f"ticket {ticket_id} appears twice")
-                i += 1
-                if i == size:
-                    i = 0
-                r = slots[i]
-            slots[i] = row + 1
+        self.slots = _build_slots(self.tid, capacity)
+        self.slots_size = capacity
+
+    def has_room_for(self, new_rows: int) -> bool:
+        return len(self.tid) + new_rows <= self.slots_size * _MAX_LOAD
+
+    def copy(self, pause: Callable[[], object]) -> _Table:
+        """A private copy, safe to take from another thread while this one is in use.
+
+        Deltas are the only writers of everything but the usage columns, and
+        none runs meanwhile. Usage (used, inside, ben) may change under the
+        copy: those tickets are noted by the cache and carried over at the
+        swap, so occupancy is counted from the copied masks themselves, and a
+        zone added meanwhile is left out here."""
+        new = _Table.__new__(_Table)
+        new.zone_names = list(self.zone_names)
+        new.zone_bit = {name: bit for bit, name in enumerate(new.zone_names)}
+        new.capacity = dict(self.capacity)
+        new.profiles = list(self.profiles)
+        new.profile_ids = dict(self.profile_ids)
+        new.slots_size = self.slots_size
+        for name in (*_COLUMNS, "ben", "slots"):
+            setattr(new, name, _copy_column(getattr(self, name), pause))
+        text = self.text
+        new.text = bytearray()
+        for start in range(0, len(text), _COPY_CHUNK_BYTES):
+            new.text += text[start : start + _COPY_CHUNK_BYTES]
+            pause()
+        inside = _column(new.inside, np.uint64)
+        zones = len(new.zone_names)
+        if zones < 64:
+            for row in np.flatnonzero(inside >> np.uint64(zones)).tolist():
+                new.inside[row] &= (1 << zones) - 1
+                inside[row] &= np.uint64((1 << zones) - 1)
+        new.occupancy = _count_inside(inside, zones)
+        return new
 
     # -- zones and profiles --
     def zone_index(self, name: str) -> int:
@@ -420,6 +522,8 @@ class EntitlementCache:
     def __init__(self) -> None:
         self.version = 0
         self.table = _Table()
+        self._staging: Staging | None = None
+        self._touched: set[int] | None = None  # tickets used here while a staging is out
 
     def __len__(self) -> int:
         return len(self.table.tid)
@@ -466,11 +570,15 @@ class EntitlementCache:
 
     def count_entry(self, row: int, zone: str) -> None:
         table = self.table
+        if self._touched is not None:
+            self._touched.add(table.tid[row])
         table.used[row] = min(table.used[row] + 1, 0xFFFFFFFF)
         table.set_inside(row, table.inside[row] | 1 << table.zone_index(zone))
 
     def count_exit(self, row: int, zone: str) -> None:
         table = self.table
+        if self._touched is not None:
+            self._touched.add(table.tid[row])
         bit = table.zone_bit.get(zone)
         if bit is not None:
             table.set_inside(row, table.inside[row] & ~(1 << bit))
@@ -484,6 +592,8 @@ class EntitlementCache:
         i = table.ben_off[row] + names.index(benefit)
         if table.ben[i] == 0:
             return None
+        if self._touched is not None:
+            self._touched.add(table.tid[row])
         table.ben[i] -= 1
         return table.ben[i]
 
@@ -496,6 +606,8 @@ class EntitlementCache:
         row = table.row_of(ticket_id)
         if row < 0 or not 0 <= entries_used <= 0xFFFFFFFF:
             return False
+        if self._touched is not None:
+            self._touched.add(ticket_id)
         if benefit is not None:
             names = table.profiles[table.profile[row]].benefit_names
             if benefit not in names or benefit_remaining is None or not 0 <= benefit_remaining <= 0xFFFF:
@@ -521,90 +633,202 @@ class EntitlementCache:
 
     # ---- deltas ----
 
+    def fits_in_place(self, delta: Delta) -> bool:
+        """Small enough to apply on the deciding thread (`apply`) within a couple of ms:
+        at most `IN_PLACE_MAX_OPS` operations and no growth of the index.
+        Anything bigger goes through `stage` and `swap`."""
+        ops = delta.ops
+        if len(ops) > IN_PLACE_MAX_OPS:
+            return False
+        return self.table.has_room_for(sum(1 for op in ops if isinstance(op, Upsert)))
+
     def apply(self, delta: Delta) -> None:
         """Apply a delta on top of the version it names, whole or not at all."""
+        self._check_header(delta)
+        try:
+            _check_delta(self.table, delta.ops)
+        except ValueError as exc:
+            raise DeltaRefused(f"delta {delta.base_version}->{delta.version} refused: {exc}") from None
+        _apply_ops(self.table, delta.ops)
+        self.version = delta.version
+
+    def stage(self, delta: Delta) -> Staging:
+        """Start applying a large delta beside the live table; on the deciding thread, cheap.
+
+        Then `Staging.build()` (pure CPU: call it from a worker thread) copies
+        the table and applies the delta to the copy, and `swap()` (on the
+        deciding thread again) puts the copy in place. Until then, local usage
+        committed here is noted per ticket and carried over at the swap. One
+        staging at a time: a newer one supersedes an older one."""
+        self._check_header(delta)
+        staging = Staging(delta, self.table)
+        self._staging, self._touched = staging, set()
+        return staging
+
+    def swap(self, staging: Staging) -> None:
+        """Put a built staging in place, whole, as if its delta were applied now.
+
+        The tickets this gate used meanwhile are taken from the live table
+        as they are now (their usage included), then the delta's own
+        operations on them are applied again: what the delta sets wins, the
+        rest of the local usage survives. Refused (`DeltaRefused`, cache
+        unchanged) if the cache moved to another version or table meanwhile."""
+        if staging is not self._staging or staging.table is None:
+            raise DeltaRefused("delta refused: its staging is not the current one, or was not built")
+        touched = self._touched or set()
+        self._staging = self._touched = None
+        delta, fresh, live = staging.delta, staging.table, self.table
+        staging.table = None  # one swap per build
+        if live is not staging.source or self.version != delta.base_version:
+            raise DeltaRefused(f"delta {delta.base_version}->{delta.version} refused: the cache moved to version {self.version} while it was prepared")
+        try:
+            for ticket_id in touched:
+                live_row, row = live.row_of(ticket_id), fresh.row_of(ticket_id)
+                if live_row >= 0 and row >= 0:
+                    fresh.write_row(row, live.record(live_row))  # as the delta found it at the swap
+                    _apply_ops(fresh, staging.ops_of(ticket_id))
+        except ValueError as exc:  # the usage names more zones than fit beside the delta's
+            raise DeltaRefused(f"delta {delta.base_version}->{delta.version} refused: {exc}") from None
+        self.table, self.version = fresh, delta.version
+
+    def discard(self, staging: Staging) -> None:
+        """Stop noting usage for `staging` (it failed or was abandoned); safe to repeat."""
+        if staging is self._staging:
+            self._staging = self._touched = None
+        staging.table = None
+
+    def _check_delta(self, ops: tuple) -> None:
+        """ValueError for the first op that could not be applied in full (the registry's mirror asks)."""
+        _check_delta(self.table, ops)
+
+    def _check_header(self, delta: Delta) -> None:
         if not isinstance(delta, Delta):
             raise DeltaRefused("not a Delta")
         if delta.base_version != self.version:
             raise DeltaRefused(f"delta builds on version {delta.base_version}, cache is at {self.version}")
         if not isinstance(delta.version, int) or delta.version <= delta.base_version:
             raise DeltaRefused(f"delta version {delta.version} does not follow {delta.base_version}")
+
+
+class Staging:
+    """A delta applied onto a private copy of the table, ready for `EntitlementCache.swap`."""
+
+    def __init__(self, delta: Delta, source: _Table) -> None:
+        self.delta = delta
+        self.source = source
+        self.table: _Table | None = None
+        self._by_ticket: dict[int, list] | None = None
+
+    def build(self, pause: Callable[[], object] | None = None) -> None:
+        """Copy the source table and apply the delta to the copy; raises `DeltaRefused`.
+
+        Pure CPU, nothing shared is written: meant for a worker thread while
+        the deciding thread goes on. `pause` is called every fraction of a
+        millisecond of work, so such a caller can hand the interpreter back."""
+        pause = pause or _no_pause
+        delta = self.delta
+        table = self.source.copy(pause)
         try:
-            self._check_delta(delta.ops)
+            _check_delta(table, delta.ops)
         except ValueError as exc:
             raise DeltaRefused(f"delta {delta.base_version}->{delta.version} refused: {exc}") from None
-        table = self.table
-        for op in delta.ops:
-            if isinstance(op, Upsert):
-                row = table.row_of(op.record.ticket_id)
-                if row < 0:
-                    table.append_row(op.record)
-                else:
-                    table.write_row(row, op.record)
-            elif isinstance(op, SetZone):
-                table.zone_index(op.name)
-                table.capacity[op.name] = op.capacity
-            else:
-                row = table.row_of(op.ticket_id)
-                if isinstance(op, SetState):
-                    table.state[row] = int(op.state)
-                elif isinstance(op, Reissue):
-                    table.serial[row] = op.badge_serial
-                elif isinstance(op, SetUsage):
-                    table.used[row] = op.entries_used
-                    table.set_inside(row, table.mask_of(op.inside))
-                elif isinstance(op, SetBenefit):
-                    names = table.profiles[table.profile[row]].benefit_names
-                    table.ben[table.ben_off[row] + names.index(op.name)] = op.remaining
-        self.version = delta.version
+        pause()
+        new_ids = {op.record.ticket_id for op in delta.ops if isinstance(op, Upsert) and table.row_of(op.record.ticket_id) < 0}
+        if not table.has_room_for(len(new_ids)):
+            table.rebuild_index(_capacity_for(2 * (len(table.tid) + len(new_ids))))
+        _apply_ops(table, delta.ops, pause)
+        self.table = table
 
-    def _check_delta(self, ops: tuple) -> None:
-        """Raise ValueError for the first op that could not be applied in full."""
-        table = self.table
-        known_zones = set(table.zone_names)
-        upserted: dict[int, TicketRecord] = {}
-        for n, op in enumerate(ops):
-            where = f"op {n}"
-            if isinstance(op, Upsert):
-                _check_record(op.record, where)
-                upserted[op.record.ticket_id] = op.record
-                known_zones.update(op.record.zones, op.record.inside)
-            elif isinstance(op, SetZone):
-                if not isinstance(op.name, str) or not op.name:
-                    raise ValueError(f"{where}: zone name must be a non-empty string")
-                if not isinstance(op.capacity, int) or not 0 <= op.capacity <= 0xFFFFFFFF:
-                    raise ValueError(f"{where}: zone capacity must be 0..2^32-1")
-                known_zones.add(op.name)
-            elif isinstance(op, (SetState, Reissue, SetUsage, SetBenefit)):
-                tid = op.ticket_id
-                if not isinstance(tid, int) or not 0 <= tid <= MAX_TICKET_ID:
-                    raise ValueError(f"{where}: ticket id must be 0..2^64-1")
-                pending = upserted.get(tid)
-                if pending is None and table.row_of(tid) < 0:
-                    raise ValueError(f"{where}: ticket {tid} is not in the cache")
-                if isinstance(op, SetState) and op.state not in (TicketState.ACTIVE, TicketState.REVOKED):
-                    raise ValueError(f"{where}: ticket {tid}: unknown state {op.state!r}")
-                if isinstance(op, Reissue) and (not isinstance(op.badge_serial, int) or not 0 <= op.badge_serial <= 0xFFFF):
-                    raise ValueError(f"{where}: ticket {tid}: badge serial must be 0..65535")
-                if isinstance(op, SetUsage):
-                    if not isinstance(op.entries_used, int) or not 0 <= op.entries_used <= 0xFFFFFFFF:
-                        raise ValueError(f"{where}: ticket {tid}: entries_used must be 0..2^32-1")
-                    if any(not isinstance(z, str) or not z for z in op.inside):
-                        raise ValueError(f"{where}: ticket {tid}: zone names must be non-empty strings")
-                    known_zones.update(op.inside)
-                if isinstance(op, SetBenefit):
-                    if pending is not None:
-                        names = tuple(name for name, _ in pending.benefits)
-                    else:
-                        names = table.profiles[table.profile[table.row_of(tid)]].benefit_names
-                    if op.name not in names:
-                        raise ValueError(f"{where}: ticket {tid} has no benefit {op.name!r}")
-                    if not isinstance(op.remaining, int) or not 0 <= op.remaining <= 0xFFFF:
-                        raise ValueError(f"{where}: ticket {tid}: remaining must be 0..65535")
+    def ops_of(self, ticket_id: int) -> list:
+        """The delta's operations on one ticket, in order."""
+        if self._by_ticket is None:
+            by_ticket: dict[int, list] = {}
+            for op in self.delta.ops:
+                if not isinstance(op, SetZone):
+                    tid = op.record.ticket_id if isinstance(op, Upsert) else op.ticket_id
+                    by_ticket.setdefault(tid, []).append(op)
+            self._by_ticket = by_ticket
+        return self._by_ticket.get(ticket_id, [])
+
+
+def _no_pause() -> None:
+    pass
+
+
+def _apply_ops(table: _Table, ops: Iterable[Op], pause: Callable[[], object] = _no_pause) -> None:
+    """Apply checked operations (`_check_delta`) to `table`."""
+    for n, op in enumerate(ops):
+        if isinstance(op, Upsert):
+            row = table.row_of(op.record.ticket_id)
+            if row < 0:
+                table.append_row(op.record)
             else:
-                raise ValueError(f"{where}: unknown operation {type(op).__name__}")
-        if len(known_zones) > MAX_ZONES:
-            raise ValueError(f"more than {MAX_ZONES} zones")
+                table.write_row(row, op.record)
+        elif isinstance(op, SetZone):
+            table.zone_index(op.name)
+            table.capacity[op.name] = op.capacity
+        else:
+            row = table.row_of(op.ticket_id)
+            if isinstance(op, SetState):
+                table.state[row] = int(op.state)
+            elif isinstance(op, Reissue):
+                table.serial[row] = op.badge_serial
+            elif isinstance(op, SetUsage):
+                table.used[row] = op.entries_used
+                table.set_inside(row, table.mask_of(op.inside))
+            elif isinstance(op, SetBenefit):
+                names = table.profiles[table.profile[row]].benefit_names
+                table.ben[table.ben_off[row] + names.index(op.name)] = op.remaining
+        if n % _OPS_PER_PAUSE == _OPS_PER_PAUSE - 1:
+            pause()
+
+
+def _check_delta(table: _Table, ops: tuple) -> None:
+    """Raise ValueError for the first op that could not be applied in full to `table`."""
+    known_zones = set(table.zone_names)
+    upserted: dict[int, TicketRecord] = {}
+    for n, op in enumerate(ops):
+        where = f"op {n}"
+        if isinstance(op, Upsert):
+            _check_record(op.record, where)
+            upserted[op.record.ticket_id] = op.record
+            known_zones.update(op.record.zones, op.record.inside)
+        elif isinstance(op, SetZone):
+            if not isinstance(op.name, str) or not op.name:
+                raise ValueError(f"{where}: zone name must be a non-empty string")
+            if not isinstance(op.capacity, int) or not 0 <= op.capacity <= 0xFFFFFFFF:
+                raise ValueError(f"{where}: zone capacity must be 0..2^32-1")
+            known_zones.add(op.name)
+        elif isinstance(op, (SetState, Reissue, SetUsage, SetBenefit)):
+            tid = op.ticket_id
+            if not isinstance(tid, int) or not 0 <= tid <= MAX_TICKET_ID:
+                raise ValueError(f"{where}: ticket id must be 0..2^64-1")
+            pending = upserted.get(tid)
+            if pending is None and table.row_of(tid) < 0:
+                raise ValueError(f"{where}: ticket {tid} is not in the cache")
+            if isinstance(op, SetState) and op.state not in (TicketState.ACTIVE, TicketState.REVOKED):
+                raise ValueError(f"{where}: ticket {tid}: unknown state {op.state!r}")
+            if isinstance(op, Reissue) and (not isinstance(op.badge_serial, int) or not 0 <= op.badge_serial <= 0xFFFF):
+                raise ValueError(f"{where}: ticket {tid}: badge serial must be 0..65535")
+            if isinstance(op, SetUsage):
+                if not isinstance(op.entries_used, int) or not 0 <= op.entries_used <= 0xFFFFFFFF:
+                    raise ValueError(f"{where}: ticket {tid}: entries_used must be 0..2^32-1")
+                if any(not isinstance(z, str) or not z for z in op.inside):
+                    raise ValueError(f"{where}: ticket {tid}: zone names must be non-empty strings")
+                known_zones.update(op.inside)
+            if isinstance(op, SetBenefit):
+                if pending is not None:
+                    names = tuple(name for name, _ in pending.benefits)
+                else:
+                    names = table.profiles[table.profile[table.row_of(tid)]].benefit_names
+                if op.name not in names:
+                    raise ValueError(f"{where}: ticket {tid} has no benefit {op.name!r}")
+                if not isinstance(op.remaining, int) or not 0 <= op.remaining <= 0xFFFF:
+                    raise ValueError(f"{where}: ticket {tid}: remaining must be 0..65535")
+        else:
+            raise ValueError(f"{where}: unknown operation {type(op).__name__}")
+    if len(known_zones) > MAX_ZONES:
+        raise ValueError(f"more than {MAX_ZONES} zones")
 
 
 # ---- snapshot encoding ----
@@ -765,36 +989,67 @@ def _decode_snapshot_unchecked(data: memoryview) -> tuple[int, _Table]:
     if pos + text_bytes != len(data):
         raise ValueError(f"size mismatch: {len(data) - pos} bytes of text, header says {text_bytes}")
     table.text = bytearray(data[pos:])
-    if rows:
-        if max(table.profile) >= len(table.profiles):
-            raise ValueError("a row names a profile that does not exist")
-        if max(table.state) > max(TicketState):
-            raise ValueError("a row has an unknown state")
-        if max(table.inside) >> len(table.zone_names):
-            raise ValueError("a row is inside a zone that does not exist")
-        phones = array("H", (p for p in table.phone if p != NO_PHONE))
-        if phones and max(phones) > 9999:
-            raise ValueError("a phone suffix is not 4 digits")
     _check_rows(table)
     table.rebuild_index(_capacity_for(rows))
     return version, table
 
 
+def _copy_column(col: array, pause: Callable[[], object]) -> array:
+    """A copy of `col`, a slice at a time (each slice is one short memory copy)."""
+    step = max(1, _COPY_CHUNK_BYTES // col.itemsize)
+    out = array(col.typecode)
+    for start in range(0, len(col), step):
+        out += col[start : start + step]
+        pause()
+    return out
+
+
+def _column(col: array, dtype) -> np.ndarray:
+    """A column as a numpy array of `dtype` (a copy: the column stays resizable)."""
+    if not len(col):
+        return np.zeros(0, dtype=dtype)
+    return np.frombuffer(col, dtype=col.typecode).astype(dtype)
+
+
 def _check_rows(table: _Table) -> None:
-    """One pass over every row: offsets in range; occupancy counted."""
-    text_size = len(table.text)
-    ben_size = len(table.ben)
-    benefit_counts = [len(p.benefit_names) for p in table.profiles]
-    ben_off, text_off, text_len, profile = table.ben_off, table.text_off, table.text_len, table.profile
-    for row in range(len(table.tid)):
-        if ben_off[row] + benefit_counts[profile[row]] > ben_size or text_off[row] + text_len[row] > text_size:
-            raise ValueError(f"row {row} points past the end of the snapshot")
-    occupancy = table.occupancy
-    for mask in table.inside:
-        if mask:
-            bit = 0
-            while mask:
-                if mask & 1:
-                    occupancy[bit] += 1
-                mask >>= 1
-                bit += 1
+    """Every row: profiles, states, zones, phones and offsets in range; occupancy counted.
+
+    A slice of rows at a time, on views of the columns (nothing big is
+    allocated, so nothing stays resident after the load)."""
+    rows = len(table.tid)
+    zones = len(table.zone_names)
+    occupancy = [0] * zones
+    benefit_counts = np.array([len(p.benefit_names) for p in table.profiles] or [0], dtype=np.int64)
+    ben_size, text_size = len(table.ben), len(table.text)
+    cols = {name: np.frombuffer(getattr(table, name), dtype=getattr(table, name).typecode) if rows else None
+            for name in ("profile", "state", "inside", "phone", "ben_off", "text_off", "text_len")}
+    c: dict = {}
+    try:
+        for start in range(0, rows, _SLICE_ROWS):
+            c = {name: col[start : start + _SLICE_ROWS] for name, col in cols.items()}
+            if int(c["profile"].max()) >= len(table.profiles):
+                raise ValueError("a row names a profile that does not exist")
+            if int(c["state"].max()) > max(TicketState):
+                raise ValueError("a row has an unknown state")
+            inside = c["inside"]
+            if zones < 64 and (inside >> np.uint64(zones)).any():
+                raise ValueError("a row is inside a zone that does not exist")
+            phone = c["phone"]
+            if ((phone > 9999) & (phone != NO_PHONE)).any():
+                raise ValueError("a phone suffix is not 4 digits")
+            past = (c["ben_off"].astype(np.int64) + benefit_counts[c["profile"]] > ben_size) | (
+                c["text_off"].astype(np.int64) + c["text_len"] > text_size
+            )
+            if past.any():
+                raise ValueError(f"row {start + int(np.argmax(past))} points past the end of the snapshot")
+            for bit, count in enumerate(_count_inside(inside, zones)):
+                occupancy[bit] += count
+    finally:
+        del cols, c  # the columns may grow again
+    table.occupancy = occupancy
+
+
+def _count_inside(inside: np.ndarray, zones: int) -> list[int]:
+    """How many rows are inside each zone (bit i of the masks is zone i)."""
+    occupied = inside[inside != 0]
+    return [int(np.count_nonzero(occupied >> np.uint64(bit) & np.uint64(1))) for bit in range(zones)]
