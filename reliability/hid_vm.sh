@@ -64,17 +64,19 @@ kernel_root=$cache/$kernel_pkg
 if [ ! -d "$kernel_root" ]; then
     say "downloading $kernel_pkg into $cache"
     staging=$(mktemp -d "$cache/.download.XXXXXX")
+    trap 'rm -rf "$staging"' EXIT  # an interrupted download leaves nothing half-made
     (cd "$staging" && apt-get download "$kernel_pkg" >download.log 2>&1) \
-        || { cat "$staging/download.log" >&2; rm -rf "$staging"; die "apt-get download $kernel_pkg failed"; }
+        || { cat "$staging/download.log" >&2; die "apt-get download $kernel_pkg failed"; }
     dpkg -x "$staging"/"$kernel_pkg"_*.deb "$staging/root"
     version=${kernel_pkg#linux-image-}
     depmod -b "$staging/root" "$version"  # the .deb leaves modules.dep to its postinst
     mv -T "$staging/root" "$kernel_root"
     rm -rf "$staging"
+    trap - EXIT
 fi
 kernel_image=$(ls "$kernel_root"/boot/vmlinuz-* 2>/dev/null | head -n 1)
 [ -n "$kernel_image" ] || die "no boot/vmlinuz-* in $kernel_root"
-flock -u 9
+exec 9>&-  # setup done: release the lock
 ready=$(now)
 
 results=$(mktemp -d "$cache/run.XXXXXX")
@@ -82,8 +84,11 @@ cat >"$results/guest.sh" <<EOF
 cd '$repo'
 date +%s.%N >'$results/test-started'
 if modprobe uinput && modprobe evdev; then
-    PYTHONDONTWRITEBYTECODE=1 .venv/bin/python -m pytest -p no:cacheprovider -q -rA $test_file \
-        >'$results/pytest.log' 2>&1
+    # The root is read-only: no bytecode, no cache. No hypothesis plugin
+    # either: that file does not use it, and importing it is most of the
+    # start-up an emulated CPU pays for.
+    PYTHONDONTWRITEBYTECODE=1 .venv/bin/python -m pytest -p no:cacheprovider -p no:hypothesispytest \
+        -q -rA $test_file >'$results/pytest.log' 2>&1
     echo \$? >'$results/rc'
 else
     echo 'modprobe uinput evdev failed in the VM' >'$results/pytest.log'
