@@ -262,12 +262,11 @@ def test_a_real_virtual_scanner_is_grabbed_read_and_found_again_after_replug():
             type_on(virtual, SCANNER_KEYS["us"] + ENTER)
             await wait_until(lambda: len(reads) == 2, REAL_WAIT)
 
-            # Closing the scanner releases the grab: the keys reach others again.
+            # Closing the scanner releases the grab. (Checked without typing:
+            # on a desktop, ungrabbed keys would reach the focused window.)
             scanner.close()
             await task
-            bystander = evdev.InputDevice(virtual.device.path)
-            type_on(virtual, ENTER)
-            assert keys_seen_by(bystander) == ENTER
+            assert not is_grabbed(virtual.device.path)
         finally:
             scanner.close()
             if bystander is not None:
