@@ -2,9 +2,10 @@
 
 The key sequences below are written out by hand, the way a scanner set to
 each layout sends them, so the tables in the driver are checked against an
-independent account, not against themselves. With a writable /dev/uinput a
-real virtual keyboard is also created, grabbed, unplugged and replugged;
-without one that test is skipped and says so.
+independent account, not against themselves. With a writable /dev/uinput
+real virtual keyboards are also created, found by name, grabbed, typed on,
+unplugged and replugged; without one those tests are skipped and say so, and
+`make reliability-hid` runs them in a VM whose kernel has uinput.
 """
 
 from __future__ import annotations
@@ -185,48 +186,124 @@ def test_a_missing_device_is_reported_once_while_the_scanner_keeps_looking(devic
 
 
 UINPUT_WRITABLE = os.access("/dev/uinput", os.W_OK)
-
-
-@pytest.mark.skipif(
+needs_uinput = pytest.mark.skipif(
     not UINPUT_WRITABLE,
     reason="/dev/uinput is absent or not writable here: the real-device path (grab, evdev read, "
-    "unplug/replug) was not exercised; the KeyTranslator tests above still ran",
+    "unplug/replug) was not exercised; the KeyTranslator tests above still ran "
+    "(make reliability-hid runs it in a VM)",
 )
+# Real devices in an emulated VM (reliability/hid_vm.sh) answer slowly: wait
+# generously, since a wait only ends early when the scanner does its job.
+REAL_WAIT = 20.0
+PARTIAL_CODE = tap(e.KEY_A, SHIFT) + tap(e.KEY_Z, SHIFT) + tap(e.KEY_0)  # "AZ0", no Enter
+
+
+def scanner_keyboard(name: str) -> evdev.UInput:
+    """A virtual wedge scanner: a keyboard with the keys a scanner types."""
+    used_keys = {keycode for keycode, _ in SCANNER_KEYS["us"] + ENTER} | {e.KEY_LEFTSHIFT}
+    return evdev.UInput({e.EV_KEY: sorted(used_keys)}, name=name)
+
+
+def type_on(device: evdev.UInput, strokes: list[tuple[int, int]]) -> None:
+    for keycode, value in strokes:
+        device.write(e.EV_KEY, keycode, value)
+        device.syn()
+
+
+def keys_seen_by(reader: evdev.InputDevice) -> list[tuple[int, int]]:
+    """Key events already delivered to another, ungrabbing reader of the node."""
+    seen = []
+    while (event := reader.read_one()) is not None:
+        if event.type == e.EV_KEY:
+            seen.append((event.code, event.value))
+    return seen
+
+
+def is_grabbed(path: str) -> bool:
+    probe = evdev.InputDevice(path)
+    try:
+        probe.grab()
+    except OSError:
+        return True
+    else:
+        probe.ungrab()
+        return False
+    finally:
+        probe.close()
+
+
+@needs_uinput
 def test_a_real_virtual_scanner_is_grabbed_read_and_found_again_after_replug():
     name = f"gated test scanner {os.getpid()}"
-    used_keys = sorted({keycode for keycode, _ in SCANNER_KEYS["us"] + ENTER} | {e.KEY_LEFTSHIFT})
     reads: list[Read] = []
 
-    def plug() -> evdev.UInput:
-        return evdev.UInput({e.EV_KEY: used_keys}, name=name)
-
-    def scan(device: evdev.UInput) -> None:
-        for keycode, value in SCANNER_KEYS["us"] + ENTER:
-            device.write(e.EV_KEY, keycode, value)
-            device.syn()
-
     async def scenario():
-        virtual = plug()
+        virtual = scanner_keyboard(name)
         scanner = HidScanner("lane-1", name, on_read=reads.append, reconnect_delay=0.05)
         task = asyncio.create_task(scanner.run())
+        bystander = None
         try:
-            await wait_until(lambda: scanner.connected)
-            scan(virtual)
-            await wait_until(lambda: len(reads) == 1)
+            await wait_until(lambda: scanner.connected, REAL_WAIT)
+            # The console (or anyone else reading the node) gets none of the scan.
+            bystander = evdev.InputDevice(virtual.device.path)
+            type_on(virtual, SCANNER_KEYS["us"] + ENTER)
+            await wait_until(lambda: len(reads) == 1, REAL_WAIT)
+            assert keys_seen_by(bystander) == []
+            bystander.close()
+
+            # Unplugged halfway through a code: nothing half-typed survives.
+            type_on(virtual, PARTIAL_CODE)
+            await asyncio.sleep(0.5)  # let the scanner take the partial code in
             virtual.close()
-            await wait_until(lambda: not scanner.connected)
-            virtual = plug()
-            await wait_until(lambda: scanner.connected)
-            scan(virtual)
-            await wait_until(lambda: len(reads) == 2)
+            await wait_until(lambda: not scanner.connected, REAL_WAIT)
+            virtual = scanner_keyboard(name)  # replugged: a new event node
+            await wait_until(lambda: scanner.connected, REAL_WAIT)
+            assert is_grabbed(virtual.device.path)
+            type_on(virtual, SCANNER_KEYS["us"] + ENTER)
+            await wait_until(lambda: len(reads) == 2, REAL_WAIT)
+
+            # Closing the scanner releases the grab. (Checked without typing:
+            # on a desktop, ungrabbed keys would reach the focused window.)
+            scanner.close()
+            await task
+            assert not is_grabbed(virtual.device.path)
         finally:
             scanner.close()
+            if bystander is not None:
+                bystander.close()
             virtual.close()
         await task
 
     with capture_logs() as logs:
-        run_async(scenario())
+        run_async(scenario(), timeout=120.0)
     assert [read.text for read in reads] == [PAYLOAD, PAYLOAD]
     assert [log["event"] for log in logs] == [
         "scanner_connected", "scanner_disconnected", "scanner_reconnected"
     ]
+
+
+@needs_uinput
+def test_a_real_scanner_is_found_by_name_past_its_keyless_consumer_control_device():
+    name = f"gated test scanner {os.getpid()}"
+    reads: list[Read] = []
+
+    async def scenario():
+        # Created first, so it is usually listed first: the name alone would pick it.
+        consumer = evdev.UInput({e.EV_KEY: [e.KEY_VOLUMEUP, e.KEY_VOLUMEDOWN]}, name=f"{name} Consumer Control")
+        keyboard = scanner_keyboard(f"{name} Keyboard")
+        scanner = HidScanner("lane-1", name.upper(), on_read=reads.append, reconnect_delay=0.05)
+        task = asyncio.create_task(scanner.run())
+        try:
+            await wait_until(lambda: scanner.connected, REAL_WAIT)
+            assert is_grabbed(keyboard.device.path)
+            assert not is_grabbed(consumer.device.path)
+            type_on(keyboard, SCANNER_KEYS["us"] + ENTER)
+            await wait_until(lambda: len(reads) == 1, REAL_WAIT)
+        finally:
+            scanner.close()
+            keyboard.close()
+            consumer.close()
+        await task
+
+    run_async(scenario(), timeout=120.0)
+    assert [read.text for read in reads] == [PAYLOAD]
