@@ -83,6 +83,7 @@ def _gated(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def run(root: Path, duration: float = 20.0, rate_per_min: float = 600.0) -> SecretsResult:
     t0 = time.monotonic()
     res = SecretsResult()
+    root.mkdir(parents=True, exist_ok=True)
     run_dir = root / "sim"
     sim = subprocess.run([sys.executable, "-m", "gated", "sim", "--run-dir", str(run_dir), "--duration", str(duration),
                           "--rate", str(rate_per_min)], capture_output=True, timeout=duration + 180, cwd=root,
