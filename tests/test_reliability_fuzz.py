@@ -10,7 +10,7 @@ import pytest
 
 from reliability.fuzzing import run_target
 
-SECONDS = float(os.environ.get("GATED_FUZZ_SECONDS", "4"))
+SECONDS = float(os.environ.get("GATED_FUZZ_SECONDS", "2"))
 
 
 @pytest.mark.parametrize("target", ["token", "framer", "hid_keys", "config", "snapshot", "registry_update"])

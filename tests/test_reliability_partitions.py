@@ -12,4 +12,5 @@ from reliability import partition
 def test_partition_and_heal(tmp_path, policy):
     result = partition.run(tmp_path, policy)
     assert result.records > 0
-    assert result.problems() == [], result.notes
+    problems = result.problems()
+    assert problems == [], "\n".join(problems + result.notes)

@@ -15,7 +15,8 @@ from reliability import powercut
 
 def test_fifty_power_cuts_lose_nothing_and_admit_no_one_twice(tmp_path):
     cuts = int(os.environ.get("GATED_CUTS", "50"))
-    result = powercut.run(tmp_path, cuts, seed=int(os.environ.get("GATED_SEED", "9")), wal_every=10)
+    result = powercut.run(tmp_path, cuts, seed=int(os.environ.get("GATED_SEED", "9")), wal_every=10, traffic_s=(0.05, 0.6))
     assert result.cuts == cuts
     assert result.restarts_ok >= cuts * 0.8
-    assert result.problems() == []
+    problems = result.problems()
+    assert problems == [], "\n".join(problems)
