@@ -294,6 +294,8 @@ def journal_rows(path: Path, gate_id: str) -> list[Row]:
         try:
             epoch = u64(conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0])
             rows = conn.execute("SELECT seq, at, kind, lane, ticket_id, reason FROM records ORDER BY seq").fetchall()
+        except sqlite3.OperationalError:
+            return []  # the card lost even the schema (nothing had been checkpointed): the gate starts a new file
         finally:
             conn.close()
     return [Row(gate_id, epoch, seq, at, kind, lane, u64(t), reason) for seq, at, kind, lane, t, reason in rows]
