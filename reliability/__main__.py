@@ -78,6 +78,8 @@ def render(started, args, cuts: powercut.CutResult, parts, secrets, fuzz) -> str
         "Written by `make reliability` (`python -m reliability`); rerun it to refresh this page.",
         f"Run: {started:%Y-%m-%d %H:%M} UTC, {os.cpu_count()}-CPU {cpu} {platform.system()} VM, Python {platform.python_version()};"
         f" git {_git_head()}.",
+        f"Parameters: `--cuts {args.cuts} --fuzz-runs {args.fuzz_runs} --sim-s {args.sim_s:g} --seed {args.seed}`"
+        + ("" if args.cuts >= 1000 and args.fuzz_runs >= 1_000_000 else " (shorter than the full campaign: 1,000 cuts, 10^6 runs per target)") + ".",
         "",
         "The promises (docs: `../shared/design/architecture.md`): no one passes without a durable record; a single-entry",
         "ticket is used once; every record reaches the registry exactly once. Each is asserted strictly: the target",
