@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP_SIM  := $(VENV)/.installed-sim
 STAMP_TEST := $(VENV)/.installed-test
 
-.PHONY: run test bench demo clean proto check-nosim
+.PHONY: run test bench demo clean proto check-nosim reliability
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "gated needs Python 3.11 or newer")'
@@ -33,6 +33,16 @@ test: $(STAMP_TEST)
 # without grpcio-tools); regenerate it after editing proto/gated/v1/*.proto.
 proto: $(STAMP_TEST)
 	$(BIN)/python -m gated.rpc.codegen
+
+# The reliability campaign (about an hour): 1,000 power cuts, WAL rollbacks,
+# partitions, 10^6 fuzz executions per target, a secrets scan; writes
+# docs/reliability.md; then the HID tests on a real /dev/uinput in a VM
+# (reliability-hid below). CUTS=, FUZZ_RUNS= for a shorter run.
+CUTS      ?= 1000
+FUZZ_RUNS ?= 1000000
+reliability: $(STAMP_TEST)
+	$(BIN)/python -m reliability --cuts $(CUTS) --fuzz-runs $(FUZZ_RUNS)
+	reliability/hid_vm.sh
 
 bench: $(STAMP_SIM)
 	$(BIN)/gated bench
