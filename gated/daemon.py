@@ -11,7 +11,10 @@ Life of a gate:
    counted as used (`gated.lane.settle_unknown_outcomes`), before any lane runs.
 2. run: scans become decisions on the event loop (see `gated.lane`); the
    uplink streams the journal to the registry and applies what it pushes;
-   the cache is saved when it changed, at most every `SAVE_EVERY_S`.
+   the cache is saved when it changed, at most every `SAVE_EVERY_S`, and the
+   mark from which the next start looks for lost outcomes moves up to the
+   oldest admission still waiting for its outcome (so a restart after a long
+   day reads seconds of journal, not the day).
 3. stop (SIGTERM, SIGINT): inputs close first, the decisions in flight finish
    (journaled and acted on), relays go to their safe state, the cache is
    saved, the journal closed; exit status 0.
@@ -39,7 +42,7 @@ from gated.config import Config, LaneConfig, load_config
 from gated.drivers.gpio import Buzzer, EmergencyInput, LaneLight, PassageSensor, Relay, make_pin_factory
 from gated.errors import GatedError, JournalError
 from gated.journal import Journal
-from gated.lane import LaneOutputs, LaneRunner, settle_unknown_outcomes
+from gated.lane import SETTLED_MARK, LaneOutputs, LaneRunner, PendingOutcomes, advance_settled_mark, settle_unknown_outcomes
 from gated.state import StateStore
 from gated.validation import KeyRing, Policy, Validator
 
@@ -111,6 +114,7 @@ class Gate:
         except BaseException:
             self.journal.close()
             raise
+        self._pending_outcomes = PendingOutcomes(self.journal.mark(SETTLED_MARK))
         self.validator = Validator(self.keyring, cache, policy_from_config(cfg))
         if self._pin_factory is None:
             self._pin_factory = make_pin_factory(cfg.gate.gpio)
@@ -306,6 +310,7 @@ class Gate:
             try:
                 if self._cache_dirty:
                     await self.save_cache()
+                await self._advance_settled_mark()
                 await asyncio.to_thread(self.journal.purge, time.time())
             except (OSError, GatedError) as exc:
                 log.error("housekeeping_failed", error=str(exc))
@@ -327,6 +332,10 @@ class Gate:
             except BaseException:
                 self._cache_dirty = True
                 raise
+
+    async def _advance_settled_mark(self) -> None:
+        """Reads the records written since the last call, in a worker thread."""
+        await asyncio.to_thread(advance_settled_mark, self.journal, self._pending_outcomes)
 
     def _emergency_changed(self, active: bool) -> None:
         self.spawn(self.set_emergency(active, source="input"))
@@ -456,6 +465,10 @@ class Gate:
             await self.save_cache()
         except (OSError, GatedError) as exc:
             log.error("cache_save_failed", error=str(exc))
+        try:
+            await self._advance_settled_mark()
+        except GatedError as exc:
+            log.error("settled_mark_failed", error=str(exc))
         self.journal.close()
         log.info("gate_stopped", gate_id=self.gate_id)
 

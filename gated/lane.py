@@ -14,12 +14,15 @@ disk.
 
 So every admitted decision is followed, on its lane and ticket, by exactly
 one outcome record: "passage" (entry or exit), "redemption" (a benefit) or
-"not_passed". A power cut can fall between the two; at the next start,
-before any lane runs, `settle_unknown_outcomes` journals the missing
-outcome as used (the relay may have opened): a "passage" or "redemption"
-with ``"outcome": "unknown"``, counted by the gate's cache and, being an
-ordinary usage record, by the registry. An exit whose outcome is unknown
-counts the person out.
+"not_passed", whose ``decision_seq`` names the decision's record. A power
+cut can fall between the two; at the next start, before any lane runs,
+`settle_unknown_outcomes` journals the missing outcome as used (the relay
+may have opened): a "passage" or "redemption" with ``"outcome": "unknown"``,
+counted by the gate's cache and, being an ordinary usage record, by the
+registry. An exit whose outcome is unknown counts the person out. It reads
+the journal from the `outcomes_settled` mark, which the running gate keeps
+moving up to just before the oldest admission still waiting for its
+outcome (`advance_settled_mark`), so a start reads seconds of journal.
 
 Everything here runs on the daemon's event loop thread: drivers that live on
 other threads (camera, GPIO inputs) hand their events over with
@@ -30,6 +33,7 @@ gpiozero-backed drivers or None.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -87,7 +91,7 @@ class LaneRunner:
         self.gate = gate
         self.outputs = outputs
         self.spec = LaneSpec(config.id, config.zone, Direction(config.direction), Mode(config.mode), config.categories)
-        self.window: PassageWindow[Decision] | None = (
+        self.window: PassageWindow[tuple[Decision, int]] | None = (
             PassageWindow(config.passage_timeout_s) if config.passage is not None and config.passage_timeout_s else None
         )
         self.counters = LaneCounters()
@@ -141,7 +145,7 @@ class LaneRunner:
         if decision.benefit is not None:
             payload["benefit"] = decision.benefit
         try:
-            await gate.journal.append_async(
+            record = await gate.journal.append_async(
                 "decision", at=decision.at, lane=self.id, ticket_id=decision.ticket_id, reason=decision.reason, payload=payload
             )
         except JournalError as exc:
@@ -160,10 +164,10 @@ class LaneRunner:
         if decision.admitted:
             if self.window is not None and decision.benefit is None:
                 gate.validator.reserve(decision)
-                self.window.expect(decision, time.monotonic())
+                self.window.expect((decision, record.seq), time.monotonic())
                 self._schedule_expiry()
             else:
-                await self._count(decision, confirmed=False)
+                await self._count(decision, record.seq, confirmed=False)
         self._tally(decision)
         gate.after_record()
         log.info(
@@ -182,19 +186,21 @@ class LaneRunner:
             log.error("output_failed", lane=self.id, output=name, error=repr(exc))
             return None
 
-    async def _count(self, decision: Decision, *, confirmed: bool) -> None:
+    async def _count(self, decision: Decision, decision_seq: int, *, confirmed: bool) -> None:
+        """Journal the outcome of the admission journaled as `decision_seq` (it names it)."""
         usage = self.gate.validator.commit(decision)
         if usage is None:
             # The ticket or its benefit left the cache meanwhile: the person is through all the
             # same, so the outcome is journaled (and counted by the registry), without local values.
             kind = "redemption" if decision.benefit is not None else "passage"
             payload = {"ticket_id": decision.ticket_id, "zone": decision.zone, "direction": decision.direction,
-                       "benefit": decision.benefit, "confirmed": confirmed, "counted_locally": False}
+                       "benefit": decision.benefit, "confirmed": confirmed, "counted_locally": False,
+                       "decision_seq": decision_seq}
             await self.gate.journal.append_async(kind, at=self.gate.clock.now(), lane=self.id, ticket_id=decision.ticket_id, reason="ok", payload=payload)
             self.gate.after_record()
             return
         kind = "redemption" if usage.benefit is not None else "passage"
-        payload = {**usage._asdict(), "confirmed": confirmed}
+        payload = {**usage._asdict(), "confirmed": confirmed, "decision_seq": decision_seq}
         await self.gate.journal.append_async(kind, at=self.gate.clock.now(), lane=self.id, ticket_id=usage.ticket_id, reason="ok", payload=payload)
         self.counters.passages += 1
         self.gate.after_record()
@@ -204,13 +210,13 @@ class LaneRunner:
     async def handle_passage(self, at: float) -> None:
         if self.window is None:
             return
-        decision = self.window.passage(at)
-        if decision is None:
+        admission = self.window.passage(at)
+        if admission is None:
             await self.gate.journal.append_async("unexpected_passage", at=self.gate.clock.now(), lane=self.id, payload={"zone": self.spec.zone})
             self.gate.after_record()
             log.warning("unexpected_passage", lane=self.id)
             return
-        await self._count(decision, confirmed=True)
+        await self._count(*admission, confirmed=True)
         await self._expire()
 
     def _schedule_expiry(self) -> None:
@@ -228,12 +234,13 @@ class LaneRunner:
         if self.window is None:
             return
         now = float("inf") if all_pending else time.monotonic()
-        for decision in self.window.expired(now):
+        for decision, decision_seq in self.window.expired(now):
             self.counters.not_passed += 1
             self.gate.validator.release(decision)
             await self.gate.journal.append_async(
                 "not_passed", at=self.gate.clock.now(), lane=self.id, ticket_id=decision.ticket_id, reason=str(decision.reason),
-                payload={"zone": decision.zone, "direction": decision.direction, "decided_at": decision.at, "gate_stopping": all_pending},
+                payload={"zone": decision.zone, "direction": decision.direction, "decided_at": decision.at,
+                         "gate_stopping": all_pending, "decision_seq": decision_seq},
             )
             self.gate.after_record()
         if all_pending:
@@ -290,7 +297,7 @@ class LaneRunner:
 # ---- after a power cut ----
 
 OUTCOME_KINDS = ("passage", "redemption", "not_passed")
-_SETTLED_MARK = "outcomes_settled"
+SETTLED_MARK = "outcomes_settled"
 
 
 def _outcome_key(record: Record) -> tuple:
@@ -298,22 +305,73 @@ def _outcome_key(record: Record) -> tuple:
     return record.lane, record.ticket_id, benefit
 
 
-def unknown_outcomes(journal: Journal, after_seq: int) -> list[Record]:
-    """Admitted decisions after `after_seq` with no outcome record, oldest first.
+class PendingOutcomes:
+    """Admitted decisions after `after_seq` whose outcome record the journal does not hold yet.
 
-    Outcomes are paired with decisions on the same lane, ticket and benefit,
-    oldest first (the order a lane writes them in)."""
-    waiting: dict[tuple, list[Record]] = {}
-    for record in journal.since(after_seq, kinds=("decision", *OUTCOME_KINDS)):
-        if record.ticket_id is None:
-            continue
-        key = _outcome_key(record)
-        if record.kind == "decision":
-            if record.reason == "ok":
-                waiting.setdefault(key, []).append(record)
-        elif waiting.get(key):
-            waiting[key].pop(0)
-    return sorted((r for records in waiting.values() for r in records), key=lambda r: r.seq)
+    Reads the journal forward from where it last stopped (`read`), so a
+    running gate pays only for the records written since. An outcome names
+    its decision by `decision_seq`; one written before outcomes did (an older
+    gated) is paired with the oldest admission on its lane, ticket and
+    benefit (the order a lane writes them in).
+
+    `settled_through()` is the highest seq below which every admitted
+    decision has its outcome on disk: what the `outcomes_settled` mark may say.
+    """
+
+    def __init__(self, after_seq: int):
+        self._lock = threading.Lock()  # `read` runs in worker threads, one at a time
+        self.read_to = after_seq
+        self._waiting: dict[int, Record] = {}  # decision seq -> decision, oldest first
+        self._by_key: dict[tuple, list[int]] = {}
+
+    def read(self, journal: Journal) -> "PendingOutcomes":
+        with self._lock:
+            self._read(journal)
+        return self
+
+    def _read(self, journal: Journal) -> None:
+        for record in journal.since(self.read_to, kinds=("decision", *OUTCOME_KINDS)):
+            self.read_to = record.seq
+            if record.kind == "decision":
+                if record.reason == "ok" and record.ticket_id is not None:
+                    self._waiting[record.seq] = record
+                    self._by_key.setdefault(_outcome_key(record), []).append(record.seq)
+                continue
+            seq = record.payload.get("decision_seq")
+            if isinstance(seq, int) and not isinstance(seq, bool):
+                decision = self._waiting.pop(seq, None)
+                if decision is not None:
+                    self._by_key[_outcome_key(decision)].remove(seq)
+            elif record.ticket_id is not None:
+                seqs = self._by_key.get(_outcome_key(record))
+                if seqs:
+                    del self._waiting[seqs.pop(0)]
+
+    def waiting(self) -> list[Record]:
+        return list(self._waiting.values())
+
+    def settled_through(self) -> int:
+        return next(iter(self._waiting), self.read_to + 1) - 1
+
+
+def unknown_outcomes(journal: Journal, after_seq: int) -> list[Record]:
+    """Admitted decisions after `after_seq` with no outcome record, oldest first."""
+    return PendingOutcomes(after_seq).read(journal).waiting()
+
+
+def advance_settled_mark(journal: Journal, pending: PendingOutcomes) -> int:
+    """Move the `outcomes_settled` mark up to just before the oldest admission still
+    waiting for its outcome, so the next start reads only from there. Blocking
+    (reads the journal): run it in a worker thread. Returns the mark.
+
+    Safe at any moment, a power cut included: `pending` reads only committed
+    records, so the mark never passes an admission whose outcome is not on
+    disk, and the mark itself is one durable write (the old or the new value
+    survives a cut, both true)."""
+    through = pending.read(journal).settled_through()
+    if through > journal.mark(SETTLED_MARK):
+        journal.set_mark(SETTLED_MARK, through)
+    return through
 
 
 async def settle_unknown_outcomes(journal: Journal, cache: EntitlementCache, now: float) -> list[Record]:
@@ -324,7 +382,7 @@ async def settle_unknown_outcomes(journal: Journal, cache: EntitlementCache, now
     is paired with its record at the next start, and a journal mark keeps
     later starts from reading what was settled before."""
     settled: list[Record] = []
-    for decision in unknown_outcomes(journal, journal.mark(_SETTLED_MARK)):
+    for decision in unknown_outcomes(journal, journal.mark(SETTLED_MARK)):
         p = decision.payload
         zone, direction, benefit = p.get("zone"), p.get("direction"), p.get("benefit")
         payload: dict[str, Any] = {"ticket_id": decision.ticket_id, "zone": zone, "direction": direction,
@@ -352,5 +410,5 @@ async def settle_unknown_outcomes(journal: Journal, cache: EntitlementCache, now
                     decision_seq=decision.seq, note="admitted before a power cut, outcome never recorded: counted as used")
     last = journal.tail(1)
     if last:
-        await asyncio.to_thread(journal.set_mark, _SETTLED_MARK, last[-1].seq)
+        await asyncio.to_thread(journal.set_mark, SETTLED_MARK, last[-1].seq)
     return settled
