@@ -22,6 +22,7 @@ import pytest
 
 from gated.journal import Journal
 from gated.lane import PendingOutcomes, advance_settled_mark, settle_unknown_outcomes, unknown_outcomes
+from gated.state import StateStore
 from gated.validation import EntitlementCache, TicketRecord, encode_snapshot
 from tests.gatekit import Pty, make_gate_dir
 from tests.rpc_helpers import BOB, Gate, start_registry, until
@@ -265,6 +266,7 @@ def write_a_long_day(path: str, records: int) -> None:
     async def day():
         journal = Journal(path, "test-gate")
         pending = PendingOutcomes(journal.mark("outcomes_settled"))
+        store = StateStore(Path(path).parent)
         rng = random.Random(5)
 
         async def decide(ticket, lane="in-1", reason="ok"):
@@ -284,8 +286,10 @@ def write_a_long_day(path: str, records: int) -> None:
             done = await asyncio.gather(*(outcome(d) for d in waiting))
             written += len(batch) + len(done)
             waiting = [d for d in batch if d.reason == "ok"]
-            if written >= next_save:  # the periodic save, with the last batch still waiting for its outcomes
-                await asyncio.to_thread(advance_settled_mark, journal, pending)
+            if written >= next_save:  # the periodic save, with the last batch still waiting for its outcomes:
+                # the cache with the seq it includes (these passages carry no local usage to replay)...
+                store.save_cache(store.cache_path.read_bytes(), batch[-1].seq)
+                await asyncio.to_thread(advance_settled_mark, journal, pending)  # ...and the mark
                 next_save += 10_000
         await asyncio.gather(*(outcome(d) for d in waiting))
         dangling = [await decide(t) for t in (4, SINGLE, 1_000_000 * 7 + 1, RANDOM63, 1001)]
