@@ -38,7 +38,7 @@ from gated.keyfile import load_keyfile, save_keyfile
 from gated.journal import Record
 from gated.validation import EntitlementCache, KeyRing
 
-log = structlog.get_logger("gated.state")
+log = structlog.get_logger("gated.gate.state")
 
 
 class StateStore:

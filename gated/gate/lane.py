@@ -51,9 +51,9 @@ from gated.validation import Decision, Direction, EntitlementCache, Mode
 from gated.validation import Lane as LaneSpec
 
 if TYPE_CHECKING:
-    from gated.daemon import Gate
+    from gated.gate.daemon import Gate
 
-log = structlog.get_logger("gated.lane")
+log = structlog.get_logger("gated.gate.lane")
 
 SIGNAL_SECONDS = 1.5  # how long the admit colour / deny pattern shows
 

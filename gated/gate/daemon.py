@@ -8,8 +8,8 @@ Life of a gate:
    after the cache was saved is replayed, so a reboot with no network admits
    exactly as before the power cut; then every admission whose outcome the
    cut lost (no passage, redemption or not-passed record) is journaled and
-   counted as used (`gated.lane.settle_unknown_outcomes`), before any lane runs.
-2. run: scans become decisions on the event loop (see `gated.lane`); the
+   counted as used (`gated.gate.lane.settle_unknown_outcomes`), before any lane runs.
+2. run: scans become decisions on the event loop (see `gated.gate.lane`); the
    uplink streams the journal to the registry and applies what it pushes;
    the cache is saved when it changed, at most every `SAVE_EVERY_S`, and the
    mark from which the next start looks for lost outcomes moves up to the
@@ -36,17 +36,17 @@ from typing import Any, Callable, Coroutine
 
 import structlog
 
-from gated import sdnotify
-from gated.clock import GateClock
+from gated.gate import sdnotify
+from gated.gate.clock import GateClock
 from gated.config import Config, LaneConfig, load_config
 from gated.drivers.gpio import Buzzer, EmergencyInput, LaneLight, PassageSensor, Relay, make_pin_factory
 from gated.errors import GatedError, JournalError
 from gated.journal import Journal
-from gated.lane import SETTLED_MARK, LaneOutputs, LaneRunner, PendingOutcomes, advance_settled_mark, settle_unknown_outcomes
-from gated.state import StateStore
+from gated.gate.lane import SETTLED_MARK, LaneOutputs, LaneRunner, PendingOutcomes, advance_settled_mark, settle_unknown_outcomes
+from gated.gate.state import StateStore
 from gated.validation import KeyRing, Policy, Validator
 
-log = structlog.get_logger("gated.daemon")
+log = structlog.get_logger("gated.gate.daemon")
 
 SAVE_EVERY_S = 30.0
 STOP_GRACE_S = 5.0
