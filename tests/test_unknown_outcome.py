@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from gated.journal import Journal
-from gated.gate.lane import PendingOutcomes, advance_settled_mark, settle_unknown_outcomes, unknown_outcomes
+from gated.gate.outcomes import PendingOutcomes, advance_settled_mark, settle_unknown_outcomes, unknown_outcomes
 from gated.gate.state import StateStore
+from gated.journal import Journal
 from gated.validation import EntitlementCache, TicketRecord, encode_snapshot
 from tests.gatekit import Pty, make_gate_dir
 from tests.rpc_helpers import BOB, Gate, start_registry, until

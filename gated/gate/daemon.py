@@ -8,7 +8,7 @@ Life of a gate:
    after the cache was saved is replayed, so a reboot with no network admits
    exactly as before the power cut; then every admission whose outcome the
    cut lost (no passage, redemption or not-passed record) is journaled and
-   counted as used (`gated.gate.lane.settle_unknown_outcomes`), before any lane runs.
+   counted as used (`gated.gate.outcomes`), before any lane runs.
 2. run: scans become decisions on the event loop (see `gated.gate.lane`); the
    uplink streams the journal to the registry and applies what it pushes;
    the cache is saved when it changed, at most every `SAVE_EVERY_S`, and the
@@ -42,7 +42,8 @@ from gated.config import Config, LaneConfig, load_config
 from gated.drivers.gpio import Buzzer, EmergencyInput, LaneLight, PassageSensor, Relay, make_pin_factory
 from gated.errors import GatedError, JournalError
 from gated.journal import Journal
-from gated.gate.lane import SETTLED_MARK, LaneOutputs, LaneRunner, PendingOutcomes, advance_settled_mark, settle_unknown_outcomes
+from gated.gate.lane import LaneOutputs, LaneRunner, LaneServices
+from gated.gate.outcomes import SETTLED_MARK, PendingOutcomes, advance_settled_mark, settle_unknown_outcomes
 from gated.gate.state import StateStore
 from gated.validation import KeyRing, Policy, Validator
 
@@ -176,13 +177,20 @@ class Gate:
         except BaseException:
             outputs.close()
             raise
-        lane = LaneRunner(lc, self, outputs)
+        lane = LaneRunner(lc, self._lane_services(), outputs)
         if lc.passage is not None:
             self._sensors.append(PassageSensor(
                 lc.passage.pin, pull_up=lc.passage.pull_up, active_state=lc.passage.active_high, pin_factory=f,
                 on_passage=lambda at, lane=lane: self.loop.call_soon_threadsafe(lane.on_passage, at),
             ))
         return lane
+
+    def _lane_services(self) -> LaneServices:
+        # time.monotonic: the clock the drivers stamp reads and passages with.
+        return LaneServices(
+            validator=self.validator, journal=self.journal, clock=self.clock, monotonic=time.monotonic,
+            spawn=self.spawn, on_journal_failure=self.journal_failed, on_record=self.after_record,
+        )
 
     def _relay_changed(self, lane_id: str, energized: bool, at: float) -> None:
         log.info("relay", lane=lane_id, energized=energized, at=at)
@@ -428,6 +436,8 @@ class Gate:
         validator = Validator(self.keyring, self.validator.cache, policy_from_config(new))
         validator.adopt_lane_memory(self.validator)
         self.validator = validator
+        for lane in self.lanes.values():
+            lane.services = dataclasses.replace(lane.services, validator=validator)
         log.info("config_reloaded", path=str(new.path))
         return True, "policy reloaded"
 
