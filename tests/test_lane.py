@@ -16,7 +16,7 @@ from gated.config import load_config
 from gated.drivers.base import Read
 from gated.drivers.gpio import Buzzer, LaneLight, Relay
 from gated.gate.clock import GateClock
-from gated.gate.daemon import policy_from_config
+from gated.gate.control import policy_from_config
 from gated.gate.lane import LaneOutputs, LaneRunner, LaneServices
 from gated.journal import Journal
 from gated.validation import EntitlementCache, KeyRing, TicketRecord, Validator, encode_snapshot
