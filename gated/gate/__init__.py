@@ -1,5 +1,5 @@
 """The gate at run time: `daemon` (wiring and lifecycle), `lane` (one lane's
 scan path, given the few services it needs), `passage` (which admission a
 passage belongs to), `outcomes` (admissions whose outcome a power cut lost),
-`state` (what survives a reboot), `clock` (the registry offset) and
-`sdnotify` (systemd)."""
+`control` (the admin actions), `state` (what survives a reboot and its
+saving), `clock` (the registry offset) and `sdnotify` (systemd)."""
