@@ -250,6 +250,7 @@ def test_the_mark_never_passes_an_admission_whose_outcome_is_not_on_disk(tmp_pat
             stop.set()
             saver.join()
         assert marks == sorted(marks)  # it only moves forward
+        assert all(pending._by_key.values())  # what it keeps is what still waits, not the day
     dangling = sorted(d.seq for records in waiting.values() for d in records)
     assert dangling, "the cut leaves admissions without outcome"
     with Journal(path, "gate-a", checkpoint_every_s=None) as journal:

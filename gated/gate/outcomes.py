@@ -72,13 +72,20 @@ class PendingOutcomes:
                 continue
             seq = record.payload.get("decision_seq")
             if isinstance(seq, int) and not isinstance(seq, bool):
-                decision = self._waiting.pop(seq, None)
+                decision = self._waiting.get(seq)
                 if decision is not None:
-                    self._by_key[_outcome_key(decision)].remove(seq)
+                    self._settle(_outcome_key(decision), seq)
             elif record.ticket_id is not None:
-                seqs = self._by_key.get(_outcome_key(record))
-                if seqs:
-                    del self._waiting[seqs.pop(0)]
+                key = _outcome_key(record)
+                if key in self._by_key:
+                    self._settle(key, self._by_key[key][0])
+
+    def _settle(self, key: tuple, seq: int) -> None:
+        del self._waiting[seq]
+        seqs = self._by_key[key]
+        seqs.remove(seq)
+        if not seqs:  # a day holds a key per ticket: keep only those still waiting
+            del self._by_key[key]
 
     def waiting(self) -> list[Record]:
         return list(self._waiting.values())
