@@ -202,7 +202,7 @@ def _gate_dir(root: str, lanes: int, snapshot: bytes) -> str:
     from pathlib import Path
 
     from gated.keyfile import save_keyfile
-    from gated.state import StateStore
+    from gated.gate.state import StateStore
 
     root_path = Path(root)
     save_keyfile(root_path / "keys.json", KeyRing({1: bytes(range(32))}), overwrite=True)
@@ -265,7 +265,7 @@ def _scan_to_relay_in(root: str, records: list, scans: int, lanes: int, *, seed_
     from gpiozero.pins.mock import MockFactory
 
     from gated.config import load_config
-    from gated.daemon import Gate
+    from gated.gate.daemon import Gate
     from gated.journal import measure_commit
 
     key = bytes(range(32))

@@ -2,7 +2,7 @@
 
 What runs, all in this process, on one event loop:
 
-- the real `Gate` (gated.daemon) with the config generated from
+- the real `Gate` (gated.gate.daemon) with the config generated from
   config/sim.toml into the run directory, gpiozero's MockFactory for pins;
 - virtual devices feeding its real drivers (`hw_sim.devices`): a pty per
   serial scanner, a frame source for the in-lane camera, the mock pins read
@@ -46,7 +46,7 @@ import structlog
 from gated.config import load_config
 from gated.errors import GatedError, KeyFileError
 from gated.keyfile import load_keyfile, new_key, save_keyfile
-from gated.state import StateStore
+from gated.gate.state import StateStore
 from gated.validation import KeyRing, TicketState, encode_snapshot
 from hw_sim import attendees as demo
 from hw_sim.console import CLEAR_EOS, HOME, MIN_HEIGHT, MIN_WIDTH, Terminal, frame, render
@@ -331,7 +331,7 @@ class Simulator:
 
         from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-        from gated.daemon import Gate
+        from gated.gate.daemon import Gate
 
         self.factory = MockFactory(pin_class=MockPWMPin)
         gate = Gate(config, pin_factory=self.factory, frame_sources=dict(self.cameras))

@@ -40,7 +40,7 @@ from hw_sim.attendees import Attendee
 from hw_sim.defaults import DEFAULT_RATE_PER_MIN
 
 if TYPE_CHECKING:
-    from gated.daemon import Gate
+    from gated.gate.daemon import Gate
     from hw_sim.devices import VirtualCamera, VirtualPins, VirtualSerialScanner
 
 log = structlog.get_logger("hw_sim.traffic")

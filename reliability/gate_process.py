@@ -69,10 +69,10 @@ def main(argv: list[str] | None = None) -> int:
 
     factory = MockFactory(pin_class=WatchedPin)
 
-    import gated.daemon
+    import gated.gate.daemon
     from gated.cli import main as gated_main
 
-    gated.daemon.make_pin_factory = lambda kind: factory
+    gated.gate.daemon.make_pin_factory = lambda kind: factory
     return gated_main(["run", "--config", args.config])
 
 

@@ -7,7 +7,7 @@ import textwrap
 from pathlib import Path
 
 from gated.keyfile import save_keyfile
-from gated.state import StateStore
+from gated.gate.state import StateStore
 from gated.validation import KeyRing, TicketRecord, encode_snapshot
 
 KEY = bytes(range(32))

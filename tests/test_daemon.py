@@ -7,7 +7,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from gated.config import load_config
-from gated.daemon import Gate
+from gated.gate.daemon import Gate
 from gated.journal import Journal
 from gated.validation.token import mint_dynamic, mint_static
 from tests.gatekit import KEY, Pty, make_gate_dir

@@ -11,7 +11,7 @@ import sys
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from gated.config import load_config
-from gated.daemon import Gate
+from gated.gate.daemon import Gate
 from gated.rpc.admin import status_reply
 from gated.rpc.certs import make_venue_certs
 from tests.gatekit import Pty, make_gate_dir

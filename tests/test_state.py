@@ -8,7 +8,7 @@ import zlib
 import pytest
 from structlog.testing import capture_logs
 
-from gated.state import StateStore
+from gated.gate.state import StateStore
 from gated.validation import TicketRecord, encode_snapshot
 
 GUESTS = [TicketRecord(ticket_id=5_205_320_758 + i, category="guest", zones=("hall-a",), max_entries=1) for i in range(50)]

@@ -8,7 +8,7 @@ from gated.cli.args import add_group
 def cmd_run(args) -> int:
     import asyncio
 
-    from gated.daemon import run_gate
+    from gated.gate.daemon import run_gate
     from gated.logs import configure
 
     configure(args.log_level)

@@ -2,7 +2,7 @@
 
 Drivers turn hardware into `Read`s (scanners, camera, keypad) or obey plain
 commands (GPIO). None of them knows what a ticket is: deciding happens in
-`gated.validation`, wiring in `gated.lane`.
+`gated.validation`, wiring in `gated.gate.lane`.
 
 Also here, shared by the scanner drivers: `Framer`, which cuts a byte stream
 into bounded frames, and `Scanner`, the base class that owns the run loop,

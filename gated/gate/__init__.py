@@ -1,1 +1,5 @@
-"""The gate: lanes, passage windows, the daemon's wiring."""
+"""The gate at run time: `daemon` (wiring and lifecycle), `lane` (one lane's
+scan path, given the few services it needs), `passage` (which admission a
+passage belongs to), `outcomes` (admissions whose outcome a power cut lost),
+`control` (the admin actions), `state` (what survives a reboot and its
+saving), `clock` (the registry offset) and `sdnotify` (systemd)."""

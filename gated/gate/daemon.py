@@ -8,13 +8,16 @@ Life of a gate:
    after the cache was saved is replayed, so a reboot with no network admits
    exactly as before the power cut; then every admission whose outcome the
    cut lost (no passage, redemption or not-passed record) is journaled and
-   counted as used (`gated.lane.settle_unknown_outcomes`), before any lane runs.
-2. run: scans become decisions on the event loop (see `gated.lane`); the
+   counted as used (`gated.gate.outcomes`), before any lane runs.
+2. run: scans become decisions on the event loop (see `gated.gate.lane`); the
    uplink streams the journal to the registry and applies what it pushes;
-   the cache is saved when it changed, at most every `SAVE_EVERY_S`.
+   the cache is saved when it changed, at most every `SAVE_EVERY_S`, and the
+   mark from which the next start looks for lost outcomes moves up to the
+   oldest admission still waiting for its outcome (so a restart after a long
+   day reads seconds of journal, not the day).
 3. stop (SIGTERM, SIGINT): inputs close first, the decisions in flight finish
    (journaled and acted on), relays go to their safe state, the cache is
-   saved, the journal closed; exit status 0.
+   saved, the settled mark moved up, the journal closed; exit status 0.
 
 With systemd (`Type=notify`, `WatchdogSec=`), READY=1 is sent once the
 lanes are live, and watchdog pings come from a task on the same event loop
@@ -25,7 +28,6 @@ gate, whose relays fall to their wired safe state meanwhile.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import signal
 import time
 from pathlib import Path
@@ -33,39 +35,28 @@ from typing import Any, Callable, Coroutine
 
 import structlog
 
-from gated import sdnotify
-from gated.clock import GateClock
 from gated.config import Config, LaneConfig, load_config
 from gated.drivers.gpio import Buzzer, EmergencyInput, LaneLight, PassageSensor, Relay, make_pin_factory
 from gated.errors import GatedError, JournalError
+from gated.gate import sdnotify
+from gated.gate.clock import GateClock
+from gated.gate.control import GateControl, policy_from_config
+from gated.gate.lane import LaneOutputs, LaneRunner, LaneServices
+from gated.gate.outcomes import SETTLED_MARK, PendingOutcomes, advance_settled_mark, settle_unknown_outcomes
+from gated.gate.state import CacheSaver, StateStore, replay_usage
 from gated.journal import Journal
-from gated.lane import LaneOutputs, LaneRunner, settle_unknown_outcomes
-from gated.state import StateStore
-from gated.validation import KeyRing, Policy, Validator
+from gated.validation import KeyRing, Validator
 
-log = structlog.get_logger("gated.daemon")
+log = structlog.get_logger("gated.gate.daemon")
 
 SAVE_EVERY_S = 30.0
 STOP_GRACE_S = 5.0
 
 
-def policy_from_config(config: Config) -> Policy:
-    p = config.policy
-    return Policy(
-        skew_steps=p.skew_steps,
-        debounce_s=p.debounce_s,
-        rate_burst=p.rate_burst,
-        rate_per_s=p.rate_per_s,
-        anti_passback=p.anti_passback,
-        admit_static_when_unsynced=config.gate.offline_policy == "lenient",
-        colors=dict(p.colors),
-        default_color=p.default_color,
-        zone_capacity=dict(p.zones),
-    )
-
-
-class Gate:
-    """Everything one controller runs. Also the `GateControl` the admin service drives."""
+class Gate(GateControl):
+    """Everything one controller runs, wired and supervised: lanes, inputs, journal,
+    uplink, admin service, housekeeping. Its admin actions (the `GateControl` the
+    admin service drives) are in `gated.gate.control`, its files in `gated.gate.state`."""
 
     def __init__(self, config: Config, *, pin_factory: Any = None, frame_sources: dict[str, Any] | None = None,
                  clock: GateClock | None = None, relay_observer: Callable[[str, bool, float], object] | None = None):
@@ -89,8 +80,6 @@ class Gate:
         self._sensors: list[Any] = []
         self._emergency: EmergencyInput | None = None
         self._stop = asyncio.Event()
-        self._cache_dirty = False
-        self._save_lock = asyncio.Lock()
         self.uplink: Any = None
         self.admin: Any = None
         self.journal: Journal | None = None
@@ -105,12 +94,14 @@ class Gate:
         self.keyring = self.store.load_keyring(cfg.gate.key_file)
         cache, saved_seq = self.store.load_cache()
         self.journal = Journal(cfg.journal.path, self.gate_id, retention_s=cfg.journal.retention_days * 86400.0)
-        replayed = self._replay_usage(cache, saved_seq)
+        replayed = replay_usage(self.journal, cache, saved_seq)
+        self.saver = CacheSaver(self.store, self.journal, cache)
         try:
             settled = await settle_unknown_outcomes(self.journal, cache, self.clock.now())
         except BaseException:
             self.journal.close()
             raise
+        self._pending_outcomes = PendingOutcomes(self.journal.mark(SETTLED_MARK))
         self.validator = Validator(self.keyring, cache, policy_from_config(cfg))
         if self._pin_factory is None:
             self._pin_factory = make_pin_factory(cfg.gate.gpio)
@@ -139,23 +130,6 @@ class Gate:
             clock_trusted=self.clock.trusted(),
         )
 
-    def _replay_usage(self, cache, saved_seq: int) -> int:
-        """Re-apply usage this gate journaled after its cache was last saved."""
-        if not len(cache):
-            return 0
-        replayed = 0
-        for record in self.journal.since(saved_seq, kinds=("passage", "redemption")):
-            p = record.payload
-            if record.ticket_id is None or "entries_used" not in p:
-                continue
-            if cache.restore_usage(record.ticket_id, int(p["entries_used"]), tuple(p.get("inside") or ()), p.get("benefit"), p.get("benefit_remaining")):
-                replayed += 1
-        return replayed
-
-    def _last_seq(self) -> int:
-        tail = self.journal.tail(1)
-        return tail[-1].seq if tail else 0
-
     def _build_lane(self, lc: LaneConfig) -> LaneRunner:
         f = self._pin_factory
         outputs = LaneOutputs()
@@ -172,13 +146,20 @@ class Gate:
         except BaseException:
             outputs.close()
             raise
-        lane = LaneRunner(lc, self, outputs)
+        lane = LaneRunner(lc, self._lane_services(), outputs)
         if lc.passage is not None:
             self._sensors.append(PassageSensor(
                 lc.passage.pin, pull_up=lc.passage.pull_up, active_state=lc.passage.active_high, pin_factory=f,
                 on_passage=lambda at, lane=lane: self.loop.call_soon_threadsafe(lane.on_passage, at),
             ))
         return lane
+
+    def _lane_services(self) -> LaneServices:
+        # time.monotonic: the clock the drivers stamp reads and passages with.
+        return LaneServices(
+            validator=self.validator, journal=self.journal, clock=self.clock, monotonic=time.monotonic,
+            spawn=self.spawn, on_journal_failure=self.journal_failed, on_record=self.after_record,
+        )
 
     def _relay_changed(self, lane_id: str, energized: bool, at: float) -> None:
         log.info("relay", lane=lane_id, energized=energized, at=at)
@@ -275,7 +256,7 @@ class Gate:
 
     def after_record(self) -> None:
         """A record reached the journal: wake the uplink, and the cache may have changed."""
-        self._cache_dirty = True
+        self.saver.mark_dirty()
         if self.uplink is not None:
             self.uplink.wake()
 
@@ -286,141 +267,31 @@ class Gate:
         A snapshot is saved with the journal seq its local usage really reaches
         (`Uplink.snapshot_journal_seq`), never a later one: usage journaled
         after it is replayed at boot rather than lost."""
-        self._cache_dirty = True
+        self.saver.mark_dirty()
         if snapshot:
-            self.spawn(self.save_cache(journal_seq=getattr(self.uplink, "snapshot_journal_seq", None)))
+            self.spawn(self.saver.save(journal_seq=getattr(self.uplink, "snapshot_journal_seq", None)))
 
     def _keys_changed(self) -> None:
-        self.spawn(self._save_keys(KeyRing(self.keyring.keys)))
-
-    async def _save_keys(self, ring: KeyRing) -> None:
-        try:
-            await asyncio.to_thread(self.store.save_keyring, ring)
-        except GatedError as exc:
-            log.error("keyring_save_failed", error=str(exc))
+        self.spawn(self.saver.save_keys(KeyRing(self.keyring.keys)))
 
     async def _save_periodically(self) -> None:
         """Save the cache when it changed, purge old acknowledged records; never dies of a failure."""
         while True:
             await asyncio.sleep(SAVE_EVERY_S)
             try:
-                if self._cache_dirty:
-                    await self.save_cache()
+                if self.saver.dirty:
+                    await self.saver.save()
+                await self._advance_settled_mark()
                 await asyncio.to_thread(self.journal.purge, time.time())
             except (OSError, GatedError) as exc:
                 log.error("housekeeping_failed", error=str(exc))
 
-    async def save_cache(self, journal_seq: int | None = None) -> None:
-        """Snapshot on the loop thread (consistent with decide()), write in a worker thread.
-
-        Saved with `journal_seq` when given (what the cache is known to include),
-        else the journal's last seq (every record's usage is in the cache before
-        the record is journaled). The cache stays marked dirty until a save
-        succeeds (a full disk must not lose the next attempt)."""
-        async with self._save_lock:
-            self._cache_dirty = False
-            last = self._last_seq()
-            seq = last if journal_seq is None else min(journal_seq, last)
-            snapshot = self.validator.cache.to_snapshot()
-            try:
-                await asyncio.to_thread(self.store.save_cache, snapshot, seq)
-            except BaseException:
-                self._cache_dirty = True
-                raise
+    async def _advance_settled_mark(self) -> None:
+        """Reads the records written since the last call, in a worker thread."""
+        await asyncio.to_thread(advance_settled_mark, self.journal, self._pending_outcomes)
 
     def _emergency_changed(self, active: bool) -> None:
         self.spawn(self.set_emergency(active, source="input"))
-
-    # ---- GateControl (the admin service calls these) ----
-
-    def status(self) -> dict[str, Any]:
-        cache = self.validator.cache
-        clock = self.clock.status()
-        return {
-            "gate_id": self.gate_id,
-            "uptime_s": round(time.time() - self.started_at, 1),
-            "lanes": [{**lane.status(), "state": self._lane_state(lane)} for lane in self.lanes.values()],
-            "emergency": self.emergency_active,
-            "emergency_sources": sorted(self._emergency_sources),
-            "fault": self.fault,
-            "cache_version": cache.version,
-            "cache_tickets": len(cache),
-            "keys": self.keyring.kids(),
-            "clock": dataclasses.asdict(clock),
-            "journal_backlog": self._backlog(),
-            "uplink": self.uplink.status() if self.uplink is not None else {"configured": self.config.uplink is not None, "connected": False},
-        }
-
-    def _lane_state(self, lane: LaneRunner) -> str:
-        """One word for the operator: fault, emergency_open, open, expecting_passage or idle."""
-        relay = lane.outputs.relay
-        if self.fault:
-            return "fault"
-        if self.emergency_active:
-            return "emergency_open"
-        if relay is not None and relay.is_energized:
-            return "open"
-        return "expecting_passage" if lane.window is not None and len(lane.window) else "idle"
-
-    def _backlog(self) -> int | None:
-        try:
-            return self.journal.backlog()
-        except JournalError as exc:
-            self.journal_failed(exc)
-            return None
-
-    def journal_stats(self) -> dict[str, Any]:
-        return self.journal.stats()
-
-    async def open_lane(self, lane_id: str) -> bool:
-        """An operator opens a lane once: recorded first, like every opening."""
-        lane = self.lanes.get(lane_id)
-        if lane is None or lane.outputs.relay is None:
-            return False
-        await self.journal.append_async("manual_open", at=self.clock.now(), lane=lane_id, payload={"source": "admin"})
-        self.after_record()
-        opened = lane.open_once()
-        log.warning("lane_opened_by_operator", lane=lane_id, opened=opened)
-        return opened
-
-    async def set_emergency(self, active: bool, source: str = "admin") -> None:
-        """Assert or clear one source of emergency; lanes stay open while any source holds.
-
-        The admin service cannot clear an emergency the fire-alarm input still asserts."""
-        if active:
-            self._emergency_sources.add(source)
-        else:
-            self._emergency_sources.discard(source)
-        if self._emergency is not None and self._emergency.is_active:
-            self._emergency_sources.add("input")
-        active = bool(self._emergency_sources)
-        if active == self.emergency_active:
-            return
-        self.emergency_active = active
-        for lane in self.lanes.values():
-            relay, light = lane.outputs.relay, lane.outputs.light
-            if relay is not None:
-                relay.hold_open() if active else relay.release()
-            if light is not None:
-                light.show("#00FF00") if active else light.idle()
-        await self.journal.append_async("emergency", at=self.clock.now(), payload={"active": active, "source": source})
-        self.after_record()
-        log.warning("emergency", active=active, source=source)
-
-    async def reload_config(self) -> tuple[bool, str]:
-        """Apply a changed [policy]; anything else needs a restart (said, not half-done)."""
-        try:
-            new = load_config(self.config.path, check_files=True)
-        except GatedError as exc:
-            return False, str(exc)
-        if dataclasses.replace(new, policy=self.config.policy) != self.config:
-            return False, "only [policy] can change while running; restart gated for other changes"
-        self.config = new
-        validator = Validator(self.keyring, self.validator.cache, policy_from_config(new))
-        validator.adopt_lane_memory(self.validator)
-        self.validator = validator
-        log.info("config_reloaded", path=str(new.path))
-        return True, "policy reloaded"
 
     # ---- stop ----
 
@@ -453,9 +324,13 @@ class Gate:
         if self.admin is not None:
             await self.admin.stop()
         try:
-            await self.save_cache()
+            await self.saver.save()
         except (OSError, GatedError) as exc:
             log.error("cache_save_failed", error=str(exc))
+        try:
+            await self._advance_settled_mark()
+        except GatedError as exc:
+            log.error("settled_mark_failed", error=str(exc))
         self.journal.close()
         log.info("gate_stopped", gate_id=self.gate_id)
 

@@ -14,25 +14,25 @@ disk.
 
 So every admitted decision is followed, on its lane and ticket, by exactly
 one outcome record: "passage" (entry or exit), "redemption" (a benefit) or
-"not_passed". A power cut can fall between the two; at the next start,
-before any lane runs, `settle_unknown_outcomes` journals the missing
-outcome as used (the relay may have opened): a "passage" or "redemption"
-with ``"outcome": "unknown"``, counted by the gate's cache and, being an
-ordinary usage record, by the registry. An exit whose outcome is unknown
-counts the person out.
+"not_passed", whose ``decision_seq`` names the decision's record. A power
+cut can fall between the two; at the next start, before any lane runs, the
+missing outcome is journaled as used (the relay may have opened): see
+`gated.gate.outcomes`.
 
 Everything here runs on the daemon's event loop thread: drivers that live on
 other threads (camera, GPIO inputs) hand their events over with
 `call_soon_threadsafe`. Nothing here knows hardware details: the outputs are
-gpiozero-backed drivers or None.
+gpiozero-backed drivers or None. A lane is given the few services it needs
+(`LaneServices`), the monotonic clock among them, not the gate around it:
+a test builds one from a validator, a journal, mock pins and a fake clock.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
@@ -41,17 +41,28 @@ from gated.drivers.base import Read
 from gated.drivers.gpio import Buzzer, LaneLight, Relay
 from gated.drivers.keypad import ManualEntry, ManualEntryInvalid
 from gated.errors import JournalError
+from gated.gate.clock import GateClock
 from gated.gate.passage import PassageWindow
-from gated.journal import Journal, Record
-from gated.validation import Decision, Direction, EntitlementCache, Mode
+from gated.journal import Journal
+from gated.validation import Decision, Direction, Mode, Validator
 from gated.validation import Lane as LaneSpec
 
-if TYPE_CHECKING:
-    from gated.daemon import Gate
-
-log = structlog.get_logger("gated.lane")
+log = structlog.get_logger("gated.gate.lane")
 
 SIGNAL_SECONDS = 1.5  # how long the admit colour / deny pattern shows
+
+
+@dataclass(frozen=True)
+class LaneServices:
+    """What a lane needs from the gate around it, and nothing more."""
+
+    validator: Validator
+    journal: Journal
+    clock: GateClock  # the time decisions and records carry, and whether to trust it
+    monotonic: Callable[[], float]  # the clock of reads, passages and passage windows
+    spawn: Callable[[Coroutine], Any]  # run a coroutine the gate waits for on stop
+    on_journal_failure: Callable[[Exception], None]  # a decision could not be journaled
+    on_record: Callable[[], None]  # a record reached the journal
 
 
 @dataclass
@@ -81,13 +92,13 @@ class LaneCounters:
 
 
 class LaneRunner:
-    def __init__(self, config: LaneConfig, gate: "Gate", outputs: LaneOutputs):
+    def __init__(self, config: LaneConfig, services: LaneServices, outputs: LaneOutputs):
         self.config = config
         self.id = config.id
-        self.gate = gate
+        self.services = services  # replaced whole when the gate reloads its policy
         self.outputs = outputs
         self.spec = LaneSpec(config.id, config.zone, Direction(config.direction), Mode(config.mode), config.categories)
-        self.window: PassageWindow[Decision] | None = (
+        self.window: PassageWindow[tuple[Decision, int]] | None = (
             PassageWindow(config.passage_timeout_s) if config.passage is not None and config.passage_timeout_s else None
         )
         self.counters = LaneCounters()
@@ -98,19 +109,19 @@ class LaneRunner:
     # ---- inputs (called on the loop thread) ----
 
     def on_read(self, read: Read) -> None:
-        self.gate.spawn(self.handle_read(read))
+        self.services.spawn(self.handle_read(read))
 
     def on_manual(self, entry: ManualEntry | ManualEntryInvalid) -> None:
-        self.gate.spawn(self.handle_manual(entry))
+        self.services.spawn(self.handle_manual(entry))
 
     def on_passage(self, at: float) -> None:
-        self.gate.spawn(self.handle_passage(at))
+        self.services.spawn(self.handle_passage(at))
 
     # ---- the path of one scan ----
 
     async def handle_read(self, read: Read, benefit: str | None = None) -> Decision:
-        gate = self.gate
-        decision = gate.validator.decide(read.text, self.spec, gate.clock.now(), clock_trusted=gate.clock.trusted(), benefit=benefit)
+        s = self.services
+        decision = s.validator.decide(read.text, self.spec, s.clock.now(), clock_trusted=s.clock.trusted(), benefit=benefit)
         if decision.repeat:
             self.counters.repeats += 1
             return decision
@@ -118,18 +129,18 @@ class LaneRunner:
         return decision
 
     async def handle_manual(self, entry: ManualEntry | ManualEntryInvalid, benefit: str | None = None) -> Decision | None:
-        gate = self.gate
+        s = self.services
         if isinstance(entry, ManualEntryInvalid):
             log.info("manual_entry_invalid", lane=self.id, reason=entry.reason)
             self._guarded("light", lambda light: light.deny(SIGNAL_SECONDS))
             self._guarded("buzzer", lambda buzzer: buzzer.play("deny"))
             return None
-        decision = gate.validator.decide_manual(entry.ticket_id, entry.digits, self.spec, gate.clock.now(), clock_trusted=gate.clock.trusted(), benefit=benefit)
+        decision = s.validator.decide_manual(entry.ticket_id, entry.digits, self.spec, s.clock.now(), clock_trusted=s.clock.trusted(), benefit=benefit)
         await self._record_and_act(decision, entry.at, {"source": entry.source, "typed": True})
         return decision
 
     async def _record_and_act(self, decision: Decision, read_at: float, extra: dict[str, Any]) -> None:
-        gate = self.gate
+        s = self.services
         payload = {
             "code_kind": decision.kind,
             "category": decision.category,
@@ -141,31 +152,31 @@ class LaneRunner:
         if decision.benefit is not None:
             payload["benefit"] = decision.benefit
         try:
-            await gate.journal.append_async(
+            record = await s.journal.append_async(
                 "decision", at=decision.at, lane=self.id, ticket_id=decision.ticket_id, reason=decision.reason, payload=payload
             )
         except JournalError as exc:
             # No record, no entry: the turnstile stays shut and the lane shows a fault.
-            gate.journal_failed(exc)
+            s.on_journal_failure(exc)
             self._guarded("light", lambda light: light.deny(SIGNAL_SECONDS))
             self._guarded("buzzer", lambda buzzer: buzzer.play("deny"))
             return
         if decision.admitted:
             relay = self.outputs.relay
             if relay is not None and self._guarded("relay", lambda r: r.pulse()):
-                self.scan_to_relay.append(time.monotonic() - read_at)
+                self.scan_to_relay.append(s.monotonic() - read_at)
                 if len(self.scan_to_relay) > 10_000:
                     del self.scan_to_relay[:5_000]
         self._show(decision)
         if decision.admitted:
             if self.window is not None and decision.benefit is None:
-                gate.validator.reserve(decision)
-                self.window.expect(decision, time.monotonic())
+                s.validator.reserve(decision)
+                self.window.expect((decision, record.seq), s.monotonic())
                 self._schedule_expiry()
             else:
-                await self._count(decision, confirmed=False)
+                await self._count(decision, record.seq, confirmed=False)
         self._tally(decision)
-        gate.after_record()
+        s.on_record()
         log.info(
             "decision", lane=self.id, reason=str(decision.reason), ticket_id=decision.ticket_id,
             category=decision.category, code_kind=None if decision.kind is None else str(decision.kind),
@@ -182,36 +193,40 @@ class LaneRunner:
             log.error("output_failed", lane=self.id, output=name, error=repr(exc))
             return None
 
-    async def _count(self, decision: Decision, *, confirmed: bool) -> None:
-        usage = self.gate.validator.commit(decision)
+    async def _count(self, decision: Decision, decision_seq: int, *, confirmed: bool) -> None:
+        """Journal the outcome of the admission journaled as `decision_seq` (it names it)."""
+        s = self.services
+        usage = s.validator.commit(decision)
         if usage is None:
             # The ticket or its benefit left the cache meanwhile: the person is through all the
             # same, so the outcome is journaled (and counted by the registry), without local values.
             kind = "redemption" if decision.benefit is not None else "passage"
             payload = {"ticket_id": decision.ticket_id, "zone": decision.zone, "direction": decision.direction,
-                       "benefit": decision.benefit, "confirmed": confirmed, "counted_locally": False}
-            await self.gate.journal.append_async(kind, at=self.gate.clock.now(), lane=self.id, ticket_id=decision.ticket_id, reason="ok", payload=payload)
-            self.gate.after_record()
+                       "benefit": decision.benefit, "confirmed": confirmed, "counted_locally": False,
+                       "decision_seq": decision_seq}
+            await s.journal.append_async(kind, at=s.clock.now(), lane=self.id, ticket_id=decision.ticket_id, reason="ok", payload=payload)
+            s.on_record()
             return
         kind = "redemption" if usage.benefit is not None else "passage"
-        payload = {**usage._asdict(), "confirmed": confirmed}
-        await self.gate.journal.append_async(kind, at=self.gate.clock.now(), lane=self.id, ticket_id=usage.ticket_id, reason="ok", payload=payload)
+        payload = {**usage._asdict(), "confirmed": confirmed, "decision_seq": decision_seq}
+        await s.journal.append_async(kind, at=s.clock.now(), lane=self.id, ticket_id=usage.ticket_id, reason="ok", payload=payload)
         self.counters.passages += 1
-        self.gate.after_record()
+        s.on_record()
 
     # ---- passage confirmation ----
 
     async def handle_passage(self, at: float) -> None:
         if self.window is None:
             return
-        decision = self.window.passage(at)
-        if decision is None:
-            await self.gate.journal.append_async("unexpected_passage", at=self.gate.clock.now(), lane=self.id, payload={"zone": self.spec.zone})
-            self.gate.after_record()
+        admission = self.window.passage(at)
+        if admission is None:
+            s = self.services
+            await s.journal.append_async("unexpected_passage", at=s.clock.now(), lane=self.id, payload={"zone": self.spec.zone})
+            s.on_record()
             log.warning("unexpected_passage", lane=self.id)
             return
-        await self._count(decision, confirmed=True)
-        await self._expire()
+        await self._count(*admission, confirmed=True)
+        await self.expire_due()
 
     def _schedule_expiry(self) -> None:
         deadline = self.window.next_deadline() if self.window is not None else None
@@ -220,22 +235,25 @@ class LaneRunner:
         loop = asyncio.get_running_loop()
         if self._expiry_handle is not None:
             self._expiry_handle.cancel()
-        delay = max(0.0, deadline - time.monotonic()) + 0.001
-        self._expiry_handle = loop.call_later(delay, lambda: self.gate.spawn(self._expire()))
+        delay = max(0.0, deadline - self.services.monotonic()) + 0.001
+        self._expiry_handle = loop.call_later(delay, lambda: self.services.spawn(self.expire_due()))
 
-    async def _expire(self, *, all_pending: bool = False) -> None:
-        """Record the admitted entries nobody walked through for (all of them when the gate stops)."""
+    async def expire_due(self, *, all_pending: bool = False) -> None:
+        """Record the admitted entries nobody walked through for, by the lane's monotonic
+        clock (all of them when the gate stops). A timer calls it at the next deadline."""
         if self.window is None:
             return
-        now = float("inf") if all_pending else time.monotonic()
-        for decision in self.window.expired(now):
+        s = self.services
+        now = float("inf") if all_pending else s.monotonic()
+        for decision, decision_seq in self.window.expired(now):
             self.counters.not_passed += 1
-            self.gate.validator.release(decision)
-            await self.gate.journal.append_async(
-                "not_passed", at=self.gate.clock.now(), lane=self.id, ticket_id=decision.ticket_id, reason=str(decision.reason),
-                payload={"zone": decision.zone, "direction": decision.direction, "decided_at": decision.at, "gate_stopping": all_pending},
+            s.validator.release(decision)
+            await s.journal.append_async(
+                "not_passed", at=s.clock.now(), lane=self.id, ticket_id=decision.ticket_id, reason=str(decision.reason),
+                payload={"zone": decision.zone, "direction": decision.direction, "decided_at": decision.at,
+                         "gate_stopping": all_pending, "decision_seq": decision_seq},
             )
-            self.gate.after_record()
+            s.on_record()
         if all_pending:
             if self._expiry_handle is not None:
                 self._expiry_handle.cancel()
@@ -244,7 +262,7 @@ class LaneRunner:
 
     async def flush_pending(self) -> None:
         """On stop: entries still waiting for their passage are recorded as not passed."""
-        await self._expire(all_pending=True)
+        await self.expire_due(all_pending=True)
 
     # ---- outputs ----
 
@@ -285,72 +303,3 @@ class LaneRunner:
             "light": None if light is None else "#%02X%02X%02X" % tuple(round(x * 255) for x in light.current_color),
             "pending_passages": 0 if self.window is None else len(self.window),
         }
-
-
-# ---- after a power cut ----
-
-OUTCOME_KINDS = ("passage", "redemption", "not_passed")
-_SETTLED_MARK = "outcomes_settled"
-
-
-def _outcome_key(record: Record) -> tuple:
-    benefit = record.payload.get("benefit") if record.kind != "not_passed" else None
-    return record.lane, record.ticket_id, benefit
-
-
-def unknown_outcomes(journal: Journal, after_seq: int) -> list[Record]:
-    """Admitted decisions after `after_seq` with no outcome record, oldest first.
-
-    Outcomes are paired with decisions on the same lane, ticket and benefit,
-    oldest first (the order a lane writes them in)."""
-    waiting: dict[tuple, list[Record]] = {}
-    for record in journal.since(after_seq, kinds=("decision", *OUTCOME_KINDS)):
-        if record.ticket_id is None:
-            continue
-        key = _outcome_key(record)
-        if record.kind == "decision":
-            if record.reason == "ok":
-                waiting.setdefault(key, []).append(record)
-        elif waiting.get(key):
-            waiting[key].pop(0)
-    return sorted((r for records in waiting.values() for r in records), key=lambda r: r.seq)
-
-
-async def settle_unknown_outcomes(journal: Journal, cache: EntitlementCache, now: float) -> list[Record]:
-    """At start, before any lane runs: count every admission whose outcome a power cut lost.
-
-    Each gets its outcome record (see the module docstring) and its usage in
-    `cache`; returns the records written. Idempotent: a decision settled once
-    is paired with its record at the next start, and a journal mark keeps
-    later starts from reading what was settled before."""
-    settled: list[Record] = []
-    for decision in unknown_outcomes(journal, journal.mark(_SETTLED_MARK)):
-        p = decision.payload
-        zone, direction, benefit = p.get("zone"), p.get("direction"), p.get("benefit")
-        payload: dict[str, Any] = {"ticket_id": decision.ticket_id, "zone": zone, "direction": direction,
-                                   "benefit": benefit, "confirmed": False, "outcome": "unknown",
-                                   "decision_seq": decision.seq}
-        row = cache.row_of(decision.ticket_id)
-        if row >= 0:
-            if benefit is not None:
-                remaining = cache.redeem(row, benefit)
-                if remaining is not None:
-                    payload["benefit_remaining"] = remaining
-            elif direction == Direction.OUT:
-                cache.count_exit(row, zone)
-            elif isinstance(zone, str) and zone:
-                cache.count_entry(row, zone)
-            if benefit is None or "benefit_remaining" in payload:
-                table = cache.table
-                payload["entries_used"] = table.used[row]
-                payload["inside"] = list(table.zones_of(table.inside[row]))
-        kind = "redemption" if benefit is not None else "passage"
-        record = await journal.append_async(kind, at=now, lane=decision.lane, ticket_id=decision.ticket_id,
-                                            reason="ok", payload=payload)
-        settled.append(record)
-        log.warning("unknown_outcome_counted", lane=decision.lane, ticket_id=decision.ticket_id, kind=kind,
-                    decision_seq=decision.seq, note="admitted before a power cut, outcome never recorded: counted as used")
-    last = journal.tail(1)
-    if last:
-        await asyncio.to_thread(journal.set_mark, _SETTLED_MARK, last[-1].seq)
-    return settled

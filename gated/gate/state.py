@@ -21,10 +21,15 @@ network admits correctly from what it last knew.
 Every write is atomic: a temp file, fsync, rename, fsync of the directory.
 A damaged cache file is logged and ignored (the gate starts empty and the
 registry resends), never half-loaded.
+
+At run time `CacheSaver` writes the live cache: a fresh registry snapshot at
+once, deltas and local usage at the gate's periodic save; at start
+`replay_usage` re-applies what the journal holds after the saved sequence.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Iterable
@@ -35,10 +40,10 @@ import structlog
 from gated.atomic_file import write_atomically
 from gated.errors import GatedError, StateError
 from gated.keyfile import load_keyfile, save_keyfile
-from gated.journal import Record
+from gated.journal import Journal, Record
 from gated.validation import EntitlementCache, KeyRing
 
-log = structlog.get_logger("gated.state")
+log = structlog.get_logger("gated.gate.state")
 
 
 class StateStore:
@@ -84,9 +89,63 @@ class StateStore:
         write_atomically(self.cache_path, snapshot)
         write_atomically(self.cache_meta_path, json.dumps({"journal_seq": journal_seq}).encode())
 
-
-
 USAGE_KINDS = ("passage", "redemption")
+
+
+def replay_usage(journal: Journal, cache: EntitlementCache, saved_seq: int) -> int:
+    """At start: re-apply the usage this gate journaled after its cache was saved
+    (`saved_seq`), absolute values from each record. Returns how many applied."""
+    if not len(cache):
+        return 0
+    replayed = 0
+    for record in journal.since(saved_seq, kinds=USAGE_KINDS):
+        p = record.payload
+        if record.ticket_id is None or "entries_used" not in p:
+            continue
+        if cache.restore_usage(record.ticket_id, int(p["entries_used"]), tuple(p.get("inside") or ()), p.get("benefit"), p.get("benefit_remaining")):
+            replayed += 1
+    return replayed
+
+
+class CacheSaver:
+    """Writes the live cache to `store` when it changed: snapshot on the loop thread
+    (consistent with decide()), file writes in a worker thread.
+
+    The cache stays marked dirty until a save succeeds (a full disk must not
+    lose the next attempt)."""
+
+    def __init__(self, store: StateStore, journal: Journal, cache: EntitlementCache):
+        self.store = store
+        self.journal = journal
+        self.cache = cache
+        self.dirty = False
+        self._lock = asyncio.Lock()
+
+    def mark_dirty(self) -> None:
+        self.dirty = True
+
+    async def save(self, journal_seq: int | None = None) -> None:
+        """Saved with `journal_seq` when given (what the cache is known to include),
+        else the journal's last seq (every record's usage is in the cache before
+        the record is journaled)."""
+        async with self._lock:
+            self.dirty = False
+            tail = self.journal.tail(1)
+            last = tail[-1].seq if tail else 0
+            seq = last if journal_seq is None else min(journal_seq, last)
+            snapshot = self.cache.to_snapshot()
+            try:
+                await asyncio.to_thread(self.store.save_cache, snapshot, seq)
+            except BaseException:
+                self.dirty = True
+                raise
+
+    async def save_keys(self, ring: KeyRing) -> None:
+        try:
+            await asyncio.to_thread(self.store.save_keyring, ring)
+        except GatedError as exc:
+            log.error("keyring_save_failed", error=str(exc))
+
 
 
 def reapply_local_usage(cache: EntitlementCache, records: Iterable[Record]) -> int:
