@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 
-from gated.bench import ID_LAYOUTS
+from gated.bench.common import ID_LAYOUTS
 
 
 def test_bench_reports_the_cache_per_id_layout_and_scans_during_deltas():

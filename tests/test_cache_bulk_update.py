@@ -20,9 +20,9 @@ import time
 import pytest
 
 from gated.rpc.certs import make_venue_certs
-from gated.rpc.measure import _registry_process
+from gated.bench.rpc import _registry_process
 from gated.validation import Policy, Reason, TicketRecord, Validator
-from hw_sim.registry_store import RegistryStore
+from gated.registry.store import RegistryStore
 from tests.rpc_helpers import KEY, KID, Gate, phone_code, until
 
 pytestmark = pytest.mark.timeout(180)

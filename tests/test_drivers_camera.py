@@ -20,9 +20,9 @@ from gated.drivers.qr_decode import (
     available_decoders,
     decode_frame,
     make_decoder,
-    measure_decoders,
     to_gray,
 )
+from gated.bench.camera import measure_decoders
 from gated.errors import DriverError
 from hw_sim.qr_frames import blank_frame, render_code, standard_set
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gated.rpc.measure import measure_backlog_replay, measure_import, measure_propagation, measure_snapshot
+from gated.bench.rpc import measure_backlog_replay, measure_import, measure_propagation, measure_snapshot
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -22,10 +22,7 @@ state. Each camera makes its own with `make_decoder()`.
 
 from __future__ import annotations
 
-import statistics
 import threading
-import time
-from collections.abc import Sequence
 from typing import Any, Protocol
 
 import cv2
@@ -161,70 +158,3 @@ def decode_frame(gray: np.ndarray, decoder: str = DEFAULT_DECODER) -> list[str]:
     if decoder not in cache:
         cache[decoder] = make_decoder(decoder)
     return cache[decoder].decode(gray)
-
-
-def _percentile(sorted_values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile; with 50 samples p99 is the slowest frame, as it should be."""
-    rank = max(1, int(np.ceil(fraction * len(sorted_values))))
-    return sorted_values[rank - 1]
-
-
-def measure_decoders(
-    frames: Sequence[np.ndarray],
-    codes: Sequence[str],
-    decoders: Sequence[str] = DECODER_NAMES,
-    *,
-    repeats: int = 1,
-) -> dict[str, dict[str, Any]]:
-    """Decode time and read rate of each decoder over the same frames.
-
-    `codes[i]` is the text frame `i` shows. A frame counts as read when the
-    expected text is among the results; any other text returned is a
-    misread (for a gate, worse than no read). Each frame is decoded
-    `repeats` times for timing; the read rate uses the first pass. One
-    untimed warm-up decode per decoder keeps library set-up out of the
-    figures. Pure measurement: nothing is printed.
-
-    Returns, per decoder name, either {"available": False, "reason": ...} or
-    {"available": True, "frames", "read", "misread", "read_rate",
-    "median_ms", "p99_ms", "mean_ms", "max_ms"}.
-    """
-    if len(frames) != len(codes):
-        raise ValueError(f"{len(frames)} frames but {len(codes)} expected codes; give one code per frame")
-    if not frames:
-        raise ValueError("no frames to measure")
-    if repeats < 1:
-        raise ValueError(f"repeats must be at least 1, got {repeats}")
-    grays = [to_gray(frame) for frame in frames]
-
-    results: dict[str, dict[str, Any]] = {}
-    for name in decoders:
-        try:
-            decoder = make_decoder(name)
-        except DriverError as exc:
-            results[name] = {"available": False, "reason": str(exc)}
-            continue
-        decoder.decode(grays[0])
-        timings_ms: list[float] = []
-        read = misread = 0
-        for attempt in range(repeats):
-            for gray, expected in zip(grays, codes):
-                started = time.perf_counter_ns()
-                texts = decoder.decode(gray)
-                timings_ms.append((time.perf_counter_ns() - started) / 1e6)
-                if attempt == 0:
-                    read += expected in texts
-                    misread += any(text != expected for text in texts)
-        timings_ms.sort()
-        results[name] = {
-            "available": True,
-            "frames": len(grays),
-            "read": read,
-            "misread": misread,
-            "read_rate": read / len(grays),
-            "median_ms": statistics.median(timings_ms),
-            "p99_ms": _percentile(timings_ms, 0.99),
-            "mean_ms": statistics.fmean(timings_ms),
-            "max_ms": timings_ms[-1],
-        }
-    return results

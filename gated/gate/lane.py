@@ -104,7 +104,6 @@ class LaneRunner:
         self.counters = LaneCounters()
         self.last_decision: Decision | None = None
         self._expiry_handle: asyncio.TimerHandle | None = None
-        self.scan_to_relay: list[float] = []  # seconds, read completed -> relay pulse (bench)
 
     # ---- inputs (called on the loop thread) ----
 
@@ -125,7 +124,7 @@ class LaneRunner:
         if decision.repeat:
             self.counters.repeats += 1
             return decision
-        await self._record_and_act(decision, read.at, {"source": read.source, "length": len(read.text), "truncated": read.truncated})
+        await self._record_and_act(decision, {"source": read.source, "length": len(read.text), "truncated": read.truncated})
         return decision
 
     async def handle_manual(self, entry: ManualEntry | ManualEntryInvalid, benefit: str | None = None) -> Decision | None:
@@ -136,10 +135,10 @@ class LaneRunner:
             self._guarded("buzzer", lambda buzzer: buzzer.play("deny"))
             return None
         decision = s.validator.decide_manual(entry.ticket_id, entry.digits, self.spec, s.clock.now(), clock_trusted=s.clock.trusted(), benefit=benefit)
-        await self._record_and_act(decision, entry.at, {"source": entry.source, "typed": True})
+        await self._record_and_act(decision, {"source": entry.source, "typed": True})
         return decision
 
-    async def _record_and_act(self, decision: Decision, read_at: float, extra: dict[str, Any]) -> None:
+    async def _record_and_act(self, decision: Decision, extra: dict[str, Any]) -> None:
         s = self.services
         payload = {
             "code_kind": decision.kind,
@@ -163,10 +162,8 @@ class LaneRunner:
             return
         if decision.admitted:
             relay = self.outputs.relay
-            if relay is not None and self._guarded("relay", lambda r: r.pulse()):
-                self.scan_to_relay.append(s.monotonic() - read_at)
-                if len(self.scan_to_relay) > 10_000:
-                    del self.scan_to_relay[:5_000]
+            if relay is not None:
+                self._guarded("relay", lambda r: r.pulse())
         self._show(decision)
         if decision.admitted:
             if self.window is not None and decision.benefit is None:

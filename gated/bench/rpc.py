@@ -21,7 +21,7 @@ dict of plain numbers:
   number and the largest size of the update messages, and that it reached
   the registry's final version.
 
-Run standalone: `python -m gated.rpc.measure [--quick]` prints one JSON object.
+Run standalone: `python -m gated.bench.rpc [--quick]` prints one JSON object.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ async def _stop(task: asyncio.Task) -> None:
 
 
 def measure_backlog_replay(n: int = 100_000, batch_size: int = 2000) -> dict[str, Any]:
-    from hw_sim.registry_store import RegistryStore
+    from gated.registry.store import RegistryStore
 
     with tempfile.TemporaryDirectory(prefix="gated-replay-") as tmp:
         tmp = Path(tmp)
@@ -173,7 +173,7 @@ def measure_backlog_replay(n: int = 100_000, batch_size: int = 2000) -> dict[str
 
 
 def measure_propagation(samples: int = 200, interval_s: float = 0.02) -> dict[str, Any]:
-    from hw_sim.registry_store import RegistryStore
+    from gated.registry.store import RegistryStore
 
     with tempfile.TemporaryDirectory(prefix="gated-propagation-") as tmp:
         tmp = Path(tmp)
@@ -242,8 +242,8 @@ async def _propagate(tmp: Path, certs: VenueCerts, port: int, samples: int, inte
 
 
 def measure_snapshot(tickets: int = 1_000_000) -> dict[str, Any]:
-    from gated.bench import synthetic_records
-    from hw_sim.registry_store import RegistryStore
+    from gated.bench.common import synthetic_records
+    from gated.registry.store import RegistryStore
 
     with tempfile.TemporaryDirectory(prefix="gated-snapshot-") as tmp:
         tmp = Path(tmp)
@@ -310,7 +310,7 @@ def write_import_csv(path: Path, tickets: int, first: int = IMPORT_FIRST_ID) -> 
 
 
 def measure_import(tickets: int = 100_000, venue: int = 1000) -> dict[str, Any]:
-    from hw_sim.registry_store import RegistryStore
+    from gated.registry.store import RegistryStore
 
     with tempfile.TemporaryDirectory(prefix="gated-import-") as tmp:
         tmp = Path(tmp)
@@ -343,7 +343,7 @@ async def _import_while_watching(port: int, certs: VenueCerts, db: Path, csv_pat
             reached.setdefault(versions[-1], time.monotonic())
 
     pinger = subprocess.Popen(
-        [sys.executable, "-m", "gated.rpc.measure", "--time-probe", str(port), str(certs.ca), str(probe.cert), str(probe.key)],
+        [sys.executable, "-m", "gated.bench.rpc", "--time-probe", str(port), str(certs.ca), str(probe.cert), str(probe.key)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     try:
@@ -410,8 +410,19 @@ def _time_probe(port: int, ca: str, cert: str, key: str) -> None:
     print(json.dumps(samples))
 
 
+
+def bench_rpc(quick: bool, tickets: int) -> dict:
+    """Backlog replay, gate-to-gate propagation, a full snapshot and an import while a gate watches, over loopback with mTLS."""
+    return {
+        "backlog_replay": measure_backlog_replay(5_000 if quick else 100_000),
+        "propagation": measure_propagation(30 if quick else 300),
+        "snapshot": measure_snapshot(min(tickets, 20_000) if quick else tickets),
+        "import": measure_import(5_000 if quick else 100_000),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gated.rpc.measure", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m gated.bench.rpc", description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--tickets", type=int, default=1_000_000)
