@@ -41,3 +41,39 @@ class JournalError(GatedError, RuntimeError):
 
 class DriverError(GatedError, RuntimeError):
     """A hardware driver could not be opened or configured."""
+
+
+class UsageError(GatedError):
+    """Bad command-line use; printed as one line, exit status 2."""
+
+
+class UplinkError(GatedError, RuntimeError):
+    """The uplink cannot run as configured (unreadable TLS files)."""
+
+
+class MalformedUpdate(DeltaRefused):
+    """An update from the registry that breaks the contract; nothing of it was applied."""
+
+
+class AdminAddressError(GatedError, ValueError):
+    """The admin service may only listen on a unix socket or a loopback address."""
+
+
+class AdminError(GatedError, RuntimeError):
+    """The admin service could not be started or reached."""
+
+
+class RegistryError(GatedError, ValueError):
+    """A registry command was refused (unknown ticket, bad key, unreadable database)."""
+
+
+class EventConflict(RegistryError):
+    """A gate sent a (gate, epoch, seq) the registry holds with other content."""
+
+    def __init__(self, gate_id: str, epoch: int, seq: int, what: str) -> None:
+        super().__init__(f"gate {gate_id!r} epoch {epoch:#018x} seq {seq}: already stored with another {what}")
+        self.gate_id, self.epoch, self.seq = gate_id, epoch, seq
+
+
+class AttendeeFileError(GatedError, ValueError):
+    """A bad attendee file; the message is `FILE:LINE: column: problem`."""

@@ -137,7 +137,7 @@ def records(people: Iterable[Attendee]) -> list[TicketRecord]:
     return [p.record for p in people]
 
 
-# The reference registry's import format (see hw_sim/registry_import.py).
+# The reference registry's import format (see gated/registry/importer.py).
 CSV_COLUMNS = ("ticket_id", "name", "company", "category", "ticket_type", "zones", "max_entries", "benefits", "phone",
                "valid_from", "valid_until")
 

@@ -7,7 +7,7 @@ What runs, all in this process, on one event loop:
 - virtual devices feeding its real drivers (`hw_sim.devices`): a pty per
   serial scanner, a frame source for the in-lane camera, the mock pins read
   back and driven;
-- the reference registry (`hw_sim.registry`) on loopback without TLS,
+- the reference registry (`gated.registry.server`) on loopback without TLS,
   seeded from the demo attendee list through its CSV import;
 - a scripted crowd (`hw_sim.traffic`), and the console (`hw_sim.console`):
   full screen with keys on a terminal, plain log lines otherwise.
@@ -272,8 +272,8 @@ class Simulator:
         if not self.use_registry or not uplink:
             return
         try:
-            from hw_sim.registry import RegistryServer
-            from hw_sim.registry_store import RegistryStore
+            from gated.registry.server import RegistryServer
+            from gated.registry.store import RegistryStore
         except ImportError as exc:
             self.feed.add("", f"reference registry not available ({exc}); the gate runs offline", "warn")
             return
@@ -282,7 +282,7 @@ class Simulator:
         store = RegistryStore(db)
         try:
             try:
-                from hw_sim.registry_import import import_attendees
+                from gated.registry.importer import import_attendees
             except ImportError:
                 store.put_tickets((p.record, p.phone) for p in self.people)
             else:

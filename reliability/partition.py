@@ -77,7 +77,7 @@ def run(root: Path, policy: str, *, seed: int = 9) -> PartitionResult:
     base = 7_000_000_000 + rng.randrange(10**8)
     singles = [base + i for i in range(60)]
     conflict, revoked, reissued, imported = singles.pop(), singles.pop(), singles.pop(), base + 1000
-    from hw_sim.registry_store import RegistryStore
+    from gated.registry.store import RegistryStore
 
     with RegistryStore(root / "registry.db") as store:
         day = ((int(time.time()) - 86400, int(time.time()) + 3 * 86400),)  # a validity window: strict needs a clock for it

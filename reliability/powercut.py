@@ -135,7 +135,7 @@ def run(root: Path, cuts: int, *, seed: int = 9, wal_every: int = 10, traffic_s:
     multi = [tid for _, tid in singles[n_single:]]
     single_shapes = dict((tid, shape) for shape, tid in singles[:n_single])
     res.shapes = dict(Counter(single_shapes.values()))
-    from hw_sim.registry_store import RegistryStore
+    from gated.registry.store import RegistryStore
 
     with RegistryStore(root / "registry.db") as store:
         store.put_tickets([(TicketRecord(tid, "guest", zones=("hall",), max_entries=1), "") for tid in single_shapes],

@@ -16,7 +16,7 @@ from gated.rpc.uplink import Uplink
 from gated.validation import EntitlementCache, KeyRing, Lane, TicketRecord, Validator
 from gated.validation.policy import Direction
 from gated.validation.token import mint_dynamic, mint_static
-from hw_sim.registry import RegistryServer, TlsFiles
+from gated.registry.server import RegistryServer, TlsFiles
 
 KEY = bytes(range(32))
 KID = 1

@@ -16,7 +16,7 @@ from gated.rpc.admin import status_reply
 from gated.rpc.certs import make_venue_certs
 from tests.gatekit import Pty, make_gate_dir
 from tests.rpc_helpers import KEY, badge_code, phone_code, registry_tls, until
-from hw_sim.registry import RegistryServer
+from gated.registry.server import RegistryServer
 from gated.validation import TicketRecord
 from gated.validation.token import mint_static
 

@@ -18,7 +18,7 @@ import pytest
 
 from gated.rpc.v1 import registry_pb2 as pb
 from gated.rpc.v1 import registry_pb2_grpc as pb_grpc
-from hw_sim.registry_store import EventConflict, IncomingEvent, RegistryStore
+from gated.registry.store import EventConflict, IncomingEvent, RegistryStore
 from tests.rpc_helpers import Gate, start_registry, until
 
 pytestmark = pytest.mark.timeout(60)

@@ -24,8 +24,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from gated.validation import TicketRecord, TicketState
-from hw_sim.registry_report import checkin_report, format_report
-from hw_sim.registry_store import CONFLICT_KINDS, IncomingEvent, RegistryStore
+from gated.registry.report import checkin_report, format_report
+from gated.registry.store import CONFLICT_KINDS, IncomingEvent, RegistryStore
 from tests.rpc_helpers import KEY, KID, Gate, badge_code, start_registry, until
 from tests.test_rpc_event_continuity import _V1_SCHEMA
 

@@ -14,9 +14,9 @@ import pytest
 from gated.rpc.v1 import registry_pb2 as pb
 from gated.rpc.v1 import registry_pb2_grpc as pb_grpc
 from gated.validation import TicketState
-from hw_sim.registry_import import AttendeeFileError, import_attendees
-from hw_sim.registry_report import checkin_report, format_report
-from hw_sim.registry_store import IncomingEvent, RegistryStore
+from gated.registry.importer import AttendeeFileError, import_attendees
+from gated.registry.report import checkin_report, format_report
+from gated.registry.store import IncomingEvent, RegistryStore
 from tests.rpc_helpers import start_registry
 
 pytestmark = pytest.mark.timeout(60)
@@ -227,7 +227,7 @@ def test_records_split_where_csv_says_and_errors_name_the_line_where_the_record_
     """The reviewer's e_csv.py: splitlines() broke rows on U+2028 and form feed and miscounted lines."""
     csv_file = tmp_path / "list.csv"
     csv_file.write_text(HEADER + "1,Ann,Acme\u2028Ltd,guest,,hall,,,0,,\n", encoding="utf-8")
-    from hw_sim.registry_import import read_attendees
+    from gated.registry.importer import read_attendees
 
     [(ann, _)] = read_attendees(csv_file)
     assert ann.company == "Acme\u2028Ltd"

@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from gated.validation import TicketState
-from hw_sim.registry import RegistryServer
-from hw_sim.registry_import import AttendeeFileError, import_attendees
-from hw_sim.registry_store import IncomingEvent, RegistryError, RegistryStore
+from gated.registry.server import RegistryServer
+from gated.registry.importer import AttendeeFileError, import_attendees
+from gated.registry.store import IncomingEvent, RegistryError, RegistryStore
 from gated.validation.cache import TicketRecord
 from tests.rpc_helpers import ALICE, BOB, Gate, start_registry, until
 

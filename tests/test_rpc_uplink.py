@@ -12,7 +12,7 @@ from gated.rpc.certs import make_venue_certs
 from gated.rpc.v1 import registry_pb2 as pb
 from gated.rpc.v1 import registry_pb2_grpc as pb_grpc
 from gated.validation import Reason
-from hw_sim.registry_store import RegistryStore
+from gated.registry.store import RegistryStore
 from tests.rpc_helpers import (
     ALICE, BOB, CAROL, HALL_IN, HALL_OUT, KEY, KID, Gate, Venue, badge_code, phone_code, start_registry, until,
 )

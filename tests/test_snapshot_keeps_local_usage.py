@@ -21,7 +21,7 @@ import pytest
 from gated.journal import Journal
 from gated.gate.state import reapply_local_usage
 from gated.validation import EntitlementCache, TicketRecord, encode_snapshot
-from hw_sim.registry_store import RegistryStore
+from gated.registry.store import RegistryStore
 from tests.gatekit import KEY, Pty, make_gate_dir
 from tests.test_daemon_process import Daemon, phone
 

@@ -19,14 +19,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gated.errors import GatedError
+from gated.errors import UsageError
 
 EXIT_OK, EXIT_NO, EXIT_USAGE = 0, 1, 2
 U64_MAX = 2**64 - 1
-
-
-class UsageError(GatedError):
-    """Bad command-line use; printed as one line, exit status 2."""
 
 
 class Parser(argparse.ArgumentParser):

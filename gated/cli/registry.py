@@ -1,6 +1,6 @@
 """`gated registry ...`: the reference registry (serve gates, import attendees, revoke, reissue, keys, report).
 
-The registry's code still lives in hw_sim/registry*.py; it is imported inside
+The registry's code still lives in gated/registry/; it is imported inside
 the command functions only, so `gated --help` and a gate's own commands
 never load it.
 """
@@ -15,7 +15,7 @@ from gated.cli.args import EXIT_OK, UsageError, add_group, kid, ticket_id
 
 
 def _store(args, *, create: bool = False):
-    from hw_sim.registry_store import RegistryStore
+    from gated.registry.store import RegistryStore
 
     return RegistryStore(args.db, create=create)
 
@@ -33,7 +33,7 @@ def cmd_registry_serve(args) -> int:
     import signal
 
     from gated.keyfile import load_keyfile
-    from hw_sim.registry import TlsFiles, serve
+    from gated.registry.server import TlsFiles, serve
 
     tls_given = [a for a in (args.tls_ca, args.tls_cert, args.tls_key) if a is not None]
     if args.plaintext and tls_given:
@@ -77,7 +77,7 @@ def cmd_registry_serve(args) -> int:
 
 
 def cmd_registry_import(args) -> int:
-    from hw_sim.registry_import import import_attendees, read_attendees
+    from gated.registry.importer import import_attendees, read_attendees
 
     read_attendees(args.file)  # a bad file stops here, before the database is even created
     with _store(args, create=True) as store:
@@ -138,7 +138,7 @@ def cmd_registry_keys_list(args) -> int:
 
 
 def cmd_registry_report(args) -> int:
-    from hw_sim.registry_report import checkin_report, format_report
+    from gated.registry.report import checkin_report, format_report
 
     with _store(args) as store:
         report = checkin_report(store)

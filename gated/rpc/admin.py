@@ -29,7 +29,7 @@ import grpc
 import structlog
 
 from gated.config import is_loopback_host
-from gated.errors import GatedError
+from gated.errors import AdminAddressError, AdminError
 from gated.rpc.v1 import admin_pb2 as pb
 from gated.rpc.v1 import admin_pb2_grpc as pb_grpc
 
@@ -39,14 +39,6 @@ log = structlog.get_logger()
 
 SOCKET_MODE = 0o660
 CALL_TIMEOUT_S = 10.0
-
-
-class AdminAddressError(GatedError, ValueError):
-    """The admin service may only listen on a unix socket or a loopback address."""
-
-
-class AdminError(GatedError, RuntimeError):
-    """The admin service could not be started or reached."""
 
 
 class GateControl(Protocol):

@@ -18,7 +18,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from gated.errors import DeltaRefused
+from gated.errors import MalformedUpdate
 from gated.journal import Record
 from gated.validation.cache import (
     Delta,
@@ -72,10 +72,6 @@ MAX_SNAPSHOT_BYTES = 1 << 30
 #: deliberately absent: it is refused, never read as active.
 _STATE_FROM_WIRE = {pb.TICKET_STATE_ACTIVE: TicketState.ACTIVE, pb.TICKET_STATE_REVOKED: TicketState.REVOKED}
 _STATE_TO_WIRE = {v: k for k, v in _STATE_FROM_WIRE.items()}
-
-
-class MalformedUpdate(DeltaRefused):
-    """An update from the registry that breaks the contract; nothing of it was applied."""
 
 
 # ---------------------------------------------------------------- tickets

@@ -66,7 +66,7 @@ import grpc
 import structlog
 
 from gated.gate.clock import GateClock
-from gated.errors import DeltaRefused, GatedError, SnapshotError
+from gated.errors import DeltaRefused, SnapshotError, UplinkError
 from gated.journal import Journal
 from gated.rpc import convert
 from gated.rpc.v1 import registry_pb2 as pb
@@ -86,10 +86,6 @@ MAX_MESSAGE_BYTES = 8 << 20
 _SAFETY_SWEEP_S = 30.0
 _TIME_SAMPLES = 3
 _CALL_TIMEOUT_S = 5.0
-
-
-class UplinkError(GatedError, RuntimeError):
-    """The uplink cannot run as configured (unreadable TLS files)."""
 
 
 class UplinkSettings(Protocol):

@@ -76,7 +76,7 @@ from gated.rpc.convert import (
 from gated.rpc.v1 import registry_pb2 as pb
 from gated.rpc.v1 import registry_pb2_grpc as pb_grpc
 from gated.validation.cache import Delta, EntitlementCache, Op, Reissue, SetState, Upsert, encode_snapshot
-from hw_sim.registry_store import Change, EventConflict, IncomingEvent, RegistryStore, StoredBatch
+from gated.registry.store import Change, EventConflict, IncomingEvent, RegistryStore, StoredBatch
 
 log = structlog.get_logger()
 
@@ -516,7 +516,7 @@ class RegistryServer:
         """`gated registry import` from inside this process: off the loop, on a connection of its own.
 
         All or nothing, like the command; the gates get it as soon as it commits."""
-        from hw_sim.registry_import import import_attendees
+        from gated.registry.importer import import_attendees
 
         def run() -> int:
             with RegistryStore(self.db, create=False) as desk:

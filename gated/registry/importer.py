@@ -37,7 +37,7 @@ import io
 import re
 from pathlib import Path
 
-from gated.errors import GatedError
+from gated.errors import AttendeeFileError
 from gated.validation.cache import MAX_TICKET_ID, MAX_ZONES, TicketRecord, _check_record
 
 REQUIRED = ("ticket_id", "name", "company", "category", "ticket_type", "zones", "max_entries", "benefits", "phone")
@@ -46,10 +46,6 @@ ALL_COLUMNS = (*REQUIRED, *WINDOW_COLUMNS, "validity")
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _PHONE_RE = re.compile(r"\+?[0-9][0-9 ()./-]*")
 MAX_BENEFIT = 0xFFFF
-
-
-class AttendeeFileError(GatedError, ValueError):
-    """A bad attendee file; the message is `FILE:LINE: column: problem`."""
 
 
 class _RowError(ValueError):

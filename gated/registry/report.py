@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 from gated.journal import u64_from_sqlite
-from hw_sim.registry_store import Conflict, RegistryStore, UsageRecord
+from gated.registry.store import Conflict, RegistryStore, UsageRecord
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,7 +55,7 @@ from typing import Any
 
 import structlog
 
-from gated.errors import GatedError
+from gated.errors import EventConflict, RegistryError
 from gated.journal import u64_from_sqlite, u64_to_sqlite
 from gated.validation.cache import (
     MAX_ZONES,
@@ -153,18 +153,6 @@ _SCHEMA += _CONFLICT_SCHEMA
 CONFLICT_KINDS = ("over_entry", "over_redemption", "revoked_use")
 
 USAGE_KINDS = ("passage", "redemption")
-
-
-class RegistryError(GatedError, ValueError):
-    """A registry command was refused (unknown ticket, bad key, unreadable database)."""
-
-
-class EventConflict(RegistryError):
-    """A gate sent a (gate, epoch, seq) the registry holds with other content."""
-
-    def __init__(self, gate_id: str, epoch: int, seq: int, what: str) -> None:
-        super().__init__(f"gate {gate_id!r} epoch {epoch:#018x} seq {seq}: already stored with another {what}")
-        self.gate_id, self.epoch, self.seq = gate_id, epoch, seq
 
 
 class _UsageRefused(Exception):
@@ -719,7 +707,6 @@ class RegistryStore:
             rows = self.conn.execute(
                 "SELECT event_id FROM events WHERE gate_id = ? AND epoch = ? ORDER BY seq", (gate_id, u64_to_sqlite(epoch)))
         return [r[0] for r in rows]
-
 
 
 class _Found:
