@@ -82,6 +82,9 @@ log = logging.getLogger(__name__)
 #: The record kinds the daemon writes. Others are accepted (the journal does
 #: not interpret kinds), so a new kind needs no schema change.
 KINDS = ("decision", "passage", "not_passed", "unexpected_passage", "redemption", "emergency", "manual_open")
+#: The kinds that carry usage (entries, exits, redemptions): what a gate replays
+#: onto its cache and what the registry counts (docs/contract.md).
+USAGE_KINDS = ("passage", "redemption")
 
 SCHEMA_VERSION = 2  # 2: the epochs table (a version 1 file is migrated on open)
 #: PRAGMA application_id: "gatJ". Tells our file apart from any other SQLite

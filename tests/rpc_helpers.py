@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gated.gate.clock import GateClock
+from gated.clock import GateClock
 from gated.config import UplinkSection
 from gated.journal import Journal
 from gated.rpc.certs import VenueCerts

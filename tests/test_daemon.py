@@ -3,7 +3,6 @@
 import asyncio
 import time
 
-import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from gated.config import load_config

@@ -15,7 +15,7 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 from gated.config import load_config
 from gated.drivers.base import Read
 from gated.drivers.gpio import Buzzer, LaneLight, Relay
-from gated.gate.clock import GateClock
+from gated.clock import GateClock
 from gated.gate.control import policy_from_config
 from gated.gate.lane import LaneOutputs, LaneRunner, LaneServices
 from gated.journal import Journal

@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from gated.rpc.convert import MAX_UPDATE_BYTES, SnapshotAssembler, delta_from_proto
-from gated.bench.rpc import measure_import, write_import_csv
+from gated.bench.rpc import measure_import
 from gated.rpc.v1 import registry_pb2 as pb
 from gated.rpc.v1 import registry_pb2_grpc as pb_grpc
 from gated.validation import EntitlementCache

@@ -19,7 +19,7 @@ import time
 import pytest
 
 from gated.journal import Journal
-from gated.gate.state import reapply_local_usage
+from gated.usage import reapply_local_usage
 from gated.validation import EntitlementCache, TicketRecord, encode_snapshot
 from gated.registry.store import RegistryStore
 from tests.gatekit import KEY, Pty, make_gate_dir

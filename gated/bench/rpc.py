@@ -42,7 +42,7 @@ from typing import Any
 
 import grpc
 
-from gated.gate.clock import GateClock
+from gated.clock import GateClock
 from gated.config import UplinkSection
 from gated.journal import Journal
 from gated.rpc.certs import VenueCerts, make_venue_certs

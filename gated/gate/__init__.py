@@ -2,4 +2,5 @@
 scan path, given the few services it needs), `passage` (which admission a
 passage belongs to), `outcomes` (admissions whose outcome a power cut lost),
 `control` (the admin actions), `state` (what survives a reboot and its
-saving), `clock` (the registry offset) and `sdnotify` (systemd)."""
+saving) and `sdnotify` (systemd). The clock (`gated.clock`) and the usage
+replay (`gated.usage`) sit below, shared with the uplink."""

@@ -23,7 +23,7 @@ import structlog
 from gated.config import Config, load_config
 from gated.drivers.gpio import EmergencyInput
 from gated.errors import GatedError, JournalError
-from gated.gate.clock import GateClock
+from gated.clock import GateClock
 from gated.gate.lane import LaneRunner
 from gated.journal import Journal
 from gated.validation import KeyRing, Policy, Validator

@@ -39,11 +39,12 @@ from gated.config import Config, LaneConfig, load_config
 from gated.drivers.gpio import Buzzer, EmergencyInput, LaneLight, PassageSensor, Relay, make_pin_factory
 from gated.errors import GatedError, JournalError
 from gated.gate import sdnotify
-from gated.gate.clock import GateClock
+from gated.clock import GateClock
 from gated.gate.control import GateControl, policy_from_config
 from gated.gate.lane import LaneOutputs, LaneRunner, LaneServices
 from gated.gate.outcomes import SETTLED_MARK, PendingOutcomes, advance_settled_mark, settle_unknown_outcomes
-from gated.gate.state import CacheSaver, StateStore, replay_usage
+from gated.gate.state import CacheSaver, StateStore
+from gated.usage import replay_usage
 from gated.journal import Journal
 from gated.validation import KeyRing, Validator
 

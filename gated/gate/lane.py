@@ -41,7 +41,7 @@ from gated.drivers.base import Read
 from gated.drivers.gpio import Buzzer, LaneLight, Relay
 from gated.drivers.keypad import ManualEntry, ManualEntryInvalid
 from gated.errors import JournalError
-from gated.gate.clock import GateClock
+from gated.clock import GateClock
 from gated.gate.passage import PassageWindow
 from gated.journal import Journal
 from gated.validation import Decision, Direction, Mode, Validator

@@ -12,7 +12,7 @@ network admits correctly from what it last knew.
   holds: exact, because the sequence saved is exactly what the saved cache
   includes.
 - a snapshot from the registry lacks this gate's usage the registry had not
-  stored when it cut it: `reapply_local_usage` adds it back (by counting
+  stored when it cut it: `gated.usage.reapply_local_usage` adds it back (by counting
   again, not by absolute values: those would undo other gates' entries the
   snapshot does include) before the snapshot replaces the live cache, and
   the cache is then saved with the sequence that re-application reached,
@@ -24,7 +24,7 @@ registry resends), never half-loaded.
 
 At run time `CacheSaver` writes the live cache: a fresh registry snapshot at
 once, deltas and local usage at the gate's periodic save; at start
-`replay_usage` re-applies what the journal holds after the saved sequence.
+`gated.usage.replay_usage` re-applies what the journal holds after the saved sequence.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Iterable
 from pathlib import Path
 
 import structlog
@@ -40,7 +39,7 @@ import structlog
 from gated.atomic_file import write_atomically
 from gated.errors import GatedError, StateError
 from gated.keyfile import load_keyfile, save_keyfile
-from gated.journal import Journal, Record
+from gated.journal import Journal
 from gated.validation import EntitlementCache, KeyRing
 
 log = structlog.get_logger("gated.gate.state")
@@ -89,23 +88,6 @@ class StateStore:
         write_atomically(self.cache_path, snapshot)
         write_atomically(self.cache_meta_path, json.dumps({"journal_seq": journal_seq}).encode())
 
-USAGE_KINDS = ("passage", "redemption")
-
-
-def replay_usage(journal: Journal, cache: EntitlementCache, saved_seq: int) -> int:
-    """At start: re-apply the usage this gate journaled after its cache was saved
-    (`saved_seq`), absolute values from each record. Returns how many applied."""
-    if not len(cache):
-        return 0
-    replayed = 0
-    for record in journal.since(saved_seq, kinds=USAGE_KINDS):
-        p = record.payload
-        if record.ticket_id is None or "entries_used" not in p:
-            continue
-        if cache.restore_usage(record.ticket_id, int(p["entries_used"]), tuple(p.get("inside") or ()), p.get("benefit"), p.get("benefit_remaining")):
-            replayed += 1
-    return replayed
-
 
 class CacheSaver:
     """Writes the live cache to `store` when it changed: snapshot on the loop thread
@@ -145,43 +127,3 @@ class CacheSaver:
             await asyncio.to_thread(self.store.save_keyring, ring)
         except GatedError as exc:
             log.error("keyring_save_failed", error=str(exc))
-
-
-
-def reapply_local_usage(cache: EntitlementCache, records: Iterable[Record]) -> int:
-    """Count this gate's usage records again on top of a registry snapshot that lacks them.
-
-    Entries are counted up (never below the record's own count), exits take
-    the zone off, redemptions take one (never above the record's own
-    remainder). A record the snapshot did include is counted twice: a
-    ticket shows one use too many until the registry's delta for it arrives
-    with its absolute values, never one too few. Returns how many applied.
-    """
-    applied = 0
-    for record in records:
-        if record.kind not in USAGE_KINDS or record.ticket_id is None:
-            continue
-        rec = cache.get(record.ticket_id)
-        if rec is None:
-            continue
-        p = record.payload
-        benefit, zone, direction = p.get("benefit"), p.get("zone"), p.get("direction")
-        if benefit is not None:
-            remaining = dict(rec.benefits).get(benefit)
-            if remaining is None:
-                continue
-            remaining = max(0, remaining - 1)
-            if isinstance(p.get("benefit_remaining"), int):
-                remaining = min(remaining, p["benefit_remaining"])
-            changed = cache.restore_usage(record.ticket_id, rec.entries_used, rec.inside, benefit, remaining)
-        elif isinstance(zone, str) and zone and direction in ("in", "out"):
-            if direction == "in":
-                used = max(rec.entries_used + 1, p["entries_used"] if isinstance(p.get("entries_used"), int) else 0)
-                inside = rec.inside if zone in rec.inside else (*rec.inside, zone)
-            else:
-                used, inside = rec.entries_used, tuple(z for z in rec.inside if z != zone)
-            changed = cache.restore_usage(record.ticket_id, min(used, 0xFFFFFFFF), inside)
-        else:
-            continue
-        applied += changed
-    return applied

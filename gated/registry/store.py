@@ -56,7 +56,7 @@ from typing import Any
 import structlog
 
 from gated.errors import EventConflict, RegistryError
-from gated.journal import u64_from_sqlite, u64_to_sqlite
+from gated.journal import USAGE_KINDS, u64_from_sqlite, u64_to_sqlite
 from gated.validation.cache import (
     MAX_ZONES,
     Delta,
@@ -152,7 +152,6 @@ CREATE INDEX usage_by_ticket ON events(ticket_id, kind, at) WHERE kind IN ('pass
 _SCHEMA += _CONFLICT_SCHEMA
 CONFLICT_KINDS = ("over_entry", "over_redemption", "revoked_use")
 
-USAGE_KINDS = ("passage", "redemption")
 
 
 class _UsageRefused(Exception):

@@ -36,7 +36,7 @@ Rules it keeps:
 - A snapshot never erases this gate's own usage: the registry builds it from
   the events it had stored, so everything the journal had not seen
   acknowledged when the watch was opened is counted again on top of it
-  (`gated.gate.state.reapply_local_usage`) before it replaces the live cache,
+  (`gated.usage.reapply_local_usage`) before it replaces the live cache,
   and `snapshot_journal_seq` says up to which journal seq the result holds
   all local usage (the daemon saves it with that seq). A record whose
   journal write was still in flight at the swap is caught up by the
@@ -65,13 +65,13 @@ from typing import Any, Protocol
 import grpc
 import structlog
 
-from gated.gate.clock import GateClock
+from gated.clock import GateClock
 from gated.errors import DeltaRefused, SnapshotError, UplinkError
 from gated.journal import Journal
 from gated.rpc import convert
 from gated.rpc.v1 import registry_pb2 as pb
 from gated.rpc.v1 import registry_pb2_grpc as pb_grpc
-from gated.gate.state import reapply_local_usage
+from gated.usage import reapply_local_usage
 from gated.validation.cache import IN_PLACE_MAX_OPS, EntitlementCache
 from gated.validation.keyring import KeyRing
 
