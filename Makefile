@@ -27,6 +27,7 @@ run: $(STAMP_SIM)
 	$(BIN)/gated sim
 
 test: $(STAMP_TEST)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
 
 # The generated gRPC code in gated/rpc/v1 is committed (a fresh clone runs

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from gated.config import Config, LaneConfig
-from hw_sim.qr_frames import FRAME_HEIGHT, FRAME_WIDTH, blank_frame, render_code
+from gated.bench.frames import FRAME_HEIGHT, FRAME_WIDTH, blank_frame, render_code
 
 HOLD_S = 1.5  # how long a phone or badge stays in front of the camera
 

@@ -24,7 +24,7 @@ from gated.drivers.qr_decode import (
 )
 from gated.bench.camera import measure_decoders
 from gated.errors import DriverError
-from hw_sim.qr_frames import blank_frame, render_code, standard_set
+from gated.bench.frames import blank_frame, render_code, standard_set
 
 DYNAMIC_CODE = "GT1:AEAQAAAAAAAAAABKANQKUKV56PY33X2CHTXFSZ3XQLIOPUT4"
 STATIC_CODE = "GT1:AIAQAAAAAAAAAABKAMFB3QRZVXNU6XW5KE7AHQBWQVZ7D"

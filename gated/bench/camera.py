@@ -18,7 +18,7 @@ from gated.validation.token import mint_dynamic, mint_static
 def bench_camera(repeats: int = 5) -> dict:
     """Decode time per 640x480 frame and the share decoded, on 50 rendered phone/badge frames
     (tilted up to ~35 degrees, blurred, noisy), for each decoder installed."""
-    from hw_sim.qr_frames import standard_set
+    from gated.bench.frames import standard_set
 
     key = bytes(range(32))
     codes = [mint_dynamic(key, 1, 42, BENCH_NOW), mint_static(key, 1, 43, 0)]

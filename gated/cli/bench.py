@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 SECTIONS = "decide,gate,idle,camera,rpc,cache,delta"
-# The camera section decodes frames rendered by the simulator's hw_sim.qr_frames, which draws QR codes with
+# The camera section decodes frames rendered by the simulator's gated.bench.frames, which draws QR codes with
 # segno: a package of the sim extra, absent from a gate installed without it.
 CAMERA_NEEDS = ("segno",)
 
