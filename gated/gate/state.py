@@ -90,8 +90,10 @@ class StateStore:
 
 
 class CacheSaver:
-    """Writes the live cache to `store` when it changed: snapshot on the loop thread
-    (consistent with decide()), file writes in a worker thread.
+    """Writes the live cache to `store` when it changed, never holding the loop:
+    the table is copied and encoded in worker threads while the lanes decide;
+    the tickets they change meanwhile are brought into the copy on the loop
+    (`EntitlementCache.begin_copy`), so the file is one consistent state.
 
     The cache stays marked dirty until a save succeeds (a full disk must not
     lose the next attempt)."""
@@ -115,8 +117,16 @@ class CacheSaver:
             tail = self.journal.tail(1)
             last = tail[-1].seq if tail else 0
             seq = last if journal_seq is None else min(journal_seq, last)
-            snapshot = self.cache.to_snapshot()
             try:
+                copy = self.cache.begin_copy()
+                try:
+                    await asyncio.to_thread(copy.build)
+                finally:
+                    finished = self.cache.finish_copy(copy)  # back on the loop: cheap
+                if not finished:  # the table was replaced or grew meanwhile: the next save takes it
+                    self.dirty = True
+                    return
+                snapshot = await asyncio.to_thread(copy.snapshot)
                 await asyncio.to_thread(self.store.save_cache, snapshot, seq)
             except BaseException:
                 self.dirty = True

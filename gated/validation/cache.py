@@ -524,6 +524,14 @@ class EntitlementCache:
         self.table = _Table()
         self._staging: Staging | None = None
         self._touched: set[int] | None = None  # tickets used here while a staging is out
+        self._copies: list[CacheCopy] = []  # copies being taken for a save: they note changed tickets too
+
+    def _note(self, ticket_id: int) -> None:
+        """A ticket's row is about to change while a staging or a save copy is out."""
+        if self._touched is not None:
+            self._touched.add(ticket_id)
+        for copy in self._copies:
+            copy.touched.add(ticket_id)
 
     def __len__(self) -> int:
         return len(self.table.tid)
@@ -570,15 +578,15 @@ class EntitlementCache:
 
     def count_entry(self, row: int, zone: str) -> None:
         table = self.table
-        if self._touched is not None:
-            self._touched.add(table.tid[row])
+        if self._touched is not None or self._copies:
+            self._note(table.tid[row])
         table.used[row] = min(table.used[row] + 1, 0xFFFFFFFF)
         table.set_inside(row, table.inside[row] | 1 << table.zone_index(zone))
 
     def count_exit(self, row: int, zone: str) -> None:
         table = self.table
-        if self._touched is not None:
-            self._touched.add(table.tid[row])
+        if self._touched is not None or self._copies:
+            self._note(table.tid[row])
         bit = table.zone_bit.get(zone)
         if bit is not None:
             table.set_inside(row, table.inside[row] & ~(1 << bit))
@@ -592,8 +600,8 @@ class EntitlementCache:
         i = table.ben_off[row] + names.index(benefit)
         if table.ben[i] == 0:
             return None
-        if self._touched is not None:
-            self._touched.add(table.tid[row])
+        if self._touched is not None or self._copies:
+            self._note(table.tid[row])
         table.ben[i] -= 1
         return table.ben[i]
 
@@ -606,8 +614,8 @@ class EntitlementCache:
         row = table.row_of(ticket_id)
         if row < 0 or not 0 <= entries_used <= 0xFFFFFFFF:
             return False
-        if self._touched is not None:
-            self._touched.add(ticket_id)
+        if self._touched is not None or self._copies:
+            self._note(ticket_id)
         if benefit is not None:
             names = table.profiles[table.profile[row]].benefit_names
             if benefit not in names or benefit_remaining is None or not 0 <= benefit_remaining <= 0xFFFF:
@@ -631,6 +639,48 @@ class EntitlementCache:
         """The current state, usage included, as a snapshot (for persistence)."""
         return _encode_table(self.version, self.table)
 
+    def begin_copy(self) -> CacheCopy:
+        """Start a copy of the cache for saving, without holding the deciding thread.
+
+        On the deciding thread, cheap. Then `CacheCopy.build()` (pure CPU: a
+        worker thread) copies the table while decisions, local usage and
+        small deltas go on; every ticket they change is noted, and
+        `finish_copy()` (deciding thread again, cheap) writes those tickets
+        into the copy as they are then. `CacheCopy.snapshot()` (a worker
+        again) encodes it."""
+        copy = CacheCopy(self.table, len(self.table.tid))
+        self._copies.append(copy)
+        return copy
+
+    def finish_copy(self, copy: CacheCopy) -> bool:
+        """Bring a built copy up to the live cache; False (give it up, save
+        later) if the table was replaced meanwhile (a snapshot or a staged
+        delta) or grew (a small delta of new tickets: rows and index would
+        not match)."""
+        if copy in self._copies:
+            self._copies.remove(copy)
+        live, fresh = self.table, copy.table
+        rows = copy.rows
+        if (live is not copy.source or fresh is None or len(live.tid) != rows
+                or any(len(getattr(fresh, name)) != rows for name in _COLUMNS)):
+            copy.table = None
+            return False
+        # Zones and profiles are only ever appended: bring the copy's lists up to
+        # the live ones first, so every row written below finds its own.
+        for zone in live.zone_names[len(fresh.zone_names):]:
+            fresh.zone_index(zone)
+        for prof in live.profiles[len(fresh.profiles):]:
+            fresh.profile_ids[prof] = len(fresh.profiles)
+            fresh.profiles.append(prof)
+        for ticket_id in copy.touched:
+            live_row = live.row_of(ticket_id)
+            if live_row < 0:
+                continue
+            fresh.write_row(fresh.row_of(ticket_id), live.record(live_row))
+        fresh.capacity = dict(live.capacity)
+        copy.version = self.version
+        return True
+
     # ---- deltas ----
 
     def fits_in_place(self, delta: Delta) -> bool:
@@ -649,6 +699,10 @@ class EntitlementCache:
             _check_delta(self.table, delta.ops)
         except ValueError as exc:
             raise DeltaRefused(f"delta {delta.base_version}->{delta.version} refused: {exc}") from None
+        if self._copies:
+            for op in delta.ops:
+                if not isinstance(op, SetZone):
+                    self._note(op.record.ticket_id if isinstance(op, Upsert) else op.ticket_id)
         _apply_ops(self.table, delta.ops)
         self.version = delta.version
 
@@ -708,6 +762,27 @@ class EntitlementCache:
             raise DeltaRefused(f"delta builds on version {delta.base_version}, cache is at {self.version}")
         if not isinstance(delta.version, int) or delta.version <= delta.base_version:
             raise DeltaRefused(f"delta version {delta.version} does not follow {delta.base_version}")
+
+
+class CacheCopy:
+    """A copy of the cache's table taken for a save (`EntitlementCache.begin_copy`)."""
+
+    def __init__(self, source: _Table, rows: int) -> None:
+        self.source = source
+        self.rows = rows
+        self.table: _Table | None = None
+        self.touched: set[int] = set()
+        self.version: int | None = None
+
+    def build(self) -> None:
+        """Copy the table: pure CPU, for a worker thread."""
+        self.table = self.source.copy(_no_pause)
+
+    def snapshot(self) -> bytes:
+        """The finished copy as a snapshot: pure CPU, for a worker thread."""
+        if self.table is None or self.version is None:
+            raise ValueError("the copy was not built and finished")
+        return _encode_table(self.version, self.table)
 
 
 class Staging:
