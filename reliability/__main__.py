@@ -81,7 +81,7 @@ def render(started, args, cuts: powercut.CutResult, parts, secrets, fuzz) -> str
         f"Parameters: `--cuts {args.cuts} --fuzz-runs {args.fuzz_runs} --sim-s {args.sim_s:g} --seed {args.seed}`"
         + ("" if args.cuts >= 1000 and args.fuzz_runs >= 1_000_000 else " (shorter than the full campaign: 1,000 cuts, 10^6 runs per target)") + ".",
         "",
-        "The promises (docs: `../shared/design/architecture.md`): no one passes without a durable record; a single-entry",
+        "The promises (docs/architecture.md): no one passes without a durable record; a single-entry",
         "ticket is used once; every record reaches the registry exactly once. Each is asserted strictly: the target",
         "column is what must hold, the result column is what this run found.",
         "",

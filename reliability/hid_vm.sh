@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The real HID path, in a VM: tests/test_drivers_hid.py with /dev/uinput.
+# The real HID path, in a VM: tests/drivers/test_hid_scanner.py with /dev/uinput.
 #
 # The machines this project builds on have no /dev/uinput, so the tests that
 # type on a virtual keyboard (evdev grab, reads, unplug/replug) are skipped
@@ -23,7 +23,7 @@ repo=$PWD
 cache=${GATED_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gated-vm}
 virtme_version=1.42
 vm_timeout=${GATED_VM_TIMEOUT:-600}
-test_file=tests/test_drivers_hid.py
+test_file=tests/drivers/test_hid_scanner.py
 
 say() { echo "hid-vm: $*"; }
 die() { echo "hid-vm: $*" >&2; exit 2; }

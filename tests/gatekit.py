@@ -6,8 +6,8 @@ import os
 import textwrap
 from pathlib import Path
 
-from gated.keyfile import save_keyfile
 from gated.gate.state import StateStore
+from gated.keyfile import save_keyfile
 from gated.validation import KeyRing, TicketRecord, encode_snapshot
 
 KEY = bytes(range(32))

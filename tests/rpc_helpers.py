@@ -11,12 +11,13 @@ from pathlib import Path
 from gated.clock import GateClock
 from gated.config import UplinkSection
 from gated.journal import Journal
+from gated.registry.server import RegistryServer, TlsFiles
 from gated.rpc.certs import VenueCerts
 from gated.rpc.uplink import Uplink
 from gated.validation import EntitlementCache, KeyRing, Lane, TicketRecord, Validator
 from gated.validation.policy import Direction
 from gated.validation.token import mint_dynamic, mint_static
-from gated.registry.server import RegistryServer, TlsFiles
+from tests.conftest import until  # noqa: F401 - the scenarios import it from here with the scenery
 
 KEY = bytes(range(32))
 KID = 1
@@ -103,14 +104,6 @@ class Gate:
         return decision
 
 
-async def until(predicate, timeout: float = 5.0, what: str = "condition") -> float:
-    """Wait for `predicate()` to hold; returns the seconds it took."""
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.005)
-    return time.monotonic() - start
 
 
 @dataclass

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from gated.errors import JournalError
 from gated.bench.journal import measure_commit
+from gated.errors import JournalError
 from gated.journal import EPOCH_SEQ_LEAP, Journal, Record, u64_to_sqlite
 
 pytestmark = pytest.mark.timeout(120)

@@ -1,6 +1,6 @@
 """Generate the Python code for `proto/gated/v1/*.proto` into `gated/rpc/v1/`.
 
-`make proto` runs this; `tests/test_rpc_codegen.py` runs it into a temporary
+`make proto` runs this; `tests/rpc/test_codegen.py` runs it into a temporary
 directory and compares, so committed code that no longer matches the
 contract fails the tests.
 

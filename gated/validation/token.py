@@ -1,4 +1,4 @@
-"""The gate token format, version 1 (`shared/design/token-format.md`), byte for byte.
+"""The gate token format, version 1 (docs/token-format.md), byte for byte.
 
 Owns: per-ticket key derivation, minting and parsing of dynamic (0x01) and
 static (0x02) codes, and the 8-digit manual TOTP code. Verification against a
