@@ -33,7 +33,7 @@ def seeds() -> dict[str, list[bytes]]:
     out["hid_keys"] = [b"\x00\x20" + press(34) + press(20) + press(2) + press(28),
                        b"\x01\x10" + bytes([42, 2]) + press(34) + bytes([42, 0]) + press(28),
                        b"\x02\x03" + press(16) * 5 + press(28)]
-    out["config"] = [(REPO / "config" / name).read_bytes() for name in ("example.toml", "sim.toml")]
+    out["config"] = [(REPO / path).read_bytes() for path in ("config/example.toml", "hw_sim/sim.toml")]
     out["config"] += [b'[gate]\nid = "g"\nkey_file = "keys.json"\n[[lane]]\nid = "in-1"\nzone = "hall"\ndirection = "in"\n'
                       b'mode = "turnstile"\n[[lane.scanner]]\nkind = "serial"\nport = "/dev/ttyACM0"\n']
     out["snapshot"] = [_BASE_SNAPSHOT[:-4]]

@@ -22,7 +22,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--no-registry", action="store_true", help="no reference registry: the gate runs offline")
     p.add_argument("--rate", type=float, default=DEFAULT_RATE_PER_MIN, metavar="PER_MIN",
                    help=f"people arriving per minute while auto traffic is on (default {DEFAULT_RATE_PER_MIN:g})")
-    p.add_argument("--config", metavar="FILE", help="the simulator config to start from (default config/sim.toml)")
+    p.add_argument("--config", metavar="FILE", help="the simulator config to start from (default hw_sim/sim.toml)")
     p.set_defaults(func=cmd_sim)
 
 

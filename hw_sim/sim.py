@@ -3,7 +3,7 @@
 What runs, all in this process, on one event loop:
 
 - the real `Gate` (gated.gate.daemon) with the config generated from
-  config/sim.toml into the run directory, gpiozero's MockFactory for pins;
+  hw_sim/sim.toml into the run directory, gpiozero's MockFactory for pins;
 - virtual devices feeding its real drivers (`hw_sim.devices`): a pty per
   serial scanner, a frame source for the in-lane camera, the mock pins read
   back and driven;
@@ -57,7 +57,7 @@ from hw_sim.traffic import Crowd
 log = structlog.get_logger("hw_sim.sim")
 
 
-SIM_CONFIG = Path(__file__).resolve().parent.parent / "config" / "sim.toml"
+SIM_CONFIG = Path(__file__).resolve().parent / "sim.toml"
 MARKER = ".gated-sim"
 REDRAW_S = 0.25
 SAMPLE_S = 0.05

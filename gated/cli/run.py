@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from gated.cli.args import add_group
 
 
@@ -15,10 +17,22 @@ def cmd_run(args) -> int:
     return asyncio.run(run_gate(args.config))
 
 
-def cmd_config_check(args) -> int:
-    from gated.config import config_check_main
+def check_config(path, *, check_files: bool = False) -> int:
+    """`gated config check FILE`: 0 and a summary on stdout, or 2 and one line on stderr."""
+    from gated.config import describe, load_config
+    from gated.errors import ConfigError
 
-    return config_check_main(args.file, check_files=args.check_files)
+    try:
+        config = load_config(path, check_files=check_files)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"OK: {path}: {describe(config)}")
+    return 0
+
+
+def cmd_config_check(args) -> int:
+    return check_config(args.file, check_files=args.check_files)
 
 
 def add_parser(subparsers) -> None:

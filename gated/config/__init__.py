@@ -31,7 +31,7 @@ every table and key), `getters` (typed, bounded reads), `load` (one reader
 per table, and `load_config`).
 """
 
-from gated.config.load import config_check_main, describe, is_loopback_host, load_config
+from gated.config.load import describe, is_loopback_host, load_config
 from gated.config.schema import (
     AdminSection,
     BuzzerConfig,
@@ -64,7 +64,6 @@ __all__ = [
     "RelayConfig",
     "ScannerConfig",
     "UplinkSection",
-    "config_check_main",
     "describe",
     "is_loopback_host",
     "load_config",

@@ -1,11 +1,10 @@
 """One reader per table of the schema, and the entry points: `load_config`,
-`describe` and `gated config check`."""
+and `describe` (what `gated config check` prints)."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
-import sys
 import tomllib
 from pathlib import Path
 from types import MappingProxyType
@@ -497,15 +496,3 @@ def describe(config: Config) -> str:
         f"gate {config.gate.id}, {count} lane{'s' if count != 1 else ''} ({lanes}), "
         f"{uplink}, gpio {config.gate.gpio}"
     )
-
-
-def config_check_main(path: str | Path, *, check_files: bool = False) -> int:
-    """`gated config check FILE`: 0 and a summary on stdout, or 2 and one line on stderr."""
-    try:
-        config = load_config(path, check_files=check_files)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    print(f"OK: {path}: {describe(config)}")
-    return 0
-

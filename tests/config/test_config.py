@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from gated.cli.run import check_config
 from gated.config import (
     Config,
-    config_check_main,
     load_config,
 )
 from gated.errors import ConfigError
@@ -86,7 +86,7 @@ def test_the_example_gate_loads_as_two_turnstile_lanes():
 
 
 def test_the_simulator_config_has_the_same_shape_on_mock_gpio_and_loopback():
-    sim = load_config(CONFIG_DIR / "sim.toml")
+    sim = load_config(REPO / "hw_sim" / "sim.toml")
     example = load_config(CONFIG_DIR / "example.toml")
     assert sim.gate.gpio == "mock"
     assert sim.uplink is not None and sim.uplink.plaintext and sim.uplink.target.startswith("127.0.0.1:")
@@ -98,7 +98,7 @@ def test_the_simulator_config_has_the_same_shape_on_mock_gpio_and_loopback():
     serial = sim.lanes[0].scanners[0]
     # Relative paths land next to the config file, where the simulator creates them.
     assert Path(serial.port).is_absolute()
-    assert Path(serial.port) == (CONFIG_DIR / "../run/sim/scanner-in-1")
+    assert Path(serial.port) == (REPO / "hw_sim" / "../run/sim/scanner-in-1")
     assert sim.journal.path == sim.gate.state_dir / "journal.db"
 
 
@@ -483,7 +483,7 @@ _DEEP = [
 def test_any_nesting_depth_is_refused_in_one_line_naming_the_line(tmp_path, capsys, shape, nest, depth):
     text = edit(EXAMPLE, "[policy]\n", nest(depth) + "[policy]\n")
     path = write(tmp_path, text)
-    assert config_check_main(path) == 2
+    assert check_config(path) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and "Traceback" not in err
     start = line_of(text, "deep =") if shape.startswith(("arrays", "unclosed", "inline")) else line_of(text, "a.a.a")
@@ -596,7 +596,7 @@ def test_no_single_edit_gets_past_the_loader_as_anything_but_a_config_or_a_confi
 
 def test_config_check_says_ok_with_a_summary(capsys):
     path = CONFIG_DIR / "example.toml"
-    assert config_check_main(path) == 0
+    assert check_config(path) == 0
     out, err = capsys.readouterr()
     assert out.startswith(f"OK: {path}: gate hall-a-north, 2 lanes (in-1: in turnstile, out-1: out turnstile)")
     assert out.count("\n") == 1 and err == ""
@@ -604,7 +604,7 @@ def test_config_check_says_ok_with_a_summary(capsys):
 
 def test_config_check_prints_one_line_to_stderr_and_exits_2(tmp_path, capsys):
     path = write(tmp_path, edit(EXAMPLE, "pin = 17", 'pin = "17"'))
-    assert config_check_main(path) == 2
+    assert check_config(path) == 2
     out, err = capsys.readouterr()
     assert out == ""
     assert err.count("\n") == 1 and "Traceback" not in err
@@ -612,7 +612,7 @@ def test_config_check_prints_one_line_to_stderr_and_exits_2(tmp_path, capsys):
 
 
 def test_config_check_on_a_missing_file_exits_2(tmp_path, capsys):
-    assert config_check_main(tmp_path / "nope.toml") == 2
+    assert check_config(tmp_path / "nope.toml") == 2
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1
 
@@ -621,5 +621,5 @@ def test_config_check_can_require_the_files_the_daemon_will_open(capsys):
     # On a laptop /etc/gated/keys.json does not exist; the daemon's check says so.
     if Path("/etc/gated/keys.json").exists():
         pytest.skip("this machine has a gated key file")
-    assert config_check_main(CONFIG_DIR / "example.toml", check_files=True) == 2
+    assert check_config(CONFIG_DIR / "example.toml", check_files=True) == 2
     assert "gate.key_file: file not found" in capsys.readouterr().err
