@@ -46,6 +46,7 @@ from gated.config.schema import (
     PolicySection,
     RelayConfig,
     ScannerConfig,
+    ScreenConfig,
     UplinkSection,
 )
 
@@ -63,6 +64,7 @@ __all__ = [
     "PolicySection",
     "RelayConfig",
     "ScannerConfig",
+    "ScreenConfig",
     "UplinkSection",
     "config_check_main",
     "describe",

@@ -245,6 +245,32 @@ class Validator:
         mem.last_text, mem.last_at, mem.last_decision = None, now, decision
         return decision
 
+    def decide_ticket(
+        self,
+        ticket_id: int,
+        lane: Lane,
+        now: float,
+        *,
+        clock_trusted: bool = True,
+        benefit: str | None = None,
+    ) -> Decision:
+        """Decide for a ticket an operator identified without a code: a benefit redeemed
+        for the holder just scanned, or the holder picked after a phone-digit search.
+
+        Attended lanes only (a `ValueError` otherwise: nobody at a turnstile vouches for
+        who is there). The entitlement checks are those of a static badge of the
+        current serial; the lane journals how the ticket was identified."""
+        if lane.mode is not _HANDHELD:
+            raise ValueError(f"lane {lane.id}: a ticket is decided without a code on attended lanes only")
+        mem = self._memory(lane, now)
+        if not self._take_token(mem, now):
+            verified = Verified(Reason.RATE_LIMITED)
+        else:
+            verified = Verified(_OK, None, None, ticket_id)
+        decision = self._entitle(verified, lane, now, clock_trusted, benefit)
+        mem.last_text, mem.last_at, mem.last_decision = None, now, decision
+        return decision
+
     def _memory(self, lane: Lane, now: float) -> _LaneMemory:
         mem = self._lanes.get(lane.id)
         if mem is None:
