@@ -19,6 +19,8 @@ from gated.web.security import Sessions, listen_problem, same_origin, verify_pin
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 PUBLIC_PATHS = ("/signin", "/static/")
+SETTINGS: web.AppKey["WebSettings"] = web.AppKey("settings")
+SESSIONS: web.AppKey[Sessions] = web.AppKey("sessions")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
@@ -91,7 +93,7 @@ def make_app(settings: WebSettings, *, sessions: Sessions | None = None) -> web.
         return response
 
     app = web.Application(middlewares=[guard], client_max_size=64 * 1024)
-    app["settings"], app["sessions"] = settings, sessions
+    app[SETTINGS], app[SESSIONS] = settings, sessions
 
     async def signin(request: web.Request) -> web.StreamResponse:
         form = await request.post()
