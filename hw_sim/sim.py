@@ -159,6 +159,14 @@ def generate_config(template: Path, run_dir: Path, *, uplink: bool = True) -> tu
         camera = lane.get("camera")
         if camera is not None and isinstance(camera.get("source"), str) and "://" not in camera["source"]:
             camera["source"] = here(camera["source"])
+    for lane in data.get("lane", []):
+        screen = lane.get("screen")
+        if screen is not None:
+            host, port = _host_port(screen.get("listen", "127.0.0.1:8081"))
+            if not _port_free(host, port):
+                new = _free_port(host)
+                notes.append(f"lane {lane.get('id')}: screen port {port} is busy, using {new}")
+                screen["listen"] = f"{host}:{new}"
     for section, key in (("uplink", "target"), ("admin", "address")):
         table = data.get(section)
         if not table or key not in table:
@@ -349,6 +357,8 @@ class Simulator:
         registry = f", registry on {self.registry.listen} (plaintext)" if self.registry else ", no registry (offline)"
         lanes = ", ".join(f"{lane.id} ({lane.direction})" for lane in config.lanes)
         self.feed.add("", f"gate {config.gate.id} started: lanes {lanes}; {len(self.people)} attendees{registry}", "info")
+        for lane_id, screen in self.gate.screens.items():
+            self.feed.add(lane_id, f"operator screen: {screen.url}", "info")
 
     async def _wait_inputs_connected(self, timeout_s: float = 3.0) -> None:
         deadline = time.monotonic() + timeout_s

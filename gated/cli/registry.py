@@ -22,10 +22,10 @@ def _store(args, *, create: bool = False):
 
 def _is_loopback(listen: str) -> bool:
     """True when HOST:PORT names a loopback host (127.0.0.0/8, ::1, localhost)."""
-    from gated.config import is_loopback_host
+    from gated.web.security import is_loopback
 
     host = listen.rpartition(":")[0] if ":" in listen else listen
-    return is_loopback_host(host.strip("[]").lower())
+    return is_loopback(host.lower())
 
 
 def cmd_registry_serve(args) -> int:

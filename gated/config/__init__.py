@@ -31,7 +31,7 @@ every table and key), `getters` (typed, bounded reads), `load` (one reader
 per table, and `load_config`).
 """
 
-from gated.config.load import describe, is_loopback_host, load_config
+from gated.config.load import describe, load_config
 from gated.config.schema import (
     AdminSection,
     BuzzerConfig,
@@ -46,6 +46,7 @@ from gated.config.schema import (
     PolicySection,
     RelayConfig,
     ScannerConfig,
+    ScreenConfig,
     UplinkSection,
 )
 
@@ -63,8 +64,8 @@ __all__ = [
     "PolicySection",
     "RelayConfig",
     "ScannerConfig",
+    "ScreenConfig",
     "UplinkSection",
     "describe",
-    "is_loopback_host",
     "load_config",
 ]

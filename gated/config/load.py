@@ -31,10 +31,12 @@ from gated.config.schema import (
     PolicySection,
     RelayConfig,
     ScannerConfig,
+    ScreenConfig,
     UplinkSection,
 )
 from gated.errors import ConfigError
 from gated.validation.policy import DEFAULT_COLORS
+from gated.web.security import is_loopback
 
 # --------------------------------------------------------------------------
 # The schema, one reader per table
@@ -182,7 +184,7 @@ def _read_admin(root: Section) -> AdminSection:
         return AdminSection(socket=socket, host=None, port=None)
     address = sec.get_str("address", what='"host:port" on loopback')
     host, port = _split_host_port(sec, "address", address)
-    if not is_loopback_host(host):
+    if not is_loopback(host):
         # The admin service has no authentication: only this machine may reach it.
         sec.fail(
             "address",
@@ -190,16 +192,6 @@ def _read_admin(root: Section) -> AdminSection:
             "the admin service has no authentication",
         )
     return AdminSection(socket=None, host=host, port=port)
-
-
-def is_loopback_host(host: str) -> bool:
-    """`localhost` or a loopback IP address (127.0.0.0/8, ::1): only this machine can connect."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _read_emergency(root: Section) -> EmergencySection | None:
@@ -291,7 +283,7 @@ def _read_camera(lane: Section) -> CameraConfig | None:
 
 _LANE_KEYS = (
     "id", "zone", "direction", "mode", "categories", "passage_timeout_s",
-    "scanner", "camera", "relay", "light", "buzzer", "passage",
+    "scanner", "camera", "relay", "light", "buzzer", "passage", "screen",
 )  # fmt: skip
 
 
@@ -367,6 +359,8 @@ def _read_lane(sec: Section) -> LaneConfig:
             "add the sensor or remove this key",
         )
 
+    screen = _read_screen(sec, mode)
+
     return LaneConfig(
         id=lane_id,
         zone=zone,
@@ -380,6 +374,42 @@ def _read_lane(sec: Section) -> LaneConfig:
         light=light,
         buzzer=buzzer,
         passage=passage,
+        screen=screen,
+    )
+
+
+_SCREEN_KEYS = ("listen", "tls_cert", "tls_key", "pin_hash", "session_minutes", "phone_lookups_per_min")
+
+
+def _read_screen(lane: Section, mode: str) -> ScreenConfig | None:
+    from gated.web.security import listen_problem, pin_hash_problem
+
+    sec = lane.section("screen", _SCREEN_KEYS)
+    if sec is None:
+        return None
+    if mode != "handheld":
+        sec.fail(None, "an operator screen belongs to a handheld lane; a turnstile has nobody to read it")
+    listen = sec.get_str("listen", "127.0.0.1:8081", what='"host:port" (loopback unless TLS and a PIN are set)')
+    host, port = _split_host_port(sec, "listen", listen)
+    host = host.strip("[]")
+    sec.ctx.claim(f"web port {port}", sec.path + ("listen",), "one page per port")
+    if ("tls_cert" in sec) != ("tls_key" in sec):
+        sec.fail("tls_cert" if "tls_cert" not in sec else "tls_key", "set both tls_cert and tls_key, or neither")
+    tls_cert = sec.get_path("tls_cert", None, must_exist=True)
+    tls_key = sec.get_path("tls_key", None, must_exist=True)
+    pin_hash = sec.get_str("pin_hash", None, what="a hash from `gated web hash-pin`")
+    if pin_hash is not None and (problem := pin_hash_problem(pin_hash)):
+        sec.fail("pin_hash", problem)
+    if problem := listen_problem(host, tls=tls_cert is not None, sign_in=pin_hash is not None):
+        sec.fail("listen", problem)
+    return ScreenConfig(
+        host=host,
+        port=port,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        pin_hash=pin_hash,
+        session_minutes=sec.get_float("session_minutes", 480.0, 1.0, 24 * 60.0),
+        phone_lookups_per_min=sec.get_int("phone_lookups_per_min", 6, 1, 600),
     )
 
 

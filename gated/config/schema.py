@@ -133,6 +133,19 @@ class PassageConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ScreenConfig:
+    """The operator screen of a handheld lane (`[lane.screen]`): a web page the gate serves."""
+
+    host: str  # loopback unless tls_cert, tls_key and pin_hash are all set
+    port: int
+    tls_cert: Path | None
+    tls_key: Path | None
+    pin_hash: str | None  # from `gated web hash-pin`; set: the page asks for the PIN
+    session_minutes: float
+    phone_lookups_per_min: int  # the last-4-digits search, per unit
+
+
+@dataclass(frozen=True, slots=True)
 class LaneConfig:
     id: str
     zone: str
@@ -146,6 +159,7 @@ class LaneConfig:
     light: LightConfig | None
     buzzer: BuzzerConfig | None
     passage: PassageConfig | None
+    screen: ScreenConfig | None = None  # handheld lanes only
 
 
 @dataclass(frozen=True, slots=True)

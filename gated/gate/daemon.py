@@ -35,17 +35,29 @@ from typing import Any, Callable, Coroutine
 
 import structlog
 
+from gated.clock import GateClock
 from gated.config import Config, LaneConfig, load_config
-from gated.drivers.gpio import Buzzer, EmergencyInput, LaneLight, PassageSensor, Relay, make_pin_factory
+from gated.drivers.gpio import (
+    Buzzer,
+    EmergencyInput,
+    LaneLight,
+    PassageSensor,
+    Relay,
+    make_pin_factory,
+)
 from gated.errors import GatedError, JournalError
 from gated.gate import sdnotify
-from gated.clock import GateClock
 from gated.gate.control import GateControl, policy_from_config
 from gated.gate.lane import LaneOutputs, LaneRunner, LaneServices
-from gated.gate.outcomes import SETTLED_MARK, PendingOutcomes, advance_settled_mark, settle_unknown_outcomes
+from gated.gate.outcomes import (
+    SETTLED_MARK,
+    PendingOutcomes,
+    advance_settled_mark,
+    settle_unknown_outcomes,
+)
 from gated.gate.state import CacheSaver, StateStore
-from gated.usage import replay_usage
 from gated.journal import Journal
+from gated.usage import replay_usage
 from gated.validation import KeyRing, Validator
 
 log = structlog.get_logger("gated.gate.daemon")
@@ -85,6 +97,8 @@ class Gate(GateControl):
         self.admin: Any = None
         self.journal: Journal | None = None
         self._service_tasks: list[asyncio.Task] = []
+        self.screens: dict[str, Any] = {}  # lane id -> OperatorScreen (handheld lanes with a [lane.screen])
+        self.cache_changed_at: float | None = None  # wall time the cache last changed from the registry
 
     # ---- start ----
 
@@ -94,6 +108,8 @@ class Gate(GateControl):
         self.store = StateStore(cfg.gate.state_dir)
         self.keyring = self.store.load_keyring(cfg.gate.key_file)
         cache, saved_seq = self.store.load_cache()
+        if self.store.cache_path.exists():
+            self.cache_changed_at = self.store.cache_path.stat().st_mtime
         self.journal = Journal(cfg.journal.path, self.gate_id, retention_s=cfg.journal.retention_days * 86400.0)
         replayed = replay_usage(self.journal, cache, saved_seq)
         self.saver = CacheSaver(self.store, self.journal, cache)
@@ -214,6 +230,25 @@ class Gate(GateControl):
         address = None if admin.socket is not None else f"{admin.host}:{admin.port}"
         self.admin = AdminServer(self, socket_path=admin.socket, address=address)
         await self.admin.start()
+        await self._start_screens()
+
+    async def _start_screens(self) -> None:
+        """The operator screen of each handheld lane that has one (aiohttp loads only then)."""
+        lanes = [lc for lc in self.config.lanes if lc.screen is not None]
+        if not lanes:
+            return
+        from gated.gate.screen import OperatorScreen, unit_status_of
+
+        status = unit_status_of(self)
+        for lc in lanes:
+            screen = OperatorScreen(self.lanes[lc.id], lc.screen, unit_status=status,
+                                    color_for=lambda category: self.config.policy.color_for(category), gate_id=self.gate_id)
+            await screen.start()
+            self.screens[lc.id] = screen
+
+    async def _stop_screens(self) -> None:
+        for screen in self.screens.values():
+            await screen.stop()
 
     def inputs_connected(self) -> bool:
         """Every scanner's device is open (the simulator and tests wait for this)."""
@@ -269,6 +304,7 @@ class Gate(GateControl):
         (`Uplink.snapshot_journal_seq`), never a later one: usage journaled
         after it is replayed at boot rather than lost."""
         self.saver.mark_dirty()
+        self.cache_changed_at = time.time()
         if snapshot:
             self.spawn(self.saver.save(journal_seq=getattr(self.uplink, "snapshot_journal_seq", None)))
 
@@ -311,6 +347,7 @@ class Gate(GateControl):
         for task in self._input_tasks:
             task.cancel()
         await asyncio.gather(*self._input_tasks, return_exceptions=True)
+        await self._stop_screens()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=STOP_GRACE_S)
         for lane in self.lanes.values():
@@ -344,6 +381,7 @@ class Gate(GateControl):
         for task in (*self._input_tasks, *self._service_tasks):
             task.cancel()
         await asyncio.gather(*self._input_tasks, *self._service_tasks, return_exceptions=True)
+        await self._stop_screens()
         if self.admin is not None:
             await self.admin.stop()
         self._close_outputs()

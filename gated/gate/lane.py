@@ -36,12 +36,12 @@ from typing import Any
 
 import structlog
 
+from gated.clock import GateClock
 from gated.config import LaneConfig
 from gated.drivers.base import Read
 from gated.drivers.gpio import Buzzer, LaneLight, Relay
 from gated.drivers.keypad import ManualEntry, ManualEntryInvalid
 from gated.errors import JournalError
-from gated.clock import GateClock
 from gated.gate.passage import PassageWindow
 from gated.journal import Journal
 from gated.validation import Decision, Direction, Mode, Validator
@@ -104,6 +104,7 @@ class LaneRunner:
         self.counters = LaneCounters()
         self.last_decision: Decision | None = None
         self._expiry_handle: asyncio.TimerHandle | None = None
+        self.observers: list[Callable[[Decision], None]] = []  # hear each journaled decision (the operator screen)
 
     # ---- inputs (called on the loop thread) ----
 
@@ -136,6 +137,21 @@ class LaneRunner:
             return None
         decision = s.validator.decide_manual(entry.ticket_id, entry.digits, self.spec, s.clock.now(), clock_trusted=s.clock.trusted(), benefit=benefit)
         await self._record_and_act(decision, {"source": entry.source, "typed": True})
+        return decision
+
+    async def redeem(self, ticket_id: int, benefit: str, *, source: str = "screen") -> Decision:
+        """An operator redeems one `benefit` for the holder of `ticket_id` (attended lanes):
+        every redemption goes through here, a decision like any other (ok, no_benefit,
+        benefit_exhausted...), journaled, then counted."""
+        return await self.decide_identified(ticket_id, source=source, benefit=benefit)
+
+    async def decide_identified(self, ticket_id: int, *, source: str, benefit: str | None = None,
+                                extra: dict[str, Any] | None = None) -> Decision:
+        """Decide for a ticket an operator identified without a code (`Validator.decide_ticket`):
+        journaled with `source` saying how ("screen" for a redemption, "phone" for a pick)."""
+        s = self.services
+        decision = s.validator.decide_ticket(ticket_id, self.spec, s.clock.now(), clock_trusted=s.clock.trusted(), benefit=benefit)
+        await self._record_and_act(decision, {"source": source, "identified": True, **(extra or {})})
         return decision
 
     async def _record_and_act(self, decision: Decision, extra: dict[str, Any]) -> None:
@@ -174,6 +190,11 @@ class LaneRunner:
                 await self._count(decision, record.seq, confirmed=False)
         self._tally(decision)
         s.on_record()
+        for observer in self.observers:
+            try:
+                observer(decision)
+            except Exception as exc:  # a page must never stop a lane
+                log.error("observer_failed", lane=self.id, error=repr(exc))
         log.info(
             "decision", lane=self.id, reason=str(decision.reason), ticket_id=decision.ticket_id,
             category=decision.category, code_kind=None if decision.kind is None else str(decision.kind),

@@ -28,10 +28,10 @@ from typing import Any, Protocol
 import grpc
 import structlog
 
-from gated.config import is_loopback_host
 from gated.errors import AdminAddressError, AdminError
 from gated.rpc.v1 import admin_pb2 as pb
 from gated.rpc.v1 import admin_pb2_grpc as pb_grpc
+from gated.web.security import is_loopback
 
 __all__ = ["AdminAddressError", "AdminClient", "AdminError", "AdminServer", "GateControl", "admin_target"]
 
@@ -65,7 +65,7 @@ def admin_target(*, socket_path: str | os.PathLike[str] | None = None, address: 
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise AdminAddressError(f"admin address {address!r} is not host:port")
-    if not is_loopback_host(host):
+    if not is_loopback(host):
         raise AdminAddressError(
             f"admin address {address!r} is not loopback (127.0.0.1, [::1] or localhost): "
             "the admin service has no authentication"

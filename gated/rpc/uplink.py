@@ -188,6 +188,11 @@ class Uplink:
             loop.call_soon_threadsafe(self._wake.set)
 
     @property
+    def connected(self) -> bool:
+        """The stream to the registry is up right now."""
+        return self._connected
+
+    @property
     def journal_acked_seq(self) -> int:
         """The highest seq this uplink has marked acknowledged in the journal."""
         return self._journal_acked

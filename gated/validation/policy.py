@@ -46,7 +46,13 @@ from typing import Mapping, NamedTuple
 
 from gated.validation.cache import EntitlementCache, TicketState
 from gated.validation.keyring import KeyRing
-from gated.validation.token import CodeKind, Reason, Verified, verify_code, verify_manual
+from gated.validation.token import (
+    CodeKind,
+    Reason,
+    Verified,
+    verify_code,
+    verify_manual,
+)
 
 # The seed's lane colours; the config's [policy.colors] adds to and overrides them.
 DEFAULT_COLORS: Mapping[str, str] = MappingProxyType({
@@ -241,6 +247,32 @@ class Validator:
             verified = verify_manual(ticket_id, digits, self.keyring.keys, now, self._skew_steps)
             if verified.reason is Reason.OK and not clock_trusted:
                 verified = verified._replace(reason=Reason.CLOCK_UNSYNCED)
+        decision = self._entitle(verified, lane, now, clock_trusted, benefit)
+        mem.last_text, mem.last_at, mem.last_decision = None, now, decision
+        return decision
+
+    def decide_ticket(
+        self,
+        ticket_id: int,
+        lane: Lane,
+        now: float,
+        *,
+        clock_trusted: bool = True,
+        benefit: str | None = None,
+    ) -> Decision:
+        """Decide for a ticket an operator identified without a code: a benefit redeemed
+        for the holder just scanned, or the holder picked after a phone-digit search.
+
+        Attended lanes only (a `ValueError` otherwise: nobody at a turnstile vouches for
+        who is there). The entitlement checks are those of a static badge of the
+        current serial; the lane journals how the ticket was identified."""
+        if lane.mode is not _HANDHELD:
+            raise ValueError(f"lane {lane.id}: a ticket is decided without a code on attended lanes only")
+        mem = self._memory(lane, now)
+        if not self._take_token(mem, now):
+            verified = Verified(Reason.RATE_LIMITED)
+        else:
+            verified = Verified(_OK, None, None, ticket_id)
         decision = self._entitle(verified, lane, now, clock_trusted, benefit)
         mem.last_text, mem.last_at, mem.last_decision = None, now, decision
         return decision

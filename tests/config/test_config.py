@@ -92,9 +92,11 @@ def test_the_simulator_config_has_the_same_shape_on_mock_gpio_and_loopback():
     assert sim.uplink is not None and sim.uplink.plaintext and sim.uplink.target.startswith("127.0.0.1:")
     assert sim.uplink.ca is None and sim.uplink.cert is None and sim.uplink.key is None
     assert (sim.admin.host, sim.admin.port) == ("127.0.0.1", 7001)
+    # The example's turnstiles, then the simulator's attended desk with its operator screen on loopback.
     assert [(l.id, l.direction, l.mode) for l in sim.lanes] == [
         (l.id, l.direction, l.mode) for l in example.lanes
-    ]
+    ] + [("desk-1", "in", "handheld")]
+    assert (sim.lanes[-1].screen.host, sim.lanes[-1].screen.pin_hash) == ("127.0.0.1", None)
     serial = sim.lanes[0].scanners[0]
     # Relative paths land next to the config file, where the simulator creates them.
     assert Path(serial.port).is_absolute()
