@@ -41,3 +41,11 @@ class JournalError(GatedError, RuntimeError):
 
 class DriverError(GatedError, RuntimeError):
     """A hardware driver could not be opened or configured."""
+
+
+class BadgeError(GatedError, ValueError):
+    """A badge cannot be rendered as asked (size, colour, photo, font, format)."""
+
+
+class PrinterError(GatedError, OSError):
+    """A badge could not be sent to its printer; the message names the printer."""

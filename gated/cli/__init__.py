@@ -14,14 +14,14 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from gated.cli import admin, bench, certs, demo, journal, keys, registry, run, token
+from gated.cli import admin, badge, bench, certs, demo, journal, keys, registry, run, token
 from gated.cli.args import EXIT_OK, EXIT_USAGE, Parser, UsageError, needs_extra
 from gated.errors import GatedError
 
 PLUGIN_GROUP = "gated.commands"
 # Commands that come with an optional part of gated, and what to say when that part is not installed.
 OPTIONAL_COMMANDS = {"sim": ("the simulator", "sim")}
-BUILTIN = (keys, token, bench, demo, run, journal, admin, registry, certs)  # the order `gated --help` lists them
+BUILTIN = (keys, token, bench, demo, run, journal, admin, registry, certs, badge)  # the order `gated --help` lists them
 
 
 def _unavailable(subparsers, name: str, help: str, answer) -> None:
