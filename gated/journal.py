@@ -82,7 +82,7 @@ log = logging.getLogger(__name__)
 
 #: The record kinds the daemon writes. Others are accepted (the journal does
 #: not interpret kinds), so a new kind needs no schema change.
-KINDS = ("decision", "passage", "not_passed", "unexpected_passage", "redemption", "emergency", "manual_open")
+KINDS = ("decision", "passage", "not_passed", "unexpected_passage", "redemption", "emergency", "manual_open", "badge_printed")
 
 SCHEMA_VERSION = 2  # 2: the epochs table (a version 1 file is migrated on open)
 #: PRAGMA application_id: "gatJ". Tells our file apart from any other SQLite
