@@ -159,6 +159,9 @@ def generate_config(template: Path, run_dir: Path, *, uplink: bool = True) -> tu
         camera = lane.get("camera")
         if camera is not None and isinstance(camera.get("source"), str) and "://" not in camera["source"]:
             camera["source"] = here(camera["source"])
+        printer = lane.get("printer")
+        if printer is not None and printer.get("kind") == "file" and isinstance(printer.get("target"), str):
+            printer["target"] = here(printer["target"])
     for section, key in (("uplink", "target"), ("admin", "address")):
         table = data.get(section)
         if not table or key not in table:

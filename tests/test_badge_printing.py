@@ -241,3 +241,27 @@ def test_the_cups_command_line_is_lp_with_the_queue_and_the_file_and_no_shell():
     assert lp_command("desk_badges", "/tmp/gated-badge-x.pdf", "badge-42-0") == [
         "lp", "-d", "desk_badges", "-t", "badge-42-0", "-o", "fit-to-page", "--", "/tmp/gated-badge-x.pdf"]
     assert lp_command("q; rm -rf /", "/tmp/b.pdf", "t")[2] == "q; rm -rf /"  # one argv item, never a shell
+
+
+def test_the_simulators_desk_prints_into_its_run_directory(tmp_path):
+    from hw_sim.sim import generate_config
+
+    root = Path(__file__).resolve().parent.parent
+    data, _ = generate_config(root / "config" / "sim.toml", tmp_path, uplink=False)
+    desk = next(lane for lane in data["lane"] if lane["id"] == "desk-1")
+    assert desk["mode"] == "handheld" and desk["printer"] == {
+        "kind": "file", "target": str(tmp_path / "badges"), "size": "cr80", "format": "png"}
+    assert load_config(root / "config" / "sim.toml").lanes[-1].printer.kind == "file"
+
+
+def test_the_example_desk_in_example_toml_loads_once_uncommented(tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "config" / "example.toml").read_text()
+    head, desk = text.split("# [[lane]]\n# id = \"desk-1\"", 1)
+    lines = [line[2:] if line.startswith("# ") else line for line in ("# [[lane]]\n# id = \"desk-1\"" + desk).splitlines()]
+    uncommented = head + "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+    (tmp_path / "gate.toml").write_text(uncommented)
+    config = load_config(tmp_path / "gate.toml")
+    printer = config.lanes[-1].printer
+    assert (config.lanes[-1].id, printer.kind, printer.target, printer.model, printer.size) == (
+        "desk-1", "brother-ql", "tcp://192.168.1.40", "QL-820NWB", "62mm")
