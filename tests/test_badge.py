@@ -248,3 +248,12 @@ def test_badge_render_bad_usage_is_one_line_and_exit_2(keyfile, tmp_path, change
     r = gated("badge", "render", *[x for kv in args.items() for x in kv])
     assert r.returncode == 2 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_gate_installed_without_the_print_extra_says_what_to_install(keyfile, tmp_path):
+    code = "import sys; sys.modules['PIL'] = None; sys.modules['segno'] = None; from gated.cli import main; sys.exit(main(sys.argv[1:]))"
+    r = subprocess.run([sys.executable, "-c", code, "badge", "render", "--keys", keyfile, "--kid", "1", "--ticket", "42",
+                        "--serial", "0", "--name", "A", "--company", "B", "--category", "guest", "--format", "png",
+                        "--out", str(tmp_path / "b.png")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "error: badge printing needs the print extra (segno is missing): pip install 'gated[print]'"), r.stderr
