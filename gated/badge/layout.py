@@ -184,7 +184,9 @@ def _words(x, y, name_w, col_w, name, company, name_size, ink, measure, *, centr
         y += s * 1.2
     if company:
         y += size * 0.15
-        c_w = name_w if photo_h and y < out[0].y + photo_h else col_w  # beside the photo, or under it
+        c_w = name_w if photo_h and y < out[0].y + photo_h else col_w  # beside the photo...
+        if c_w < col_w and measure(company, size * 0.55) > c_w:
+            y, c_w = out[0].y + photo_h + size * 0.3, col_w  # ...or under it, where the whole column is free
         text, s = fit(company, c_w, size * 0.55, measure, 2.0)
         out.append(Text(x, y, c_w, s, text, ink, centre))
     return out
