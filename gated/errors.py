@@ -77,3 +77,9 @@ class EventConflict(RegistryError):
 
 class AttendeeFileError(GatedError, ValueError):
     """A bad attendee file; the message is `FILE:LINE: column: problem`."""
+class BadgeError(GatedError, ValueError):
+    """A badge cannot be rendered as asked (size, colour, photo, font, format)."""
+
+
+class PrinterError(GatedError, OSError):
+    """A badge could not be sent to its printer; the message names the printer."""

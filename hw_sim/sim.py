@@ -167,6 +167,9 @@ def generate_config(template: Path, run_dir: Path, *, uplink: bool = True) -> tu
                 new = _free_port(host)
                 notes.append(f"lane {lane.get('id')}: screen port {port} is busy, using {new}")
                 screen["listen"] = f"{host}:{new}"
+        printer = lane.get("printer")
+        if printer is not None and printer.get("kind") == "file" and isinstance(printer.get("target"), str):
+            printer["target"] = here(printer["target"])
     for section, key in (("uplink", "target"), ("admin", "address")):
         table = data.get(section)
         if not table or key not in table:

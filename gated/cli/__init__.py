@@ -16,6 +16,7 @@ from typing import Sequence
 
 from gated.cli import (
     admin,
+    badge,
     bench,
     certs,
     demo,
@@ -32,7 +33,7 @@ from gated.errors import GatedError
 PLUGIN_GROUP = "gated.commands"
 # Commands that come with an optional part of gated, and what to say when that part is not installed.
 OPTIONAL_COMMANDS = {"sim": ("the simulator", "sim")}
-BUILTIN = (keys, token, bench, demo, run, journal, admin, registry, certs, web)  # the order `gated --help` lists them
+BUILTIN = (keys, token, bench, demo, run, journal, admin, registry, certs, web, badge)  # the order `gated --help` lists them
 
 
 def _unavailable(subparsers, name: str, help: str, answer) -> None:

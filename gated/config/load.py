@@ -12,6 +12,11 @@ from types import MappingProxyType
 from gated.config.getters import Context, Section, show
 from gated.config.locator import MAX_NESTING, Locator, TomlPath, dotted
 from gated.config.schema import (
+    BADGE_SIZES,
+    BROTHER_QL_MODELS,
+    CUPS_QUEUE_RE,
+    PRINTER_KINDS,
+    ZEBRA_DPIS,
     COLOR_RE,
     DEFAULT_CATEGORY_COLOR,
     HOSTNAME_RE,
@@ -29,6 +34,7 @@ from gated.config.schema import (
     LightConfig,
     PassageConfig,
     PolicySection,
+    PrinterConfig,
     RelayConfig,
     ScannerConfig,
     ScreenConfig,
@@ -283,8 +289,52 @@ def _read_camera(lane: Section) -> CameraConfig | None:
 
 _LANE_KEYS = (
     "id", "zone", "direction", "mode", "categories", "passage_timeout_s",
-    "scanner", "camera", "relay", "light", "buzzer", "passage", "screen",
+    "scanner", "camera", "relay", "light", "buzzer", "passage", "screen", "printer",
 )  # fmt: skip
+
+_PRINTER_KEYS = {
+    "cups": ("kind", "target", "size"),
+    "brother-ql": ("kind", "target", "size", "model"),
+    "zpl": ("kind", "target", "size", "dpi"),
+    "file": ("kind", "target", "size", "format"),
+}
+_TCP_TARGET_RE = re.compile(r"tcp://[A-Za-z0-9.-]{1,253}(?::([0-9]{1,5}))?")
+
+
+def _read_printer(lane: Section, mode: str) -> PrinterConfig | None:
+    sec = lane.section("printer", tuple(dict.fromkeys(k for keys in _PRINTER_KEYS.values() for k in keys)))
+    if sec is None:
+        return None
+    if mode != "handheld":
+        sec.fail(None, "a badge printer belongs at a desk: only handheld lanes have a [lane.printer]")
+    kind = sec.get_str("kind", choices=PRINTER_KINDS)
+    for key in sec.data:
+        if key not in _PRINTER_KEYS[kind]:
+            sec.fail(key, f"not used by {kind} printers; they take: {', '.join(_PRINTER_KEYS[kind])}")
+    if kind == "cups":
+        target = sec.get_str("target", pattern=CUPS_QUEUE_RE, what="a CUPS queue name (lpstat -p lists them)")
+    elif kind == "file":
+        target = str(sec.ctx.resolve(sec.get_str("target", what="a folder to write badges into")))
+    else:
+        target = sec.get_str("target", what="tcp://host[:port] or a device path")
+        if target.startswith("tcp://"):
+            tcp = _TCP_TARGET_RE.fullmatch(target)
+            if tcp is None or not 1 <= int(tcp.group(1) or 9100) <= 65535:
+                sec.fail("target", f"expected tcp://host[:port], got {show(target)}")
+        elif not (kind == "brother-ql" and target.startswith("usb://")):
+            target = str(sec.ctx.resolve(target.removeprefix("file://")))
+        sec.ctx.claim(f"printer {target}", sec.path + ("target",), "one lane per printer")
+    size = sec.get_str("size", "62mm" if kind == "brother-ql" else "cr80", choices=BADGE_SIZES)
+    if kind == "brother-ql" and size != "62mm":
+        sec.fail("size", f'Brother QL printers print on 62 mm tape: size = "62mm", not {show(size)}')
+    model = sec.get_str("model", "QL-820NWB", choices=BROTHER_QL_MODELS) if kind == "brother-ql" else None
+    dpi = None
+    if kind == "zpl":
+        dpi = sec.get_int("dpi", 203, what="the printer's dots per inch")
+        if dpi not in ZEBRA_DPIS:
+            sec.fail("dpi", f"expected one of {', '.join(map(str, ZEBRA_DPIS))}, got {dpi}")
+    file_format = sec.get_str("format", "png", choices=("png", "pdf", "zpl", "brother-ql")) if kind == "file" else "png"
+    return PrinterConfig(kind=kind, target=target, size=size, model=model, dpi=dpi, format=file_format)
 
 
 def _read_lane(sec: Section) -> LaneConfig:
@@ -360,6 +410,7 @@ def _read_lane(sec: Section) -> LaneConfig:
         )
 
     screen = _read_screen(sec, mode)
+    printer = _read_printer(sec, mode)
 
     return LaneConfig(
         id=lane_id,
@@ -375,6 +426,7 @@ def _read_lane(sec: Section) -> LaneConfig:
         buzzer=buzzer,
         passage=passage,
         screen=screen,
+        printer=printer,
     )
 
 

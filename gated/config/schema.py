@@ -132,6 +132,27 @@ class PassageConfig:
     active_high: bool
 
 
+# The badge printer a desk (handheld) lane may have: `gated.badge.printers` sends to it.
+PRINTER_KINDS = ("cups", "brother-ql", "zpl", "file")
+BADGE_SIZES = ("cr80", "a6", "4x3in", "62mm")  # gated.badge.layout.SIZES
+BROTHER_QL_MODELS = (
+    "QL-500", "QL-550", "QL-560", "QL-570", "QL-580N", "QL-650TD", "QL-700", "QL-710W",
+    "QL-720NW", "QL-800", "QL-810W", "QL-820NWB", "QL-1050", "QL-1060N",
+)  # fmt: skip  (brother_ql.models: the config is checked without importing the print extra)
+ZEBRA_DPIS = (152, 203, 300, 600)
+CUPS_QUEUE_RE = re.compile(r"[A-Za-z0-9_.@-]{1,127}")
+
+
+@dataclass(frozen=True, slots=True)
+class PrinterConfig:
+    kind: str  # PRINTER_KINDS
+    target: str  # cups: a queue; brother-ql: tcp://host[:port], usb://..., a device; zpl: tcp://host[:port] or a device; file: a folder
+    size: str  # BADGE_SIZES ("62mm" for brother-ql)
+    model: str | None = None  # brother-ql
+    dpi: int | None = None  # zpl
+    format: str = "png"  # file: what each badge is written as
+
+
 @dataclass(frozen=True, slots=True)
 class ScreenConfig:
     """The operator screen of a handheld lane (`[lane.screen]`): a web page the gate serves."""
@@ -160,6 +181,7 @@ class LaneConfig:
     buzzer: BuzzerConfig | None
     passage: PassageConfig | None
     screen: ScreenConfig | None = None  # handheld lanes only
+    printer: PrinterConfig | None = None  # handheld (desk) lanes only
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,6 +100,8 @@ TICKET_ARGS = {
     "token verify --manual": lambda t: ["token", "verify", "12345678", "--keys", "k.json", "--manual", t],
     "registry revoke": lambda t: ["registry", "revoke", t, "--db", "r.db"],
     "registry reissue": lambda t: ["registry", "reissue", t, "--db", "r.db"],
+    "badge render --ticket": lambda t: ["badge", "render", "--keys", "k.json", "--kid", "1", "--ticket", t, "--serial", "0",
+                                        "--name", "N", "--company", "C", "--category", "guest", "--format", "png", "--out", "b.png"],
 }
 
 

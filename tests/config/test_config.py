@@ -97,6 +97,7 @@ def test_the_simulator_config_has_the_same_shape_on_mock_gpio_and_loopback():
         (l.id, l.direction, l.mode) for l in example.lanes
     ] + [("desk-1", "in", "handheld")]
     assert (sim.lanes[-1].screen.host, sim.lanes[-1].screen.pin_hash) == ("127.0.0.1", None)
+    assert sim.lanes[-1].printer is not None and sim.lanes[-1].printer.kind == "file"  # badges as PNGs in the run dir
     serial = sim.lanes[0].scanners[0]
     # Relative paths land next to the config file, where the simulator creates them.
     assert Path(serial.port).is_absolute()
