@@ -146,6 +146,9 @@ class LaneConfig:
     light: LightConfig | None
     buzzer: BuzzerConfig | None
     passage: PassageConfig | None
+    # handheld: a redemption while the registry cannot be asked: "refuse" | "local"
+    # (default by [gate] offline_policy: strict refuses, lenient redeems from the local cache)
+    offline_redemption: str = "refuse"
 
 
 @dataclass(frozen=True, slots=True)
