@@ -8,6 +8,7 @@ only the scanner is replaced by the `Read` it would hand over.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import grpc
@@ -21,7 +22,7 @@ from gated.gate.lane import LaneOutputs, LaneRunner, LaneServices
 from gated.gate.redeem import REDEEM_DEADLINE_S
 from gated.rpc.v1 import registry_pb2 as pb
 from gated.rpc.v1 import registry_pb2_grpc as pb_grpc
-from gated.validation import Policy, TicketRecord, Validator, encode_snapshot
+from gated.validation import EntitlementCache, Policy, TicketRecord, Validator, encode_snapshot
 from hw_sim import registry_redeem
 from tests.rpc_helpers import KEY, KID, Gate, badge_code, start_registry, until
 
@@ -261,3 +262,72 @@ def test_the_journal_record_arriving_later_does_not_take_the_lunch_twice(tmp_pat
             await registry.stop()
 
     asyncio.run(later())
+
+
+def test_offline_redemption_is_read_per_handheld_lane_with_its_default_from_the_offline_policy(tmp_path):
+    from gated.config import load_config
+    from gated.errors import ConfigError
+    from tests.gatekit import make_gate_dir
+
+    desk = '''
+    [[lane]]
+    id = "meal-1"
+    zone = "hall"
+    direction = "in"
+    mode = "handheld"
+      [[lane.scanner]]
+      kind = "serial"
+      port = "scanner-meal-1"
+      [lane.buzzer]
+      pin = 26
+    '''
+    strict = load_config(make_gate_dir(tmp_path, extra_lane=desk, tickets=None))
+    assert strict.gate.offline_policy == "strict" and strict.lanes[-1].offline_redemption == "refuse"
+    path = tmp_path / "gate.toml"
+    path.write_text(path.read_text().replace('trust_local_clock = true', 'trust_local_clock = true\noffline_policy = "lenient"'))
+    assert load_config(path).lanes[-1].offline_redemption == "local"
+    path.write_text(path.read_text().replace('mode = "handheld"', 'mode = "handheld"\noffline_redemption = "refuse"'))
+    assert load_config(path).lanes[-1].offline_redemption == "refuse"
+    path.write_text(path.read_text().replace('offline_redemption = "refuse"', 'offline_redemption = "maybe"'))
+    with pytest.raises(ConfigError, match=r'offline_redemption.*one of "refuse", "local"'):
+        load_config(path)
+    path.write_text(path.read_text().replace('mode = "turnstile"\n', 'mode = "turnstile"\noffline_redemption = "local"\n', 1))
+    with pytest.raises(ConfigError, match="only handheld lanes redeem benefits"):
+        load_config(path)
+
+
+def test_a_grant_whose_record_a_power_cut_lost_is_counted_once_when_the_unit_settles_it_at_boot(tmp_path):
+    """The registry granted, the unit journaled its decision, then the power went before the redemption
+    record: at the next start the unit journals it with "outcome": "unknown" and the same redemption_id,
+    and the registry pairs it with the grant instead of taking a second dinner."""
+    from gated.gate.outcomes import settle_unknown_outcomes
+    from gated.journal import Journal
+    from hw_sim.registry_store import IncomingEvent, RegistryStore
+
+    async def reboot():
+        with RegistryStore(tmp_path / "r.db") as store:
+            store.put_tickets([(t, "") for t in TICKETS], record_changes=False)
+            granted = registry_redeem.redeem(store, "desk-west", registry_redeem.RedeemRequest("rid-7", BLOCK, "dinner", "meal-w", 1e9))
+            assert (granted.outcome, granted.remaining, granted.delta.ops[0].remaining) == ("ok", 1, 1)
+            with Journal(tmp_path / "journal.db", "desk-west", checkpoint_every_s=None) as journal:
+                await journal.append_async("decision", at=1e9, lane="meal-w", ticket_id=BLOCK, reason="ok",
+                                           payload={"benefit": "dinner", "zone": "hall-a", "direction": "in",
+                                                    "mode": "handheld", "redemption_id": "rid-7", "authority": "registry"})
+            # kill -9 here; the next boot:
+            with Journal(tmp_path / "journal.db", "desk-west", checkpoint_every_s=None) as journal:
+                cache = EntitlementCache()
+                cache.load_snapshot(encode_snapshot(1, TICKETS))
+                [settled] = await settle_unknown_outcomes(journal, cache, 1e9 + 60)
+                assert (settled.kind, settled.payload["outcome"], settled.payload["redemption_id"]) == ("redemption", "unknown", "rid-7")
+                sent = [IncomingEvent(f"desk-west:{r.seq}", r.seq, r.at, r.kind, r.lane, r.ticket_id, r.reason, json.dumps(r.payload))
+                        for r in journal.since(0)]
+            store.store_events("desk-west", sent, time.time(), epoch=3)
+            assert remaining(store, BLOCK, "dinner") == 1  # one taken, by the grant
+            assert registry_redeem.unpaired_grants(store) == [] and store.conflicts() == []
+            # A unit that redeemed offline (no grant to pair with) is counted as before.
+            other = IncomingEvent("desk-annex:1", 1, 1e9 + 5, "redemption", "meal-a", BLOCK, "ok",
+                                  json.dumps({"ticket_id": BLOCK, "benefit": "dinner", "redemption_id": "rid-7"}))
+            store.store_events("desk-annex", [other], time.time(), epoch=9)
+            assert remaining(store, BLOCK, "dinner") == 0
+
+    asyncio.run(reboot())
