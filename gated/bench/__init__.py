@@ -42,6 +42,8 @@ TARGETS = (
     ("rpc: backlog replay at least 5,000 events/s over mTLS, each stored once", lambda r: "rpc" not in r or (r["rpc"]["backlog_replay"]["events_per_s"] >= 5000 and r["rpc"]["backlog_replay"]["stored_once"])),
     ("rpc: propagation gate A -> gate B p99 under 100 ms", lambda r: "rpc" not in r or r["rpc"]["propagation"]["p99_s"] < 0.1),
     ("rpc: GetTime p99 at most 50 ms during an import, every update within 1 MiB", lambda r: "rpc" not in r or (r["rpc"]["import"]["gettime_p99_ms"] <= 50 and r["rpc"]["import"]["largest_update_bytes"] <= 1 << 20 and r["rpc"]["import"]["default_limit_client_converged"])),
+    ("redeem: every lunch granted once across two units, redemption through the registry p99 under 100 ms", lambda r: "redeem" not in r or (
+        r["redeem"]["granted_once_each"] and r["redeem"]["scan_to_decision"]["p99_ms"] < 100)),
     ("cache: lookup p99 at most 20 µs for every id layout, present and absent", lambda r: "cache" not in r or all(
         c["lookup"][k]["p99_us"] <= 20 for c in r["cache"].values() for k in ("present", "absent"))),
     ("cache: 1,000,000-ticket snapshot loads in at most 1 s, every id layout", lambda r: "cache" not in r or all(
@@ -116,6 +118,14 @@ def _table(report: dict) -> str:
             f"(command {m['import_command_s']} s); GetTime median {m['gettime_median_ms']} ms, p99 {m['gettime_p99_ms']} ms; "
             f"{m['update_messages']} updates, largest {m['largest_update_bytes']:,} bytes; 4 MiB client converged: {m['default_limit_client_converged']}"
         )
+    if "redeem" in report:
+        r = report["redeem"]
+        lines += ["", f"redemption through the registry: {r['samples']} lunches, two handheld units (mTLS, registry in its own process)",
+                  f"  {'':<40} {'median ms':>9} {'p99 ms':>9}"]
+        for label, key in (("Redeem call, granted", "redeem_rpc"), ("scan to decision journaled (lane path)", "scan_to_decision"),
+                           ("Redeem at the other unit: exhausted", "refused_rpc"), ("Redeem retried (answered once)", "retry_rpc")):
+            lines.append(f"  {label:<40} {r[key]['median_ms']:>9.2f} {r[key]['p99_ms']:>9.2f}")
+        lines.append(f"  each lunch granted exactly once: {r['granted_once_each']}")
     if "cache" in report:
         lines += ["", "cache index per id layout (lookups interleaved with a plain dict's, same run)",
                   f"  {'layout':<12} {'tickets':>9} {'load s':>7} {'present med/p99 µs':>19} {'absent med/p99 µs':>18} {'dict med/p99 µs':>16} {'delta s':>8} {'on loop ms':>10}"]
@@ -149,7 +159,7 @@ def _table(report: dict) -> str:
     return "\n".join(lines)
 
 
-SECTIONS = ("decide", "gate", "idle", "camera", "rpc", "cache", "delta", "screen")
+SECTIONS = ("decide", "gate", "idle", "camera", "rpc", "redeem", "cache", "delta", "screen")
 
 
 def run_bench(*, as_json: bool = False, tickets: int = 1_000_000, quick: bool = False, sections: tuple[str, ...] = SECTIONS) -> int:
@@ -174,6 +184,10 @@ def run_bench(*, as_json: bool = False, tickets: int = 1_000_000, quick: bool = 
         from gated.bench.rpc import bench_rpc  # grpc, and the reference registry
 
         report["rpc"] = bench_rpc(quick, tickets)
+    if "redeem" in sections:
+        from gated.bench.redeem import measure_redemption  # two handheld units and the registry over mTLS
+
+        report["redeem"] = measure_redemption(40 if quick else 300)
     if "cache" in sections:
         t0 = time.perf_counter()
         report["cache"] = bench_cache_layouts(tickets, quick, delta_tickets=min(10_000, max(tickets // 10, 100)))

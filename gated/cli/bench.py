@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-SECTIONS = "decide,gate,idle,camera,rpc,cache,delta,screen"
+SECTIONS = "decide,gate,idle,camera,rpc,redeem,cache,delta,screen"
 # The camera section decodes frames rendered by gated.bench.frames, which draws QR codes with
 # segno: a package of the sim extra, absent from a gate installed without it.
 CAMERA_NEEDS = ("segno",)
@@ -37,5 +37,5 @@ def add_parser(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     p.add_argument("--tickets", type=int, default=1_000_000, help="cache size (default 1,000,000)")
     p.add_argument("--quick", action="store_true", help="fewer iterations (for smoke tests)")
-    p.add_argument("--sections", default=SECTIONS, help="comma-separated: decide (always), gate, idle, camera, rpc, cache, delta, screen")
+    p.add_argument("--sections", default=SECTIONS, help="comma-separated: decide (always), gate, idle, camera, rpc, redeem, cache, delta, screen")
     p.set_defaults(func=cmd_bench)

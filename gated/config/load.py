@@ -288,7 +288,7 @@ def _read_camera(lane: Section) -> CameraConfig | None:
 
 
 _LANE_KEYS = (
-    "id", "zone", "direction", "mode", "categories", "passage_timeout_s",
+    "id", "zone", "direction", "mode", "categories", "passage_timeout_s", "offline_redemption",
     "scanner", "camera", "relay", "light", "buzzer", "passage", "screen", "printer",
 )  # fmt: skip
 
@@ -337,7 +337,7 @@ def _read_printer(lane: Section, mode: str) -> PrinterConfig | None:
     return PrinterConfig(kind=kind, target=target, size=size, model=model, dpi=dpi, format=file_format)
 
 
-def _read_lane(sec: Section) -> LaneConfig:
+def _read_lane(sec: Section, offline_policy: str = "strict") -> LaneConfig:
     lane_id = sec.get_str("id", pattern=ID_RE, what=f"an id of {ID_DESC}")
     zone = sec.get_str("zone", pattern=ID_RE, what=f"a zone name of {ID_DESC}")
     direction = sec.get_str("direction", choices=("in", "out"))
@@ -411,6 +411,11 @@ def _read_lane(sec: Section) -> LaneConfig:
 
     screen = _read_screen(sec, mode)
     printer = _read_printer(sec, mode)
+    offline_redemption = "local" if offline_policy == "lenient" else "refuse"
+    if "offline_redemption" in sec:
+        if mode != "handheld":
+            sec.fail("offline_redemption", "only handheld lanes redeem benefits; remove this key from a turnstile lane")
+        offline_redemption = sec.get_str("offline_redemption", choices=("refuse", "local"))
 
     return LaneConfig(
         id=lane_id,
@@ -427,6 +432,7 @@ def _read_lane(sec: Section) -> LaneConfig:
         passage=passage,
         screen=screen,
         printer=printer,
+        offline_redemption=offline_redemption,
     )
 
 
@@ -465,14 +471,14 @@ def _read_screen(lane: Section, mode: str) -> ScreenConfig | None:
     )
 
 
-def _read_lanes(root: Section, policy: PolicySection) -> tuple[LaneConfig, ...]:
+def _read_lanes(root: Section, policy: PolicySection, offline_policy: str = "strict") -> tuple[LaneConfig, ...]:
     lane_secs = root.sections("lane", _LANE_KEYS)
     if not lane_secs:
         root.fail("lane", "at least one [[lane]] is required")
     lanes = []
     seen: dict[str, TomlPath] = {}
     for sec in lane_secs:
-        lane = _read_lane(sec)
+        lane = _read_lane(sec, offline_policy)
         first = seen.setdefault(lane.id, sec.path + ("id",))
         if first != sec.path + ("id",):
             sec.fail(
@@ -553,7 +559,7 @@ def load_config(path: str | Path, *, check_files: bool = False) -> Config:
     uplink = _read_uplink(root)
     admin = _read_admin(root)
     emergency = _read_emergency(root)
-    lanes = _read_lanes(root, policy)
+    lanes = _read_lanes(root, policy, gate.offline_policy)
     return Config(
         path=path,
         gate=gate,

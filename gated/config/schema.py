@@ -182,6 +182,9 @@ class LaneConfig:
     passage: PassageConfig | None
     screen: ScreenConfig | None = None  # handheld lanes only
     printer: PrinterConfig | None = None  # handheld (desk) lanes only
+    # handheld: a redemption while the registry cannot be asked: "refuse" | "local"
+    # (default by [gate] offline_policy: strict refuses, lenient redeems from the local cache)
+    offline_redemption: str = "refuse"
 
 
 @dataclass(frozen=True, slots=True)

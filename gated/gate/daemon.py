@@ -176,7 +176,12 @@ class Gate(GateControl):
         return LaneServices(
             validator=self.validator, journal=self.journal, clock=self.clock, monotonic=time.monotonic,
             spawn=self.spawn, on_journal_failure=self.journal_failed, on_record=self.after_record,
+            redeem=self._redeem,
         )
+
+    async def _redeem(self, ask):
+        """A handheld's redemption, asked of the registry (the lanes are built before the uplink)."""
+        return None if self.uplink is None else await self.uplink.redeem(ask)
 
     def _relay_changed(self, lane_id: str, energized: bool, at: float) -> None:
         log.info("relay", lane=lane_id, energized=energized, at=at)

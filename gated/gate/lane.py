@@ -14,7 +14,9 @@ disk.
 
 So every admitted decision is followed, on its lane and ticket, by exactly
 one outcome record: "passage" (entry or exit), "redemption" (a benefit) or
-"not_passed", whose ``decision_seq`` names the decision's record. A power
+"not_passed", whose ``decision_seq`` names the decision's record. A
+handheld's redemption is decided by the registry while it can be asked
+(`gated.redeem`), between `decide()` and the journal. A power
 cut can fall between the two; at the next start, before any lane runs, the
 missing outcome is journaled as used (the relay may have opened): see
 `gated.gate.outcomes`.
@@ -43,6 +45,7 @@ from gated.drivers.gpio import Buzzer, LaneLight, Relay
 from gated.drivers.keypad import ManualEntry, ManualEntryInvalid
 from gated.errors import JournalError
 from gated.gate.passage import PassageWindow
+from gated.redeem import Redeemer, Redemption, settle
 from gated.journal import Journal
 from gated.validation import Decision, Direction, Mode, Validator
 from gated.validation import Lane as LaneSpec
@@ -63,6 +66,7 @@ class LaneServices:
     spawn: Callable[[Coroutine], Any]  # run a coroutine the gate waits for on stop
     on_journal_failure: Callable[[Exception], None]  # a decision could not be journaled
     on_record: Callable[[], None]  # a record reached the journal
+    redeem: Redeemer | None = None  # the registry's Redeem through the uplink (None: no uplink)
 
 
 @dataclass
@@ -125,7 +129,9 @@ class LaneRunner:
         if decision.repeat:
             self.counters.repeats += 1
             return decision
-        await self._record_and_act(decision, {"source": read.source, "length": len(read.text), "truncated": read.truncated})
+        decision, redemption = await self._settle(decision)
+        await self._record_and_act(decision, {"source": read.source, "length": len(read.text), "truncated": read.truncated},
+                                   redemption)
         return decision
 
     async def handle_manual(self, entry: ManualEntry | ManualEntryInvalid, benefit: str | None = None) -> Decision | None:
@@ -136,13 +142,14 @@ class LaneRunner:
             self._guarded("buzzer", lambda buzzer: buzzer.play("deny"))
             return None
         decision = s.validator.decide_manual(entry.ticket_id, entry.digits, self.spec, s.clock.now(), clock_trusted=s.clock.trusted(), benefit=benefit)
-        await self._record_and_act(decision, {"source": entry.source, "typed": True})
+        decision, redemption = await self._settle(decision)
+        await self._record_and_act(decision, {"source": entry.source, "typed": True}, redemption)
         return decision
 
     async def redeem(self, ticket_id: int, benefit: str, *, source: str = "screen") -> Decision:
         """An operator redeems one `benefit` for the holder of `ticket_id` (attended lanes):
         every redemption goes through here, a decision like any other (ok, no_benefit,
-        benefit_exhausted...), journaled, then counted."""
+        benefit_exhausted...), settled with the registry while it can be asked, journaled, then counted."""
         return await self.decide_identified(ticket_id, source=source, benefit=benefit)
 
     async def decide_identified(self, ticket_id: int, *, source: str, benefit: str | None = None,
@@ -151,10 +158,17 @@ class LaneRunner:
         journaled with `source` saying how ("screen" for a redemption, "phone" for a pick)."""
         s = self.services
         decision = s.validator.decide_ticket(ticket_id, self.spec, s.clock.now(), clock_trusted=s.clock.trusted(), benefit=benefit)
-        await self._record_and_act(decision, {"source": source, "identified": True, **(extra or {})})
+        decision, redemption = await self._settle(decision)
+        await self._record_and_act(decision, {"source": source, "identified": True, **(extra or {})}, redemption)
         return decision
 
-    async def _record_and_act(self, decision: Decision, extra: dict[str, Any]) -> None:
+    async def _settle(self, decision: Decision) -> tuple[Decision, Redemption | None]:
+        """A redemption the cache allows: the registry's answer, or the lane's offline policy."""
+        s = self.services
+        return await settle(decision, s.validator, s.redeem, offline_local=self.config.offline_redemption == "local")
+
+    async def _record_and_act(self, decision: Decision, extra: dict[str, Any],
+                              redemption: Redemption | None = None) -> None:
         s = self.services
         payload = {
             "code_kind": decision.kind,
@@ -166,6 +180,8 @@ class LaneRunner:
         }
         if decision.benefit is not None:
             payload["benefit"] = decision.benefit
+        if redemption is not None:
+            payload.update(redemption.payload())
         try:
             record = await s.journal.append_async(
                 "decision", at=decision.at, lane=self.id, ticket_id=decision.ticket_id, reason=decision.reason, payload=payload
@@ -187,7 +203,7 @@ class LaneRunner:
                 self.window.expect((decision, record.seq), s.monotonic())
                 self._schedule_expiry()
             else:
-                await self._count(decision, record.seq, confirmed=False)
+                await self._count(decision, record.seq, confirmed=False, redemption=redemption)
         self._tally(decision)
         s.on_record()
         for observer in self.observers:
@@ -211,22 +227,28 @@ class LaneRunner:
             log.error("output_failed", lane=self.id, output=name, error=repr(exc))
             return None
 
-    async def _count(self, decision: Decision, decision_seq: int, *, confirmed: bool) -> None:
+    async def _count(self, decision: Decision, decision_seq: int, *, confirmed: bool, redemption: Redemption | None = None) -> None:
         """Journal the outcome of the admission journaled as `decision_seq` (it names it)."""
         s = self.services
         usage = s.validator.commit(decision)
+        extra = {} if redemption is None else redemption.payload()
+        if usage is not None and redemption is not None and 0 < redemption.registry_version <= s.validator.cache.version:
+            # The registry's delta for this grant arrived before its answer and took it here already.
+            remaining = usage.benefit_remaining + 1
+            s.validator.cache.restore_usage(usage.ticket_id, usage.entries_used, usage.inside, usage.benefit, remaining)
+            usage = usage._replace(benefit_remaining=remaining)
         if usage is None:
             # The ticket or its benefit left the cache meanwhile: the person is through all the
             # same, so the outcome is journaled (and counted by the registry), without local values.
             kind = "redemption" if decision.benefit is not None else "passage"
             payload = {"ticket_id": decision.ticket_id, "zone": decision.zone, "direction": decision.direction,
                        "benefit": decision.benefit, "confirmed": confirmed, "counted_locally": False,
-                       "decision_seq": decision_seq}
+                       "decision_seq": decision_seq, **extra}
             await s.journal.append_async(kind, at=s.clock.now(), lane=self.id, ticket_id=decision.ticket_id, reason="ok", payload=payload)
             s.on_record()
             return
         kind = "redemption" if usage.benefit is not None else "passage"
-        payload = {**usage._asdict(), "confirmed": confirmed, "decision_seq": decision_seq}
+        payload = {**usage._asdict(), "confirmed": confirmed, "decision_seq": decision_seq, **extra}
         await s.journal.append_async(kind, at=s.clock.now(), lane=self.id, ticket_id=usage.ticket_id, reason="ok", payload=payload)
         self.counters.passages += 1
         s.on_record()

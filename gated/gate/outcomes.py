@@ -128,6 +128,8 @@ async def settle_unknown_outcomes(journal: Journal, cache: EntitlementCache, now
         payload: dict[str, Any] = {"ticket_id": decision.ticket_id, "zone": zone, "direction": direction,
                                    "benefit": benefit, "confirmed": False, "outcome": "unknown",
                                    "decision_seq": decision.seq}
+        if isinstance(p.get("redemption_id"), str):  # the registry pairs it with its grant: taken once
+            payload["redemption_id"] = p["redemption_id"]
         row = cache.row_of(decision.ticket_id)
         if row >= 0:
             if benefit is not None:

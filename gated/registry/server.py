@@ -27,6 +27,8 @@ How it keeps the contract:
 - Fan-out: a new passage or redemption moves the registry's usage count,
   bumps the version and goes to every watching gate (the sender included) as
   a delta with absolute values.
+- Redeem: checked and taken in one store transaction (gated/registry/redeem.py),
+  answered once per (gate, redemption_id), a grant fanned out like usage.
 - Entitlement watch: a gate at the current version gets only new deltas; one
   whose version is in the recent delta log gets the deltas it missed, unless
   they add up to more bytes than a snapshot would; any other gets a snapshot
@@ -67,6 +69,7 @@ import structlog
 
 from gated.rpc.convert import (
     MAX_UPDATE_BYTES,
+    REDEEM_OUTCOMES,
     KeyChange,
     key_change_to_proto,
     op_to_proto,
@@ -75,7 +78,9 @@ from gated.rpc.convert import (
 )
 from gated.rpc.v1 import registry_pb2 as pb
 from gated.rpc.v1 import registry_pb2_grpc as pb_grpc
+from gated.validation.token import Reason
 from gated.validation.cache import Delta, EntitlementCache, Op, Reissue, SetState, Upsert, encode_snapshot
+from gated.registry import redeem as registry_redeem
 from gated.registry.store import Change, EventConflict, IncomingEvent, RegistryStore, StoredBatch
 
 log = structlog.get_logger()
@@ -484,6 +489,30 @@ class RegistryService(pb_grpc.RegistryServicer):
                 yield update
         finally:
             self._key_watchers.discard(watcher)
+
+    def _redeem(self, gate_id: str, req: registry_redeem.RedeemRequest) -> tuple[registry_redeem.RedeemResult, _Published | None]:
+        result = registry_redeem.redeem(self.store, gate_id, req, check=self.check_ops)
+        return result, None if result.delta is None else self._prepare(result.delta)
+
+    async def Redeem(self, request, context) -> pb.RedeemReply:
+        gate_id = await self._identify(context)
+        rid, benefit = request.redemption_id, request.benefit
+        if not rid or len(rid.encode()) > registry_redeem.MAX_REDEMPTION_ID or not benefit:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"a redemption needs a redemption_id of 1 to {registry_redeem.MAX_REDEMPTION_ID} bytes and a benefit")
+        req = registry_redeem.RedeemRequest(rid, request.ticket_id, benefit, request.lane, request.at)
+        try:
+            result, _published = await self._exclusive(self._redeem, gate_id, req, then=self._hand_out_batch)
+        except registry_redeem.RedemptionConflict as exc:
+            log.warning("registry_redeem_conflict", gate=gate_id, error=str(exc))
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
+        except ValueError as exc:  # the mirror refused the grant: rolled back, nothing taken
+            log.error("registry_redeem_refused", gate=gate_id, error=str(exc))
+            await context.abort(grpc.StatusCode.INTERNAL, "the registry could not apply this redemption")
+        log.info("registry_redeem", gate=gate_id, lane=req.lane, ticket_id=req.ticket_id, benefit=benefit,
+                 outcome=result.outcome, remaining=result.remaining, replayed=result.replayed, version=result.version)
+        return pb.RedeemReply(outcome=REDEEM_OUTCOMES[Reason(result.outcome)], remaining=result.remaining,
+                              replayed=result.replayed, version=result.version)
 
     async def GetTime(self, request, context) -> pb.TimeReply:
         return pb.TimeReply(unix_nanos=time.time_ns())

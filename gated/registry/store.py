@@ -32,6 +32,13 @@ Owns every read and write of the registry's file, for the server and for the
   over-redemption (a benefit taken at 0 remaining), and use of a revoked
   ticket (an entry or redemption timed at or after its revocation; the
   revocation is the earlier record).
+- Redemptions granted through `Redeem` (gated/registry/redeem.py, which
+  states the rules) are taken there, at once and once per (gate,
+  redemption_id). The gate's "redemption" journal record for such a grant
+  carries the same redemption_id and is paired with it when it arrives:
+  stored, and taking nothing more. A record with no grant to pair with (a
+  unit that redeemed offline) counts as any usage does, and an overdraw it
+  causes is an over_redemption conflict whose first record may be the grant.
 - The file holds the event's raw signing keys: it is created mode 0600 (its
   -wal and -shm follow the file's mode), and an older file found readable by
   others is tightened to 0600 when opened.
@@ -66,12 +73,13 @@ from gated.validation.cache import (
     TicketRecord,
     TicketState,
 )
+from gated.registry import redeem as registry_redeem
 
 log = structlog.get_logger()
 
 BUSY_TIMEOUT_S = 30.0
 APPLICATION_ID = 0x67617452  # "gatR": tells our file apart from any other SQLite file
-SCHEMA_VERSION = 3  # 2: events and gates keyed by (gate_id, epoch, ...); 3: conflicts, revocations; older files are migrated
+SCHEMA_VERSION = 4  # 2: events and gates keyed by (gate_id, epoch, ...); 3: conflicts, revocations; 4: redemptions; older files are migrated
 _U64 = 1 << 64
 
 _EVENT_COLUMNS = "event_id, gate_id, seq, at, kind, lane, ticket_id, reason, payload, received_at, epoch"
@@ -149,7 +157,7 @@ CREATE TABLE conflicts (
 CREATE TABLE revocations (ticket_id INTEGER PRIMARY KEY, at REAL NOT NULL);
 CREATE INDEX usage_by_ticket ON events(ticket_id, kind, at) WHERE kind IN ('passage', 'redemption');
 """
-_SCHEMA += _CONFLICT_SCHEMA
+_SCHEMA += _CONFLICT_SCHEMA + registry_redeem.SCHEMA
 CONFLICT_KINDS = ("over_entry", "over_redemption", "revoked_use")
 
 
@@ -275,6 +283,12 @@ class RegistryStore:
                     if statement.strip():
                         self.conn.execute(statement)
                 self._set_meta("schema", 3)
+        if schema < 4:
+            with self.transaction():
+                for statement in registry_redeem.SCHEMA.split(";"):
+                    if statement.strip():
+                        self.conn.execute(statement)
+                self._set_meta("schema", 4)
 
     def _migrate_to_2(self) -> None:
         statements = [s for s in _SCHEMA.split(";") if "TABLE events" in s or "TABLE gates" in s or "INDEX events" in s]
@@ -641,6 +655,8 @@ class RegistryStore:
         found = _Found(self, ev, gate_id, db_epoch, ticket_id, conflicts)
         benefit = payload.get("benefit")
         if ev.kind == "redemption" or benefit:
+            if ev.kind == "redemption" and registry_redeem.pair_record(self, gate_id, db_epoch, ev.seq, payload):
+                return None  # granted through Redeem, taken then: stored, not taken again
             benefits = json.loads(benefits_json)
             for pair in benefits:
                 if pair[0] == benefit:
@@ -736,6 +752,11 @@ class _Found:
                 (tid, field, value, self.gate_id, self.db_epoch, ev.seq),
             ).fetchone()
             held = row or (None,) * 6  # usage counted before the registry kept its events
+            if kind == "over_redemption":
+                grant = registry_redeem.latest_grant(self.store, self.ticket_id, benefit)
+                if grant is not None and grant.record_seq is None and (held[5] is None or grant.at >= held[5]):
+                    # granted through Redeem, its journal record not here yet: the grant is the record held
+                    held = (f"{grant.gate_id}:redeem:{grant.redemption_id}", grant.gate_id, None, None, grant.lane, grant.at)
             first = UsageRecord(held[0], held[1], held[4], held[5])
         found_at = time.time()
         cur = conn.execute(

@@ -33,6 +33,8 @@ from gated.validation.cache import (
     Upsert,
 )
 from gated.validation.keyring import KEY_BYTES
+from gated.validation.token import Reason
+from gated.redeem import RedeemAnswer
 from gated.rpc.v1 import registry_pb2 as pb
 
 __all__ = [
@@ -323,3 +325,24 @@ def event_batch(after_seq: int, records: Sequence[Record], journal_epoch: int = 
     """Journal records that directly follow `after_seq` in the journal `journal_epoch`, as one stream message."""
     return pb.EventBatch(after_seq=after_seq, events=[record_to_event(r) for r in records], journal_epoch=journal_epoch)
 
+
+
+# ----------------------------------------------------------- redemption
+
+#: A redemption's outcome on the wire, by the decision reason it stands for.
+REDEEM_OUTCOMES = {
+    Reason.OK: pb.REDEEM_OUTCOME_OK,
+    Reason.NO_BENEFIT: pb.REDEEM_OUTCOME_NO_BENEFIT,
+    Reason.BENEFIT_EXHAUSTED: pb.REDEEM_OUTCOME_BENEFIT_EXHAUSTED,
+    Reason.UNKNOWN_TICKET: pb.REDEEM_OUTCOME_UNKNOWN_TICKET,
+    Reason.REVOKED: pb.REDEEM_OUTCOME_REVOKED,
+}
+_REASON_OF_OUTCOME = {outcome: reason for reason, outcome in REDEEM_OUTCOMES.items()}
+
+
+def redeem_answer(msg: pb.RedeemReply) -> RedeemAnswer | None:
+    """The registry's answer; None for an outcome this gate does not know (it decides as if offline)."""
+    reason = _REASON_OF_OUTCOME.get(msg.outcome)
+    if reason is None or msg.remaining > 0xFFFF:
+        return None
+    return RedeemAnswer(reason, msg.remaining, msg.replayed, msg.version)

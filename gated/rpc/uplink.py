@@ -46,6 +46,10 @@ Rules it keeps:
   samples, measured at every connect and every `time_sync_every_s`. The
   clock itself decides when an old offset is no longer trusted
   (`clock_unsynced`).
+- Redeem (a handheld's redemption, `gated.redeem`) is asked only on
+  the live session: not connected, it answers None at once; a failed call or
+  an answer it cannot read is None too, and the lane's offline policy
+  decides. It never retries on its own: the operator is waiting.
 - Key bytes are never logged: only kids.
 """
 
@@ -67,6 +71,7 @@ import structlog
 
 from gated.clock import GateClock
 from gated.errors import DeltaRefused, SnapshotError, UplinkError
+from gated.redeem import REDEEM_DEADLINE_S, RedeemAnswer, RedeemAsk
 from gated.journal import Journal
 from gated.rpc import convert
 from gated.rpc.v1 import registry_pb2 as pb
@@ -165,6 +170,7 @@ class Uplink:
         self._loop_thread: int | None = None
         self._wake = asyncio.Event()
         self._connected = False
+        self._stub: pb_grpc.RegistryStub | None = None  # the live session's, for Redeem
         self._last_error: str | None = None
         self._registry_acked = 0  # highest seq the registry acknowledged
         self._journal_acked = 0  # highest seq written to the journal as acknowledged
@@ -270,6 +276,7 @@ class Uplink:
     async def _session(self, channel: grpc.aio.Channel, outage_since: float | None) -> None:
         stub = pb_grpc.RegistryStub(channel)
         await self._sync_time(stub)
+        self._stub = stub
         self._connected = True
         self._last_error = None
         outage = None if outage_since is None else round(time.monotonic() - outage_since, 3)
@@ -286,9 +293,29 @@ class Uplink:
                 task.result()  # raises the first failure
             raise _SessionEnded("a session call ended")
         finally:
+            self._stub = None
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -------------------------------------------------------- redemption
+
+    async def redeem(self, ask: RedeemAsk, timeout: float = REDEEM_DEADLINE_S) -> RedeemAnswer | None:
+        """Ask the registry to take one benefit; None when it gives no answer (see the rules above)."""
+        stub = self._stub
+        if stub is None or not self._connected:
+            return None
+        request = pb.RedeemRequest(redemption_id=ask.redemption_id, ticket_id=ask.ticket_id, benefit=ask.benefit,
+                                   lane=ask.lane, at=ask.at)
+        try:
+            reply = await stub.Redeem(request, timeout=timeout, metadata=self._metadata)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("redeem_no_answer", lane=ask.lane, ticket_id=ask.ticket_id, benefit=ask.benefit, error=_describe(exc))
+            return None
+        answer = convert.redeem_answer(reply)
+        if answer is None:
+            log.warning("redeem_answer_unreadable", lane=ask.lane, outcome=reply.outcome)
+        return answer
 
     # ------------------------------------------------------------ events
 

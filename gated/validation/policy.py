@@ -25,6 +25,13 @@ The rules, in the order they are applied (the first that fails is the reason):
     entries_exhausted, zone_full (capacity: the policy's for the zone, else the
                   registry's)
 
+A redemption this cache allows is not final while the registry can be asked:
+the lane asks it (the registry is the authority for benefits across units)
+and `settle_redemption()` turns its answer into the decision: its refusal
+(no_benefit, benefit_exhausted, revoked, unknown_ticket) wins; with no answer
+(offline, or past the deadline) the lane's offline policy says: "local"
+keeps this cache's ok, "refuse" answers registry_unreachable.
+
 Deciding changes nothing but the lane's debounce and rate memory: an
 admitted entry is counted only by `commit()`, which a turnstile calls when its
 passage sensor sees the person go through. Between the two, a turnstile
@@ -385,6 +392,21 @@ class Validator:
         (a config reload must not decide again on a code still held up to a scanner)."""
         self._lanes = other._lanes
         self._reserved = other._reserved
+
+    def settle_redemption(self, decision: Decision, answer: Reason | None, *, offline_local: bool) -> Decision:
+        """The decision on a redemption this cache allowed, given the registry's answer
+        (None: no answer). A repeat read within the debounce window returns it."""
+        if decision.reason is not _OK or decision.benefit is None or decision.repeat:
+            return decision
+        if answer is None:
+            answer = _OK if offline_local else Reason.REGISTRY_UNREACHABLE
+        if answer == _OK:
+            return decision
+        settled = decision._replace(reason=answer, signal=self._deny)
+        mem = self._lanes.get(decision.lane_id)
+        if mem is not None and mem.last_decision is decision:
+            mem.last_decision = settled
+        return settled
 
     def commit(self, decision: Decision) -> Usage | None:
         """Count an admitted decision: an entry, an exit, or a redemption.

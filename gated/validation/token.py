@@ -74,6 +74,7 @@ class Reason(StrEnum):
     BENEFIT_EXHAUSTED = "benefit_exhausted"
     RATE_LIMITED = "rate_limited"
     CLOCK_UNSYNCED = "clock_unsynced"
+    REGISTRY_UNREACHABLE = "registry_unreachable"  # a redemption the registry must grant, offline and policy "refuse"
 
 
 class CodeKind(StrEnum):

@@ -27,4 +27,7 @@ def test_bench_json_reports_every_figure():
     assert rpc["backlog_replay"]["events"] == 5000 and rpc["backlog_replay"]["stored_once"] is True
     assert rpc["propagation"]["samples"] == 30 and rpc["snapshot"]["loaded_tickets"] == 20000
     assert rpc["import"]["gate_tickets"] == 6000 and rpc["import"]["default_limit_client_converged"] is True
+    redeem = report["redeem"]
+    assert redeem["samples"] == 40 and redeem["granted_once_each"] is True
+    assert redeem["scan_to_decision"]["p99_ms"] >= redeem["scan_to_decision"]["median_ms"] > 0 and redeem["retry_rpc"]["n"] == 40
     assert set(report["targets"]) and all(isinstance(v, bool) for v in report["targets"].values())

@@ -298,7 +298,7 @@ def test_a_version_1_database_is_migrated_to_keep_conflicts_and_its_revoked_tick
     conn.commit()
     conn.close()
     with RegistryStore(db, create=False) as store:
-        assert store._meta("schema") == 3 and store.conflict_counts() == dict.fromkeys(CONFLICT_KINDS, 0)
+        assert store._meta("schema") == 4 and store.conflict_counts() == dict.fromkeys(CONFLICT_KINDS, 0)
         gate = GateFeed(store, "g", 5)
         gate.send([gate.entry(42, NINE)])
         (c,) = store.conflicts()

@@ -200,6 +200,21 @@ def test_handheld_shows_the_attendee_and_redeems_benefits(gate):
     assert gate.decide(badge(1), HALL, NOW).attendee is None  # turnstiles show no personal data
 
 
+def test_the_registry_settles_a_redemption_the_cache_allows(gate):
+    """The cache says a lunch is left; the registry (another unit took it) or the offline policy decides."""
+    allowed = gate.decide(badge(2), DESK, NOW, benefit="lunch_day1")
+    taken_elsewhere = gate.settle_redemption(allowed, Reason.BENEFIT_EXHAUSTED, offline_local=True)
+    assert taken_elsewhere.reason is Reason.BENEFIT_EXHAUSTED and taken_elsewhere.signal.pattern == "deny"
+    assert gate.decide(badge(2), DESK, NOW + 0.5, benefit="lunch_day1") == taken_elsewhere._replace(repeat=True, at=NOW + 0.5)
+    offline = gate.decide(badge(2), Lane("desk-4", "hall-a", mode=Mode.HANDHELD), NOW, benefit="lunch_day1")
+    assert gate.settle_redemption(offline, None, offline_local=False).reason is Reason.REGISTRY_UNREACHABLE
+    assert gate.settle_redemption(offline, None, offline_local=True) is offline
+    assert gate.settle_redemption(offline, Reason.OK, offline_local=False) is offline
+    refused = gate.decide(badge(2), Lane("desk-5", "hall-a", mode=Mode.HANDHELD), NOW, benefit="dinner")
+    assert gate.settle_redemption(refused, Reason.OK, offline_local=True) is refused  # the cache's refusal stands
+    assert gate.cache.get(2).benefits == (("lunch_day1", 1),)  # settling takes nothing: commit() does
+
+
 def test_manual_fallback(gate):
     d = gate.decide_manual(2, manual_code(KEY, 2, NOW), DESK, NOW)
     assert (d.reason, d.ticket_id, d.kind) == (Reason.OK, 2, "manual")
@@ -209,7 +224,7 @@ def test_manual_fallback(gate):
 
 
 def test_every_reason_is_reachable_by_these_scenarios():
-    """The contract lists 18 reasons; this file exercises each by name."""
+    """The contract lists 19 reasons; this file exercises each by name."""
     source = open(__file__, encoding="utf-8").read()
     assert all(f"Reason.{r.name}" in source for r in Reason)
 

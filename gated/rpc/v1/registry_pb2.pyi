@@ -12,9 +12,24 @@ class TicketState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TICKET_STATE_UNSPECIFIED: _ClassVar[TicketState]
     TICKET_STATE_ACTIVE: _ClassVar[TicketState]
     TICKET_STATE_REVOKED: _ClassVar[TicketState]
+
+class RedeemOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REDEEM_OUTCOME_UNSPECIFIED: _ClassVar[RedeemOutcome]
+    REDEEM_OUTCOME_OK: _ClassVar[RedeemOutcome]
+    REDEEM_OUTCOME_NO_BENEFIT: _ClassVar[RedeemOutcome]
+    REDEEM_OUTCOME_BENEFIT_EXHAUSTED: _ClassVar[RedeemOutcome]
+    REDEEM_OUTCOME_UNKNOWN_TICKET: _ClassVar[RedeemOutcome]
+    REDEEM_OUTCOME_REVOKED: _ClassVar[RedeemOutcome]
 TICKET_STATE_UNSPECIFIED: TicketState
 TICKET_STATE_ACTIVE: TicketState
 TICKET_STATE_REVOKED: TicketState
+REDEEM_OUTCOME_UNSPECIFIED: RedeemOutcome
+REDEEM_OUTCOME_OK: RedeemOutcome
+REDEEM_OUTCOME_NO_BENEFIT: RedeemOutcome
+REDEEM_OUTCOME_BENEFIT_EXHAUSTED: RedeemOutcome
+REDEEM_OUTCOME_UNKNOWN_TICKET: RedeemOutcome
+REDEEM_OUTCOME_REVOKED: RedeemOutcome
 
 class Event(_message.Message):
     __slots__ = ("event_id", "seq", "at", "kind", "lane", "ticket_id", "reason", "payload_json")
@@ -219,6 +234,32 @@ class KeyUpdate(_message.Message):
     add: _containers.RepeatedCompositeFieldContainer[EventKey]
     retire: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, complete: _Optional[bool] = ..., add: _Optional[_Iterable[_Union[EventKey, _Mapping]]] = ..., retire: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class RedeemRequest(_message.Message):
+    __slots__ = ("redemption_id", "ticket_id", "benefit", "lane", "at")
+    REDEMPTION_ID_FIELD_NUMBER: _ClassVar[int]
+    TICKET_ID_FIELD_NUMBER: _ClassVar[int]
+    BENEFIT_FIELD_NUMBER: _ClassVar[int]
+    LANE_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    redemption_id: str
+    ticket_id: int
+    benefit: str
+    lane: str
+    at: float
+    def __init__(self, redemption_id: _Optional[str] = ..., ticket_id: _Optional[int] = ..., benefit: _Optional[str] = ..., lane: _Optional[str] = ..., at: _Optional[float] = ...) -> None: ...
+
+class RedeemReply(_message.Message):
+    __slots__ = ("outcome", "remaining", "replayed", "version")
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    outcome: RedeemOutcome
+    remaining: int
+    replayed: bool
+    version: int
+    def __init__(self, outcome: _Optional[_Union[RedeemOutcome, str]] = ..., remaining: _Optional[int] = ..., replayed: _Optional[bool] = ..., version: _Optional[int] = ...) -> None: ...
 
 class TimeRequest(_message.Message):
     __slots__ = ()

@@ -54,6 +54,11 @@ class RegistryStub:
                 request_serializer=gated_dot_v1_dot_registry__pb2.TimeRequest.SerializeToString,
                 response_deserializer=gated_dot_v1_dot_registry__pb2.TimeReply.FromString,
                 _registered_method=True)
+        self.Redeem = channel.unary_unary(
+                '/gated.v1.Registry/Redeem',
+                request_serializer=gated_dot_v1_dot_registry__pb2.RedeemRequest.SerializeToString,
+                response_deserializer=gated_dot_v1_dot_registry__pb2.RedeemReply.FromString,
+                _registered_method=True)
 
 
 class RegistryServicer:
@@ -116,6 +121,31 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Redeem(self, request, context):
+        """Sent by a gate's handheld lane while it is connected, when its own cache
+        says a redemption may be granted, before it decides: the registry is the
+        authority for benefits, so two units never take the last one twice.
+        The registry checks and takes the benefit in one transaction and
+        answers; its answer is the lane's decision. A granted redemption moves
+        the registry's count and reaches every gate (the caller included) as a
+        SetBenefit delta on WatchEntitlements, like any usage.
+        Idempotent by (gate id, redemption_id): a retry of the same request
+        (a lost reply, a timeout) returns the first answer again and takes
+        nothing more. The gate journals its decision and its "redemption"
+        record with the same redemption_id in their payload; the registry,
+        when that record reaches it over StreamEvents, pairs it with the grant
+        and does not take the benefit a second time.
+        The gate waits a short deadline (about a second); without an answer it
+        decides by its offline policy (refuse, or redeem locally and let the
+        registry report any overdraw afterwards).
+        Errors: UNAUTHENTICATED without a gate id; INVALID_ARGUMENT for an
+        empty redemption_id or benefit; ALREADY_EXISTS for a redemption_id
+        this gate already used for another ticket or benefit (nothing taken).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -138,6 +168,11 @@ def add_RegistryServicer_to_server(servicer, server):
                     servicer.GetTime,
                     request_deserializer=gated_dot_v1_dot_registry__pb2.TimeRequest.FromString,
                     response_serializer=gated_dot_v1_dot_registry__pb2.TimeReply.SerializeToString,
+            ),
+            'Redeem': grpc.unary_unary_rpc_method_handler(
+                    servicer.Redeem,
+                    request_deserializer=gated_dot_v1_dot_registry__pb2.RedeemRequest.FromString,
+                    response_serializer=gated_dot_v1_dot_registry__pb2.RedeemReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -248,6 +283,33 @@ class Registry:
             '/gated.v1.Registry/GetTime',
             gated_dot_v1_dot_registry__pb2.TimeRequest.SerializeToString,
             gated_dot_v1_dot_registry__pb2.TimeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Redeem(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gated.v1.Registry/Redeem',
+            gated_dot_v1_dot_registry__pb2.RedeemRequest.SerializeToString,
+            gated_dot_v1_dot_registry__pb2.RedeemReply.FromString,
             options,
             channel_credentials,
             insecure,
