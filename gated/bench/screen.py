@@ -76,6 +76,7 @@ id = "{lane_id}"
 zone = "{zone}"
 direction = "in"
 mode = "handheld"
+offline_redemption = "local"   # no registry here: the unit redeems from its own cache
   [[lane.scanner]]
   kind = "serial"
   port = "{port}"

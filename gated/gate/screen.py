@@ -56,6 +56,7 @@ WORDS = {
     "already_inside": "Already inside", "entries_exhausted": "No entries left", "zone_full": "Zone full",
     "no_benefit": "Not included in this ticket", "benefit_exhausted": "Already used up",
     "rate_limited": "Too fast: wait a second", "clock_unsynced": "Clock not synced: code cannot be checked",
+    "registry_unreachable": "Registry unreachable: this unit may not redeem alone (strict policy)",
 }
 
 
