@@ -85,6 +85,7 @@ class CutResult:
     restarts_ok: int = 0
     restart_failures: list[str] = field(default_factory=list)
     restart_s: list[float] = field(default_factory=list)
+    restart_timelines: list[dict[str, float]] = field(default_factory=list)  # per restart: first time of each log event
     scans_sent: int = 0
     decisions_logged: int = 0
     admitted_logged: int = 0
@@ -196,11 +197,13 @@ def run(root: Path, cuts: int, *, seed: int = 9, wal_every: int = 10, traffic_s:
                         proc.wait_for(lambda e, s=f"{lane.id}/serial0": e.get("event") == "scanner_connected" and e.get("source") == s,
                                       30, "scanner connected")
                     first = fresh.pop()
+                    sent_at = time.monotonic()
                     gate.ptys[LANES[0].id].send(code(first))
                     res.scans_sent += 1
                     decided = proc.wait_for(lambda e: e.get("event") == "decision", 30, "first decision after restart")
                     if n > 0:  # the first start waits for its first snapshot: a cold start, not a restart
                         res.restart_s.append(decided["_t"] - proc.started)
+                        res.restart_timelines.append(_timeline(proc, decided["_t"], sent_at))
                     res.restarts_ok += 1
                     end = time.monotonic() + rng.uniform(*traffic_s)
                     gap = 1.0 / (rate_per_lane * len(LANES))
@@ -248,6 +251,28 @@ def run(root: Path, cuts: int, *, seed: int = 9, wal_every: int = 10, traffic_s:
              registry_tickets(registry.db), single_shapes, set(multi), forgotten)
     res.seconds = time.monotonic() - t0
     return res
+
+
+def _timeline(proc, decided_t: float, sent_at: float) -> dict[str, float]:
+    """Seconds from the process's spawn to the first of each log event up to the first decision, and to the scan."""
+    out: dict[str, float] = {"scan sent": sent_at - proc.started}
+    for e in list(proc.events):
+        if e["_t"] > decided_t:
+            break
+        out.setdefault(str(e.get("event")), e["_t"] - proc.started)
+    return out
+
+
+def restart_phases(res: CutResult) -> list[tuple[str, float, float]]:
+    """(event, median s, p99 s) from spawn, for the events every measured restart logged, in the order they come."""
+    if not res.restart_timelines:
+        return []
+    common = set.intersection(*(set(t) for t in res.restart_timelines))
+    out = []
+    for name in common:
+        xs = sorted(t[name] for t in res.restart_timelines)
+        out.append((name, statistics.median(xs), xs[min(len(xs) - 1, int(round(0.99 * (len(xs) - 1))))]))
+    return sorted(out, key=lambda x: x[1])
 
 
 def _truncate_wal(gate, registry, rng, res, forgotten: dict) -> list:
