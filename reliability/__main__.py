@@ -110,6 +110,8 @@ def render(started, args, cuts: powercut.CutResult, parts, secrets, fuzz) -> str
         f"| single-entry tickets admitted but entries_used 0 at the registry | {cuts.uncounted_admissions:,} | 0 (reported) | {_mark(cuts.uncounted_admissions == 0)} |",
         f"| restart to first decision, median / p99 | {_fmt(cuts.restart_median())} / {_fmt(cuts.restart_p99())} | p99 <= 1.5 s | "
         f"{_mark((cuts.restart_p99() or 99) <= 1.5)} |",
+        "| restart phases: seconds from spawn to the first of each event, median / p99 | "
+        + "; ".join(f"{name} {med:.3f} / {p99:.3f}" for name, med, p99 in powercut.restart_phases(cuts)) + " | | |",
         f"| journal drained, last gate exited 0 on SIGTERM | {cuts.drained}, exit {cuts.final_exit} | yes | {_mark(cuts.drained and cuts.final_exit == 0)} |",
         "",
         "## SD card rollback (the journal's WAL truncated at a random offset after every 10th cut)",
