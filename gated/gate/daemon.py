@@ -43,7 +43,7 @@ from gated.gate.clock import GateClock
 from gated.gate.control import GateControl, policy_from_config
 from gated.gate.lane import LaneOutputs, LaneRunner, LaneServices
 from gated.gate.outcomes import SETTLED_MARK, PendingOutcomes, advance_settled_mark, settle_unknown_outcomes
-from gated.gate.state import CacheSaver, StateStore, replay_usage
+from gated.gate.state import CacheSaver, StateStore, rebase_saved_seq, replay_usage
 from gated.journal import Journal
 from gated.validation import KeyRing, Validator
 
@@ -94,7 +94,7 @@ class Gate(GateControl):
         self.keyring = self.store.load_keyring(cfg.gate.key_file)
         cache, saved_seq = self.store.load_cache()
         self.journal = Journal(cfg.journal.path, self.gate_id, retention_s=cfg.journal.retention_days * 86400.0)
-        replayed = replay_usage(self.journal, cache, saved_seq)
+        replayed = replay_usage(self.journal, cache, rebase_saved_seq(self.store, self.journal, saved_seq))
         self.saver = CacheSaver(self.store, self.journal, cache)
         try:
             settled = await settle_unknown_outcomes(self.journal, cache, self.clock.now())
