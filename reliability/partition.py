@@ -38,6 +38,7 @@ is still open from the one before has nobody walking and ends `not_passed`.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections import Counter
@@ -141,6 +142,9 @@ def run(root: Path, policy: str, *, seed: int = 9) -> PartitionResult:
         p = procs.pop(g)
         p.kill() if kill else p.terminate()
         logged[g] += p.named("decision")
+        with open(gates[g].root / "gated.log", "a") as f:  # kept for a look at what went wrong
+            f.writelines(json.dumps(e, default=str) + "\n" for e in p.events)
+            f.writelines(line + "\n" for line in p.stderr)
 
     try:
         for g in GATES:
