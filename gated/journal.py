@@ -470,6 +470,12 @@ class Journal:
                 self._epoch = epoch  # it now covers what this instance appends
         return epoch
 
+    @property
+    def high_water(self) -> int:
+        """The highest seq this file has handed out (it goes back only with a tail the card lost)."""
+        with self._state_lock:
+            return self._last_seq
+
     def mark(self, name: str) -> int:
         """A seq the daemon noted under `name` (`set_mark`), 0 if never."""
         rows = self._read("SELECT value FROM meta WHERE key = ?", (f"mark:{name}",))

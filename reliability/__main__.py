@@ -110,6 +110,8 @@ def render(started, args, cuts: powercut.CutResult, parts, secrets, fuzz) -> str
         f"| single-entry tickets admitted but entries_used 0 at the registry | {cuts.uncounted_admissions:,} | 0 (reported) | {_mark(cuts.uncounted_admissions == 0)} |",
         f"| restart to first decision, median / p99 | {_fmt(cuts.restart_median())} / {_fmt(cuts.restart_p99())} | p99 <= 1.5 s | "
         f"{_mark((cuts.restart_p99() or 99) <= 1.5)} |",
+        "| restart phases: seconds from spawn to the first of each event, median / p99 | "
+        + "; ".join(f"{name} {med:.3f} / {p99:.3f}" for name, med, p99 in powercut.restart_phases(cuts)) + " | | |",
         f"| journal drained, last gate exited 0 on SIGTERM | {cuts.drained}, exit {cuts.final_exit} | yes | {_mark(cuts.drained and cuts.final_exit == 0)} |",
         "",
         "## SD card rollback (the journal's WAL truncated at a random offset after every 10th cut)",
@@ -119,14 +121,17 @@ def render(started, args, cuts: powercut.CutResult, parts, secrets, fuzz) -> str
         f"| WAL truncations | {cuts.wal_truncations:,} |",
         f"| records dropped locally that the registry already held (allowed) | {cuts.wal_records_dropped_held_by_registry:,} |",
         f"| records the card destroyed before they reached the registry (the card's loss, not counted as lost) | {cuts.wal_records_destroyed_before_upload:,} |",
+        f"| single-entry tickets admitted again after the card dropped the gate's record of the earlier admission (the card's loss, not counted as double admissions) | {cuts.readmitted_after_card_loss:,} |",
+        f"| of those, the registry had counted the earlier admission before the re-admission (the gate decided before the registry's catch-up reached it) | {cuts.readmitted_registry_had_counted:,} |",
         "",
         "Records written after a rollback count in the table above: a new record silently dropped is a lost record.",
         "",
     ]
-    if cuts.lost_examples or cuts.double_examples or cuts.restart_failures:
+    if cuts.lost_examples or cuts.double_examples or cuts.restart_failures or cuts.readmitted_examples:
         lines += ["Examples from this run:", ""]
         lines += [f"- lost: {x}" for x in cuts.lost_examples[:5]]
         lines += [f"- double admission: {x}" for x in cuts.double_examples[:5]]
+        lines += [f"- re-admitted after the card's loss: {x}" for x in cuts.readmitted_examples[:3]]
         lines += [f"- restart failed: {x}" for x in cuts.restart_failures[:3]]
         lines.append("")
     lines += [
@@ -135,6 +140,9 @@ def render(started, args, cuts: powercut.CutResult, parts, secrets, fuzz) -> str
         "Changes while apart: a revoke, a reissue, an import; the same single-entry ticket at both gates, the revoked",
         "ticket and the old badge used while apart; gate B rebooted with no registry (clock untrusted). See",
         "`reliability/partition.py` for every check.",
+        "",
+        "Conflicts expected: the registry's kinds (`over_entry`, `over_redemption`, `revoked_use`) for what happened while apart (C over-entered,",
+        "R used after its revocation), each in its conflicts table with both records and a line of the report's Conflicts section; none other.",
         "",
         "| offline policy | records | lost | duplicated | double admissions at one gate | conflicts reported | checks held | problems |",
         "|---|---|---|---|---|---|---|---|",

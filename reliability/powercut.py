@@ -23,6 +23,15 @@ outcome passed or unknown, more than once; a multi-entry ticket beyond its
 `max_entries`). A record the card destroyed before it reached the registry
 is counted apart ("destroyed by the card"): that loss is the card's, not the
 gate's; a record written after the rollback is never allowed to vanish.
+
+Likewise a ticket admitted again after the card dropped the gate's only
+record of its earlier admission (the WAL truncated between the two) is the
+card's doing and is counted apart, `readmitted_after_card_loss`, with how
+many of those the registry had counted before the re-admission (the gate
+decided from what its card kept, before the registry's catch-up reached it)
+and how many it had not (the card dropped the admitted decision before the
+next start could journal its unknown outcome: nothing counts it). Every
+other excess admission is a double admission and fails the run.
 """
 
 from __future__ import annotations
@@ -76,6 +85,7 @@ class CutResult:
     restarts_ok: int = 0
     restart_failures: list[str] = field(default_factory=list)
     restart_s: list[float] = field(default_factory=list)
+    restart_timelines: list[dict[str, float]] = field(default_factory=list)  # per restart: first time of each log event
     scans_sent: int = 0
     decisions_logged: int = 0
     admitted_logged: int = 0
@@ -86,6 +96,9 @@ class CutResult:
     duplicated: int = 0
     double_admissions: int = 0
     double_examples: list[str] = field(default_factory=list)
+    readmitted_after_card_loss: int = 0
+    readmitted_registry_had_counted: int = 0
+    readmitted_examples: list[str] = field(default_factory=list)
     uncounted_admissions: int = 0
     wal_truncations: int = 0
     wal_records_dropped_held_by_registry: int = 0
@@ -150,6 +163,7 @@ def run(root: Path, cuts: int, *, seed: int = 9, wal_every: int = 10, traffic_s:
     rng.shuffle(fresh)
     logged: list[dict] = []
     destroyed: list = []
+    forgotten: dict = {}  # record content -> when a WAL truncation dropped it from the gate's journal
     admitted_singles: list[int] = []
 
     def code(tid: int) -> str:
@@ -183,11 +197,13 @@ def run(root: Path, cuts: int, *, seed: int = 9, wal_every: int = 10, traffic_s:
                         proc.wait_for(lambda e, s=f"{lane.id}/serial0": e.get("event") == "scanner_connected" and e.get("source") == s,
                                       30, "scanner connected")
                     first = fresh.pop()
+                    sent_at = time.monotonic()
                     gate.ptys[LANES[0].id].send(code(first))
                     res.scans_sent += 1
                     decided = proc.wait_for(lambda e: e.get("event") == "decision", 30, "first decision after restart")
                     if n > 0:  # the first start waits for its first snapshot: a cold start, not a restart
                         res.restart_s.append(decided["_t"] - proc.started)
+                        res.restart_timelines.append(_timeline(proc, decided["_t"], sent_at))
                     res.restarts_ok += 1
                     end = time.monotonic() + rng.uniform(*traffic_s)
                     gap = 1.0 / (rate_per_lane * len(LANES))
@@ -206,7 +222,7 @@ def run(root: Path, cuts: int, *, seed: int = 9, wal_every: int = 10, traffic_s:
             for pty in gate.ptys.values():
                 pty.drain()
             if wal_every and (n + 1) % wal_every == 0:
-                destroyed += _truncate_wal(gate, registry, rng, res)
+                destroyed += _truncate_wal(gate, registry, rng, res, forgotten)
             if progress is not None and (n + 1) % max(1, cuts // 20) == 0:
                 progress(f"power cuts: {n + 1}/{cuts}, restart median {res.restart_median():.3f} s" if res.restart_s else f"{n + 1}/{cuts}")
         # The gate comes back for good: every admission a cut left unknown is tried again, then it drains.
@@ -232,13 +248,36 @@ def run(root: Path, cuts: int, *, seed: int = 9, wal_every: int = 10, traffic_s:
         for pty in gate.ptys.values():
             pty.close()
     _compare(res, logged, journal_rows(gate.journal, GATE_ID), registry_rows(registry.db), destroyed,
-             registry_tickets(registry.db), single_shapes, set(multi))
+             registry_tickets(registry.db), single_shapes, set(multi), forgotten)
     res.seconds = time.monotonic() - t0
     return res
 
 
-def _truncate_wal(gate, registry, rng, res) -> list:
-    """Cut the journal's WAL at a random offset; returns the records that vanished and the registry never had."""
+def _timeline(proc, decided_t: float, sent_at: float) -> dict[str, float]:
+    """Seconds from the process's spawn to the first of each log event up to the first decision, and to the scan."""
+    out: dict[str, float] = {"scan sent": sent_at - proc.started}
+    for e in list(proc.events):
+        if e["_t"] > decided_t:
+            break
+        out.setdefault(str(e.get("event")), e["_t"] - proc.started)
+    return out
+
+
+def restart_phases(res: CutResult) -> list[tuple[str, float, float]]:
+    """(event, median s, p99 s) from spawn, for the events every measured restart logged, in the order they come."""
+    if not res.restart_timelines:
+        return []
+    common = set.intersection(*(set(t) for t in res.restart_timelines))
+    out = []
+    for name in common:
+        xs = sorted(t[name] for t in res.restart_timelines)
+        out.append((name, statistics.median(xs), xs[min(len(xs) - 1, int(round(0.99 * (len(xs) - 1))))]))
+    return sorted(out, key=lambda x: x[1])
+
+
+def _truncate_wal(gate, registry, rng, res, forgotten: dict) -> list:
+    """Cut the journal's WAL at a random offset; returns the records that vanished and the registry never had.
+    Every record that vanished goes into `forgotten` with the (wall) time it did."""
     wal = Path(str(gate.journal) + "-wal")
     if not wal.exists() or wal.stat().st_size == 0:
         return []
@@ -251,6 +290,9 @@ def _truncate_wal(gate, registry, rng, res) -> list:
     after = {r.content for r in journal_rows(gate.journal, GATE_ID)}
     held = {r.content for r in registry_rows(registry.db)}
     gone = [r for r in before if r.content not in after]
+    now = time.time()
+    for r in gone:
+        forgotten.setdefault(r.content, now)
     res.wal_records_dropped_held_by_registry += sum(r.content in held for r in gone)
     lost_to_card = [r for r in gone if r.content not in held]
     res.wal_records_destroyed_before_upload += len(lost_to_card)
@@ -258,8 +300,10 @@ def _truncate_wal(gate, registry, rng, res) -> list:
 
 
 def _dangling_singles(logged, gate, singles) -> list[int]:
-    """Single-entry tickets with an admitted decision that has neither passage nor not-passed after it."""
+    """Single-entry tickets whose admission a cut left with an unknown outcome: a passage the gate journaled at
+    a start with ``"outcome": "unknown"`` (the relay may have opened), or an admitted decision with no outcome yet."""
     open_: Counter = Counter()
+    unknown: set[int] = set()
     for r in journal_rows(gate.journal, GATE_ID):
         if r.ticket_id not in singles:
             continue
@@ -267,10 +311,12 @@ def _dangling_singles(logged, gate, singles) -> list[int]:
             open_[r.ticket_id] += 1
         elif r.kind in ("passage", "not_passed") and open_[r.ticket_id] > 0:
             open_[r.ticket_id] -= 1
-    return [t for t, k in open_.items() if k > 0]
+            if r.outcome == "unknown":
+                unknown.add(r.ticket_id)
+    return sorted(unknown | {t for t, k in open_.items() if k > 0})
 
 
-def _compare(res: CutResult, logged, journal, registry, destroyed, tickets, singles, multi) -> None:
+def _compare(res: CutResult, logged, journal, registry, destroyed, tickets, singles, multi, forgotten=None) -> None:
     res.decisions_logged = len(logged)
     res.admitted_logged = sum(e.get("reason") == "ok" for e in logged)
     res.journal_records = len(journal)
@@ -298,16 +344,34 @@ def _compare(res: CutResult, logged, journal, registry, destroyed, tickets, sing
     # 4. admissions per ticket: decided ok (from the log or the records), less the ones nobody walked through
     admitted: Counter = Counter()
     not_passed: Counter = Counter()
+    admissions: dict[int, list] = {}
+    usage: dict[int, list[float]] = {}
     for r in [*registry, *destroyed]:
         if r.kind == "decision" and r.reason == "ok":
             admitted[r.ticket_id] += 1
+            admissions.setdefault(r.ticket_id, []).append(r)
         elif r.kind == "not_passed":
             not_passed[r.ticket_id] += 1
+    for r in registry:
+        if r.kind in ("passage", "redemption"):
+            usage.setdefault(r.ticket_id, []).append(r.at)
     logged_ok = Counter(e.get("ticket_id") for e in logged if e.get("reason") == "ok")
+    forgotten = forgotten or {}
     for tid in set(admitted) | set(logged_ok):
         entries = max(admitted[tid], logged_ok[tid]) - not_passed[tid]
         limit = 1 if tid in singles else MULTI_MAX if tid in multi else None
         if limit is not None and entries > limit:
+            # Admissions the card dropped from the journal before a later admission of the same ticket.
+            rows = sorted(admissions.get(tid, []), key=lambda r: r.at)
+            dropped = [r for r in rows[:-1] if r.content in forgotten and forgotten[r.content] < rows[-1].at]
+            if dropped and entries - len(dropped) <= limit:
+                res.readmitted_after_card_loss += 1
+                counted = any(at < rows[-1].at for at in usage.get(tid, []))
+                res.readmitted_registry_had_counted += counted
+                res.readmitted_examples.append(
+                    f"ticket {tid} (max {limit}) admitted {entries}x, {len(dropped)} earlier admission(s) dropped by the card; "
+                    + ("the registry had counted it" if counted else "the registry held no usage for it"))
+                continue
             res.double_admissions += 1
             res.double_examples.append(f"ticket {tid} (max {limit}) admitted {entries}x")
         if tid in singles and entries >= 1 and tickets.get(tid, (0, 0, 0))[1] == 0:

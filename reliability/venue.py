@@ -16,6 +16,7 @@ Views (never through the product's own classes, which would write):
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import shutil
@@ -264,7 +265,7 @@ def start_gate(gate: GateDir, seed: int, walk: float = 0.85) -> Process:
 
 @dataclass(frozen=True)
 class Row:
-    """One record, as a journal or the registry holds it."""
+    """One record, as a journal or the registry holds it (`payload`: its JSON, keys sorted)."""
 
     gate_id: str
     epoch: int
@@ -274,14 +275,39 @@ class Row:
     lane: str | None
     ticket_id: int | None
     reason: str | None
+    payload: str = "{}"
 
     @property
     def content(self) -> tuple:
-        return (self.gate_id, self.at, self.kind, self.lane, self.ticket_id, self.reason)
+        return (self.gate_id, self.at, self.kind, self.lane, self.ticket_id, self.reason, self.payload)
+
+    @property
+    def outcome(self) -> str | None:
+        """A usage record's "outcome" ("unknown": journaled at a start for an admission a cut left open)."""
+        value = json.loads(self.payload).get("outcome")
+        return value if isinstance(value, str) else None
+
+
+def _canonical(payload: str | None) -> str:
+    try:
+        value = json.loads(payload or "{}")
+    except ValueError:
+        return payload or ""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def epoch_of(epochs: list[tuple[int, int]], seq: int) -> int:
+    """The epoch of record `seq`: the epochs row with the largest first_seq <= seq (0 before the first)."""
+    i = bisect.bisect_right([first for first, _ in epochs], seq) - 1
+    return 0 if i < 0 else epochs[i][1]
 
 
 def journal_rows(path: Path, gate_id: str) -> list[Row]:
-    """Every record of the journal at `path` (db and WAL copied first: reading never touches the original)."""
+    """Every record of the journal at `path` (db and WAL copied first: reading never touches the original).
+
+    Each record gets the epoch the journal's own `epochs` table gives its seq
+    (a new one at every start, its seqs leaping ahead); a file made before
+    that table existed has one epoch, in `meta`."""
     if not path.exists():
         return []
     with tempfile.TemporaryDirectory() as tmp:
@@ -292,22 +318,28 @@ def journal_rows(path: Path, gate_id: str) -> list[Row]:
             shutil.copyfile(wal, Path(str(copy) + "-wal"))
         conn = sqlite3.connect(copy)
         try:
-            epoch = u64(conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0])
-            rows = conn.execute("SELECT seq, at, kind, lane, ticket_id, reason FROM records ORDER BY seq").fetchall()
+            has_epochs = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'epochs'").fetchone()
+            if has_epochs:
+                epochs = [(first, u64(e)) for first, e in conn.execute("SELECT first_seq, epoch FROM epochs ORDER BY first_seq")]
+            else:
+                epochs = [(0, u64(conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0]))]
+            rows = conn.execute("SELECT seq, at, kind, lane, ticket_id, reason, payload FROM records ORDER BY seq").fetchall()
         except sqlite3.OperationalError:
             return []  # the card lost even the schema (nothing had been checkpointed): the gate starts a new file
         finally:
             conn.close()
-    return [Row(gate_id, epoch, seq, at, kind, lane, u64(t), reason) for seq, at, kind, lane, t, reason in rows]
+    return [Row(gate_id, epoch_of(epochs, seq), seq, at, kind, lane, u64(t), reason, _canonical(payload))
+            for seq, at, kind, lane, t, reason, payload in rows]
 
 
 def registry_rows(db: Path) -> list[Row]:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        rows = conn.execute("SELECT gate_id, epoch, seq, at, kind, lane, ticket_id, reason FROM events").fetchall()
+        rows = conn.execute("SELECT gate_id, epoch, seq, at, kind, lane, ticket_id, reason, payload FROM events").fetchall()
     finally:
         conn.close()
-    return [Row(g, u64(e), s, at, k, lane or None, u64(t), reason or None) for g, e, s, at, k, lane, t, reason in rows]
+    return [Row(g, u64(e), s, at, k, lane or None, u64(t), reason or None, _canonical(payload))
+            for g, e, s, at, k, lane, t, reason, payload in rows]
 
 
 def registry_tickets(db: Path) -> dict[int, tuple[int, int, int]]:
@@ -320,25 +352,48 @@ def registry_tickets(db: Path) -> dict[int, tuple[int, int, int]]:
     return {u64(t): (m, u, s) for t, m, u, s in rows}
 
 
-def registry_acked(db: Path, gate_id: str, epoch: int) -> int:
+def registry_conflicts(db: Path) -> list[dict]:
+    """The registry's conflicts table: one dict per conflict (kind, ticket_id, first_gate, gate_id, ...)."""
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
     try:
-        row = conn.execute("SELECT acked_seq FROM gates WHERE gate_id = ? AND epoch = ?",
-                           (gate_id, epoch - _U64 if epoch >= 1 << 63 else epoch)).fetchone()
+        rows = [dict(r) for r in conn.execute("SELECT * FROM conflicts ORDER BY id")]
     finally:
         conn.close()
-    return 0 if row is None else row[0]
+    for r in rows:
+        r["ticket_id"] = u64(r["ticket_id"])
+    return rows
+
+
+def registry_acked(db: Path, gate_id: str) -> dict[int, int]:
+    """epoch -> the highest seq the registry holds of it, for every journal epoch of `gate_id`."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT epoch, acked_seq FROM gates WHERE gate_id = ?", (gate_id,)).fetchall()
+    finally:
+        conn.close()
+    return {u64(e): s for e, s in rows}
+
+
+def undrained(gate: GateDir, db: Path) -> list[Row]:
+    """The gate's journal records the registry does not hold under their own (gate, epoch, seq)."""
+    rows = journal_rows(gate.journal, gate.gate_id)
+    if not rows:
+        return []
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        held = {(u64(e), s) for e, s in conn.execute("SELECT epoch, seq FROM events WHERE gate_id = ?", (gate.gate_id,))}
+    finally:
+        conn.close()
+    return [r for r in rows if (r.epoch, r.seq) not in held]
 
 
 def wait_drained(gate: GateDir, db: Path, timeout: float = 60.0) -> bool:
-    """Until the registry holds every record of the gate's journal (True), or `timeout`."""
+    """Until the registry holds every record of the gate's journal, every epoch (True), or `timeout`."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        rows = journal_rows(gate.journal, gate.gate_id)
-        if not rows:
-            return True
         try:
-            if registry_acked(db, gate.gate_id, rows[-1].epoch) >= rows[-1].seq:
+            if not undrained(gate, db):
                 return True
         except sqlite3.Error:
             pass

@@ -55,7 +55,7 @@ from gated.gate.outcomes import (
     advance_settled_mark,
     settle_unknown_outcomes,
 )
-from gated.gate.state import CacheSaver, StateStore
+from gated.gate.state import CacheSaver, StateStore, rebase_saved_seq
 from gated.journal import Journal
 from gated.usage import replay_usage
 from gated.validation import KeyRing, Validator
@@ -111,7 +111,7 @@ class Gate(GateControl):
         if self.store.cache_path.exists():
             self.cache_changed_at = self.store.cache_path.stat().st_mtime
         self.journal = Journal(cfg.journal.path, self.gate_id, retention_s=cfg.journal.retention_days * 86400.0)
-        replayed = replay_usage(self.journal, cache, saved_seq)
+        replayed = replay_usage(self.journal, cache, rebase_saved_seq(self.store, self.journal, saved_seq))
         self.saver = CacheSaver(self.store, self.journal, cache)
         try:
             settled = await settle_unknown_outcomes(self.journal, cache, self.clock.now())

@@ -24,7 +24,8 @@ registry resends), never half-loaded.
 
 At run time `CacheSaver` writes the live cache: a fresh registry snapshot at
 once, deltas and local usage at the gate's periodic save; at start
-`gated.usage.replay_usage` re-applies what the journal holds after the saved sequence.
+`gated.usage.replay_usage` re-applies what the journal holds after the saved sequence
+(`rebase_saved_seq` first: a journal that lost its tail ends below it).
 """
 
 from __future__ import annotations
@@ -87,6 +88,32 @@ class StateStore:
     def save_cache(self, snapshot: bytes, journal_seq: int) -> None:
         write_atomically(self.cache_path, snapshot)
         write_atomically(self.cache_meta_path, json.dumps({"journal_seq": journal_seq}).encode())
+
+    def save_cache_seq(self, journal_seq: int) -> None:
+        """Only the journal seq the saved cache includes (the snapshot is unchanged)."""
+        write_atomically(self.cache_meta_path, json.dumps({"journal_seq": journal_seq}).encode())
+
+
+def rebase_saved_seq(store: StateStore, journal: Journal, saved_seq: int) -> int:
+    """At start, before anything is appended: the seq to replay usage after.
+
+    A journal whose seqs end below `saved_seq` lost a tail the saved cache
+    had seen (an SD card that lied about a flush). Everything it still holds
+    came before the save, so the cache includes it; but this boot's records
+    take seqs leaping from the surviving end, possibly still below
+    `saved_seq`, and a replay after `saved_seq` would skip their usage at the
+    next start. So the position becomes the journal's end, saved at once."""
+    end = journal.high_water
+    if saved_seq <= end:
+        return saved_seq
+    log.warning("journal_behind_saved_cache", saved_seq=saved_seq, journal_seq=end,
+                note="the journal lost records the saved cache includes; usage is replayed after the journal's end from now on")
+    try:
+        store.save_cache_seq(end)
+    except GatedError as exc:  # this start replays right; the next would skip this boot's usage again
+        log.error("cache_position_save_failed", error=str(exc))
+    return end
+
 
 
 class CacheSaver:

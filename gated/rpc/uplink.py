@@ -379,6 +379,10 @@ class Uplink:
                     continue
                 if epoch is None:
                     epoch, epoch_first, epoch_end = self.journal.epoch_span(records[0].seq)
+                elif epoch_end is None and epoch != self.journal.epoch:
+                    # An older epoch's tail: this boot's epoch may have begun since the stream took it
+                    # up. Read after the records, so a record seen here has its epoch row seen too.
+                    epoch_end = (await asyncio.to_thread(self.journal.epoch_span, epoch_first))[2]
                 if epoch_end is not None:
                     records = [r for r in records if r.seq < epoch_end]
                     if not records:

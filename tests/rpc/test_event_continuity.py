@@ -12,6 +12,7 @@ import pytest
 from gated.registry.store import IncomingEvent, RegistryStore
 from gated.rpc.v1 import registry_pb2 as pb
 from gated.rpc.v1 import registry_pb2_grpc as pb_grpc
+from gated.journal import Journal
 from tests.rpc_helpers import Gate, start_registry, until
 
 pytestmark = pytest.mark.timeout(60)
@@ -215,3 +216,29 @@ def test_a_version_1_registry_database_is_migrated_with_its_events_under_epoch_0
         assert store.event_count("g") == 4
     with RegistryStore(db, create=False) as store:  # reopening migrates nothing twice
         assert store.event_count("g") == 4 and store.acked_seq("g", 0) == 3
+
+
+def test_records_of_a_boot_that_starts_while_the_last_boots_records_go_up_travel_under_their_own_epoch(tmp_path):
+    """A power cut left the last boot's tail unacknowledged; the gate comes back with the registry up and
+    its uplink starts sending that tail before the new boot records anything. The new boot's records
+    (5205320758 scanned after the restart) must reach the registry under the new boot's epoch, not the old one."""
+    async def day():
+        registry = await start_registry(tmp_path / "r.db", None)
+        with Journal(tmp_path / "journal-gate-a.db", "gate-a", checkpoint_every_s=None) as before_cut:
+            for i in range(3):
+                before_cut.append("decision", at=time.time(), lane="in-1", ticket_id=5205320758 + i, reason="ok")
+            old_epoch = before_cut.epoch
+        gate = Gate(tmp_path, "gate-a", registry.port, None).start()
+        store = registry.store
+        await until(lambda: store.event_count("gate-a") == 3, what="the last boot's tail stored")
+        await append(gate, 4, after_restart=True)
+        await until(lambda: gate.journal.backlog() == 0, what="the new boot's records acknowledged")
+        new_epoch = gate.journal.epoch
+        new_seqs = [r.seq for r in gate.journal.tail(4)]
+        assert store.event_ids("gate-a", old_epoch) == [f"gate-a:{s}" for s in (1, 2, 3)]
+        assert store.event_ids("gate-a", new_epoch) == [f"gate-a:{s}" for s in new_seqs]
+        assert store.acked_seq("gate-a", old_epoch) == 3 and store.acked_seq("gate-a", new_epoch) == new_seqs[-1]
+        await gate.stop()
+        await registry.stop()
+
+    run(day())
