@@ -289,6 +289,7 @@ class OperatorScreen:
             printed = await self._run(print_badge(self.lane, ticket))
         except (BadgeError, PrinterError) as exc:
             message = " ".join(str(exc).split())  # one line, whatever the printer said
+            log.warning("badge_not_printed", lane=self.lane.id, ticket_id=ticket, error=message)
             self.events.publish("printed", {"ticket": str(ticket), "ok": False, "words": message})
             return web.json_response({"error": message}, status=502 if isinstance(exc, PrinterError) else 400)
         key = (printed.ticket_id, printed.serial)

@@ -199,13 +199,20 @@ def test_a_unit_without_a_printer_shows_no_button_and_refuses_to_print(desks, br
     assert desks.printed("hall-1") == []
 
 
-def test_a_printer_that_is_off_is_one_line_on_the_page_and_nothing_journaled(desks, browser):
+def test_a_printer_that_is_off_is_one_line_on_every_open_page_and_nothing_journaled(desks, browser, tmp_path):
     open_screen(browser, desks.url("desk-2"))
-    desks.ptys["desk-2"].send(badge(WANG))
-    shown(browser, WANG)
-    browser.find_element("id", "print").click()
-    said = print_result(browser)
-    assert said == f"Zebra printer tcp://127.0.0.1:{desks.zebra_port}: Connection refused", said
-    assert "bad" in browser.find_element("id", "printed").get_attribute("class")
-    assert desks.printed("desk-2") == []
-    screenshot(browser, "screen-desk-printer-off")
+    tablet = chromium(tmp_path / "tablet")  # the desk's second page (a tablet beside the unit): pushed, never posted
+    try:
+        open_screen(tablet, desks.url("desk-2"))
+        desks.ptys["desk-2"].send(badge(WANG))
+        shown(browser, WANG)
+        shown(tablet, WANG)
+        browser.find_element("id", "print").click()
+        said = f"Zebra printer tcp://127.0.0.1:{desks.zebra_port}: Connection refused"
+        assert print_result(browser) == said
+        assert print_result(tablet) == said
+        assert "bad" in browser.find_element("id", "printed").get_attribute("class")
+        assert desks.printed("desk-2") == []
+        screenshot(browser, "screen-desk-printer-off")
+    finally:
+        tablet.quit()
