@@ -360,8 +360,11 @@ class Simulator:
         registry = f", registry on {self.registry.listen} (plaintext)" if self.registry else ", no registry (offline)"
         lanes = ", ".join(f"{lane.id} ({lane.direction})" for lane in config.lanes)
         self.feed.add("", f"gate {config.gate.id} started: lanes {lanes}; {len(self.people)} attendees{registry}", "info")
+        printers = {lane.id: lane.printer for lane in config.lanes if lane.printer is not None}
         for lane_id, screen in self.gate.screens.items():
-            self.feed.add(lane_id, f"operator screen: {screen.url}", "info")
+            printer = printers.get(lane_id)
+            badges = f"; badges it prints: {printer.target}" if printer is not None and printer.kind == "file" else ""
+            self.feed.add(lane_id, f"operator screen: {screen.url}{badges}", "info")
 
     async def _wait_inputs_connected(self, timeout_s: float = 3.0) -> None:
         deadline = time.monotonic() + timeout_s

@@ -20,6 +20,10 @@ Rules the crowd keeps:
 - the first people of a run follow `OPENING` (so even a short run shows the
   interesting cases), then scenarios are drawn at random with `WEIGHTS`,
   exits weighted by how full the hall is;
+- every `DESK_EVERY`-th arrival, someone also steps up to the registration
+  desk (the handheld lane with a badge printer, if the gate has one) and has
+  the e-ticket or badge scanned there, so the desk's operator screen shows
+  scans; printing the badge is the operator's click on that screen;
 - all randomness comes from one seeded `random.Random`.
 """
 
@@ -49,12 +53,13 @@ QUEUE_LIMIT = 3
 WALK_S = 0.35  # how long a person breaks the beam
 UNKNOWN_TICKET_ID = 999_999_999
 FORGER_KEY = bytes(range(100, 132))
+DESK_EVERY = 5  # one arrival in this many also brings someone to the desk
 
 
 @dataclass(frozen=True, slots=True)
 class Scenario:
     name: str
-    direction: str  # "in" | "out": which lane the person goes to
+    direction: str  # "in" | "out" | "desk": which lane the person goes to
     label: str  # for the help line and logs
 
 
@@ -76,6 +81,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("passback", "in", "someone inside tries to enter again"),
     Scenario("no_walk", "in", "admitted but never walks through"),
     Scenario("tailgater", "in", "someone slips through behind"),
+    Scenario("desk_visit", "desk", "someone at the registration desk"),
 )}
 
 OPENING = (
@@ -111,6 +117,10 @@ class Crowd:
             "in": next(lane.id for lane in gate.config.lanes if lane.direction == "in"),
             "out": next(lane.id for lane in gate.config.lanes if lane.direction == "out"),
         }
+        self.desk = next((lane.id for lane in gate.config.lanes
+                          if lane.mode == "handheld" and lane.printer is not None and lane.id in scanners), None)
+        if self.desk is not None:
+            self.lane_for["desk"] = self.desk
         self.zone = gate.config.lanes[0].zone
         self._queues: dict[str, asyncio.Queue[str]] = {lane.id: asyncio.Queue(QUEUE_LIMIT) for lane in gate.config.lanes}
         self._busy: dict[str, bool] = {lane_id: False for lane_id in self._queues}
@@ -119,6 +129,7 @@ class Crowd:
         self._last_scan: dict[int, float] = {}  # ticket -> monotonic time of its last scan
         self.arrivals = 0
         self.turned_away = 0
+        self._ticks = 0
 
     # ---- control ----
 
@@ -171,6 +182,9 @@ class Crowd:
             await asyncio.sleep(self.rng.uniform(0.5, 1.5) * mean_gap)
             if not self.auto or self.gate.emergency_active:  # nobody walks in during an evacuation
                 continue
+            self._ticks += 1
+            if self.desk is not None and self._ticks % DESK_EVERY == 0:
+                self.send("desk_visit", quiet=True)
             if self._opening:  # the opening plays in order: wait for room rather than skip a case
                 if not self._queue_full(self._opening[0]):
                     self.send(self._opening.pop(0))
@@ -417,6 +431,16 @@ class Crowd:
             await asyncio.sleep(0.1)
             self.say(lane_id, "a tailgater slips through right behind")
             await self.walk(lane_id)
+
+    async def _do_desk_visit(self, lane_id: str) -> None:
+        person = self._arriving("guest", "media", "staff", "exhibitor", "vip")
+        if person is None:
+            return self._nobody(lane_id, "no one outside to register")
+        if self.rng.random() < 0.5:
+            code, how = self._phone_code(person), "at the desk for a badge, phone e-ticket on the desk scanner"
+        else:
+            code, how = self._badge_code(person), "at the desk, badge on the desk scanner"
+        await self._visit(lane_id, person, code, how, via="scanner")
 
     async def tailgate(self, lane_id: str) -> None:
         """A passage with nobody admitted (the console's `p` key)."""

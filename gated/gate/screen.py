@@ -13,11 +13,13 @@ decision: a typed code (PDA scanners type the code and Enter), the ticket
 number with its 8-digit manual code (`handle_manual`), a benefit redeemed
 (`LaneRunner.redeem`, only for a ticket this unit identified within
 `IDENTIFIED_FOR_S`), the last four digits of a phone and the operator's pick
-(`gated.gate.attended`).
+(`gated.gate.attended`), and at a desk lane (`[lane.printer]`) the badge of
+that ticket printed (`gated.gate.badge_print.print_badge`), its result pushed
+to every open page.
 
 JSON API (POST, same origin; a session when a PIN is configured):
 `/api/scan {code}`, `/api/manual {ticket, code}`, `/api/redeem {ticket,
-benefit}`, `/api/phone {digits}`, `/api/pick {lookup, ticket}`; ticket ids
+benefit}`, `/api/phone {digits}`, `/api/pick {lookup, ticket}`, `/api/print {ticket}`; ticket ids
 travel as decimal strings (JavaScript numbers stop at 2^53).
 """
 
@@ -34,7 +36,9 @@ from aiohttp import web
 from gated.config import ScreenConfig
 from gated.drivers.base import Read
 from gated.drivers.keypad import ManualEntry
+from gated.errors import BadgeError, PrinterError
 from gated.gate.attended import LookupRefused, PhoneSearch
+from gated.gate.badge_print import print_badge
 from gated.gate.lane import LaneRunner
 from gated.validation import Decision, Direction
 from gated.web import Broadcast, WebServer, WebSettings, make_app
@@ -101,6 +105,7 @@ class OperatorScreen:
             pin_hash=config.pin_hash, session_minutes=config.session_minutes, title=f"{gate_id} {lane.id}".strip(),
         )
         self._identified: dict[int, float] = {}
+        self._prints: dict[tuple[int, int], int] = {}  # (ticket, serial) -> badges printed by this unit since it started
         self._last_view: dict[str, Any] | None = None
         self._shown = 0
         self._page = (STATIC_DIR / "screen.html").read_text(encoding="utf-8")
@@ -130,7 +135,12 @@ class OperatorScreen:
 
     def unit(self) -> dict[str, Any]:
         return {"lane": self.lane.id, "zone": self.lane.spec.zone, "direction": str(self.lane.spec.direction),
-                **self._unit_status()}
+                "printer": self.printer_kind, **self._unit_status()}
+
+    @property
+    def printer_kind(self) -> str | None:
+        printer = self.lane.config.printer
+        return None if printer is None else printer.kind
 
     def view(self, d: Decision) -> dict[str, Any]:
         cache = self.lane.services.validator.cache
@@ -150,6 +160,7 @@ class OperatorScreen:
                 inside=d.zone in record.inside, inside_zones=list(record.inside),
                 benefits=[{"name": n, "remaining": r} for n, r in record.benefits],
                 state="revoked" if record.state else "active",
+                can_print=self.printer_kind is not None,
             )
         return view
 
@@ -182,6 +193,7 @@ class OperatorScreen:
         app.router.add_post("/api/redeem", self._redeem)
         app.router.add_post("/api/phone", self._phone)
         app.router.add_post("/api/pick", self._pick)
+        app.router.add_post("/api/print", self._print)
         return app
 
     async def _index(self, request: web.Request) -> web.Response:
@@ -254,12 +266,41 @@ class OperatorScreen:
             benefit = body.get("benefit")
             if not isinstance(benefit, str) or not 0 < len(benefit) <= 64:
                 raise LookupRefused("name the benefit to redeem")
-            seen = self._identified.get(ticket)
-            if seen is None or self.lane.services.monotonic() - seen >= IDENTIFIED_FOR_S:
+            if not self._identified_recently(ticket):
                 raise LookupRefused("scan the badge first: a benefit is redeemed for the person in front of you")
         except LookupRefused as exc:
             return self._refused(exc)
         return self._answer(await self._run(self.lane.redeem(ticket, benefit)))
+
+    def _identified_recently(self, ticket: int) -> bool:
+        seen = self._identified.get(ticket)
+        return seen is not None and self.lane.services.monotonic() - seen < IDENTIFIED_FOR_S
+
+    async def _print(self, request: web.Request) -> web.Response:
+        try:
+            if self.printer_kind is None:
+                raise LookupRefused(f"lane {self.lane.id} has no badge printer")
+            ticket = parse_ticket((await self._body(request)).get("ticket"))
+            if not self._identified_recently(ticket):
+                raise LookupRefused("scan the badge first: a badge is printed for the person in front of you")
+        except LookupRefused as exc:
+            return self._refused(exc)
+        try:
+            printed = await self._run(print_badge(self.lane, ticket))
+        except (BadgeError, PrinterError) as exc:
+            message = " ".join(str(exc).split())  # one line, whatever the printer said
+            log.warning("badge_not_printed", lane=self.lane.id, ticket_id=ticket, error=message)
+            self.events.publish("printed", {"ticket": str(ticket), "ok": False, "words": message})
+            return web.json_response({"error": message}, status=502 if isinstance(exc, PrinterError) else 400)
+        key = (printed.ticket_id, printed.serial)
+        self._prints[key] = count = self._prints.get(key, 0) + 1
+        words = f"Badge printed (serial {printed.serial})"
+        if count > 1:
+            words += f": printed before, {count - 1} time{'s' if count > 2 else ''} on this unit"
+        result = {"ticket": str(ticket), "ok": True, "words": words, "serial": printed.serial, "count": count,
+                  "seq": printed.seq}
+        self.events.publish("printed", result)
+        return web.json_response(result)
 
     async def _phone(self, request: web.Request) -> web.Response:
         try:

@@ -49,6 +49,9 @@ def test_a_short_headless_run_admits_refuses_moves_relays_and_journals_passages(
     assert summary["journal_records"]["unexpected_passage"] >= 1  # the tailgater
     for reason in summary["reasons"]:
         assert f"{reason} " in out  # the summary line names every reason
+    # Now and then someone is scanned at the registration desk, whose screen and badge folder are named at start.
+    assert f"badges it prints: {run_dir.resolve() / 'badges'}" in out and "operator screen: http://127.0.0.1:" in out
+    assert summary["lanes"]["desk-1"]["decisions"] >= 1 and "at the desk" in out
 
     stats = subprocess.run([GATED, "journal", "stats", "--config", str(run_dir / "gate.toml")],
                            capture_output=True, text=True, timeout=30)

@@ -17,7 +17,7 @@
 
   function notice(text) { $("notice").textContent = text || ""; }
 
-  async function post(path, body) {
+  async function post(path, body, quiet) {   // quiet: a refusal is the caller's to show
     let response;
     try {
       response = await fetch(path, { method: "POST", headers: { "Content-Type": "application/json" },
@@ -26,7 +26,11 @@
     if (response.status === 401) { location.href = "/signin?next=/"; return null; }
     let answer = {};
     try { answer = await response.json(); } catch (e) { /* not JSON */ }
-    if (!response.ok) { notice(answer.error || ("refused (" + response.status + ")")); return null; }
+    if (!response.ok) {
+      const error = answer.error || ("refused (" + response.status + ")");
+      if (quiet) return { error: error };
+      notice(error); return null;
+    }
     notice("");
     return answer;
   }
@@ -53,6 +57,8 @@
       text("f-inside", v.inside ? "inside" : "not inside");
       drawBenefits(v);
     }
+    $("badge").hidden = !(known && v.can_print && v.ticket);
+    if ($("printed").dataset.ticket !== (v.ticket || "")) drawPrinted(null);
     d.dataset.ticket = v.ticket || "";
     d.dataset.reason = v.reason;
     d.dataset.shown = v.shown;   // last: the bench's observer stamps this change
@@ -108,6 +114,25 @@
     text("fault", u.fault ? "FAULT: " + u.fault : "");
   }
 
+  function drawPrinted(p) {   // a print's result ({ticket, ok, words}), or null to clear it
+    const out = $("printed");
+    out.textContent = p ? p.words : "";
+    out.className = "printed" + (p ? (p.ok ? " good" : " bad") : "");
+    out.dataset.ticket = p ? p.ticket : "";
+    out.dataset.count = p && p.ok ? p.count : 0;
+  }
+
+  $("print").addEventListener("click", async () => {
+    if (!current || !current.ticket) return;
+    const button = $("print");
+    button.disabled = true;
+    $("printed").textContent = "Printing…";
+    const answer = await post("/api/print", { ticket: current.ticket }, true);
+    button.disabled = false;
+    if (answer) drawPrinted(answer.error ? { ticket: current.ticket, ok: false, words: answer.error } : answer);
+    button.focus();
+  });
+
   async function redeem(ticket, benefit) {
     await post("/api/redeem", { ticket: ticket, benefit: benefit });
   }
@@ -158,6 +183,10 @@
     const events = new EventSource("/events");
     events.addEventListener("decision", (e) => drawDecision(JSON.parse(e.data)));
     events.addEventListener("unit", (e) => drawUnit(JSON.parse(e.data)));
+    events.addEventListener("printed", (e) => {
+      const p = JSON.parse(e.data);
+      if (current && current.ticket === p.ticket) drawPrinted(p);
+    });
     events.addEventListener("error", async () => {
       if (events.readyState === EventSource.CLOSED) {
         const r = await fetch("/api/state", { credentials: "same-origin" }).catch(() => null);
