@@ -407,7 +407,9 @@ class Uplink:
                 while True:
                     ack = await call.read()
                     if ack is grpc.aio.EOF:
-                        await call  # raises the call's error status, if it has one
+                        # A clean end: read() itself raises AioRpcError when the call ended with an
+                        # error status. (A stream-stream call cannot be awaited: that was a TypeError
+                        # at the end of every finished epoch, and the session started over.)
                         if finishing:
                             return
                         raise _SessionEnded("registry closed the event stream")

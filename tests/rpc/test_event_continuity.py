@@ -242,3 +242,27 @@ def test_records_of_a_boot_that_starts_while_the_last_boots_records_go_up_travel
         await registry.stop()
 
     run(day())
+
+
+def test_a_finished_epochs_stream_ends_cleanly_and_its_acks_are_kept(tmp_path):
+    """The last boot's tail goes up on its own stream, which the gate closes once it is acknowledged.
+    The registry then ends the stream with OK: that is not a disconnection (it once was, a TypeError on
+    every finished epoch, and a gate could go round reconnecting without ever marking the tail acked)."""
+    from structlog.testing import capture_logs
+
+    async def day():
+        registry = await start_registry(tmp_path / "r.db", None)
+        with Journal(tmp_path / "journal-gate-a.db", "gate-a", checkpoint_every_s=None) as before_cut:
+            for i in range(16):
+                before_cut.append("decision", at=time.time(), lane="in-1", ticket_id=1_000_000 * (i % 4 + 1) + i, reason="ok")
+        with capture_logs() as logs:
+            gate = Gate(tmp_path, "gate-a", registry.port, None).start()
+            await append(gate, 6, after_restart=True)
+            await until(lambda: gate.journal.backlog() == 0, what="both epochs acknowledged and marked")
+            await gate.stop()
+        stored = registry.store.event_count("gate-a")
+        await registry.stop()
+        assert [e for e in logs if e.get("event") == "uplink_disconnected"] == []
+        assert stored == 22
+
+    run(day())
