@@ -45,7 +45,7 @@ from gated.web.security import hash_pin, is_loopback, listen_problem, verify_pin
 
 # aiohttp loads only when a page is served: the config loader reads the listen rule from
 # `gated.web.security` without it.
-_LAZY = {"STATIC_DIR": "server", "WebError": "server", "WebServer": "server", "WebSettings": "server",
+_LAZY = {"PRINCIPAL": "server", "SignIn": "server", "STATIC_DIR": "server", "WebError": "server", "WebServer": "server", "WebSettings": "server",
          "make_app": "server", "Broadcast": "sse"}
 
 
@@ -58,6 +58,6 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "STATIC_DIR", "Broadcast", "WebError", "WebServer", "WebSettings", "hash_pin", "is_loopback",
+    "PRINCIPAL", "STATIC_DIR", "Broadcast", "SignIn", "WebError", "WebServer", "WebSettings", "hash_pin", "is_loopback",
     "listen_problem", "make_app", "verify_pin",
 ]
