@@ -24,7 +24,7 @@ SESSIONS: web.AppKey[Sessions] = web.AppKey("sessions")
 ACCOUNTS: web.AppKey["SignIn | None"] = web.AppKey("accounts")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 #: request[PRINCIPAL]: who an accounts sign-in or a bearer token says is asking (None with a PIN).
-PRINCIPAL = "gated_principal"
+PRINCIPAL = web.RequestKey("principal", object) if hasattr(web, "RequestKey") else "gated_principal"
 
 
 class WebError(GatedError, ValueError):
