@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import functools
 import io
 import re
 from pathlib import Path
@@ -60,14 +61,25 @@ RowError = _RowError  # what `check_row` raises: `.column` names the field, `.pr
 def parse_time(text: str, column: str) -> int:
     """Unix seconds from unix seconds or ISO 8601 with an offset."""
     text = text.strip()
+    seconds = _seconds(text)
+    if seconds is None:
+        raise _RowError(column, f"{text!r} is not ISO 8601 (2025-06-01T08:00:00+02:00) or unix seconds")
+    if seconds is False:
+        raise _RowError(column, f"{text!r} has no UTC offset; add one, like +02:00 or Z")
+    return seconds
+
+
+@functools.lru_cache(maxsize=4096)  # a list repeats the same few opening and closing times
+def _seconds(text: str) -> int | None | bool:
+    """The instant `text` names; None: not a time; False: no UTC offset."""
     if re.fullmatch(r"-?[0-9]+", text):
         return int(text)
     try:
         moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
     except ValueError:
-        raise _RowError(column, f"{text!r} is not ISO 8601 (2025-06-01T08:00:00+02:00) or unix seconds") from None
+        return None
     if moment.tzinfo is None:
-        raise _RowError(column, f"{text!r} has no UTC offset; add one, like +02:00 or Z")
+        return False
     return int(moment.timestamp())
 
 
