@@ -299,6 +299,7 @@ class RegistryStore:
         except (sqlite3.Error, OSError) as exc:
             raise RegistryError(f"{self.path}: cannot open the registry database: {exc}") from None
         self._zone_json: dict[str, tuple[str, ...]] = {}
+        self._pairs_json: dict[str, tuple[tuple, ...]] = {}
 
     def close(self) -> None:
         self.conn.close()
@@ -395,6 +396,15 @@ class RegistryStore:
             zones = self._zone_json[text] = tuple(json.loads(text))
         return zones
 
+    def _parsed_pairs(self, text: str) -> tuple[tuple, ...]:
+        """Windows and benefits as tuples of pairs; tickets of a list share a few texts, parsed once."""
+        pairs = self._pairs_json.get(text)
+        if pairs is None:
+            if len(self._pairs_json) >= 65536:
+                self._pairs_json.clear()
+            pairs = self._pairs_json[text] = tuple(tuple(p) for p in json.loads(text))
+        return pairs
+
     def _record(self, row: tuple) -> TicketRecord:
         (tid, category, ticket_type, zones, windows, max_entries, used, inside, serial, state,
          benefits, name, company, phone) = row
@@ -403,13 +413,13 @@ class RegistryStore:
             category=category,
             ticket_type=ticket_type,
             zones=self._parsed(zones),
-            windows=tuple(tuple(w) for w in json.loads(windows)),
+            windows=self._parsed_pairs(windows),
             max_entries=max_entries,
             entries_used=used,
             badge_serial=serial,
             state=TicketState(state),
             inside=self._parsed(inside),
-            benefits=tuple((n, r) for n, r in json.loads(benefits)),
+            benefits=self._parsed_pairs(benefits),
             name=name,
             company=company,
             phone_last4=phone[-4:] if len(phone) >= 4 else "",
