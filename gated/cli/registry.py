@@ -65,10 +65,10 @@ def cmd_registry_serve(args) -> int:
         from gated.registry.http import RegistryWeb
         from gated.registry.server import RegistryServer
 
-        task = asyncio.current_task()
+        stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, task.cancel)
+            loop.add_signal_handler(sig, stopping.set)
         server = RegistryServer(args.db, args.listen, tls=tls)
         pages = None
         try:
@@ -78,9 +78,7 @@ def cmd_registry_serve(args) -> int:
             if http is not None:
                 pages = await _start_pages(server, http, explicit=args.http is not None)
                 print(f"registry pages at {pages.url} (API: {pages.url}api/openapi.json)", flush=True)
-            await server.wait_closed()
-        except asyncio.CancelledError:
-            pass
+            await stopping.wait()
         finally:
             if pages is not None:
                 await pages.stop()

@@ -22,6 +22,7 @@ of `gated.registry.store`). Rules kept here:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import secrets
@@ -44,7 +45,11 @@ TOKEN_PREFIX = "gtd_"
 _NAME_RE = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 
 _hasher = PasswordHasher()
-_DUMMY_HASH = _hasher.hash("an account that does not exist")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return _hasher.hash("an account that does not exist")
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +136,7 @@ class Accounts:
         row = self.conn.execute("SELECT role, hash, failed, locked_until FROM users WHERE username = ?",
                                 (username,)).fetchone() if len(username) <= 64 else None
         if row is None:
-            _check(_DUMMY_HASH, password)
+            _check(_dummy_hash(), password)
             return SignInResult(None, "Wrong name or password.")
         role, digest, failed, locked_until = row
         if now < locked_until:
