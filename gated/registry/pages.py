@@ -197,7 +197,7 @@ def _walk_in(store: RegistryStore, form: dict[str, str], actor: str) -> int:
     row["ticket_id"] = number
     try:
         record, phone = _record(row, False)
-        _check_record(record)
+        _check_record(record, "walk-in")
     except _RowError as exc:
         raise GatedError(str(exc)) from None
     except ValueError as exc:
