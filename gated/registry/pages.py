@@ -399,3 +399,15 @@ def add_desk_routes(app: web.Application, desk: DeskContext) -> None:
     app.router.add_get("/walkin", walkin_get)
     app.router.add_post("/walkin", walkin_post)
     app.router.add_static(STATIC_PREFIX, STATIC_DIR, follow_symlinks=False)
+
+
+def staff_app(desk: DeskContext, settings, staff_of: Callable[[web.Request], Staff | None]) -> web.Application:
+    """The desk pages and the dashboard in one application of the web stack (`gated.web.make_app`)."""
+    from gated.registry.dashboard import add_dashboard_routes
+    from gated.web import make_app
+
+    app = make_app(settings)
+    app[STAFF_OF] = staff_of
+    add_desk_routes(app, desk)
+    add_dashboard_routes(app, desk)
+    return app
