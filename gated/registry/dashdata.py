@@ -10,7 +10,6 @@ writes: the server, `gated registry import`, a desk page):
 - `dash_denials`      decisions refused, per reason
 - `dash_attended`     every ticket with at least one entry (unique attendees)
 - `dash_category`     per category: tickets registered, tickets with an entry
-- `dash_gates`        per gate: events stored, the last one's time, when it arrived
 
 `install(conn)` creates them once (filled from what the file already holds)
 with the indexes the desk's search needs; it is idempotent and cheap once
@@ -52,9 +51,6 @@ CREATE TABLE dash_attended (ticket_id INTEGER PRIMARY KEY);
 CREATE TABLE dash_category (
     category TEXT PRIMARY KEY, registered INTEGER NOT NULL DEFAULT 0, attended INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
-CREATE TABLE dash_gates (
-    gate_id TEXT PRIMARY KEY, events INTEGER NOT NULL, last_at REAL, last_received REAL
-) WITHOUT ROWID;
 CREATE INDEX tickets_name_nocase ON tickets(name COLLATE NOCASE);
 CREATE INDEX tickets_company_nocase ON tickets(company COLLATE NOCASE);
 CREATE INDEX tickets_phone_last4 ON tickets(substr(phone, -4));
@@ -64,12 +60,8 @@ CREATE INDEX tickets_category ON tickets(category);
 # An upsert fed by a SELECT needs a WHERE to parse (SQLite's ON CONFLICT ambiguity): `WHERE true`.
 _PASSAGE = "NEW.kind = 'passage' AND json_valid(NEW.payload) AND json_extract(NEW.payload, '$.direction') IN ('in', 'out')"
 _TRIGGERS = f"""
-CREATE TRIGGER dash_event AFTER INSERT ON events BEGIN
-    INSERT INTO dash_gates(gate_id, events, last_at, last_received) VALUES (NEW.gate_id, 1, NEW.at, NEW.received_at)
-        ON CONFLICT(gate_id) DO UPDATE SET events = events + 1, last_at = max(coalesce(last_at, 0), excluded.last_at),
-        last_received = max(coalesce(last_received, 0), excluded.last_received);
-    INSERT INTO dash_denials(reason, n) SELECT NEW.reason, 1 WHERE NEW.kind = 'decision' AND NEW.reason <> 'ok'
-        ON CONFLICT(reason) DO UPDATE SET n = n + 1;
+CREATE TRIGGER dash_denial AFTER INSERT ON events WHEN NEW.kind = 'decision' AND NEW.reason <> 'ok' BEGIN
+    INSERT INTO dash_denials(reason, n) VALUES (NEW.reason, 1) ON CONFLICT(reason) DO UPDATE SET n = n + 1;
 END;
 CREATE TRIGGER dash_passage AFTER INSERT ON events WHEN {_PASSAGE} BEGIN
     INSERT INTO dash_hourly(hour, gate_id, lane, ins, outs)
@@ -110,8 +102,6 @@ END;
 
 # Filled once from what the file holds (the triggers keep them from then on).
 _BACKFILL = f"""
-INSERT INTO dash_gates(gate_id, events, last_at, last_received)
-    SELECT gate_id, count(*), max(at), max(received_at) FROM events GROUP BY gate_id;
 INSERT INTO dash_denials(reason, n) SELECT reason, count(*) FROM events WHERE kind = 'decision' AND reason <> 'ok' GROUP BY reason;
 INSERT INTO dash_hourly(hour, gate_id, lane, ins, outs)
     SELECT CAST(at / {HOUR} AS INTEGER) * {HOUR} AS h, gate_id, lane, sum(d = 'in'), sum(d = 'out')
@@ -175,10 +165,28 @@ class GateState:
     gate_id: str
     connected: bool  # watching the registry's entitlements now
     acked_seq: int  # the highest seq stored of its latest journal epoch
-    epochs: int
-    events: int
+    epochs: int  # journal epochs seen (one per boot)
     last_event_at: float | None  # the gate's clock
     last_received_at: float | None  # the registry's clock
+
+
+def gates(conn: sqlite3.Connection, connected: set[str] | frozenset[str] = frozenset()) -> list[GateState]:
+    """Each gate the registry heard from or that watches now. The last event of each journal epoch
+    is the one at its acked seq: a primary-key lookup per epoch, whatever the number of events."""
+    latest: dict[str, tuple] = {}
+    epochs: dict[str, int] = {}
+    for gate_id, seq, at, received in conn.execute(
+        "SELECT g.gate_id, g.acked_seq, e.at, e.received_at FROM gates g "
+        "LEFT JOIN events e ON e.gate_id = g.gate_id AND e.epoch = g.epoch AND e.seq = g.acked_seq"
+    ):
+        epochs[gate_id] = epochs.get(gate_id, 0) + 1
+        if gate_id not in latest or (received or 0) > (latest[gate_id][2] or 0):
+            latest[gate_id] = (seq, at, received)
+    out = []
+    for gate_id in sorted(set(latest) | set(connected)):
+        seq, at, received = latest.get(gate_id, (0, None, None))
+        out.append(GateState(gate_id, gate_id in connected, seq, epochs.get(gate_id, 0), at, received))
+    return out
 
 
 def hourly(conn: sqlite3.Connection) -> list[dict]:
@@ -220,21 +228,6 @@ def conflicts(conn: sqlite3.Connection, limit: int = 20) -> dict:
     return {"counts": counts, "latest": latest}
 
 
-def gates(conn: sqlite3.Connection, connected: set[str] | frozenset[str] = frozenset()) -> list[GateState]:
-    known = {g: (n, la, lr) for g, n, la, lr in conn.execute("SELECT gate_id, events, last_at, last_received FROM dash_gates")}
-    acked: dict[str, tuple[int, int]] = {}
-    # The latest epoch is the one with the latest event; lacking events, the highest acked seq.
-    for gate_id, seq in conn.execute("SELECT gate_id, acked_seq FROM gates ORDER BY gate_id"):
-        count, top = acked.get(gate_id, (0, 0))
-        acked[gate_id] = (count + 1, max(top, seq))
-    out = []
-    for gate_id in sorted(set(known) | set(acked) | set(connected)):
-        events, last_at, last_received = known.get(gate_id, (0, None, None))
-        epochs, seq = acked.get(gate_id, (0, 0))
-        out.append(GateState(gate_id, gate_id in connected, seq, epochs, events, last_at, last_received))
-    return out
-
-
 def dashboard(conn: sqlite3.Connection, connected: set[str] | frozenset[str] = frozenset(), *, version: int | None = None) -> dict:
     """Everything the dashboard draws, as one JSON-ready dict (a read transaction: one consistent picture)."""
     conn.execute("BEGIN")
@@ -248,7 +241,7 @@ def dashboard(conn: sqlite3.Connection, connected: set[str] | frozenset[str] = f
             "conflicts": conflicts(conn),
             "gates": [
                 {"gate": g.gate_id, "connected": g.connected, "acked_seq": g.acked_seq, "epochs": g.epochs,
-                 "events": g.events, "last_event_at": g.last_event_at, "last_received_at": g.last_received_at}
+                 "last_event_at": g.last_event_at, "last_received_at": g.last_received_at}
                 for g in gates(conn, connected)
             ],
             "unique_attendees": conn.execute("SELECT count(*) FROM dash_attended").fetchone()[0],

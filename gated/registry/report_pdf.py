@@ -44,7 +44,7 @@ def report_pdf(data: dict) -> bytes:
           [(zone, points[-1][1]) for zone, points in sorted(data["occupancy"].items())], (60, 30))
     table("Denials by reason", ("reason", "count"), list(data["denials"].items()), (60, 30))
     table("Offline-admission conflicts", ("kind", "count"), list(data["conflicts"]["counts"].items()), (60, 30))
-    table("Gates", ("gate", "connected", "events", "acked seq", "last event"),
-          [(g["gate"], "yes" if g["connected"] else "no", g["events"], g["acked_seq"], _when(g["last_event_at"]))
+    table("Gates", ("gate", "connected", "epochs", "acked seq", "last event"),
+          [(g["gate"], "yes" if g["connected"] else "no", g["epochs"], g["acked_seq"], _when(g["last_event_at"]))
            for g in data["gates"]], (45, 25, 30, 30, 45))
     return bytes(pdf.output())

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from gated.bench.screen import browser_missing, chromium
+from gated.registry import dashdata
 from gated.validation import Lane
 from gated.validation.token import mint_static
 from tests.conftest import wait_until
@@ -32,7 +33,7 @@ def venue(tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     driver = chromium(tmp_path_factory.mktemp("chromium"))
-    driver.set_window_size(1400, 1100)
+    driver.set_window_size(1400, 2200)
     yield driver
     driver.quit()
 
@@ -86,6 +87,7 @@ def test_a_walk_in_is_admitted_then_a_reprint_supersedes_the_old_badge(venue, br
     assert [g.decide(old, Lane("in-2", "hall")).reason for g in gates] == ["superseded_badge"] * 2
     print(f"reprint -> old badge superseded at every gate in {(time.monotonic() - reprinted) * 1000:.0f} ms")
     assert venue.scan("gate-b", mint_static(KEY, KID, ticket_id, 1), HALL_OUT).admitted  # the new badge works
+    wait_until(lambda: len(dashdata.movements(venue.registry.store.conn, ticket_id)) == 2, 2.0, "the check-out stored")
     browser.refresh()
     moves = browser.find_element(By.ID, "movements").text
     assert "check-in" in moves and "gate-a" in moves and "check-out" in moves and "gate-b" in moves

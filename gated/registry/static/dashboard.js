@@ -113,10 +113,9 @@ function drawConflicts(conflicts) {
 }
 
 function drawGates(gates, now) {
-  table("gates", ["gate", "connected", "events stored", "acked seq", "epochs", "last event (gate clock)", "received", "since"], gates, (row, g) => {
+  table("gates", ["gate", "connected", "acked seq", "journal epochs", "last event (gate clock)", "received", "since"], gates, (row, g) => {
     cell(row, g.gate);
     cell(row, g.connected ? "yes" : "no", g.connected ? "good" : "bad");
-    cell(row, g.events);
     cell(row, g.acked_seq);
     cell(row, g.epochs);
     cell(row, when(g.last_event_at));
