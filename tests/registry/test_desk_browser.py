@@ -102,6 +102,8 @@ def test_the_dashboard_draws_the_scans_and_follows_new_ones(venue, browser):
         assert venue.scan("gate-a", mint_static(KEY, KID, tid, 0)).admitted
     for tid in guests[12:16]:
         assert venue.scan("gate-b", mint_static(KEY, KID, tid, 0)).admitted
+    forged = mint_static(bytes(32), KID, guests[20], 0)  # signed with a key that is not the event's
+    assert venue.scan("gate-a", forged).reason == "bad_signature"
     wait_until(lambda: venue.get("/dashboard/data")[0] == 200 and sum(
         r["in"] for r in __import__("json").loads(venue.get("/dashboard/data")[1])["hourly"] if r["lane"] == "in-1") >= 17,
         5.0, "the scans stored")
@@ -131,6 +133,9 @@ def test_the_dashboard_draws_the_scans_and_follows_new_ones(venue, browser):
     categories = browser.execute_script(
         "return window.gatedCharts.categories.data.labels;")
     assert any(label.startswith("guest (21/61)") for label in categories), categories
+    denials = browser.execute_script(
+        "const c = window.gatedCharts.denials; return Object.fromEntries(c.data.labels.map((l, i) => [l, c.data.datasets[0].data[i]]));")
+    assert denials == {"forged (bad signature)": 1}, denials
     shot(browser, "dashboard-live")
 
 

@@ -56,6 +56,7 @@ function drawHourly(rows) {
 
 function drawOccupancy(zones) {
   const hours = [...new Set(Object.values(zones).flat().map(p => p[0]))].sort((a, b) => a - b);
+  if (hours.length) hours.unshift(hours[0] - 3600);  // the hour before the first check-in: nobody inside
   const c = chart("occupancy", "line", { scales: { y: { beginAtZero: true } } });
   c.data.labels = hours.map(hourLabel);
   c.data.datasets = Object.keys(zones).sort().map((zone, i) => {
