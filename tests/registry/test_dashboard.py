@@ -159,3 +159,20 @@ def test_install_on_an_existing_file_fills_the_tables_as_the_triggers_would(tmp_
             assert kept[key] == rebuilt[key], key
         assert kept["unique_attendees"] == 16
         assert sum(r["out"] for r in kept["hourly"]) == 3
+
+
+def test_a_bad_walk_in_is_refused_whole_with_the_field_named(venue):
+    before = venue.registry.store.ticket_count()
+    good = {"name": "Sun Li", "company": "", "phone": "+86 137 0000 1234", "category": "guest", "ticket_type": "1-day",
+            "zones": "hall", "max_entries": "1", "benefits": "", "valid_from": "", "valid_until": ""}
+    for field, value, said in (("zones", "", "zones:"), ("benefits", "lunch", "benefits:"), ("phone", "call me", "phone:"),
+                               ("valid_from", "2026-11-27T08:00:00", "valid_from:"), ("category", " ", "category:"),
+                               ("name", "", "name:"), ("ticket_id", str(WANG), "already registered")):
+        extra = {"valid_until": "2026-11-27T20:00:00+08:00"} if field == "valid_from" else {}
+        status, body = venue.post("/walkin", {**good, **extra, field: value})
+        assert status == 400 and said in body and "Traceback" not in body, (field, body[-300:])
+    assert venue.post("/walkin", good, role="viewer")[0] == 403
+    assert venue.registry.store.ticket_count() == before  # nothing half-registered
+    status, location = venue.post("/walkin", {**good, "ticket_id": str(0x7FFF_FFFF_FFFF_FFF1)})  # a 63-bit id typed in
+    assert status == 303 and location.startswith(f"/attendees/{0x7FFF_FFFF_FFFF_FFF1}?")
+    wait_until(lambda: all(g.cache.get(0x7FFF_FFFF_FFFF_FFF1) is not None for g in venue.gates.values()), 1.0, "at the gates")
