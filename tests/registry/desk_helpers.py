@@ -32,10 +32,12 @@ LOUNGE_IN = Lane("vip-1", "lounge")
 WANG = 5205320758  # a 10-digit registration number, phone ending 0758
 BLOCK = 3_000_042  # ids in blocks of 1,000,000
 BIG = 0x5DEECE66D1234567  # a random 63-bit id
+HUGE = 0xF00D_0000_0000_0001  # an id of 2^63 and above (stored negative in SQLite)
 TICKETS = [
     TicketRecord(ticket_id=WANG, category="guest", ticket_type="3-day", zones=("hall",), name="Wang Fang",
                  company="Acme Robotics", benefits=(("lunch_day1", 1),), phone_last4="0758"),
     TicketRecord(ticket_id=BLOCK, category="media", ticket_type="press", zones=("hall",), name="Chen Jing", company="Daily News"),
+    TicketRecord(ticket_id=HUGE, category="staff", ticket_type="crew", zones=("hall",), name="Ma Chao", company="Venue Crew"),
     TicketRecord(ticket_id=BIG, category="vip", ticket_type="vip", zones=("hall", "lounge"), name="Zhang Wei", company="Acme Capital"),
 ] + [TicketRecord(ticket_id=1_000_000 * k + n, category="guest", zones=("hall",), name=f"Guest {k}-{n}")
      for k in (1, 2) for n in range(1, 31)]

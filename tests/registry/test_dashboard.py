@@ -15,7 +15,7 @@ from gated.registry.report import checkin_report
 from gated.registry.store import IncomingEvent, RegistryStore
 from gated.validation.token import mint_static
 from tests.conftest import wait_until
-from tests.registry.desk_helpers import BIG, BLOCK, HALL_IN, HALL_OUT, LOUNGE_IN, TICKETS, WANG, DeskVenue
+from tests.registry.desk_helpers import BIG, BLOCK, HUGE, HALL_IN, HALL_OUT, LOUNGE_IN, TICKETS, WANG, DeskVenue
 from tests.rpc_helpers import KEY, KID
 
 
@@ -80,6 +80,8 @@ def test_a_morning_at_two_gates_shows_on_the_dashboard(venue):
 
 
 def test_the_exports_hold_every_check_in(venue):
+    assert venue.scan("gate-a", badge(HUGE)).admitted
+    wait_until(lambda: dashdata.movements(venue.registry.store.conn, HUGE), what="the crew member's entry stored")
     status, body, kind = venue.get("/export/checkins.csv")
     assert status == 200 and kind.startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(body.decode())))
@@ -88,6 +90,8 @@ def test_the_exports_hold_every_check_in(venue):
     big = [r for r in rows if r["ticket_id"] == str(BIG)]
     assert {(r["gate"], r["lane"], r["zone"], r["direction"], r["category"]) for r in big} == {
         ("gate-a", "in-1", "hall", "in", "vip"), ("gate-b", "vip-1", "lounge", "in", "vip")}
+    (crew,) = [r for r in rows if r["ticket_id"] == str(HUGE)]
+    assert (crew["gate"], crew["lane"], crew["direction"], crew["category"]) == ("gate-a", "in-1", "in", "staff")
     status, body, kind = venue.get("/export/report.pdf")
     assert status == 200 and kind == "application/pdf" and body.startswith(b"%PDF-")
 
@@ -102,6 +106,7 @@ def test_search_finds_by_number_phone_name_and_company(venue):
 
     assert found(str(WANG)) == {str(WANG)}
     assert found(str(BIG)) == {str(BIG)}  # a 63-bit id
+    assert found(str(HUGE)) == {str(HUGE)}  # 2^63 and above
     assert found(str(BLOCK)) == {str(BLOCK)}
     assert found("0758") == {str(WANG)}  # the last four phone digits
     assert found("wang") == {str(WANG)} and found("WANG F") == {str(WANG)}
