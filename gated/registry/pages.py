@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -62,7 +63,7 @@ def require(request: web.Request, role: str) -> Staff:
     """The signed-in staff member, if their role reaches `role`; else a redirect to sign in, or 403."""
     member = staff(request)
     if member is None:
-        raise web.HTTPSeeOther(f"/signin?next={request.path_qs}")
+        raise web.HTTPSeeOther(f"/signin?next={quote(request.path_qs, safe='')}")
     if member.role not in ROLES or ROLES.index(member.role) < ROLES.index(role):
         raise web.HTTPForbidden(text=f"{member.name} ({member.role}) may not do this: it needs the {role} role")
     return member
