@@ -62,7 +62,6 @@ def cmd_registry_serve(args) -> int:
     http = _http_settings(args, tls)
 
     async def main() -> None:
-        from gated.registry.http import RegistryWeb
         from gated.registry.server import RegistryServer
 
         stopping = asyncio.Event()

@@ -83,10 +83,10 @@ def test_roles_include_the_ones_below_and_tokens_are_kept_only_as_hashes(tmp_pat
 
 def test_an_older_registry_file_gains_accounts_and_a_checkin_cursor_over_its_passages(tmp_path):
     db = tmp_path / "registry.db"
-    with RegistryStore(db) as store:  # made as schema 3 had it: no accounts, no cursor
+    with RegistryStore(db) as store:  # made as schema 4 had it: no accounts, no cursor
         store.conn.executescript(
             "DROP TRIGGER checkin_logged; DROP TABLE checkin_log; DROP TABLE users; DROP TABLE api_tokens;"
-            "ALTER TABLE changes DROP COLUMN actor; UPDATE meta SET value = 3 WHERE key = 'schema';")
+            "ALTER TABLE changes DROP COLUMN actor; UPDATE meta SET value = 4 WHERE key = 'schema';")
         for seq, kind in enumerate(("decision", "passage", "decision", "passage"), 1):
             store.conn.execute("INSERT INTO events(event_id, gate_id, seq, at, kind, lane, ticket_id, reason, payload, received_at, epoch) "
                                "VALUES (?, 'gate-a', ?, ?, ?, 'in-1', 5205320758, 'ok', ?, ?, 7)",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import random
 import time
 
 import aiohttp
@@ -22,7 +21,7 @@ from gated.registry.http import RegistryWeb
 from gated.registry.openapi import openapi
 from gated.validation import Lane, Policy, Reason, TicketState, Validator
 from gated.web import WebSettings
-from tests.rpc_helpers import ALICE, BOB, HALL_IN, HALL_OUT, Gate, badge_code, phone_code, start_registry, until
+from tests.rpc_helpers import ALICE, BOB, HALL_OUT, Gate, badge_code, phone_code, start_registry, until
 
 pytestmark = pytest.mark.timeout(120)
 REG_NUMBER = 5_205_320_758  # the seed's SMS: 您的登记号为:5205320758

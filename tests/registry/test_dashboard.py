@@ -15,7 +15,7 @@ from gated.registry.report import checkin_report
 from gated.registry.store import IncomingEvent, RegistryStore
 from gated.validation.token import mint_static
 from tests.conftest import wait_until
-from tests.registry.desk_helpers import BIG, BLOCK, HUGE, HALL_IN, HALL_OUT, LOUNGE_IN, TICKETS, WANG, DeskVenue
+from tests.registry.desk_helpers import BIG, BLOCK, HUGE, HALL_OUT, LOUNGE_IN, TICKETS, WANG, DeskVenue
 from tests.rpc_helpers import KEY, KID
 
 

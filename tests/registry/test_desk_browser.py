@@ -21,7 +21,7 @@ from gated.registry import dashdata
 from gated.validation import Lane
 from gated.validation.token import mint_static
 from tests.conftest import wait_until
-from tests.registry.desk_helpers import HALL_IN, HALL_OUT, TICKETS, DeskVenue
+from tests.registry.desk_helpers import HALL_OUT, TICKETS, DeskVenue
 from tests.rpc_helpers import KEY, KID
 
 pytestmark = pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing()))
