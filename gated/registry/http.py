@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -118,7 +119,7 @@ def require(request: web.Request, role: str) -> Principal:
     if not who.may(role):
         message = f"{who.actor} is a {who.role}; this needs the {role} role"
         if api:
-            raise web.HTTPForbidden(text=f'{{"error": "{message}"}}', content_type="application/json")
+            raise web.HTTPForbidden(text=json.dumps({"error": message}), content_type="application/json")
         raise web.HTTPForbidden(text=message)
     return who
 
