@@ -58,6 +58,9 @@ log = structlog.get_logger("hw_sim.sim")
 
 
 SIM_CONFIG = Path(__file__).resolve().parent / "sim.toml"
+#: The registry's staff pages in the simulator: loopback only, the demo account's PIN (printed at start).
+STAFF_PAGES_PORT = 8090
+DEMO_USER, DEMO_PIN = "demo", "2468"
 MARKER = ".gated-sim"
 REDRAW_S = 0.25
 SAMPLE_S = 0.05
@@ -229,6 +232,8 @@ class Simulator:
         self.stop_event = asyncio.Event()
         self.gate: Any = None
         self.registry: Any = None
+        self.staff_pages: Any = None
+        self.desk: Any = None
         self.scanners: dict[str, VirtualSerialScanner] = {}
         self.cameras: dict[str, VirtualCamera] = {}
         self.pins: VirtualPins | None = None
@@ -308,6 +313,21 @@ class Simulator:
             store.close()
         self.registry = RegistryServer(db, uplink["target"])
         await self.registry.start()
+        await self._start_staff_pages(db)
+
+    async def _start_staff_pages(self, db: Path) -> None:
+        """The registry's desk pages and live dashboard on loopback, behind the demo account's sign-in."""
+        from gated.registry.pages import DeskContext, Staff, staff_app
+        from gated.web import WebServer, WebSettings, hash_pin
+
+        port = STAFF_PAGES_PORT if _port_free("127.0.0.1", STAFF_PAGES_PORT) else _free_port()
+        settings = WebSettings(host="127.0.0.1", port=port, pin_hash=hash_pin(DEMO_PIN), title="registry (demo)")
+        self.desk = await asyncio.to_thread(DeskContext, db, service=self.registry.service)
+        # Signed in with the demo PIN (the web stack's session guard checks it first): the demo account, admin.
+        app = staff_app(self.desk, settings, lambda request: Staff(DEMO_USER, "admin"))
+        self.staff_pages = WebServer(app, settings)
+        await self.staff_pages.start()
+        self.feed.add("", f"registry dashboard: {self.staff_pages.url}dashboard  (demo account: {DEMO_USER}, PIN {DEMO_PIN})", "info")
 
     async def start(self) -> None:
         self.prepare_run_dir()
@@ -591,6 +611,10 @@ class Simulator:
             camera.close()
         for scanner in self.scanners.values():
             scanner.close()
+        if self.staff_pages is not None:
+            with contextlib.suppress(Exception):
+                await self.staff_pages.stop()
+            self.desk.close()
         if self.registry is not None:
             with contextlib.suppress(Exception):
                 await self.registry.stop()
@@ -623,6 +647,7 @@ class Simulator:
             "decisions": sum(reasons.values()), "reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
             "lanes": lanes, "inside": self.gate.validator.cache.occupancy(zone), "zone": zone,
             "registry": None if self.registry is None else self.registry.listen,
+            "dashboard": None if self.staff_pages is None else self.staff_pages.url + "dashboard",
             "uplink_connected": bool(self.gate.status()["uplink"].get("connected")),
         }
 

@@ -1,4 +1,5 @@
-"""`gated registry ...`: the reference registry (serve gates, import attendees, revoke, reissue, keys, report).
+"""`gated registry ...`: the reference registry (serve gates and pages, import attendees, revoke, reissue, keys,
+report, staff accounts and API tokens).
 
 The registry's code still lives in gated/registry/; it is imported inside
 the command functions only, so `gated --help` and a gate's own commands
@@ -33,7 +34,7 @@ def cmd_registry_serve(args) -> int:
     import signal
 
     from gated.keyfile import load_keyfile
-    from gated.registry.server import TlsFiles, serve
+    from gated.registry.server import TlsFiles
 
     tls_given = [a for a in (args.tls_ca, args.tls_cert, args.tls_key) if a is not None]
     if args.plaintext and tls_given:
@@ -58,22 +59,75 @@ def cmd_registry_serve(args) -> int:
                 if have.get(kid) != ring.get(kid):
                     store.add_key(kid, ring.get(kid))
 
-    def ready(port: int) -> None:
-        host = args.listen.rpartition(":")[0]
-        print(f"registry listening on {host}:{port} ({'plaintext' if tls is None else 'mTLS'})", flush=True)
+    http = _http_settings(args, tls)
 
     async def main() -> None:
-        task = asyncio.current_task()
+        from gated.registry.server import RegistryServer
+
+        stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, task.cancel)
+            loop.add_signal_handler(sig, stopping.set)
+        server = RegistryServer(args.db, args.listen, tls=tls)
+        pages = None
         try:
-            await serve(args.db, args.listen, tls, ready=ready)
-        except asyncio.CancelledError:
-            pass
+            await server.start()
+            host = args.listen.rpartition(":")[0]
+            print(f"registry listening on {host}:{server.port} ({'plaintext' if tls is None else 'mTLS'})", flush=True)
+            if http is not None:
+                pages = await _start_pages(server, http, explicit=args.http is not None)
+                print(f"registry pages at {pages.url} (API: {pages.url}api/openapi.json)", flush=True)
+            await stopping.wait()
+        finally:
+            if pages is not None:
+                await pages.stop()
+            await server.stop()
 
     asyncio.run(main())
     return EXIT_OK
+
+
+DEFAULT_HTTP = "127.0.0.1:8443"
+
+
+def _http_settings(args, tls):
+    """The pages' address and TLS (the serve command's certificate), or None for --http off."""
+    from gated.web import WebSettings
+    from gated.web.server import WebError, check_settings
+
+    if args.http == "off":
+        return None
+    text = args.http or DEFAULT_HTTP
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(f"gated registry serve: --http {text}: expected HOST:PORT (like {DEFAULT_HTTP}) or off")
+    settings = WebSettings(host, int(port), tls_cert=None if tls is None else tls.cert,
+                           tls_key=None if tls is None else tls.key, title="registry")
+    try:
+        check_settings(settings, sign_in=True)
+    except WebError as exc:
+        raise UsageError(f"gated registry serve: --http {text}: {exc}") from None
+    return settings
+
+
+async def _start_pages(server, settings, *, explicit: bool):
+    """Listen; the default port, when busy, gives way to a free one (an explicit --http does not)."""
+    from dataclasses import replace
+
+    from gated.registry.http import RegistryWeb
+    from gated.web.server import WebError
+
+    pages = RegistryWeb(server, settings)
+    try:
+        await pages.start()
+    except WebError as exc:
+        if explicit:
+            raise UsageError(f"gated registry serve: {exc}") from None
+        print(f"{exc}; the pages take a free port instead", file=sys.stderr, flush=True)
+        pages = RegistryWeb(server, replace(settings, port=0))
+        await pages.start()
+    return pages
 
 
 def cmd_registry_import(args) -> int:
@@ -146,6 +200,97 @@ def cmd_registry_report(args) -> int:
     return EXIT_OK
 
 
+def _read_password(prompt: str) -> str:
+    """From stdin when it is not a terminal (one line), else typed twice without echo: never argv."""
+    import getpass
+
+    if not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass(prompt)
+        if getpass.getpass("again: ") != password:
+            raise UsageError("the two passwords differ; nothing changed")
+    return password
+
+
+def cmd_registry_users_add(args) -> int:
+    from gated.registry.accounts import Accounts, name_problem, password_problem, role_problem
+
+    for problem in (name_problem(args.name), role_problem(args.role)):
+        if problem:
+            raise UsageError(f"gated registry users add: {problem}")
+    password = _read_password(f"password for {args.name}: ")
+    if problem := password_problem(password):
+        raise UsageError(f"gated registry users add: {problem}")
+    with _store(args, create=True) as store:
+        Accounts(store).add_user(args.name, args.role, password)
+    print(f"user {args.name} added ({args.role})")
+    return EXIT_OK
+
+
+def cmd_registry_users_password(args) -> int:
+    from gated.registry.accounts import Accounts, password_problem
+
+    password = _read_password(f"new password for {args.name}: ")
+    if problem := password_problem(password):
+        raise UsageError(f"gated registry users password: {problem}")
+    with _store(args) as store:
+        Accounts(store).set_password(args.name, password)
+    print(f"user {args.name}: password changed, account unlocked")
+    return EXIT_OK
+
+
+def cmd_registry_users_list(args) -> int:
+    import time
+
+    from gated.registry.accounts import Accounts
+
+    with _store(args) as store:
+        users = Accounts(store).users()
+    now = time.time()
+    for name, role, locked_until in users:
+        print(f"{name}\t{role}" + ("\tlocked" if locked_until > now else ""))
+    if not users:
+        print("(no users)")
+    return EXIT_OK
+
+
+def cmd_registry_tokens_add(args) -> int:
+    import time
+
+    from gated.registry.accounts import Accounts, name_problem, role_problem
+
+    for problem in (name_problem(args.name), role_problem(args.role)):
+        if problem:
+            raise UsageError(f"gated registry tokens add: {problem}")
+    with _store(args, create=True) as store:
+        token = Accounts(store).add_token(args.name, args.role, time.time())
+    print(token)
+    print(f"token {args.name} ({args.role}): shown this once; send it as 'Authorization: Bearer TOKEN'", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_registry_tokens_revoke(args) -> int:
+    from gated.registry.accounts import Accounts
+
+    with _store(args) as store:
+        Accounts(store).revoke_token(args.name)
+    print(f"token {args.name} revoked")
+    return EXIT_OK
+
+
+def cmd_registry_tokens_list(args) -> int:
+    from gated.registry.accounts import Accounts
+
+    with _store(args) as store:
+        tokens = Accounts(store).tokens()
+    for name, role, _created in tokens:
+        print(f"{name}\t{role}")
+    if not tokens:
+        print("(no tokens)")
+    return EXIT_OK
+
+
 def add_parser(subparsers) -> None:
     db = argparse.ArgumentParser(add_help=False)
     db.add_argument("--db", required=True, metavar="FILE", help="the registry's SQLite file")
@@ -158,6 +303,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--tls-key", metavar="FILE", help="the registry's private key")
     p.add_argument("--plaintext", action="store_true", help="no TLS (the simulator on loopback only)")
     p.add_argument("--keys", metavar="KEYFILE", help="serve the event keys of this key file too")
+    p.add_argument("--http", metavar="HOST:PORT", help=f"the staff pages and the API (default {DEFAULT_HTTP}; "
+                   "beyond loopback only with --tls-*; 'off': none)")
     p.set_defaults(func=cmd_registry_serve)
     p = reg.add_parser("import", parents=[db], help="import attendees from a CSV file (all or nothing)")
     p.add_argument("file", metavar="FILE.csv")
@@ -180,3 +327,21 @@ def add_parser(subparsers) -> None:
     p.add_argument("--kid", type=kid, required=True)
     p.set_defaults(func=cmd_registry_keys_retire)
     keys.add_parser("list", parents=[db], help="the kids served").set_defaults(func=cmd_registry_keys_list)
+    users = add_group(reg, "users", help="staff accounts of the registry's pages (viewer, desk, admin)")
+    p = users.add_parser("add", parents=[db], help="add an account; the password is read from stdin or typed")
+    p.add_argument("name")
+    p.add_argument("--role", required=True, choices=("viewer", "desk", "admin"))
+    p.set_defaults(func=cmd_registry_users_add)
+    p = users.add_parser("password", parents=[db], help="set a new password (and unlock the account)")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_registry_users_password)
+    users.add_parser("list", parents=[db], help="the accounts").set_defaults(func=cmd_registry_users_list)
+    tokens = add_group(reg, "tokens", help="API tokens of registration systems")
+    p = tokens.add_parser("add", parents=[db], help="make a token (printed once)")
+    p.add_argument("name")
+    p.add_argument("--role", required=True, choices=("viewer", "desk", "admin"))
+    p.set_defaults(func=cmd_registry_tokens_add)
+    p = tokens.add_parser("revoke", parents=[db], help="revoke a token")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_registry_tokens_revoke)
+    tokens.add_parser("list", parents=[db], help="the tokens").set_defaults(func=cmd_registry_tokens_list)

@@ -4,6 +4,9 @@
 - `server`   the gRPC `Registry` service gates connect to (mTLS), with its in-memory mirror
 - `importer` attendee CSV files, all or nothing
 - `report`   entries and exits per hour per gate and lane, attendance, conflicts
+- `pages`    the desk pages (attendees, walk-ins, badges, reprint, revoke) on gated.web, with roles
+- `dashboard` the live dashboard (SSE, Chart.js from static/vendor/) and its CSV and PDF exports
+- `dashdata` the figures the dashboard and the desk read, kept by SQLite triggers
 
 Gates never import this package: they speak the contract (proto/gated/v1,
 docs/contract.md).

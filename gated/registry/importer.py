@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import functools
 import io
 import re
 from pathlib import Path
@@ -51,19 +52,34 @@ MAX_BENEFIT = 0xFFFF
 class _RowError(ValueError):
     def __init__(self, column: str, problem: str) -> None:
         super().__init__(f"{column}: {problem}")
+        self.column, self.problem = column, problem
+
+
+RowError = _RowError  # what `check_row` raises: `.column` names the field, `.problem` says what is wrong
 
 
 def parse_time(text: str, column: str) -> int:
     """Unix seconds from unix seconds or ISO 8601 with an offset."""
     text = text.strip()
+    seconds = _seconds(text)
+    if seconds is None:
+        raise _RowError(column, f"{text!r} is not ISO 8601 (2025-06-01T08:00:00+02:00) or unix seconds")
+    if seconds is False:
+        raise _RowError(column, f"{text!r} has no UTC offset; add one, like +02:00 or Z")
+    return seconds
+
+
+@functools.lru_cache(maxsize=4096)  # a list repeats the same few opening and closing times
+def _seconds(text: str) -> int | None | bool:
+    """The instant `text` names; None: not a time; False: no UTC offset."""
     if re.fullmatch(r"-?[0-9]+", text):
         return int(text)
     try:
         moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
     except ValueError:
-        raise _RowError(column, f"{text!r} is not ISO 8601 (2025-06-01T08:00:00+02:00) or unix seconds") from None
+        return None
     if moment.tzinfo is None:
-        raise _RowError(column, f"{text!r} has no UTC offset; add one, like +02:00 or Z")
+        return False
     return int(moment.timestamp())
 
 
@@ -175,6 +191,31 @@ def _record(row: dict[str, str], has_validity: bool) -> tuple[TicketRecord, str]
     )
 
 
+def check_row(row: dict[str, str], has_validity: bool) -> tuple[TicketRecord, str]:
+    """One attendee (the columns above, as text) as (ticket, full phone), with every check a
+    file's row gets; `RowError` names the column. The API's batches use it too."""
+    rec, phone = _record(row, has_validity)
+    try:
+        _check_record(rec, "record")
+    except ValueError as exc:
+        raise _RowError("record", str(exc).removeprefix("record: ")) from None
+    return rec, phone
+
+
+def zone_too_many(store, records) -> tuple[int, str, int] | None:
+    """(index in `records`, zone, zones in the database before) of the first zone that would pass
+    a gate's limit of MAX_ZONES together with the database's, or None when they all fit."""
+    zones = store.zones_in_use()
+    in_db = len(zones)
+    for index, rec in enumerate(records):
+        for zone in rec.zones:
+            if zone not in zones:
+                zones.add(zone)
+                if len(zones) > MAX_ZONES:
+                    return index, zone, in_db
+    return None
+
+
 def read_attendees(path: str | Path) -> list[tuple[TicketRecord, str]]:
     """Every row of an attendee file as (ticket, full phone), or `AttendeeFileError` for the first bad one."""
     return [(rec, phone) for _line, rec, phone in _read_rows(Path(path))]
@@ -228,11 +269,7 @@ def _read_rows(path: Path) -> list[tuple[int, TicketRecord, str]]:
             row = dict(zip(header, cells))
             if not any(v.strip() for v in cells):
                 continue  # a blank line
-            rec, phone = _record(row, has_validity)
-            try:
-                _check_record(rec, "record")
-            except ValueError as exc:
-                raise _RowError("record", str(exc).removeprefix("record: ")) from None
+            rec, phone = check_row(row, has_validity)
             if rec.ticket_id in seen:
                 raise _RowError("ticket_id", f"{rec.ticket_id} is already on line {seen[rec.ticket_id]}")
             seen[rec.ticket_id] = line
@@ -253,16 +290,12 @@ def import_attendees(store, path: str | Path) -> int:
     """
     path = Path(path)
     rows = _read_rows(path)
-    zones = store.zones_in_use()
-    in_db = len(zones)
-    for line, rec, _phone in rows:
-        for zone in rec.zones:
-            if zone not in zones:
-                zones.add(zone)
-                if len(zones) > MAX_ZONES:
-                    raise AttendeeFileError(
-                        f"{path}:{line}: zones: {zone!r} would be zone number {len(zones)} "
-                        f"({in_db} already in the database); a gate holds at most {MAX_ZONES}"
-                    )
+    too_many = zone_too_many(store, [rec for _line, rec, _phone in rows])
+    if too_many is not None:
+        index, zone, in_db = too_many
+        raise AttendeeFileError(
+            f"{path}:{rows[index][0]}: zones: {zone!r} would be zone number {MAX_ZONES + 1} "
+            f"({in_db} already in the database); a gate holds at most {MAX_ZONES}"
+        )
     return store.put_tickets([(rec, phone) for _line, rec, phone in rows])
 

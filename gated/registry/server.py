@@ -254,6 +254,10 @@ class RegistryService(pb_grpc.RegistryServicer):
         """ValueError when the mirror (and so every gate) could not take `ops` whole."""
         self.cache._check_delta(ops)
 
+    def watching_gates(self) -> frozenset[str]:
+        """The gates watching entitlements now (connected), for the dashboard."""
+        return frozenset(w.gate_id for w in self._watchers)
+
     # ---------------------------------------------------- command changes
 
     def wake(self) -> None:

@@ -79,7 +79,7 @@ log = structlog.get_logger()
 
 BUSY_TIMEOUT_S = 30.0
 APPLICATION_ID = 0x67617452  # "gatR": tells our file apart from any other SQLite file
-SCHEMA_VERSION = 4  # 2: events and gates keyed by (gate_id, epoch, ...); 3: conflicts, revocations; 4: redemptions; older files are migrated
+SCHEMA_VERSION = 5  # 2: events and gates keyed by (gate_id, epoch, ...); 3: conflicts, revocations; 4: redemptions; 5: accounts, actors, check-in cursor; older files are migrated
 _U64 = 1 << 64
 
 _EVENT_COLUMNS = "event_id, gate_id, seq, at, kind, lane, ticket_id, reason, payload, received_at, epoch"
@@ -158,6 +158,36 @@ CREATE TABLE revocations (ticket_id INTEGER PRIMARY KEY, at REAL NOT NULL);
 CREATE INDEX usage_by_ticket ON events(ticket_id, kind, at) WHERE kind IN ('passage', 'redemption');
 """
 _SCHEMA += _CONFLICT_SCHEMA + registry_redeem.SCHEMA
+
+# Schema 5: who may use the pages and the API (gated.registry.accounts), who made each change,
+# and a cursor over check-ins and check-outs a registration system can follow: the trigger gives
+# every passage stored (once: INSERT OR IGNORE fires it only for a new row) the next id.
+_ACCOUNT_SCHEMA = """
+CREATE TABLE users (
+    username     TEXT PRIMARY KEY,
+    role         TEXT NOT NULL,         -- viewer | desk | admin
+    hash         TEXT NOT NULL,         -- argon2id
+    failed       INTEGER NOT NULL DEFAULT 0,
+    locked_until REAL NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE api_tokens (
+    digest     TEXT PRIMARY KEY,        -- SHA-256 of the token, hex: the token itself is shown once, never kept
+    name       TEXT NOT NULL UNIQUE,
+    role       TEXT NOT NULL,
+    created_at REAL NOT NULL
+) WITHOUT ROWID;
+ALTER TABLE changes ADD COLUMN actor TEXT;
+CREATE TABLE checkin_log (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    gate_id  TEXT NOT NULL,
+    epoch    INTEGER NOT NULL,
+    seq      INTEGER NOT NULL
+);
+CREATE TRIGGER checkin_logged AFTER INSERT ON events WHEN NEW.kind = 'passage'
+BEGIN
+    INSERT INTO checkin_log(gate_id, epoch, seq) VALUES (NEW.gate_id, NEW.epoch, NEW.seq);
+END;
+"""
 CONFLICT_KINDS = ("over_entry", "over_redemption", "revoked_use")
 
 
@@ -197,6 +227,22 @@ class StoredBatch:
     delta: Delta | None
     #: Why the batch's usage fan-out was refused (the events are stored all the same), or None.
     usage_refused: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckIn:
+    """A passage (check-in or check-out) as the API hands it out; `cursor` orders them."""
+
+    cursor: int
+    event_id: str
+    gate_id: str
+    lane: str
+    at: float
+    ticket_id: int | None
+    category: str | None  # the ticket's category now; None: not a registered ticket
+    zone: str | None
+    direction: str | None  # in | out
+    outcome: str | None  # "unknown": counted after a power cut lost the passage record
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +294,7 @@ class RegistryStore:
                     for statement in _SCHEMA.split(";"):
                         if statement.strip():
                             self.conn.execute(statement)
+                    self._add_accounts()
                     self.conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
                     self.conn.executemany(
                         "INSERT INTO meta(key, value) VALUES (?, ?)",
@@ -260,6 +307,7 @@ class RegistryStore:
         except (sqlite3.Error, OSError) as exc:
             raise RegistryError(f"{self.path}: cannot open the registry database: {exc}") from None
         self._zone_json: dict[str, tuple[str, ...]] = {}
+        self._pairs_json: dict[str, tuple[tuple, ...]] = {}
 
     def close(self) -> None:
         self.conn.close()
@@ -289,6 +337,22 @@ class RegistryStore:
                     if statement.strip():
                         self.conn.execute(statement)
                 self._set_meta("schema", 4)
+        if schema < 5:
+            with self.transaction():
+                self._add_accounts()
+                # Passages stored before the cursor existed come first, in the order they arrived.
+                self.conn.execute(
+                    "INSERT INTO checkin_log(gate_id, epoch, seq) SELECT gate_id, epoch, seq FROM events "
+                    "WHERE kind = 'passage' ORDER BY received_at, gate_id, epoch, seq")
+                self._set_meta("schema", 5)
+
+    def _add_accounts(self) -> None:
+        """Schema 5's tables (inside the caller's transaction); the trigger is one statement."""
+        body, _, trigger = _ACCOUNT_SCHEMA.partition("CREATE TRIGGER")
+        for statement in body.split(";"):
+            if statement.strip():
+                self.conn.execute(statement)
+        self.conn.execute("CREATE TRIGGER " + trigger.strip().removesuffix(";"))
 
     def _migrate_to_2(self) -> None:
         statements = [s for s in _SCHEMA.split(";") if "TABLE events" in s or "TABLE gates" in s or "INDEX events" in s]
@@ -346,6 +410,15 @@ class RegistryStore:
             zones = self._zone_json[text] = tuple(json.loads(text))
         return zones
 
+    def _parsed_pairs(self, text: str) -> tuple[tuple, ...]:
+        """Windows and benefits as tuples of pairs; tickets of a list share a few texts, parsed once."""
+        pairs = self._pairs_json.get(text)
+        if pairs is None:
+            if len(self._pairs_json) >= 65536:
+                self._pairs_json.clear()
+            pairs = self._pairs_json[text] = tuple(tuple(p) for p in json.loads(text))
+        return pairs
+
     def _record(self, row: tuple) -> TicketRecord:
         (tid, category, ticket_type, zones, windows, max_entries, used, inside, serial, state,
          benefits, name, company, phone) = row
@@ -354,13 +427,13 @@ class RegistryStore:
             category=category,
             ticket_type=ticket_type,
             zones=self._parsed(zones),
-            windows=tuple(tuple(w) for w in json.loads(windows)),
+            windows=self._parsed_pairs(windows),
             max_entries=max_entries,
             entries_used=used,
             badge_serial=serial,
             state=TicketState(state),
             inside=self._parsed(inside),
-            benefits=tuple((n, r) for n, r in json.loads(benefits)),
+            benefits=self._parsed_pairs(benefits),
             name=name,
             company=company,
             phone_last4=phone[-4:] if len(phone) >= 4 else "",
@@ -386,7 +459,8 @@ class RegistryStore:
             zones.update(self._parsed(text))
         return zones
 
-    def put_tickets(self, tickets: Iterable[tuple[TicketRecord, str]], *, record_changes: bool = True) -> int:
+    def put_tickets(self, tickets: Iterable[tuple[TicketRecord, str]], *, record_changes: bool = True,
+                    actor: str | None = None) -> int:
         """Insert or update tickets (with their full phone numbers) in one transaction.
 
         An existing ticket takes the new definition, name and benefits; its
@@ -395,32 +469,49 @@ class RegistryStore:
         gate's cache holds (64): a change the gates cannot take is never
         committed.
         """
-        rows = [
-            (u64_to_sqlite(rec.ticket_id), rec.category, rec.ticket_type, json.dumps(list(rec.zones)),
-             json.dumps([list(w) for w in rec.windows]), rec.max_entries, rec.entries_used,
-             json.dumps(list(rec.inside)), rec.badge_serial, int(rec.state),
-             json.dumps([list(b) for b in rec.benefits]), rec.name, rec.company, phone)
-            for rec, phone in tickets
-        ]
-        count = len(rows)
+        rows = [_ticket_row(rec, phone) for rec, phone in tickets]
         # Built before the transaction: the write lock is held for the inserts only.
         with self.transaction():
-            self.conn.executemany(
-                f"INSERT INTO tickets({_TICKET_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-                "ON CONFLICT(ticket_id) DO UPDATE SET category=excluded.category, "
-                "ticket_type=excluded.ticket_type, zones=excluded.zones, windows=excluded.windows, "
-                "max_entries=excluded.max_entries, benefits=excluded.benefits, name=excluded.name, "
-                "company=excluded.company, phone=excluded.phone",
-                rows,
+            self._put_rows(rows, record_changes, actor)
+        return len(rows)
+
+    def upsert_attendees(self, tickets: Sequence[tuple[TicketRecord, str]], actor: str) -> tuple[int, int, int]:
+        """`put_tickets`, all or nothing, where a ticket already held with the same definition,
+        name and phone is left alone (no change row, no delta): a batch sent twice changes
+        nothing the second time. Returns (created, updated, unchanged)."""
+        rows = [_ticket_row(rec, phone) for rec, phone in tickets]
+        compared = (1, 2, 3, 4, 5, 10, 11, 12, 13)  # the columns a put sets (not usage, serial, state)
+        with self.transaction():
+            held: dict[int, tuple] = {}
+            for i in range(0, len(rows), 500):
+                ids = [r[0] for r in rows[i:i + 500]]
+                for row in self.conn.execute(
+                        f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE ticket_id IN ({','.join('?' * len(ids))})", ids):
+                    held[row[0]] = row
+            changed = [r for r in rows if r[0] not in held or any(r[c] != held[r[0]][c] for c in compared)]
+            if changed:
+                self._put_rows(changed, True, actor)
+        created = sum(1 for r in changed if r[0] not in held)
+        return created, len(changed) - created, len(rows) - len(changed)
+
+    def _put_rows(self, rows: list[tuple], record_changes: bool, actor: str | None) -> None:
+        """Insert or update rows inside the caller's transaction (see `put_tickets`)."""
+        self.conn.executemany(
+            f"INSERT INTO tickets({_TICKET_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT(ticket_id) DO UPDATE SET category=excluded.category, "
+            "ticket_type=excluded.ticket_type, zones=excluded.zones, windows=excluded.windows, "
+            "max_entries=excluded.max_entries, benefits=excluded.benefits, name=excluded.name, "
+            "company=excluded.company, phone=excluded.phone",
+            rows,
+        )
+        if record_changes:
+            self.conn.executemany("INSERT INTO changes(kind, ticket_id, actor) VALUES ('ticket', ?, ?)",
+                                  ((r[0], actor) for r in rows))
+        zones = self.zones_in_use()
+        if len(zones) > MAX_ZONES:
+            raise RegistryError(
+                f"refused: the tickets would name {len(zones)} distinct zones; a gate holds at most {MAX_ZONES}"
             )
-            if record_changes:
-                self.conn.executemany("INSERT INTO changes(kind, ticket_id) VALUES ('ticket', ?)", ((r[0],) for r in rows))
-            zones = self.zones_in_use()
-            if len(zones) > MAX_ZONES:
-                raise RegistryError(
-                    f"refused: the tickets would name {len(zones)} distinct zones; a gate holds at most {MAX_ZONES}"
-                )
-        return count
 
     def _require(self, ticket_id: int) -> TicketRecord:
         rec = self.ticket(ticket_id)
@@ -428,25 +519,56 @@ class RegistryStore:
             raise RegistryError(f"ticket {ticket_id} is not registered")
         return rec
 
-    def revoke(self, ticket_id: int, *, at: float | None = None) -> TicketRecord:
+    def revoke(self, ticket_id: int, *, at: float | None = None, actor: str | None = None) -> TicketRecord:
         """Revoke a ticket; `at` (now by default) is kept: an entry timed after it is a conflict."""
         with self.transaction():
             self._require(ticket_id)
             self.conn.execute("UPDATE tickets SET state = ? WHERE ticket_id = ?", (int(TicketState.REVOKED), u64_to_sqlite(ticket_id)))
             self.conn.execute("INSERT OR IGNORE INTO revocations(ticket_id, at) VALUES (?, ?)",
                               (u64_to_sqlite(ticket_id), time.time() if at is None else at))
-            self.conn.execute("INSERT INTO changes(kind, ticket_id) VALUES ('state', ?)", (u64_to_sqlite(ticket_id),))
+            self.conn.execute("INSERT INTO changes(kind, ticket_id, actor) VALUES ('state', ?, ?)", (u64_to_sqlite(ticket_id), actor))
         return self._require(ticket_id)
 
-    def reissue(self, ticket_id: int) -> TicketRecord:
+    def reissue(self, ticket_id: int, *, actor: str | None = None) -> TicketRecord:
         """A badge reprint: the serial goes up by one, so the old badge is superseded."""
         with self.transaction():
             rec = self._require(ticket_id)
             if rec.badge_serial >= 0xFFFF:
                 raise RegistryError(f"ticket {ticket_id}: badge serial 65535 reached; issue a new ticket")
             self.conn.execute("UPDATE tickets SET badge_serial = ? WHERE ticket_id = ?", (rec.badge_serial + 1, u64_to_sqlite(ticket_id)))
-            self.conn.execute("INSERT INTO changes(kind, ticket_id) VALUES ('reissue', ?)", (u64_to_sqlite(ticket_id),))
+            self.conn.execute("INSERT INTO changes(kind, ticket_id, actor) VALUES ('reissue', ?, ?)", (u64_to_sqlite(ticket_id), actor))
         return self._require(ticket_id)
+
+    def phone(self, ticket_id: int) -> str | None:
+        row = self.conn.execute("SELECT phone FROM tickets WHERE ticket_id = ?", (u64_to_sqlite(ticket_id),)).fetchone()
+        return None if row is None else row[0]
+
+    def history(self, ticket_id: int) -> list[tuple[int, str, str | None]]:
+        """Every change made to this ticket: (change id, kind, who made it; None before actors were kept)."""
+        return self.conn.execute("SELECT id, kind, actor FROM changes WHERE ticket_id = ? ORDER BY id",
+                                 (u64_to_sqlite(ticket_id),)).fetchall()
+
+    def checkins_after(self, cursor: int, limit: int) -> list[CheckIn]:
+        """Check-ins and check-outs (passages) stored after `cursor`, in the order stored: a
+        registration system follows them by passing the last one's cursor back."""
+        rows = self.conn.execute(
+            "SELECT l.id, e.event_id, e.gate_id, e.lane, e.at, e.ticket_id, e.payload, t.category FROM checkin_log l "
+            "JOIN events e ON e.gate_id = l.gate_id AND e.epoch = l.epoch AND e.seq = l.seq "
+            "LEFT JOIN tickets t ON t.ticket_id = e.ticket_id WHERE l.id > ? ORDER BY l.id LIMIT ?", (cursor, limit),
+        ).fetchall()
+        out = []
+        for cid, event_id, gate_id, lane, at, tid, payload, category in rows:
+            try:
+                fields = json.loads(payload)
+            except (ValueError, RecursionError):
+                fields = {}
+            fields = fields if isinstance(fields, dict) else {}
+            zone, direction = fields.get("zone"), fields.get("direction")
+            out.append(CheckIn(cid, event_id, gate_id, lane, at, None if tid is None else u64_from_sqlite(tid),
+                               category, zone if isinstance(zone, str) else None,
+                               direction if direction in ("in", "out") else None,
+                               fields.get("outcome") if isinstance(fields.get("outcome"), str) else None))
+        return out
 
     # ---------------------------------------------------------------- keys
 
@@ -766,6 +888,13 @@ class _Found:
         )
         then = UsageRecord(ev.event_id, self.gate_id, ev.lane, ev.at)
         self.conflicts.append(Conflict(cur.lastrowid, kind, self.ticket_id, benefit, first, then, found_at))
+
+
+def _ticket_row(rec: TicketRecord, phone: str) -> tuple:
+    return (u64_to_sqlite(rec.ticket_id), rec.category, rec.ticket_type, json.dumps(list(rec.zones)),
+            json.dumps([list(w) for w in rec.windows]), rec.max_entries, rec.entries_used,
+            json.dumps(list(rec.inside)), rec.badge_serial, int(rec.state),
+            json.dumps([list(b) for b in rec.benefits]), rec.name, rec.company, phone)
 
 
 def _log_conflict(c: Conflict) -> None:

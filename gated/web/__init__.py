@@ -31,6 +31,10 @@ The rules every page keeps (`gated.web.security`, checked by `make_app`,
   kept server-side only as its SHA-256 and expiring `session_minutes` after
   sign-in. With a `pin_hash`, every path but `/signin` and `/static/` needs
   a session: pages redirect to `/signin`, `/api/*` and `/events` answer 401.
+- **Accounts** instead of a PIN (the registry's pages): `make_app(settings,
+  accounts=SignIn(fields, check, bearer))`; the session then carries who
+  signed in (`request[PRINCIPAL]`), and `bearer(token)` admits an API call
+  with `Authorization: Bearer TOKEN` without a session or an Origin.
 - **POSTs**: refused (403) unless their Origin (or Referer) is this server's
   own scheme and host: another site open in the same browser cannot act.
 - **Headers**: a Content-Security-Policy allowing only this server's own
@@ -45,7 +49,7 @@ from gated.web.security import hash_pin, is_loopback, listen_problem, verify_pin
 
 # aiohttp loads only when a page is served: the config loader reads the listen rule from
 # `gated.web.security` without it.
-_LAZY = {"STATIC_DIR": "server", "WebError": "server", "WebServer": "server", "WebSettings": "server",
+_LAZY = {"PRINCIPAL": "server", "SignIn": "server", "STATIC_DIR": "server", "WebError": "server", "WebServer": "server", "WebSettings": "server",
          "make_app": "server", "Broadcast": "sse"}
 
 
@@ -58,6 +62,6 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "STATIC_DIR", "Broadcast", "WebError", "WebServer", "WebSettings", "hash_pin", "is_loopback",
+    "PRINCIPAL", "STATIC_DIR", "Broadcast", "SignIn", "WebError", "WebServer", "WebSettings", "hash_pin", "is_loopback",
     "listen_problem", "make_app", "verify_pin",
 ]

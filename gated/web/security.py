@@ -102,6 +102,7 @@ class Sessions:
         self.lifetime_s = lifetime_s
         self._monotonic = monotonic
         self._expiry: dict[bytes, float] = {}
+        self._principal: dict[bytes, object] = {}  # who signed in (an account), when the sign-in says
         self._failures: dict[str, list[float]] = {}
         self.max_failures, self.lockout_s = max_failures, lockout_s
 
@@ -109,12 +110,19 @@ class Sessions:
     def _key(token: str) -> bytes:
         return hashlib.sha256(token.encode("utf-8", "replace")).digest()
 
-    def open(self) -> str:
+    def open(self, principal: object = None) -> str:
         now = self._monotonic()
         self._expiry = {k: t for k, t in self._expiry.items() if t > now}
+        self._principal = {k: p for k, p in self._principal.items() if k in self._expiry}
         token = secrets.token_urlsafe(32)
         self._expiry[self._key(token)] = now + self.lifetime_s
+        if principal is not None:
+            self._principal[self._key(token)] = principal
         return token
+
+    def principal(self, token: str | None) -> object:
+        """Who opened this (valid) session, or None (a PIN sign-in, or no session)."""
+        return self._principal.get(self._key(token)) if self.valid(token) else None
 
     def valid(self, token: str | None) -> bool:
         if not token or len(token) > 128:
@@ -125,6 +133,7 @@ class Sessions:
     def close(self, token: str | None) -> None:
         if token:
             self._expiry.pop(self._key(token), None)
+            self._principal.pop(self._key(token), None)
 
     def locked_out(self, client: str) -> bool:
         now = self._monotonic()

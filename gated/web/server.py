@@ -9,7 +9,7 @@ import html
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping
 from urllib.parse import quote, urlsplit
 
 from aiohttp import web
@@ -21,7 +21,10 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 PUBLIC_PATHS = ("/signin", "/static/")
 SETTINGS: web.AppKey["WebSettings"] = web.AppKey("settings")
 SESSIONS: web.AppKey[Sessions] = web.AppKey("sessions")
+ACCOUNTS: web.AppKey["SignIn | None"] = web.AppKey("accounts")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+#: request[PRINCIPAL]: who an accounts sign-in or a bearer token says is asking (None with a PIN).
+PRINCIPAL = web.RequestKey("principal", object) if hasattr(web, "RequestKey") else "gated_principal"
 
 
 class WebError(GatedError, ValueError):
@@ -50,9 +53,26 @@ class WebSettings:
         return f"{'https' if self.tls else 'http'}://{host}:{self.port}/"
 
 
-def check_settings(settings: WebSettings) -> None:
+@dataclass(frozen=True, slots=True)
+class SignIn:
+    """A sign-in with accounts instead of the unit's PIN (the registry's staff pages).
+
+    `fields` is the HTML of the form's inputs; `check(form)` (awaited on the
+    loop: it runs its slow work off it) returns who signed in, kept with the
+    session and set as request[PRINCIPAL], or (None, the one-line refusal).
+    `bearer(token)`, when set, admits a request with `Authorization: Bearer
+    TOKEN` without a session or an Origin (a registration system's API call;
+    a browser cannot send that header across sites without a preflight we
+    never answer): its principal, or None for 401."""
+
+    fields: str
+    check: Callable[[Mapping[str, str]], Awaitable[tuple[Any, str]]]
+    bearer: Callable[[str], Awaitable[Any]] | None = None
+
+
+def check_settings(settings: WebSettings, *, sign_in: bool = False) -> None:
     """The listen rule, as a `WebError` (the config loader checks it earlier, with file and line)."""
-    problem = listen_problem(settings.host, tls=settings.tls, sign_in=settings.pin_hash is not None)
+    problem = listen_problem(settings.host, tls=settings.tls, sign_in=sign_in or settings.pin_hash is not None)
     if problem:
         raise WebError(problem)
     if (settings.tls_cert is None) != (settings.tls_key is None):
@@ -65,55 +85,67 @@ def _cookie_name(settings: WebSettings) -> str:
     return f"gated_session_{settings.port}"
 
 
-def make_app(settings: WebSettings, *, sessions: Sessions | None = None) -> web.Application:
-    """An application with static files, sign-in (when `pin_hash` is set) and the
-    same-origin rule for every POST. Add routes with `app.router.add_*`."""
-    check_settings(settings)
+def make_app(settings: WebSettings, *, sessions: Sessions | None = None, accounts: SignIn | None = None) -> web.Application:
+    """An application with static files, sign-in (when `pin_hash` or `accounts` is set) and
+    the same-origin rule for every POST. Add routes with `app.router.add_*`."""
+    check_settings(settings, sign_in=accounts is not None)
     sessions = sessions or Sessions(settings.session_minutes * 60.0)
     cookie = _cookie_name(settings)
+    signs_in = settings.pin_hash is not None or accounts is not None
 
     @web.middleware
     async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+        request[PRINCIPAL] = None
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if accounts is not None and accounts.bearer is not None and scheme.lower() == "bearer":
+            request[PRINCIPAL] = await accounts.bearer(token.strip())
+            if request[PRINCIPAL] is None:
+                return web.json_response({"error": "unknown or revoked token"}, status=401,
+                                         headers={"WWW-Authenticate": "Bearer"})
+            return _secured(await handler(request))
         if request.method not in SAFE_METHODS and not same_origin(
             request.headers.get("Origin"), request.headers.get("Referer"), request.scheme, request.host
         ):
             return web.json_response({"error": "refused: this request did not come from this page"}, status=403)
         public = any(request.path == p or (p.endswith("/") and request.path.startswith(p)) for p in PUBLIC_PATHS)
-        if settings.pin_hash is not None and not public and not sessions.valid(request.cookies.get(cookie)):
+        if signs_in and not public and not sessions.valid(request.cookies.get(cookie)):
             if request.path.startswith("/api/") or request.path == "/events":
                 return web.json_response({"error": "sign in first", "signin": True}, status=401)
             raise web.HTTPSeeOther(f"/signin?next={quote(request.path_qs, safe='')}")
-        response = await handler(request)
-        response.headers.setdefault("Cache-Control", "no-store")
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault(
-            "Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'"
-        )
-        return response
+        request[PRINCIPAL] = sessions.principal(request.cookies.get(cookie))
+        return _secured(await handler(request))
 
     app = web.Application(middlewares=[guard], client_max_size=64 * 1024)
-    app[SETTINGS], app[SESSIONS] = settings, sessions
+    app[SETTINGS], app[SESSIONS], app[ACCOUNTS] = settings, sessions, accounts
 
     async def signin(request: web.Request) -> web.StreamResponse:
         form = await request.post()
         target = _safe_next(str(form.get("next", "/")))
         client = request.remote or "?"
-        if settings.pin_hash is None:
+        principal = None
+        if accounts is not None:
+            if sessions.locked_out(client):
+                return signin_form(target, "Too many failed sign-ins from here: wait a minute and try again.", 429)
+            principal, refusal = await accounts.check({k: str(v) for k, v in form.items()})
+            if principal is None:
+                sessions.failed(client)
+                return signin_form(target, refusal, 401)
+        elif settings.pin_hash is None:
             raise web.HTTPSeeOther(target)
-        if sessions.locked_out(client):
+        elif sessions.locked_out(client):
             return signin_form(target, "Too many wrong PINs: wait a minute and try again.", 429)
         # scrypt takes tens of ms: off the loop that decides.
-        if not await asyncio.to_thread(verify_pin, str(form.get("pin", "")), settings.pin_hash):
+        elif not await asyncio.to_thread(verify_pin, str(form.get("pin", "")), settings.pin_hash):
             sessions.failed(client)
             return signin_form(target, "Wrong PIN.", 401)
         response = web.HTTPSeeOther(target)
-        response.set_cookie(cookie, sessions.open(), max_age=int(sessions.lifetime_s), httponly=True,
+        response.set_cookie(cookie, sessions.open(principal), max_age=int(sessions.lifetime_s), httponly=True,
                             secure=settings.tls, samesite="Strict", path="/")
         raise response
 
     def signin_form(target: str, message: str = "", status: int = 200) -> web.Response:
-        body = (_SIGNIN_HTML.replace("{title}", html.escape(settings.title))
+        body = (_SIGNIN_HTML.replace("{fields}", _PIN_FIELDS if accounts is None else accounts.fields)
+                .replace("{title}", html.escape(settings.title))
                 .replace("{next}", html.escape(target, quote=True))
                 .replace("{message}", html.escape(message)))
         return web.Response(text=body, content_type="text/html", status=status)
@@ -132,6 +164,16 @@ def make_app(settings: WebSettings, *, sessions: Sessions | None = None) -> web.
     app.router.add_post("/signout", signout)
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
     return app
+
+
+def _secured(response: web.StreamResponse) -> web.StreamResponse:
+    response.headers.setdefault("Cache-Control", "no-store")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault(
+        "Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'"
+    )
+    return response
 
 
 def _safe_next(target: str) -> str:
@@ -168,7 +210,7 @@ class WebServer:
         return f"{'https' if self.settings.tls else 'http'}://{host}:{self.port}/"
 
     async def start(self) -> None:
-        check_settings(self.settings)
+        check_settings(self.settings, sign_in=self.app.get(ACCOUNTS) is not None)
         context = ssl_context(self.settings)
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
@@ -198,11 +240,13 @@ _SIGNIN_HTML = """<!doctype html>
 <header class="bar"><h1>{title}</h1></header>
 <main>
 <form method="post" action="/signin" class="card">
-  <label for="pin">Operator PIN</label>
-  <input id="pin" name="pin" type="password" inputmode="numeric" autocomplete="current-password" autofocus required>
+{fields}
   <input type="hidden" name="next" value="{next}">
   <button type="submit" id="signin">Sign in</button>
   <p class="message" role="alert">{message}</p>
 </form>
 </main></body></html>
 """
+
+_PIN_FIELDS = """  <label for="pin">Operator PIN</label>
+  <input id="pin" name="pin" type="password" inputmode="numeric" autocomplete="current-password" autofocus required>"""

@@ -24,7 +24,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from gated.registry.report import checkin_report, format_report
-from gated.registry.store import CONFLICT_KINDS, IncomingEvent, RegistryStore
+from gated.registry.store import CONFLICT_KINDS, SCHEMA_VERSION, IncomingEvent, RegistryStore
 from gated.validation import TicketRecord, TicketState
 from tests.rpc.test_event_continuity import _V1_SCHEMA
 from tests.rpc_helpers import KEY, KID, Gate, badge_code, start_registry, until
@@ -298,7 +298,7 @@ def test_a_version_1_database_is_migrated_to_keep_conflicts_and_its_revoked_tick
     conn.commit()
     conn.close()
     with RegistryStore(db, create=False) as store:
-        assert store._meta("schema") == 4 and store.conflict_counts() == dict.fromkeys(CONFLICT_KINDS, 0)
+        assert store._meta("schema") == SCHEMA_VERSION and store.conflict_counts() == dict.fromkeys(CONFLICT_KINDS, 0)
         gate = GateFeed(store, "g", 5)
         gate.send([gate.entry(42, NINE)])
         (c,) = store.conflicts()

@@ -1,0 +1,108 @@
+"""The live dashboard of the registry's staff pages, on the one web stack (`gated.web`).
+
+    add_dashboard_routes(app, desk)     # desk: a `gated.registry.pages.DeskContext`
+
+- `GET /dashboard`              the page (charts drawn by Chart.js, vendored under static/vendor/)
+- `GET /dashboard/data`         everything it draws, as JSON (`dashdata.dashboard`)
+- `GET /dashboard/events`       server-sent events: the same JSON every `REFRESH_S` while anyone watches
+- `GET /export/checkins.csv`    every check-in and check-out with time, place and category (streamed)
+- `GET /export/report.pdf`      the report as a PDF (fpdf2, the `print` extra)
+
+Every page needs the viewer role at least (`pages.require`). The figures
+come from the tables `dashdata` keeps with triggers, read in a worker
+thread: the loop only sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from aiohttp import web
+
+from gated.registry import dashdata
+from gated.registry.pages import STATIC_DIR, DeskContext, require
+from gated.web import Broadcast
+
+REFRESH_S = 2.0
+DASHBOARD: web.AppKey[Broadcast] = web.AppKey("dashboard_events", Broadcast)
+
+
+def add_dashboard_routes(app: web.Application, desk: DeskContext) -> None:
+    events = Broadcast()
+    app[DASHBOARD] = events
+
+    async def data_now() -> dict:
+        return await desk.read(dashdata.dashboard, desk.connected_gates(), version=desk.version())
+
+    async def page(request: web.Request) -> web.StreamResponse:
+        require(request, "viewer")
+        return web.FileResponse(STATIC_DIR / "dashboard.html", headers={"Content-Type": "text/html; charset=utf-8"})
+
+    async def data(request: web.Request) -> web.Response:
+        require(request, "viewer")
+        return web.json_response(await data_now())
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        require(request, "viewer")
+        first = await data_now()
+        return await events.respond(request, initial=lambda: [("dashboard", first)])
+
+    async def checkins_csv(request: web.Request) -> web.StreamResponse:
+        require(request, "viewer")
+        stamp = time.strftime("%Y%m%d-%H%M", time.gmtime())
+        response = web.StreamResponse(headers={
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": f'attachment; filename="checkins-{stamp}.csv"',
+        })
+        await response.prepare(request)
+        # Its own connection and thread: a long export never holds the desk's store.
+        chunks = await asyncio.to_thread(desk.open_reader)
+        conn, rows = chunks
+        try:
+            while True:
+                chunk = await asyncio.to_thread(next, rows, None)
+                if chunk is None:
+                    break
+                await response.write(chunk)
+        finally:
+            await asyncio.to_thread(conn.close)
+        await response.write_eof()
+        return response
+
+    async def report_pdf(request: web.Request) -> web.Response:
+        require(request, "viewer")
+        snapshot = await data_now()
+        try:
+            from gated.registry.report_pdf import report_pdf as render
+        except ImportError as exc:
+            return web.Response(status=501, text=f"the PDF report needs the print extra ({exc.name} is missing): pip install 'gated[print]'")
+        body = await asyncio.to_thread(render, snapshot)
+        stamp = time.strftime("%Y%m%d-%H%M", time.gmtime())
+        return web.Response(body=body, content_type="application/pdf",
+                            headers={"Content-Disposition": f'attachment; filename="report-{stamp}.pdf"'})
+
+    async def refresher(app: web.Application):
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(REFRESH_S)
+                if len(events):
+                    try:
+                        events.publish("dashboard", await data_now())
+                    except Exception:  # a busy file: the next tick tries again
+                        continue
+
+        task = asyncio.create_task(loop(), name="dashboard-refresh")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        events.close()
+
+    app.cleanup_ctx.append(refresher)
+    app.router.add_get("/dashboard", page)
+    app.router.add_get("/dashboard/data", data)
+    app.router.add_get("/dashboard/events", stream)
+    app.router.add_get("/export/checkins.csv", checkins_csv)
+    app.router.add_get("/export/report.pdf", report_pdf)

@@ -1,0 +1,334 @@
+"""What the dashboard and the desk pages read, fast at a million tickets and a million check-ins.
+
+The dashboard's figures are kept as they happen, not computed per request:
+SQLite triggers on `events` and `tickets` keep small tables up to date in
+the same transaction as the write that moves them (all or nothing, whoever
+writes: the server, `gated registry import`, a desk page):
+
+- `dash_hourly`       passages per hour (UTC, start of hour) per gate and lane, in and out
+- `dash_zone_hourly`  passages per hour per zone, in and out (occupancy is their running sum)
+- `dash_denials`      decisions refused, per reason
+- `dash_attended`     every ticket with at least one entry (unique attendees)
+- `dash_category`     per category: tickets registered, tickets with an entry
+
+`install(conn)` creates them once (filled from what the file already holds)
+with the indexes the desk's search needs; it is idempotent and cheap once
+done. Reading a chart is then a read of a few hundred rows whatever the
+size of the event.
+
+Every function here takes a `sqlite3.Connection` and returns plain values:
+the pages run them in a worker thread, never on the loop.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from gated.journal import u64_from_sqlite, u64_to_sqlite
+
+DASHBOARD_SCHEMA = 1
+HOUR = 3600
+
+_TABLES = """
+CREATE TABLE dash_hourly (
+    hour INTEGER NOT NULL, gate_id TEXT NOT NULL, lane TEXT NOT NULL,
+    ins INTEGER NOT NULL DEFAULT 0, outs INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (hour, gate_id, lane)
+) WITHOUT ROWID;
+CREATE TABLE dash_zone_hourly (
+    hour INTEGER NOT NULL, zone TEXT NOT NULL,
+    ins INTEGER NOT NULL DEFAULT 0, outs INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (hour, zone)
+) WITHOUT ROWID;
+CREATE TABLE dash_denials (reason TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE dash_attended (ticket_id INTEGER PRIMARY KEY);
+CREATE TABLE dash_category (
+    category TEXT PRIMARY KEY, registered INTEGER NOT NULL DEFAULT 0, attended INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX tickets_name_nocase ON tickets(name COLLATE NOCASE);
+CREATE INDEX tickets_company_nocase ON tickets(company COLLATE NOCASE);
+CREATE INDEX tickets_phone_last4 ON tickets(substr(phone, -4));
+CREATE INDEX tickets_category ON tickets(category);
+"""
+
+# An upsert fed by a SELECT needs a WHERE to parse (SQLite's ON CONFLICT ambiguity): `WHERE true`.
+_PASSAGE = "NEW.kind = 'passage' AND json_valid(NEW.payload) AND json_extract(NEW.payload, '$.direction') IN ('in', 'out')"
+_TRIGGERS = f"""
+CREATE TRIGGER dash_denial AFTER INSERT ON events WHEN NEW.kind = 'decision' AND NEW.reason <> 'ok' BEGIN
+    INSERT INTO dash_denials(reason, n) VALUES (NEW.reason, 1) ON CONFLICT(reason) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER dash_passage AFTER INSERT ON events WHEN {_PASSAGE} BEGIN
+    INSERT INTO dash_hourly(hour, gate_id, lane, ins, outs)
+        SELECT CAST(NEW.at / {HOUR} AS INTEGER) * {HOUR}, NEW.gate_id, NEW.lane, d = 'in', d = 'out'
+        FROM (SELECT json_extract(NEW.payload, '$.direction') AS d) WHERE true
+        ON CONFLICT DO UPDATE SET ins = ins + excluded.ins, outs = outs + excluded.outs;
+    INSERT INTO dash_zone_hourly(hour, zone, ins, outs)
+        SELECT CAST(NEW.at / {HOUR} AS INTEGER) * {HOUR}, z, d = 'in', d = 'out'
+        FROM (SELECT json_extract(NEW.payload, '$.direction') AS d, json_extract(NEW.payload, '$.zone') AS z)
+        WHERE typeof(z) = 'text' AND z <> ''
+        ON CONFLICT DO UPDATE SET ins = ins + excluded.ins, outs = outs + excluded.outs;
+    INSERT OR IGNORE INTO dash_attended(ticket_id)
+        SELECT NEW.ticket_id WHERE NEW.ticket_id IS NOT NULL AND json_extract(NEW.payload, '$.direction') = 'in';
+END;
+CREATE TRIGGER dash_attend AFTER INSERT ON dash_attended BEGIN
+    UPDATE dash_category SET attended = attended + 1
+        WHERE category = (SELECT category FROM tickets WHERE ticket_id = NEW.ticket_id);
+END;
+CREATE TRIGGER dash_ticket_add AFTER INSERT ON tickets BEGIN
+    INSERT INTO dash_category(category, registered, attended)
+        SELECT NEW.category, 1, EXISTS (SELECT 1 FROM dash_attended WHERE ticket_id = NEW.ticket_id) WHERE true
+        ON CONFLICT(category) DO UPDATE SET registered = registered + 1, attended = attended + excluded.attended;
+END;
+CREATE TRIGGER dash_ticket_category AFTER UPDATE OF category ON tickets WHEN OLD.category <> NEW.category BEGIN
+    UPDATE dash_category SET registered = registered - 1,
+        attended = attended - EXISTS (SELECT 1 FROM dash_attended WHERE ticket_id = OLD.ticket_id)
+        WHERE category = OLD.category;
+    INSERT INTO dash_category(category, registered, attended)
+        SELECT NEW.category, 1, EXISTS (SELECT 1 FROM dash_attended WHERE ticket_id = NEW.ticket_id) WHERE true
+        ON CONFLICT(category) DO UPDATE SET registered = registered + 1, attended = attended + excluded.attended;
+END;
+CREATE TRIGGER dash_ticket_remove AFTER DELETE ON tickets BEGIN
+    UPDATE dash_category SET registered = registered - 1,
+        attended = attended - EXISTS (SELECT 1 FROM dash_attended WHERE ticket_id = OLD.ticket_id)
+        WHERE category = OLD.category;
+END;
+"""
+
+# Filled once from what the file holds (the triggers keep them from then on).
+_BACKFILL = f"""
+INSERT INTO dash_denials(reason, n) SELECT reason, count(*) FROM events WHERE kind = 'decision' AND reason <> 'ok' GROUP BY reason;
+INSERT INTO dash_hourly(hour, gate_id, lane, ins, outs)
+    SELECT CAST(at / {HOUR} AS INTEGER) * {HOUR} AS h, gate_id, lane, sum(d = 'in'), sum(d = 'out')
+    FROM (SELECT at, gate_id, lane, json_extract(payload, '$.direction') AS d FROM events
+          WHERE kind = 'passage' AND json_valid(payload)) WHERE d IN ('in', 'out') GROUP BY h, gate_id, lane;
+INSERT INTO dash_zone_hourly(hour, zone, ins, outs)
+    SELECT CAST(at / {HOUR} AS INTEGER) * {HOUR} AS h, z, sum(d = 'in'), sum(d = 'out')
+    FROM (SELECT at, json_extract(payload, '$.direction') AS d, json_extract(payload, '$.zone') AS z FROM events
+          WHERE kind = 'passage' AND json_valid(payload))
+    WHERE d IN ('in', 'out') AND typeof(z) = 'text' AND z <> '' GROUP BY h, z;
+INSERT OR IGNORE INTO dash_attended(ticket_id)
+    SELECT ticket_id FROM events WHERE kind = 'passage' AND ticket_id IS NOT NULL AND json_valid(payload)
+    AND json_extract(payload, '$.direction') = 'in';
+INSERT INTO dash_category(category, registered, attended)
+    SELECT t.category, count(*), count(a.ticket_id) FROM tickets t LEFT JOIN dash_attended a ON a.ticket_id = t.ticket_id
+    GROUP BY t.category;
+"""
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The statements of a script, a trigger's body kept whole (it holds semicolons)."""
+    buffer = ""
+    for line in script.strip().splitlines():
+        buffer += line + "\n"
+        if sqlite3.complete_statement(buffer):
+            yield buffer
+            buffer = ""
+
+
+def installed(conn: sqlite3.Connection) -> bool:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'dashboard_schema'").fetchone()
+    return row is not None and int(row[0]) >= DASHBOARD_SCHEMA
+
+
+def install(conn: sqlite3.Connection) -> bool:
+    """Create the dashboard's tables, triggers and indexes once (one transaction); True if it did."""
+    if installed(conn):
+        return False
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if not installed(conn):  # another process may have done it while we waited for the lock
+            for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'dash!_%' ESCAPE '!'").fetchall():
+                conn.execute(f'DROP TRIGGER "{name}"')  # a half-removed earlier install: the triggers come again below
+            for statement in (*_statements(_TABLES), *_statements(_BACKFILL), *_statements(_TRIGGERS)):
+                conn.execute(statement)
+            conn.execute("INSERT INTO meta(key, value) VALUES ('dashboard_schema', ?)", (DASHBOARD_SCHEMA,))
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return True
+
+
+# ------------------------------------------------------------------ the dashboard
+
+
+@dataclass(frozen=True, slots=True)
+class GateState:
+    """What the registry knows of a gate."""
+
+    gate_id: str
+    connected: bool  # watching the registry's entitlements now
+    acked_seq: int  # the highest seq stored of its latest journal epoch
+    epochs: int  # journal epochs seen (one per boot)
+    last_event_at: float | None  # the gate's clock
+    last_received_at: float | None  # the registry's clock
+
+
+def gates(conn: sqlite3.Connection, connected: set[str] | frozenset[str] = frozenset()) -> list[GateState]:
+    """Each gate the registry heard from or that watches now. The last event of each journal epoch
+    is the one at its acked seq: a primary-key lookup per epoch, whatever the number of events."""
+    latest: dict[str, tuple] = {}
+    epochs: dict[str, int] = {}
+    for gate_id, seq, at, received in conn.execute(
+        "SELECT g.gate_id, g.acked_seq, e.at, e.received_at FROM gates g "
+        "LEFT JOIN events e ON e.gate_id = g.gate_id AND e.epoch = g.epoch AND e.seq = g.acked_seq"
+    ):
+        epochs[gate_id] = epochs.get(gate_id, 0) + 1
+        if gate_id not in latest or (received or 0) > (latest[gate_id][2] or 0):
+            latest[gate_id] = (seq, at, received)
+    out = []
+    for gate_id in sorted(set(latest) | set(connected)):
+        seq, at, received = latest.get(gate_id, (0, None, None))
+        out.append(GateState(gate_id, gate_id in connected, seq, epochs.get(gate_id, 0), at, received))
+    return out
+
+
+def hourly(conn: sqlite3.Connection) -> list[dict]:
+    return [{"hour": h, "gate": g, "lane": lane, "in": i, "out": o}
+            for h, g, lane, i, o in conn.execute("SELECT hour, gate_id, lane, ins, outs FROM dash_hourly ORDER BY hour, gate_id, lane")]
+
+
+def occupancy(conn: sqlite3.Connection) -> dict[str, list[list]]:
+    """Per zone, [hour, people inside at the end of that hour] (entries minus exits so far, never below 0)."""
+    zones: dict[str, list[list]] = {}
+    totals: dict[str, int] = {}
+    for hour, zone, ins, outs in conn.execute("SELECT hour, zone, ins, outs FROM dash_zone_hourly ORDER BY hour, zone"):
+        totals[zone] = max(0, totals.get(zone, 0) + ins - outs)
+        zones.setdefault(zone, []).append([hour, totals[zone]])
+    return zones
+
+
+def categories(conn: sqlite3.Connection) -> list[dict]:
+    return [{"category": c, "registered": r, "attended": a, "rate": (a / r) if r else 0.0}
+            for c, r, a in conn.execute("SELECT category, registered, attended FROM dash_category WHERE registered > 0 ORDER BY category")]
+
+
+def denials(conn: sqlite3.Connection) -> dict[str, int]:
+    return dict(conn.execute("SELECT reason, n FROM dash_denials ORDER BY n DESC, reason"))
+
+
+def conflicts(conn: sqlite3.Connection, limit: int = 20) -> dict:
+    from gated.registry.store import CONFLICT_KINDS
+
+    counts = dict.fromkeys(CONFLICT_KINDS, 0)
+    counts.update(conn.execute("SELECT kind, count(*) FROM conflicts GROUP BY kind"))
+    latest = [
+        {"kind": k, "ticket_id": str(u64_from_sqlite(t)), "benefit": b, "gate": g, "lane": lane, "at": at,
+         "first_gate": fg, "first_lane": fl, "first_at": fa}
+        for k, t, b, g, lane, at, fg, fl, fa in conn.execute(
+            "SELECT kind, ticket_id, benefit, gate_id, lane, at, first_gate, first_lane, first_at FROM conflicts "
+            "ORDER BY id DESC LIMIT ?", (limit,))
+    ]
+    return {"counts": counts, "latest": latest}
+
+
+def dashboard(conn: sqlite3.Connection, connected: set[str] | frozenset[str] = frozenset(), *, version: int | None = None) -> dict:
+    """Everything the dashboard draws, as one JSON-ready dict (a read transaction: one consistent picture)."""
+    conn.execute("BEGIN")
+    try:
+        data = {
+            "at": time.time(),
+            "hourly": hourly(conn),
+            "occupancy": occupancy(conn),
+            "categories": categories(conn),
+            "denials": denials(conn),
+            "conflicts": conflicts(conn),
+            "gates": [
+                {"gate": g.gate_id, "connected": g.connected, "acked_seq": g.acked_seq, "epochs": g.epochs,
+                 "last_event_at": g.last_event_at, "last_received_at": g.last_received_at}
+                for g in gates(conn, connected)
+            ],
+            "unique_attendees": conn.execute("SELECT count(*) FROM dash_attended").fetchone()[0],
+            "version": version,
+        }
+    finally:
+        conn.execute("COMMIT")
+    return data
+
+
+# ------------------------------------------------------------------ exports
+
+CHECKIN_CSV_HEADER = ("time_utc", "at", "gate", "lane", "zone", "direction", "ticket_id", "category", "ticket_type", "event_id")
+
+
+def checkins_csv(conn: sqlite3.Connection, chunk: int = 20_000) -> Iterator[bytes]:
+    """Every check-in and check-out, oldest first, as CSV bytes in chunks (time, place, who's category).
+
+    SQLite formats each row (time, zone, direction, the u64 id): Python only writes them."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CHECKIN_CSV_HEADER)
+    valid = "json_valid(e.payload)"
+    cur = conn.execute(
+        "SELECT strftime('%Y-%m-%d %H:%M:%S', e.at, 'unixepoch'), printf('%.3f', e.at), e.gate_id, e.lane, "
+        f"coalesce(CASE WHEN {valid} THEN json_extract(e.payload, '$.zone') END, ''), "
+        f"coalesce(CASE WHEN {valid} THEN json_extract(e.payload, '$.direction') END, ''), "
+        "e.ticket_id, "
+        "coalesce(t.category, ''), coalesce(t.ticket_type, ''), e.event_id "
+        "FROM events e LEFT JOIN tickets t ON t.ticket_id = e.ticket_id WHERE e.kind = 'passage' ORDER BY e.at"
+    )
+    while rows := cur.fetchmany(chunk):
+        if any(r[6] is not None and r[6] < 0 for r in rows):  # ids of 2^63 and above are stored negative
+            rows = [r if r[6] is None or r[6] >= 0 else (*r[:6], u64_from_sqlite(r[6]), *r[7:]) for r in rows]
+        writer.writerows(rows)
+        yield out.getvalue().encode()
+        out.seek(0)
+        out.truncate()
+
+
+# ------------------------------------------------------------------ the desk's reads
+
+SEARCH_LIMIT = 50
+
+
+def search(conn: sqlite3.Connection, query: str, limit: int = SEARCH_LIMIT) -> list[dict]:
+    """Tickets by number (exact), last four phone digits, or the start of a name or company
+    (any case). Each lookup is an index seek: instant at a million tickets."""
+    query = query.strip()[:120]
+    if not query:
+        return []
+    rows: dict[int, tuple] = {}
+    cols = "ticket_id, name, company, category, ticket_type, state, badge_serial"
+
+    def take(sql: str, args: tuple) -> None:
+        for row in conn.execute(f"SELECT {cols} FROM tickets WHERE {sql} LIMIT ?", (*args, limit)):
+            rows.setdefault(row[0], row)
+
+    if query.isdigit():
+        if len(query) == 4:
+            take("substr(phone, -4) = ?", (query,))
+        number = int(query)
+        if number < 1 << 64:
+            take("ticket_id = ?", (u64_to_sqlite(number),))
+    pattern = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    take("name LIKE ? ESCAPE '\\'", (pattern,))
+    take("company LIKE ? ESCAPE '\\'", (pattern,))
+    return [
+        {"ticket_id": str(u64_from_sqlite(tid)), "name": name, "company": company, "category": category,
+         "ticket_type": ticket_type, "revoked": bool(state), "badge_serial": serial}
+        for tid, name, company, category, ticket_type, state, serial in list(rows.values())[:limit]
+    ]
+
+
+def movements(conn: sqlite3.Connection, ticket_id: int, limit: int = 500) -> list[dict]:
+    """A ticket's check-ins, check-outs and redemptions, newest first, with time, gate and lane."""
+    out = []
+    for at, gate_id, lane, kind, payload, event_id in conn.execute(
+        "SELECT at, gate_id, lane, kind, payload, event_id FROM events WHERE ticket_id = ? "
+        "AND kind IN ('passage', 'redemption') ORDER BY at DESC LIMIT ?", (u64_to_sqlite(ticket_id), limit)
+    ):
+        try:
+            body = json.loads(payload)
+        except ValueError:
+            body = {}
+        body = body if isinstance(body, dict) else {}
+        what = "redeemed " + str(body.get("benefit", "")) if kind == "redemption" else (
+            "check-in" if body.get("direction") == "in" else "check-out")
+        out.append({"at": at, "gate": gate_id, "lane": lane, "what": what, "zone": body.get("zone", ""), "event_id": event_id})
+    return out

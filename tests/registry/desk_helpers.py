@@ -1,0 +1,137 @@
+"""A venue for the desk pages and the dashboard: the registry, two gates with real
+gRPC uplinks, and the staff pages on loopback, all on one event loop in a thread
+(so a blocking browser can drive the pages while the gates run).
+
+Until the registry's accounts land, who is signed in is a cookie the test sets
+(`staff=name:role`); the roles are enforced by the pages themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from aiohttp import web
+
+from gated.bench.screen import free_port
+from gated.registry.dashboard import add_dashboard_routes
+from gated.registry.pages import STAFF_OF, DeskContext, Staff, add_desk_routes
+from gated.validation import Lane, TicketRecord
+from gated.validation import Validator
+from gated.validation.policy import Direction, Policy
+from gated.web import WebServer, WebSettings, make_app
+from tests.rpc_helpers import Gate, start_registry
+
+HALL_IN = Lane("in-1", "hall")
+HALL_OUT = Lane("out-1", "hall", Direction.OUT)
+LOUNGE_IN = Lane("vip-1", "lounge")
+
+WANG = 5205320758  # a 10-digit registration number, phone ending 0758
+BLOCK = 3_000_042  # ids in blocks of 1,000,000
+BIG = 0x5DEECE66D1234567  # a random 63-bit id
+HUGE = 0xF00D_0000_0000_0001  # an id of 2^63 and above (stored negative in SQLite)
+TICKETS = [
+    TicketRecord(ticket_id=WANG, category="guest", ticket_type="3-day", zones=("hall",), name="Wang Fang",
+                 company="Acme Robotics", benefits=(("lunch_day1", 1),), phone_last4="0758"),
+    TicketRecord(ticket_id=BLOCK, category="media", ticket_type="press", zones=("hall",), name="Chen Jing", company="Daily News"),
+    TicketRecord(ticket_id=HUGE, category="staff", ticket_type="crew", zones=("hall",), name="Ma Chao", company="Venue Crew"),
+    TicketRecord(ticket_id=BIG, category="vip", ticket_type="vip", zones=("hall", "lounge"), name="Zhang Wei", company="Acme Capital"),
+] + [TicketRecord(ticket_id=1_000_000 * k + n, category="guest", zones=("hall",), name=f"Guest {k}-{n}")
+     for k in (1, 2) for n in range(1, 31)]
+PHONES = {WANG: "+86 138 5205 0758"}
+
+
+def staff_from_cookie(request: web.Request) -> Staff | None:
+    name, _, role = request.cookies.get("staff", "").partition(":")
+    return Staff(name, role) if name and role else None
+
+
+class DeskVenue:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="venue", daemon=True)
+        self.gates: dict[str, Gate] = {}
+
+    def call(self, coro, timeout: float = 15.0):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def run(self, fn, *args):
+        async def wrapped():
+            return fn(*args)
+        return self.call(wrapped())
+
+    def __enter__(self) -> DeskVenue:
+        self._thread.start()
+        self.call(self._start())
+        return self
+
+    async def _start(self) -> None:
+        self.registry = await start_registry(self.root / "registry.db", None, tickets=())
+        self.registry.store.put_tickets([(t, PHONES.get(t.ticket_id, "")) for t in TICKETS])
+        self.registry.service.wake()
+        for gate_id in ("gate-a", "gate-b"):
+            gate = Gate(self.root, gate_id, self.registry.port, None)
+            gate.validator = Validator(gate.keyring, gate.cache, Policy(rate_burst=1000, rate_per_s=1000.0))
+            self.gates[gate_id] = gate.start()
+        start = time.monotonic()
+        while any(len(g.cache) < len(TICKETS) or not g.keyring for g in self.gates.values()):
+            if time.monotonic() - start > 10:
+                raise AssertionError("the gates never got the tickets and keys")
+            await asyncio.sleep(0.02)
+        self.desk = DeskContext(self.root / "registry.db", service=self.registry.service)
+        settings = WebSettings(host="127.0.0.1", port=free_port(), title="registry")
+        app = make_app(settings)
+        app[STAFF_OF] = staff_from_cookie
+        add_desk_routes(app, self.desk)
+        add_dashboard_routes(app, self.desk)
+        self.web = WebServer(app, settings)
+        await self.web.start()
+
+    def __exit__(self, *exc) -> None:
+        async def stop():
+            await self.web.stop()
+            for gate in self.gates.values():
+                await gate.stop()
+            await self.registry.stop()
+            self.desk.close()
+        self.call(stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+
+    @property
+    def url(self) -> str:
+        return self.web.url
+
+    def scan(self, gate_id: str, code: str, lane: Lane = HALL_IN):
+        """A person at a lane of this gate: decide, journal, through if admitted, uplink woken."""
+        return self.call(self.gates[gate_id].pass_through(code, lane))
+
+    def get(self, path: str, role: str = "viewer", name: str = "tester") -> tuple[int, bytes, str]:
+        request = urllib.request.Request(self.url.rstrip("/") + path, headers={"Cookie": f"staff={name}:{role}"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.read(), response.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read(), exc.headers.get("Content-Type", "")
+
+    def post(self, path: str, form: dict[str, str], role: str = "desk", name: str = "tester") -> tuple[int, str]:
+        """A form POST from this server's own page (its Origin), not following the redirect."""
+        import urllib.parse
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args, **kwargs):
+                return None
+
+        request = urllib.request.Request(
+            self.url.rstrip("/") + path, data=urllib.parse.urlencode(form).encode(), method="POST",
+            headers={"Cookie": f"staff={name}:{role}", "Origin": self.url.rstrip("/")})
+        opener = urllib.request.build_opener(NoRedirect)
+        try:
+            with opener.open(request, timeout=10) as response:
+                return response.status, response.headers.get("Location", "") or response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers.get("Location", "") or exc.read().decode()

@@ -1,0 +1,183 @@
+"""The dashboard's figures and the desk's reads, over real HTTP and real gRPC gates:
+a morning at two gates, every figure checked against the raw events the registry holds."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+
+import pytest
+
+from gated.registry import dashdata
+from gated.registry.report import checkin_report
+from gated.registry.store import IncomingEvent, RegistryStore
+from gated.validation.token import mint_static
+from tests.conftest import wait_until
+from tests.registry.desk_helpers import BIG, BLOCK, HUGE, HALL_OUT, LOUNGE_IN, TICKETS, WANG, DeskVenue
+from tests.rpc_helpers import KEY, KID
+
+
+def badge(ticket_id: int, serial: int = 0) -> str:
+    return mint_static(KEY, KID, ticket_id, serial)
+
+
+@pytest.fixture(scope="module")
+def venue(tmp_path_factory):
+    with DeskVenue(tmp_path_factory.mktemp("desk")) as venue:
+        yield venue
+
+
+def data(venue) -> dict:
+    status, body, kind = venue.get("/dashboard/data")
+    assert status == 200 and kind.startswith("application/json")
+    return json.loads(body)
+
+
+def test_a_morning_at_two_gates_shows_on_the_dashboard(venue):
+    guests = [t.ticket_id for t in TICKETS if t.category == "guest"]
+    for tid in guests[:20]:
+        assert venue.scan("gate-a", badge(tid)).admitted
+    for tid in guests[20:30]:
+        assert venue.scan("gate-b", badge(tid)).admitted
+    for tid in guests[:5]:
+        assert venue.scan("gate-b", badge(tid), HALL_OUT).admitted
+    assert venue.scan("gate-a", badge(BIG)).admitted
+    assert venue.scan("gate-b", badge(BIG), LOUNGE_IN).admitted
+    forged = badge(BLOCK)[:-3] + ("AAA" if not badge(BLOCK).endswith("AAA") else "BBB")
+    assert venue.scan("gate-a", forged).reason == "bad_signature"
+    assert venue.scan("gate-a", badge(guests[10])).reason == "already_inside"
+
+    wait_until(lambda: venue.registry.store.event_count() == 39 + 37, what="39 decisions and 37 passages stored")
+    d = data(venue)
+    by_place = {}
+    for row in d["hourly"]:
+        counts = by_place.setdefault((row["gate"], row["lane"]), [0, 0])
+        counts[0] += row["in"]
+        counts[1] += row["out"]
+    assert by_place == {("gate-a", "in-1"): [21, 0], ("gate-b", "in-1"): [10, 0], ("gate-b", "out-1"): [0, 5],
+                        ("gate-b", "vip-1"): [1, 0]}
+    # The same figures the text report computes from the raw events.
+    report = checkin_report(venue.registry.store)
+    assert sum(r.entries for r in report.hours) == sum(r["in"] for r in d["hourly"])
+    assert {(c.category, c.registered, c.attended) for c in report.categories} == {
+        (c["category"], c["registered"], c["attended"]) for c in d["categories"]}
+    rates = {c["category"]: (c["attended"], c["registered"]) for c in d["categories"]}
+    assert rates["guest"] == (30, 61) and rates["vip"] == (1, 1) and rates["media"] == (0, 1)
+    assert d["unique_attendees"] == 31
+    assert d["denials"]["bad_signature"] == 1 and d["denials"]["already_inside"] == 1
+    assert d["occupancy"]["hall"][-1][1] == 31 - 5 and d["occupancy"]["lounge"][-1][1] == 1
+    gates = {g["gate"]: g for g in d["gates"]}
+    assert gates["gate-a"]["connected"] and gates["gate-b"]["connected"]
+    store = venue.registry.store
+    for gate_id, gate in gates.items():
+        (epoch,) = store.gate_epochs(gate_id)
+        assert gate["acked_seq"] == store.acked_seq(gate_id, epoch) > 0 and gate["epochs"] == 1
+        last = store.conn.execute("SELECT max(at), max(received_at) FROM events WHERE gate_id = ?", (gate_id,)).fetchone()
+        assert (gate["last_event_at"], gate["last_received_at"]) == last
+    assert d["conflicts"]["counts"] == {"over_entry": 0, "over_redemption": 0, "revoked_use": 0}
+
+
+def test_the_exports_hold_every_check_in(venue):
+    assert venue.scan("gate-a", badge(HUGE)).admitted
+    wait_until(lambda: dashdata.movements(venue.registry.store.conn, HUGE), what="the crew member's entry stored")
+    status, body, kind = venue.get("/export/checkins.csv")
+    assert status == 200 and kind.startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(body.decode())))
+    passages = venue.registry.store.conn.execute("SELECT count(*) FROM events WHERE kind = 'passage'").fetchone()[0]
+    assert len(rows) == passages > 0
+    big = [r for r in rows if r["ticket_id"] == str(BIG)]
+    assert {(r["gate"], r["lane"], r["zone"], r["direction"], r["category"]) for r in big} == {
+        ("gate-a", "in-1", "hall", "in", "vip"), ("gate-b", "vip-1", "lounge", "in", "vip")}
+    (crew,) = [r for r in rows if r["ticket_id"] == str(HUGE)]
+    assert (crew["gate"], crew["lane"], crew["direction"], crew["category"]) == ("gate-a", "in-1", "in", "staff")
+    status, body, kind = venue.get("/export/report.pdf")
+    assert status == 200 and kind == "application/pdf" and body.startswith(b"%PDF-")
+
+
+def test_search_finds_by_number_phone_name_and_company(venue):
+    def found(query: str) -> set[str]:
+        conn = sqlite3.connect(venue.registry.db)
+        try:
+            return {r["ticket_id"] for r in dashdata.search(conn, query)}
+        finally:
+            conn.close()
+
+    assert found(str(WANG)) == {str(WANG)}
+    assert found(str(BIG)) == {str(BIG)}  # a 63-bit id
+    assert found(str(HUGE)) == {str(HUGE)}  # 2^63 and above
+    assert found(str(BLOCK)) == {str(BLOCK)}
+    assert found("0758") == {str(WANG)}  # the last four phone digits
+    assert found("wang") == {str(WANG)} and found("WANG F") == {str(WANG)}
+    assert found("acme") == {str(WANG), str(BIG)}  # company, any case
+    assert found("5205320759") == set() and found("9999") == set() and found("nobody") == set()
+    assert found("%") == set() and found("_") == set()  # LIKE wildcards are literal
+    assert found(str(1 << 64)) == set()
+    status, body, _ = venue.get("/attendees?q=acme")
+    assert status == 200 and b"Wang Fang" in body and b"Zhang Wei" in body
+
+
+def test_roles_decide_who_may_change_what(venue):
+    assert venue.post(f"/attendees/{BLOCK}/revoke", {}, role="viewer")[0] == 403
+    assert venue.post(f"/attendees/{BLOCK}/category", {"category": "vip"}, role="desk")[0] == 403
+    assert venue.get("/dashboard", role="")[0] in (200, 303)  # no sign-in: redirected (followed) to /signin
+    status, location = venue.post(f"/attendees/{BLOCK}/category", {"category": "exhibitor"}, role="admin")
+    assert status == 303 and location == f"/attendees/{BLOCK}"
+    gates = venue.gates.values()
+    wait_until(lambda: all(g.cache.get(BLOCK).category == "exhibitor" for g in gates), 1.0, "the category at every gate")
+    status, _ = venue.post(f"/attendees/{BLOCK}/benefit", {"benefit": "dinner", "count": "2"}, role="admin")
+    assert status == 303
+    wait_until(lambda: all(dict(g.cache.get(BLOCK).benefits).get("dinner") == 2 for g in gates), 1.0, "the benefit")
+    status, body = venue.post(f"/attendees/{BLOCK}/benefit", {"benefit": "din ner", "count": "x"}, role="admin")
+    assert status == 400 and "benefit" in body and "Traceback" not in body
+    assert venue.post("/attendees/12345/revoke", {}, role="desk")[0] == 400  # not registered: said, not crashed
+    assert venue.get("/attendees/notanumber")[0] == 404
+    assert venue.get("/attendees/12345")[0] == 404
+
+
+def test_install_on_an_existing_file_fills_the_tables_as_the_triggers_would(tmp_path):
+    """A registry file from before the dashboard: the tables are filled from its events at install,
+    then kept by the triggers; both give the figures computed from scratch."""
+    with RegistryStore(tmp_path / "r.db") as store:
+        store.put_tickets([(t, "") for t in TICKETS])
+
+        def passages(gate, first_seq, ids, direction="in", zone="hall"):
+            return [IncomingEvent(f"{gate}:{first_seq + i}", first_seq + i, 1_764_230_400 + 600 * i, "passage", "in-1", tid, "ok",
+                                  json.dumps({"ticket_id": tid, "zone": zone, "direction": direction}))
+                    for i, tid in enumerate(ids)]
+
+        guests = [t.ticket_id for t in TICKETS if t.category == "guest"]
+        store.store_events("gate-a", passages("gate-a", 1, guests[:10]), 1.0)
+        assert dashdata.install(store.conn) and not dashdata.install(store.conn)
+        store.store_events("gate-a", passages("gate-a", 11, guests[10:15] + [BIG]), 2.0)
+        store.store_events("gate-a", passages("gate-a", 17, guests[:3], "out"), 3.0)
+        kept = dashdata.dashboard(store.conn)
+        store.conn.execute("DELETE FROM meta WHERE key = 'dashboard_schema'")
+        for table in ("dash_hourly", "dash_zone_hourly", "dash_denials", "dash_attended", "dash_category"):
+            store.conn.execute(f"DROP TABLE {table}")
+        for index in ("tickets_name_nocase", "tickets_company_nocase", "tickets_phone_last4", "tickets_category"):
+            store.conn.execute(f"DROP INDEX {index}")
+        assert dashdata.install(store.conn)
+        rebuilt = dashdata.dashboard(store.conn)
+        for key in ("hourly", "occupancy", "categories", "unique_attendees"):
+            assert kept[key] == rebuilt[key], key
+        assert kept["unique_attendees"] == 16
+        assert sum(r["out"] for r in kept["hourly"]) == 3
+
+
+def test_a_bad_walk_in_is_refused_whole_with_the_field_named(venue):
+    before = venue.registry.store.ticket_count()
+    good = {"name": "Sun Li", "company": "", "phone": "+86 137 0000 1234", "category": "guest", "ticket_type": "1-day",
+            "zones": "hall", "max_entries": "1", "benefits": "", "valid_from": "", "valid_until": ""}
+    for field, value, said in (("zones", "", "zones:"), ("benefits", "lunch", "benefits:"), ("phone", "call me", "phone:"),
+                               ("valid_from", "2026-11-27T08:00:00", "valid_from:"), ("category", " ", "category:"),
+                               ("name", "", "name:"), ("ticket_id", str(WANG), "already registered")):
+        extra = {"valid_until": "2026-11-27T20:00:00+08:00"} if field == "valid_from" else {}
+        status, body = venue.post("/walkin", {**good, **extra, field: value})
+        assert status == 400 and said in body and "Traceback" not in body, (field, body[-300:])
+    assert venue.post("/walkin", good, role="viewer")[0] == 403
+    assert venue.registry.store.ticket_count() == before  # nothing half-registered
+    status, location = venue.post("/walkin", {**good, "ticket_id": str(0x7FFF_FFFF_FFFF_FFF1)})  # a 63-bit id typed in
+    assert status == 303 and location.startswith(f"/attendees/{0x7FFF_FFFF_FFFF_FFF1}?")
+    wait_until(lambda: all(g.cache.get(0x7FFF_FFFF_FFFF_FFF1) is not None for g in venue.gates.values()), 1.0, "at the gates")
