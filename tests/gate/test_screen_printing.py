@@ -21,6 +21,7 @@ from PIL import Image
 from gated.bench.screen import Pty, ThreadedGate, browser_missing, chromium, free_port, handheld_lane, wait_for
 from gated.validation import TicketRecord
 from gated.validation.token import mint_static
+from tests.gate.conftest import text
 from tests.gatekit import KEY, make_gate_dir
 
 pytestmark = pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing()))
@@ -84,17 +85,6 @@ def desks(tmp_path_factory):
         yield desks
     for pty in desks.ptys.values():
         pty.close()
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    driver = chromium(tmp_path_factory.mktemp("chromium"))
-    yield driver
-    driver.quit()
-
-
-def text(driver, element_id: str) -> str:
-    return driver.execute_script(f"return document.getElementById('{element_id}').textContent")
 
 
 def hidden(driver, element_id: str) -> bool:
