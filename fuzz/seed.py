@@ -9,7 +9,7 @@ from pathlib import Path
 from gated.rpc import convert
 from gated.rpc.v1 import registry_pb2 as pb
 from gated.validation import Delta, SetState, SetUsage, TicketState
-from gated.validation.token import mint_dynamic, mint_static
+from gated.validation.token import mint_dynamic, mint_static, mint_wallet
 from fuzz.targets import KEYS, NOW, _BASE, _BASE_SNAPSHOT
 
 ROOT = Path(__file__).parent / "corpus"
@@ -25,6 +25,7 @@ def seeds() -> dict[str, list[bytes]]:
     ids = [1, 42, 5205320758, 3_000_017, 2**63 - 25, 2**64 - 1]
     out["token"] = [mint_static(KEYS[1], 1, t, s).encode() for t, s in zip(ids, (0, 1, 2, 0, 65535, 7))]
     out["token"] += [mint_dynamic(KEYS[7], 7, t, NOW).encode() for t in ids[:3]]
+    out["token"] += [mint_wallet(KEYS[7], 7, t, NOW).encode() for t in ids[:3]]
     out["token"] += [b"", b"12345678", bytes(range(11))]
     out["framer"] = [b"\x00\x20" + b"GT1ABCDEF\r", b"\x01\x10" + b"abc\r\ndef\n\n", b"\x02\x40" + b"one\r\ntwo\r\n",
                      b"\x01\x02b\r\r\r\n", b"\x00\x05" + b"x" * 20 + b"\ryy\r"]

@@ -25,6 +25,7 @@ from gated.cli import (
     registry,
     run,
     token,
+    wallet,
     web,
 )
 from gated.cli.args import EXIT_OK, EXIT_USAGE, Parser, UsageError, needs_extra
@@ -33,7 +34,7 @@ from gated.errors import GatedError
 PLUGIN_GROUP = "gated.commands"
 # Commands that come with an optional part of gated, and what to say when that part is not installed.
 OPTIONAL_COMMANDS = {"sim": ("the simulator", "sim")}
-BUILTIN = (keys, token, bench, demo, run, journal, admin, registry, certs, web, badge)  # the order `gated --help` lists them
+BUILTIN = (keys, token, wallet, bench, demo, run, journal, admin, registry, certs, web, badge)  # the order `gated --help` lists them
 
 
 def _unavailable(subparsers, name: str, help: str, answer) -> None:

@@ -23,6 +23,8 @@ def cmd_token_mint(args) -> int:
     try:
         if args.static:
             code = token.mint_static(key, args.kid, args.ticket, args.serial)
+        elif args.wallet:
+            code = token.mint_wallet(key, args.kid, args.ticket, args.time if args.time is not None else time.time())
         else:
             code = token.mint_dynamic(key, args.kid, args.ticket, args.time if args.time is not None else time.time())
     except ValueError as exc:
@@ -71,7 +73,8 @@ def add_parser(subparsers) -> None:
     kind = p.add_mutually_exclusive_group(required=True)
     kind.add_argument("--dynamic", action="store_true", help="phone e-ticket code (30 s steps)")
     kind.add_argument("--static", action="store_true", help="printed badge code")
-    p.add_argument("--time", type=float, metavar="UNIX", help="dynamic: the time to mint for (default now)")
+    kind.add_argument("--wallet", action="store_true", help="the code a Google Wallet pass shows (GW1)")
+    p.add_argument("--time", type=float, metavar="UNIX", help="dynamic, wallet: the time to mint for (default now)")
     p.add_argument("--serial", type=int, default=0, help="static: badge serial (default 0)")
     p.set_defaults(func=cmd_token_mint)
 

@@ -9,9 +9,11 @@ The rules, in the order they are applied (the first that fails is the reason):
                   read: not a new decision (the previous one, `repeat=True`)
     rate_limited  the lane's token bucket (`rate_burst`, `rate_per_s`) is empty
     1-4           token format checks (`token.verify_code`): bad_format,
-                  unknown_key, bad_signature; then, for dynamic and typed
-                  codes, clock_unsynced when the gate does not trust its
-                  clock, else code_expired / code_not_yet_valid
+                  unknown_key, bad_signature; then, for dynamic, Wallet and
+                  typed codes, clock_unsynced when the gate does not trust
+                  its clock, else code_expired / code_not_yet_valid; a Wallet
+                  code older than the newest one this gate has seen for its
+                  ticket is code_expired too
     unknown_ticket
     exits         stop here (an `out` lane with no benefit named): leaving is
                   never refused to the holder of a genuine ticket
@@ -54,6 +56,7 @@ from typing import Mapping, NamedTuple
 from gated.validation.cache import EntitlementCache, TicketState
 from gated.validation.keyring import KeyRing
 from gated.validation.token import (
+    STEP_SECONDS,
     CodeKind,
     Reason,
     Verified,
@@ -162,6 +165,7 @@ _OK = Reason.OK
 _IN = Direction.IN
 _HANDHELD = Mode.HANDHELD
 _STATIC = CodeKind.STATIC
+_WALLET = CodeKind.WALLET
 _ACTIVE = TicketState.ACTIVE
 _new_tuple = tuple.__new__
 
@@ -194,6 +198,8 @@ class Validator:
         self.policy = policy or Policy()
         self._lanes: dict[str, _LaneMemory] = {}
         self._reserved: dict[int, int] = {}  # ticket id -> entries admitted, passage not yet seen
+        self._wallet_newest: dict[int, int] = {}  # ticket id -> newest genuine Wallet code's step
+        self._wallet_prune_at = 1024
         p = self.policy
         self._deny = Signal(p.deny_color, "deny", "deny")
         self._admit = {cat: Signal(color, "admit", "ok") for cat, color in p.colors.items()}
@@ -228,10 +234,12 @@ class Validator:
             verified = Verified(Reason.RATE_LIMITED)
         elif not clock_trusted:
             verified = verify_code(code, self.keyring.keys, now, self._skew_steps)
-            if verified.kind is CodeKind.DYNAMIC:
+            if verified.kind is CodeKind.DYNAMIC or verified.kind is _WALLET:
                 verified = verified._replace(reason=Reason.CLOCK_UNSYNCED)
         else:
             verified = verify_code(code, self.keyring.keys, now, self._skew_steps)
+            if verified.kind is _WALLET and verified.reason is _OK:
+                verified = self._only_the_newest(verified, now)
         decision = self._entitle(verified, lane, now, clock_trusted, benefit)
         mem.last_text, mem.last_at, mem.last_decision = key, now, decision
         return decision
@@ -283,6 +291,25 @@ class Validator:
         decision = self._entitle(verified, lane, now, clock_trusted, benefit)
         mem.last_text, mem.last_at, mem.last_decision = None, now, decision
         return decision
+
+    def _only_the_newest(self, v: Verified, now: float) -> Verified:
+        """Google asks readers of rotating barcodes to accept only a ticket's most
+        recent code: once a Wallet code of step s was genuine here, every code of
+        an earlier step is a screenshot, `code_expired`, even inside the window.
+
+        The memory is this gate's (a reboot forgets it; the skew window still
+        bounds a screenshot's life), and it forgets steps that have left the
+        window, so it holds only the Wallet tickets seen in the last minutes."""
+        newest = self._wallet_newest
+        seen = newest.get(v.ticket_id)
+        if seen is not None and v.step < seen:
+            return v._replace(reason=Reason.CODE_EXPIRED)
+        if len(newest) >= self._wallet_prune_at:
+            oldest = int(now // STEP_SECONDS) - self._skew_steps
+            self._wallet_newest = newest = {t: s for t, s in newest.items() if s >= oldest}
+            self._wallet_prune_at = max(1024, 2 * len(newest))
+        newest[v.ticket_id] = v.step
+        return v
 
     def _memory(self, lane: Lane, now: float) -> _LaneMemory:
         mem = self._lanes.get(lane.id)

@@ -1,7 +1,8 @@
 """The gate token format, version 1 (docs/token-format.md), byte for byte.
 
 Owns: per-ticket key derivation, minting and parsing of dynamic (0x01) and
-static (0x02) codes, and the 8-digit manual TOTP code. Verification against a
+static (0x02) codes, the 8-digit manual TOTP code, and the Google Wallet
+rotating code (`GW1:`, the TOTP a Wallet pass computes from its own key). Verification against a
 key ring (checks 1-4 of the format's verifier order) is `verify_code`; the
 entitlement checks (step 5) belong to `policy`.
 
@@ -28,6 +29,7 @@ from enum import StrEnum
 from typing import NamedTuple
 
 PREFIX = "GT1:"
+WALLET_PREFIX = "GW1:"
 TYPE_DYNAMIC = 0x01
 TYPE_STATIC = 0x02
 STEP_SECONDS = 30
@@ -35,8 +37,13 @@ MAX_TICKET_ID = 2**64 - 1
 MAX_SERIAL = 2**16 - 1
 MAX_STEP = 2**32 - 1
 MANUAL_DIGITS = 8
+WALLET_DIGITS = 8  # Wallet's valueLength
+WALLET_PERIOD_MS = STEP_SECONDS * 1000  # Wallet's periodMillis: the dynamic code's 30 s step
 
 _TICKET_KEY_LABEL = b"gated-ticket-key\x00"
+# A different label: Google holds this key, and it must not let anyone mint GT1 codes.
+_WALLET_KEY_LABEL = b"gated-wallet-totp\x00"
+_WALLET_MAX_CHARS = 4 + 3 + 1 + 20 + 1 + 12 + 1 + WALLET_DIGITS  # GW1:<kid>:<ticket>:<seconds>:<digits>
 _DYNAMIC_BODY = 30
 _STATIC_BODY = 28
 _TAG = 16
@@ -81,6 +88,7 @@ class CodeKind(StrEnum):
     DYNAMIC = "dynamic"
     STATIC = "static"
     MANUAL = "manual"
+    WALLET = "wallet"
 
 
 class Verified(NamedTuple):
@@ -158,23 +166,98 @@ def mint_static(event_key: bytes, kid: int, ticket_id: int, serial: int) -> str:
     return PREFIX + _b32(head + tag)
 
 
-def hotp(secret: bytes, counter: int, digits: int = MANUAL_DIGITS) -> str:
-    """RFC 4226 HOTP with HMAC-SHA256 and the section 5.3 dynamic truncation."""
-    mac = hmac.digest(secret, counter.to_bytes(8, "big"), "sha256")
+def hotp(secret: bytes, counter: int, digits: int = MANUAL_DIGITS, digest: str = "sha256") -> str:
+    """RFC 4226 HOTP with the section 5.3 dynamic truncation (HMAC-SHA256 unless told)."""
+    mac = hmac.digest(secret, counter.to_bytes(8, "big"), digest)
     offset = mac[-1] & 0x0F
     binary = int.from_bytes(mac[offset : offset + 4], "big") & 0x7FFFFFFF
     return str(binary % 10**digits).zfill(digits)
 
 
-def totp(secret: bytes, unix_time: float, digits: int = MANUAL_DIGITS) -> str:
-    """RFC 6238 TOTP, HMAC-SHA256, X = 30 s, T0 = 0."""
-    return hotp(secret, step_at(unix_time), digits)
+def totp(secret: bytes, unix_time: float, digits: int = MANUAL_DIGITS, digest: str = "sha256", period_s: float = STEP_SECONDS) -> str:
+    """RFC 6238 TOTP, T0 = 0 (by default HMAC-SHA256 and X = 30 s, the manual code)."""
+    return hotp(secret, int(unix_time // period_s), digits, digest)
 
 
 def manual_code(event_key: bytes, ticket_id: int, unix_time: float) -> str:
     """The 8 digits the attendee's app shows under the QR at `unix_time`."""
     _check_common(0, ticket_id)
     return totp(ticket_key(event_key, ticket_id), unix_time)
+
+
+def wallet_key(event_key: bytes, ticket_id: int) -> bytes:
+    """HMAC-SHA256(event_key, "gated-wallet-totp\\0" || ticket_id as u64 big-endian):
+    the secret a Google Wallet pass holds (its `totpDetails.parameters[0].key`)."""
+    return hmac.digest(event_key, _WALLET_KEY_LABEL + ticket_id.to_bytes(8, "big"), "sha256")
+
+
+def wallet_pattern(kid: int, ticket_id: int) -> str:
+    """The `valuePattern` of ticket `ticket_id`'s Wallet pass, signed with key `kid`."""
+    _check_common(kid, ticket_id)
+    return f"{WALLET_PREFIX}{kid}:{ticket_id}:{{totp_timestamp_seconds}}:{{totp_value_0}}"
+
+
+def render_rotating_barcode(pattern: str, keys: "list[bytes]", value_lengths: "list[int]", period_ms: int, unix_ms: int) -> str:
+    """What Google Wallet shows at `unix_ms`: the pattern with its substitutions made.
+
+    `{totp_value_n}` is RFC 6238 TOTP-SHA1 with `keys[n]`, `value_lengths[n]`
+    digits and a step of `period_ms`; `{totp_timestamp_seconds}` and
+    `{totp_timestamp_millis}` the time of generation. Issuers use it to test a
+    pattern; gated's own `mint_wallet` is this with gated's pattern.
+    """
+    out = pattern.replace("{totp_timestamp_millis}", str(unix_ms)).replace("{totp_timestamp_seconds}", str(unix_ms // 1000))
+    for n, (key, length) in enumerate(zip(keys, value_lengths)):
+        out = out.replace(f"{{totp_value_{n}}}", hotp(key, unix_ms // period_ms, length, "sha1"))
+    return out
+
+
+def mint_wallet(event_key: bytes, kid: int, ticket_id: int, unix_time: float) -> str:
+    """The code a Wallet pass shows at `unix_time` (whole seconds count, as Wallet's do)."""
+    _check_common(kid, ticket_id)
+    unix_ms = int(unix_time) * 1000
+    if not 0 <= unix_ms // WALLET_PERIOD_MS <= MAX_STEP:
+        raise ValueError(f"time {unix_time} is outside the u32 step range")
+    key = wallet_key(event_key, ticket_id)
+    return render_rotating_barcode(wallet_pattern(kid, ticket_id), [key], [WALLET_DIGITS], WALLET_PERIOD_MS, unix_ms)
+
+
+def _decimal(field: str, maximum: int) -> int | None:
+    """A canonical decimal field: ASCII digits, no sign, no leading zero, at most `maximum`."""
+    if not field or not field.isascii() or not field.isdigit() or (field[0] == "0" and len(field) > 1):
+        return None
+    value = int(field)
+    return value if value <= maximum else None
+
+
+def _verify_wallet(text: str, keys: "dict[int, bytes]", now: float, skew_steps: int) -> Verified:
+    """Checks 1-4 for a `GW1:` code, with the same reasons and window as a dynamic code.
+
+    The step is the TOTP counter Wallet used: floor(seconds / 30). The seconds
+    are not signed themselves, but a counter other than the one the digits
+    were made for fails the comparison, so they cannot be moved to another step.
+    """
+    text = text.strip(_ASCII_WHITESPACE)
+    if len(text) > _WALLET_MAX_CHARS or text[:4].upper() != WALLET_PREFIX:
+        return _BAD_FORMAT
+    fields = text[4:].split(":")
+    if len(fields) != 4 or len(fields[3]) != WALLET_DIGITS or not fields[3].isascii() or not fields[3].isdigit():
+        return _BAD_FORMAT
+    kid, ticket_id, seconds = _decimal(fields[0], 255), _decimal(fields[1], MAX_TICKET_ID), _decimal(fields[2], (MAX_STEP + 1) * STEP_SECONDS - 1)
+    if kid is None or ticket_id is None or seconds is None:
+        return _BAD_FORMAT
+    event_key = keys.get(kid)
+    if event_key is None:
+        return _UNKNOWN_KEY
+    step = seconds // STEP_SECONDS
+    secret = _hmac_digest(event_key, _WALLET_KEY_LABEL + ticket_id.to_bytes(8, "big"), "sha256")
+    if not hmac.compare_digest(hotp(secret, step, WALLET_DIGITS, "sha1").encode("ascii"), fields[3].encode("ascii")):
+        return _BAD_SIGNATURE
+    current = int(now // STEP_SECONDS)
+    if step < current - skew_steps:
+        return Verified(Reason.CODE_EXPIRED, CodeKind.WALLET, kid, ticket_id, step)
+    if step > current + skew_steps:
+        return Verified(Reason.CODE_NOT_YET_VALID, CodeKind.WALLET, kid, ticket_id, step)
+    return Verified(Reason.OK, CodeKind.WALLET, kid, ticket_id, step)
 
 
 def decode_body(text: str) -> bytes | None:
@@ -230,12 +313,16 @@ _BAD_SIGNATURE = Verified(Reason.BAD_SIGNATURE)
 def verify_code(text: str, keys: "dict[int, bytes]", now: float, skew_steps: int = 1) -> Verified:
     """Checks 1-4 of the verifier order, in that order, for a scanned code.
 
-    `keys` maps kid -> event key (a `KeyRing` provides one). For static codes
+    `keys` maps kid -> event key (a `KeyRing` provides one). A `GW1:` text is
+    a Google Wallet code (`_verify_wallet`), checked only once the GT1 parse
+    failed, so the codes gated mints pay nothing for it. For static codes
     `now` is not used: a badge does not expire by itself, its ticket's
     validity windows do (policy's job).
     """
     body = decode_body(text)
     if body is None:
+        if isinstance(text, str) and WALLET_PREFIX in text[:16].upper():
+            return _verify_wallet(text, keys, now, skew_steps)
         return _BAD_FORMAT
     kid = body[1]
     event_key = keys.get(kid)

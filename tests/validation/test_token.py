@@ -247,6 +247,8 @@ VECTOR_KEYS = {name: bytes.fromhex(hexkey) for name, hexkey in VECTORS["keys"].i
 def test_vector_file_ticket_keys():
     for case in VECTORS["ticket_keys"]:
         assert token.ticket_key(VECTOR_KEYS[case["event_key"]], case["ticket_id"]).hex() == case["ticket_key"]
+    for case in VECTORS["wallet_keys"]:
+        assert token.wallet_key(VECTOR_KEYS[case["event_key"]], case["ticket_id"]).hex() == case["wallet_key"]
 
 
 @pytest.mark.parametrize("case", VECTORS["mint"], ids=lambda c: f"{c['kind']}-{c['ticket_id']}")
@@ -256,6 +258,8 @@ def test_vector_file_mint(case):
         code = token.mint_dynamic(key, case["kid"], case["ticket_id"], case["unix_time"])
     elif case["kind"] == "static":
         code = token.mint_static(key, case["kid"], case["ticket_id"], case["serial"])
+    elif case["kind"] == "wallet":
+        code = token.mint_wallet(key, case["kid"], case["ticket_id"], case["unix_time"])
     else:
         code = token.manual_code(key, case["ticket_id"], case["unix_time"])
     assert code == case["code"]
