@@ -74,11 +74,12 @@ def _table(report: dict) -> str:
     lines.append(f"decide() on a cache of {d['cache']['tickets']:,} tickets     median µs    p99 µs")
     for name, s in d["decide"].items():
         lines.append(f"  {name:<40} {s['median_us']:>9.2f} {s['p99_us']:>9.2f}")
-    lines.append("same-run floor: two hmac.digest(key, msg, 'sha256')")
+    lines.append("same-run floor: two hmac.digest(key, msg, ...) (sha256, sha256; the Wallet code's sha256, sha1)")
     for name, s in d["floor"].items():
         lines.append(f"  {'floor (' + name + ' sizes)':<40} {s['median_us']:>9.2f} {s['p99_us']:>9.2f}")
     r = d["ratio_to_floor"]
-    lines.append(f"  ratio to floor: dynamic {r['dynamic_ok_median']}x median, {r['dynamic_ok_p99']}x p99; static {r['static_ok_median']}x median, {r['static_ok_p99']}x p99")
+    lines.append(f"  ratio to floor: dynamic {r['dynamic_ok_median']}x median, {r['dynamic_ok_p99']}x p99; static {r['static_ok_median']}x median, {r['static_ok_p99']}x p99; "
+                 f"wallet {r.get('wallet_ok_median')}x median, {r.get('wallet_ok_p99')}x p99")
     c = d["cache"]
     lines += [
         "",
