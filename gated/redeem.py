@@ -23,8 +23,8 @@ redeems locally. Every redemption the cache allows gets a fresh random
 with its grant and never takes the benefit twice; a request that timed out
 here but was granted there is paired the same way when this unit redeemed
 locally. (A grant whose answer came too late to a unit that then refused
-stays taken at the registry: it errs towards one lunch too few, never one
-too many.)
+is given back by the registry when that refusal arrives: see
+`gated.registry.redeem`, "Late grants".)
 
 The operator waits for the answer: the deadline is short, and a unit that
 knows it is offline does not wait at all.

@@ -11,6 +11,14 @@ The two clocks are the same machine's, aligned by round trips: the offset
 of the browser's clock is the one measured by the shortest of 20
 `execute_script` round trips (its uncertainty, half that round trip, is
 reported beside the figures).
+
+Where the time goes, per scan (`legs`): the last byte on the pty to
+`decide()` (the decision's own time), `decide()` to the decision journaled
+and published on the page's event stream (a lane observer beside the
+screen's), and from there to the DOM (SSE, Chromium's network and renderer
+processes). The bench waits for each drawing with one script that a
+MutationObserver resolves in the page: polling the renderer every 2 ms, as
+it did, was load of its own on the process it measures.
 """
 
 from __future__ import annotations
@@ -30,7 +38,11 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1024,900")
+                  "--window-size=1024,900",
+                  # A kiosk's page is the one in front: never treated as a background tab whose
+                  # renderer and timers Chromium may deprioritise.
+                  "--disable-renderer-backgrounding", "--disable-background-timer-throttling",
+                  "--disable-backgrounding-occluded-windows")
 KEY = bytes(range(32))
 
 
@@ -186,6 +198,21 @@ def clock_offset_ms(driver, rounds: int = 20) -> tuple[float, float]:
     return best[0], best[1] / 2
 
 
+def _await_drawn(driver, ticket: str) -> None:
+    """Return when the page has drawn a decision on `ticket` (or after the script timeout):
+    a promise resolved by a MutationObserver, so the renderer is idle while it waits."""
+    try:
+        driver.execute_async_script("""
+            const [ticket, done] = arguments, d = document.getElementById('decision');
+            if (d.dataset.ticket === ticket) { done(true); return; }
+            const seen = new MutationObserver(() => {
+                if (d.dataset.ticket === ticket) { seen.disconnect(); done(true); }
+            });
+            seen.observe(d, { attributes: true, attributeFilter: ['data-shown'] });""", ticket)
+    except Exception:  # never drawn in time: counted as missing (scans < written)
+        pass
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
@@ -234,14 +261,21 @@ socket = "admin.sock"
                 driver.get(g.gate.screens["desk-1"].url)
                 wait_for(lambda: driver.execute_script("return document.getElementById('online').textContent !== '…'"))
                 offset, uncertainty = clock_offset_ms(driver)
+                driver.set_script_timeout(5)
                 written: dict[str, float] = {}
+                decided: dict[str, float] = {}
+                published: dict[str, float] = {}
+
+                def on_decision(d) -> None:  # beside the screen's own observer, which runs first
+                    published[str(d.ticket_id)] = time.time() * 1000
+                    decided[str(d.ticket_id)] = d.at * 1000
+                g.gate.screens["desk-1"].lane.observers.append(on_decision)
                 for ticket_id, code in codes:
+                    # One script waits in the page for this ticket's stamp (no polling the renderer meanwhile).
+                    waiting = threading.Thread(target=_await_drawn, args=(driver, str(ticket_id)))
+                    waiting.start()
                     written[str(ticket_id)] = pty.send(code) * 1000
-                    try:
-                        wait_for(lambda: driver.execute_script(
-                            "return document.getElementById('decision').dataset.ticket") == str(ticket_id), timeout=5, step=0.002)
-                    except TimeoutError:
-                        pass  # never drawn: counted as missing (scans < written)
+                    waiting.join()
                     time.sleep(0.005)  # the next person steps up
                 stamps = driver.execute_script("return window.gatedStamps;")
                 offset_after, _ = clock_offset_ms(driver)
@@ -251,11 +285,20 @@ socket = "admin.sock"
             pty.close()
         drawn = {s["ticket"]: s["t"] for s in stamps if s["ticket"] in written}
         latencies = [drawn[t] - offset - written[t] for t in written if t in drawn]
+        # Where the time goes: pty -> decide(), decide() -> journaled and published on the SSE stream, -> DOM.
+        legs = {
+            "to_decide": [decided[t] - written[t] for t in written if t in decided],
+            "decide_to_published": [published[t] - decided[t] for t in written if t in published],
+            "published_to_dom": [drawn[t] - offset - published[t] for t in written if t in drawn and t in published],
+        }
         return {
             "scans": len(latencies), "written": len(written), "tickets": len(tickets),
             "median_ms": round(statistics.median(latencies), 2), "p99_ms": round(_percentile(latencies, 0.99), 2),
             "max_ms": round(max(latencies), 2), "clock_uncertainty_ms": round(uncertainty, 2),
             "clock_drift_ms": round(offset_after - offset, 2),
+            "legs": {name: {"median_ms": round(statistics.median(v), 2), "p99_ms": round(_percentile(v, 0.99), 2)}
+                     for name, v in legs.items() if v},
+            "load_average": [round(x, 2) for x in os.getloadavg()],
         }
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -288,7 +288,7 @@ def _read_camera(lane: Section) -> CameraConfig | None:
 
 
 _LANE_KEYS = (
-    "id", "zone", "direction", "mode", "categories", "passage_timeout_s", "offline_redemption",
+    "id", "zone", "direction", "mode", "purpose", "categories", "passage_timeout_s", "offline_redemption",
     "scanner", "camera", "relay", "light", "buzzer", "passage", "screen", "printer",
 )  # fmt: skip
 
@@ -416,6 +416,11 @@ def _read_lane(sec: Section, offline_policy: str = "strict") -> LaneConfig:
         if mode != "handheld":
             sec.fail("offline_redemption", "only handheld lanes redeem benefits; remove this key from a turnstile lane")
         offline_redemption = sec.get_str("offline_redemption", choices=("refuse", "local"))
+    purpose = sec.get_str("purpose", "entry", choices=("entry", "check"))
+    if purpose == "check" and mode != "handheld":
+        sec.fail("purpose", 'a check lane is attended: set mode = "handheld" (a turnstile always counts an entry)')
+    if purpose == "check" and direction != "in":
+        sec.fail("purpose", 'a check lane counts neither entries nor exits: set direction = "in"')
 
     return LaneConfig(
         id=lane_id,
@@ -433,6 +438,7 @@ def _read_lane(sec: Section, offline_policy: str = "strict") -> LaneConfig:
         screen=screen,
         printer=printer,
         offline_redemption=offline_redemption,
+        purpose=purpose,
     )
 
 

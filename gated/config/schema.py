@@ -185,6 +185,9 @@ class LaneConfig:
     # handheld: a redemption while the registry cannot be asked: "refuse" | "local"
     # (default by [gate] offline_policy: strict refuses, lenient redeems from the local cache)
     offline_redemption: str = "refuse"
+    # handheld: what an ok means. "entry" counts an entry (a door's handheld);
+    # "check" only shows and redeems (a meal hall): no entry, passage or `inside` change
+    purpose: str = "entry"
 
 
 @dataclass(frozen=True, slots=True)

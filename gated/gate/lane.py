@@ -12,7 +12,12 @@ gate admitted someone who did not walk through. Lanes without a sensor
 (handhelds, simple turnstiles) count the entry as soon as the decision is on
 disk.
 
-So every admitted decision is followed, on its lane and ticket, by exactly
+A check lane (`purpose = "check"`, handheld) journals its decisions too, an
+`ok` marked ``"purpose": "check"``, and nothing after them: no entry is
+counted, no passage journaled, `inside` untouched; a benefit redeemed there
+is a redemption like any other.
+
+So every admitted decision (but a check) is followed, on its lane and ticket, by exactly
 one outcome record: "passage" (entry or exit), "redemption" (a benefit) or
 "not_passed", whose ``decision_seq`` names the decision's record. A
 handheld's redemption is decided by the registry while it can be asked
@@ -47,7 +52,7 @@ from gated.errors import JournalError
 from gated.gate.passage import PassageWindow
 from gated.redeem import Redeemer, Redemption, settle
 from gated.journal import Journal
-from gated.validation import Decision, Direction, Mode, Validator
+from gated.validation import Decision, Direction, Mode, Purpose, Validator
 from gated.validation import Lane as LaneSpec
 
 log = structlog.get_logger("gated.gate.lane")
@@ -101,7 +106,8 @@ class LaneRunner:
         self.id = config.id
         self.services = services  # replaced whole when the gate reloads its policy
         self.outputs = outputs
-        self.spec = LaneSpec(config.id, config.zone, Direction(config.direction), Mode(config.mode), config.categories)
+        self.spec = LaneSpec(config.id, config.zone, Direction(config.direction), Mode(config.mode), config.categories,
+                             Purpose(config.purpose))
         self.window: PassageWindow[tuple[Decision, int]] | None = (
             PassageWindow(config.passage_timeout_s) if config.passage is not None and config.passage_timeout_s else None
         )
@@ -178,6 +184,8 @@ class LaneRunner:
             "mode": self.spec.mode,
             **extra,
         }
+        if decision.check:
+            payload["purpose"] = "check"  # an ok that counts nothing: no outcome record follows
         if decision.benefit is not None:
             payload["benefit"] = decision.benefit
         if redemption is not None:
@@ -192,12 +200,12 @@ class LaneRunner:
             self._guarded("light", lambda light: light.deny(SIGNAL_SECONDS))
             self._guarded("buzzer", lambda buzzer: buzzer.play("deny"))
             return
-        if decision.admitted:
+        if decision.admitted and not decision.check:
             relay = self.outputs.relay
             if relay is not None:
                 self._guarded("relay", lambda r: r.pulse())
         self._show(decision)
-        if decision.admitted:
+        if decision.admitted and not decision.check:
             if self.window is not None and decision.benefit is None:
                 s.validator.reserve(decision)
                 self.window.expect((decision, record.seq), s.monotonic())
@@ -336,6 +344,7 @@ class LaneRunner:
         c = self.counters
         return {
             "id": self.id, "zone": self.spec.zone, "direction": str(self.spec.direction), "mode": str(self.spec.mode),
+            "purpose": str(self.spec.purpose),
             "decisions": c.decisions, "admitted": c.admitted, "denied": c.denied, "repeats": c.repeats,
             "passages": c.passages, "not_passed": c.not_passed, "last_reason": c.last_reason, "last_ticket": c.last_ticket,
             "by_reason": dict(c.by_reason),

@@ -1,6 +1,7 @@
 """Admissions whose outcome a power cut lost: found at start, counted as used.
 
-A lane follows every admitted decision with exactly one outcome record
+A lane follows every admitted decision (but a check lane's, which counts
+nothing) with exactly one outcome record
 ("passage", "redemption" or "not_passed", see `gated.gate.lane`) whose
 ``decision_seq`` names the decision's record. A power cut can fall between
 the two: the relay may have opened, so at the next start, before any lane
@@ -66,7 +67,7 @@ class PendingOutcomes:
         for record in journal.since(self.read_to, kinds=("decision", *OUTCOME_KINDS)):
             self.read_to = record.seq
             if record.kind == "decision":
-                if record.reason == "ok" and record.ticket_id is not None:
+                if record.reason == "ok" and record.ticket_id is not None and record.payload.get("purpose") != "check":
                     self._waiting[record.seq] = record
                     self._by_key.setdefault(_outcome_key(record), []).append(record.seq)
                 continue

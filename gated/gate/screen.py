@@ -65,6 +65,8 @@ WORDS = {
 
 
 def decision_words(d: Decision) -> str:
+    if d.check:  # a check lane: nobody enters here, so never "Admitted"
+        return "Checked: valid" if d.admitted else f"Checked: {WORDS.get(str(d.reason), str(d.reason))}"
     if d.admitted:
         if d.benefit is not None:
             return f"Redeemed: {d.benefit}"
@@ -135,6 +137,7 @@ class OperatorScreen:
 
     def unit(self) -> dict[str, Any]:
         return {"lane": self.lane.id, "zone": self.lane.spec.zone, "direction": str(self.lane.spec.direction),
+                "purpose": str(self.lane.spec.purpose),
                 "printer": self.printer_kind, **self._unit_status()}
 
     @property
@@ -149,6 +152,7 @@ class OperatorScreen:
         self._shown += 1
         view: dict[str, Any] = {
             "shown": self._shown, "lane": d.lane_id, "at": d.at, "reason": str(d.reason), "admitted": d.admitted,
+            "check": d.check,
             "words": decision_words(d), "benefit": d.benefit, "kind": None if d.kind is None else str(d.kind),
             "ticket": None if d.ticket_id is None else str(d.ticket_id), "category": d.category,
             "color": color, "text_color": text_color(color),

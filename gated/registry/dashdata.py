@@ -228,6 +228,16 @@ def conflicts(conn: sqlite3.Connection, limit: int = 20) -> dict:
     return {"counts": counts, "latest": latest}
 
 
+def unpaired_grants(conn: sqlite3.Connection, limit: int = 20) -> dict:
+    """Redeem grants no journal record of their unit has reported yet: how many, the oldest `limit`."""
+    from gated.registry.redeem import unpaired_grants as grants
+
+    waiting = grants(conn)
+    return {"count": len(waiting), "oldest": [
+        {"ticket": str(g.ticket_id), "benefit": g.benefit, "gate": g.gate_id, "lane": g.lane, "at": g.at}
+        for g in waiting[:limit]]}
+
+
 def dashboard(conn: sqlite3.Connection, connected: set[str] | frozenset[str] = frozenset(), *, version: int | None = None) -> dict:
     """Everything the dashboard draws, as one JSON-ready dict (a read transaction: one consistent picture)."""
     conn.execute("BEGIN")
@@ -239,6 +249,7 @@ def dashboard(conn: sqlite3.Connection, connected: set[str] | frozenset[str] = f
             "categories": categories(conn),
             "denials": denials(conn),
             "conflicts": conflicts(conn),
+            "unpaired_grants": unpaired_grants(conn),
             "gates": [
                 {"gate": g.gate_id, "connected": g.connected, "acked_seq": g.acked_seq, "epochs": g.epochs,
                  "last_event_at": g.last_event_at, "last_received_at": g.last_received_at}

@@ -28,9 +28,34 @@ record arrives, and the server (gated/registry/server.py) when a gate calls
   for a grant already paired. A redemption the registry refused but the gate
   journaled as taken (its answer came after the deadline) is counted, and
   shows up as an over-redemption when it overdrew.
-- A grant whose record never comes (the gate lost power between the answer
-  and its journal write) stays taken: like an admission whose outcome was
-  lost, it counts as used. `unpaired_grants` lists them.
+- Late grants are given back, never silently kept (`settle_batch`, run in
+  the transaction that stores each batch of a gate's events). A grant whose
+  answer reached its unit after the 1 s deadline stays taken here while the
+  unit, under the strict policy, refused (`registry_unreachable`): nobody
+  ate that lunch, and keeping it would leave the attendee one lunch short
+  at every unit. So:
+    * the unit's own refusal (its "decision" record carrying the grant's
+      redemption_id with a reason other than ok) releases the grant at once:
+      the refusal is on the operator's screen and in the journal, proof that
+      no benefit was handed out;
+    * a grant no record of its unit has named (neither the ok decision nor
+      the redemption) `LATE_GRANT_RELEASE_S` after it was granted, once that
+      unit has sent records it journaled (by its own clock) that long after
+      the request, is released too: a unit journals a granted decision
+      before the operator sees it and sends its journal in order, so the
+      later records prove it never journaled this one (the power went
+      between the answer and the write, the operator saw nothing). The one
+      case it gets wrong is a journal tail an SD card lost after the
+      operator saw the grant; that costs one extra lunch, as against one
+      lost lunch per late answer otherwise, and it is reported.
+    * a grant whose ok decision record has arrived is never released: its
+      outcome comes as a "redemption" record, or at the unit's next start
+      (`gated.gate.outcomes` journals it as used).
+  Releasing gives the benefit back (one SetBenefit in the batch's delta, so
+  every gate has it within a poll), marks the grant released, and records a
+  `late_grant_released` conflict naming the grant and the record that
+  settled it. `unpaired_grants` lists the grants still waiting (the report
+  and the dashboard show them).
 - Over-redemptions name both records: the record already held may be a
   grant whose journal record has not arrived yet (`latest_grant`).
 """
@@ -38,16 +63,21 @@ record arrives, and the server (gated/registry/server.py) when a gate calls
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import structlog
 
 from gated.journal import u64_from_sqlite, u64_to_sqlite
 from gated.validation.cache import Delta, Op, SetBenefit, TicketState
 
 if TYPE_CHECKING:
-    from gated.registry.store import RegistryStore
+    from gated.registry.store import IncomingEvent, RegistryStore
+
+log = structlog.get_logger("gated.registry.redeem")
 
 SCHEMA = """
 CREATE TABLE redemptions (
@@ -63,13 +93,20 @@ CREATE TABLE redemptions (
     received_at   REAL NOT NULL,
     record_epoch  INTEGER,              -- the gate's "redemption" record paired with an ok grant
     record_seq    INTEGER,
+    decision_seq  INTEGER,              -- the gate's ok "decision" record naming an ok grant
+    released_at   REAL,                 -- a late grant given back (`settle_batch`), and why
+    released_why  TEXT,
     PRIMARY KEY (gate_id, redemption_id)
 ) WITHOUT ROWID;
 CREATE INDEX redemptions_by_ticket ON redemptions(ticket_id, benefit, at);
+CREATE INDEX redemptions_unpaired ON redemptions(gate_id, received_at) WHERE outcome = 'ok' AND record_seq IS NULL;
 """
 
 OUTCOMES = ("ok", "no_benefit", "benefit_exhausted", "unknown_ticket", "revoked")
 MAX_REDEMPTION_ID = 128
+LATE_GRANT_RELEASE_S = 600.0  # a grant no record named this long after it is given back (see above)
+RELEASED_KIND = "late_grant_released"  # the conflict recorded for each grant given back
+_RELEASE_COLUMNS = ("decision_seq INTEGER", "released_at REAL", "released_why TEXT")
 
 
 class RedemptionConflict(ValueError):
@@ -171,29 +208,121 @@ class Grant:
     remaining: int
     record_epoch: int | None
     record_seq: int | None
+    received_at: float = 0.0
 
 
 def _grant(row: tuple) -> Grant:
-    gate, rid, tid, benefit, lane, at, remaining, r_epoch, r_seq = row
+    gate, rid, tid, benefit, lane, at, remaining, r_epoch, r_seq, received_at = row
     return Grant(gate, rid, u64_from_sqlite(tid), benefit, lane, at, remaining,
-                 None if r_epoch is None else u64_from_sqlite(r_epoch), r_seq)
+                 None if r_epoch is None else u64_from_sqlite(r_epoch), r_seq, received_at)
 
 
-_GRANT_COLUMNS = "gate_id, redemption_id, ticket_id, benefit, lane, at, remaining, record_epoch, record_seq"
+_GRANT_COLUMNS = "gate_id, redemption_id, ticket_id, benefit, lane, at, remaining, record_epoch, record_seq, received_at"
+
+
+def _has_release_columns(conn: sqlite3.Connection) -> bool:
+    return any(row[1] == "released_at" for row in conn.execute("PRAGMA table_info(redemptions)"))
+
+
+def _add_release_columns(conn: sqlite3.Connection) -> None:
+    """A file made before late grants were released: add the columns (inside the caller's transaction)."""
+    if not _has_release_columns(conn):
+        for column in _RELEASE_COLUMNS:
+            conn.execute(f"ALTER TABLE redemptions ADD COLUMN {column}")
+        conn.execute("CREATE INDEX IF NOT EXISTS redemptions_unpaired ON redemptions(gate_id, received_at) "
+                     "WHERE outcome = 'ok' AND record_seq IS NULL")
+
+
+def _not_released(conn: sqlite3.Connection) -> str:
+    return " AND released_at IS NULL" if _has_release_columns(conn) else ""
 
 
 def latest_grant(store: RegistryStore, ticket_id: int, benefit: str) -> Grant | None:
-    """The most recent ok grant of `benefit` to `ticket_id` (paired or not)."""
+    """The most recent ok grant of `benefit` to `ticket_id` (paired or not; not one given back)."""
     row = store.conn.execute(
-        f"SELECT {_GRANT_COLUMNS} FROM redemptions WHERE ticket_id = ? AND benefit = ? AND outcome = 'ok' "
-        "ORDER BY at DESC LIMIT 1", (u64_to_sqlite(ticket_id), benefit)).fetchone()
+        f"SELECT {_GRANT_COLUMNS} FROM redemptions WHERE ticket_id = ? AND benefit = ? AND outcome = 'ok'"
+        f"{_not_released(store.conn)} ORDER BY at DESC LIMIT 1", (u64_to_sqlite(ticket_id), benefit)).fetchone()
     return None if row is None else _grant(row)
 
 
-def unpaired_grants(store: RegistryStore) -> list[Grant]:
-    """Ok grants no journal record has reported yet (in flight, or lost with a power cut)."""
-    return [_grant(r) for r in store.conn.execute(
-        f"SELECT {_GRANT_COLUMNS} FROM redemptions WHERE outcome = 'ok' AND record_seq IS NULL ORDER BY received_at")]
+def unpaired_grants(store: RegistryStore | sqlite3.Connection) -> list[Grant]:
+    """Ok grants no journal record has reported yet and not given back (in flight, answered
+    late, or lost with a power cut), oldest first."""
+    conn = store if isinstance(store, sqlite3.Connection) else store.conn
+    return [_grant(r) for r in conn.execute(
+        f"SELECT {_GRANT_COLUMNS} FROM redemptions WHERE outcome = 'ok' AND record_seq IS NULL{_not_released(conn)} "
+        "ORDER BY received_at")]
+
+
+def settle_batch(store: RegistryStore, gate_id: str, db_epoch: int, events: Sequence[IncomingEvent],
+                 now: float, release_after_s: float | None = None) -> list[Op]:
+    """The grants this batch of `gate_id`'s events settles (module docstring, "Late grants"):
+    each ok decision naming a grant is noted; each grant the batch proves no one received is
+    given back. Runs inside the batch's transaction, after its events are stored; returns
+    the benefit counts it restored, for the batch's delta."""
+    if not events:
+        return []
+    conn = store.conn
+    _add_release_columns(conn)
+    if release_after_s is None:
+        release_after_s = LATE_GRANT_RELEASE_S
+    ops: list[Op] = []
+    for ev in events:
+        if ev.kind != "decision" or "redemption_id" not in ev.payload_json:
+            continue
+        try:
+            rid = json.loads(ev.payload_json).get("redemption_id")
+        except (ValueError, RecursionError, AttributeError):
+            continue
+        if not isinstance(rid, str) or not rid:
+            continue
+        if ev.reason == "ok":
+            conn.execute("UPDATE redemptions SET decision_seq = ? WHERE gate_id = ? AND redemption_id = ? "
+                         "AND outcome = 'ok' AND decision_seq IS NULL", (ev.seq, gate_id, rid))
+            continue
+        row = conn.execute(f"SELECT {_GRANT_COLUMNS} FROM redemptions WHERE gate_id = ? AND redemption_id = ? "
+                           "AND outcome = 'ok' AND record_seq IS NULL AND released_at IS NULL", (gate_id, rid)).fetchone()
+        if row is not None:
+            op = _release(store, _grant(row), f"the unit refused it ({ev.reason}): the answer came after its deadline",
+                          ev, db_epoch, now)
+            if op is not None:
+                ops.append(op)
+    last = events[-1]
+    for row in conn.execute(
+            f"SELECT {_GRANT_COLUMNS} FROM redemptions WHERE gate_id = ? AND outcome = 'ok' AND record_seq IS NULL "
+            "AND decision_seq IS NULL AND released_at IS NULL AND received_at <= ? AND at <= ?",
+            (gate_id, now - release_after_s, last.at - release_after_s)).fetchall():
+        op = _release(store, _grant(row), f"no record of its unit named it within {release_after_s:g} s, "
+                      "and the unit's later records have arrived", last, db_epoch, now)
+        if op is not None:
+            ops.append(op)
+    return ops
+
+
+def _release(store: RegistryStore, grant: Grant, why: str, ev: IncomingEvent, db_epoch: int, now: float) -> Op | None:
+    """Give `grant`'s benefit back; record it as a `late_grant_released` conflict with both records."""
+    conn = store.conn
+    conn.execute("UPDATE redemptions SET released_at = ?, released_why = ? WHERE gate_id = ? AND redemption_id = ?",
+                 (now, why, grant.gate_id, grant.redemption_id))
+    conn.execute(
+        "INSERT INTO conflicts(kind, ticket_id, benefit, first_event, first_gate, first_epoch, first_seq, first_lane, "
+        "first_at, event_id, gate_id, epoch, seq, lane, at, found_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (RELEASED_KIND, u64_to_sqlite(grant.ticket_id), grant.benefit, f"{grant.gate_id}:redeem:{grant.redemption_id}",
+         grant.gate_id, None, None, grant.lane, grant.at, ev.event_id, grant.gate_id, db_epoch, ev.seq, ev.lane, ev.at, now),
+    )
+    log.warning("late_grant_released", gate=grant.gate_id, lane=grant.lane, ticket_id=grant.ticket_id,
+                benefit=grant.benefit, redemption_id=grant.redemption_id, why=why)
+    tid = u64_to_sqlite(grant.ticket_id)
+    row = conn.execute("SELECT benefits FROM tickets WHERE ticket_id = ?", (tid,)).fetchone()
+    if row is None:
+        return None
+    benefits = json.loads(row[0])
+    for pair in benefits:
+        if pair[0] == grant.benefit:
+            pair[1] += 1
+            conn.execute("UPDATE tickets SET benefits = ? WHERE ticket_id = ?", (json.dumps(benefits), tid))
+            return SetBenefit(grant.ticket_id, grant.benefit, pair[1])
+    return None  # the benefit was taken off the ticket since: nothing to give back
 
 
 def answers(store: RegistryStore, ticket_id: int | None = None) -> list[tuple[str, str, int, str, str]]:

@@ -5,7 +5,9 @@ From the passages the gates reported (kind "passage", payload direction
 gates may both call a lane "in-1"), unique attendees (tickets with at least
 one entry), the attendance rate per category (tickets with an entry /
 tickets registered), and the conflicts the registry found (over-entry,
-over-redemption, use of a revoked ticket), each with both of its records.
+over-redemption, use of a revoked ticket, a late Redeem grant given back),
+each with both of its records, and the Redeem grants still waiting for
+their unit's journal record (`gated.registry.redeem.unpaired_grants`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 from gated.journal import u64_from_sqlite
+from gated.registry.redeem import Grant, unpaired_grants
 from gated.registry.store import Conflict, RegistryStore, UsageRecord
 
 
@@ -45,6 +48,7 @@ class CheckinReport:
     events: int
     conflicts: tuple[Conflict, ...] = ()
     conflict_counts: tuple[tuple[str, int], ...] = ()  # (kind, count) for every kind
+    unpaired_grants: tuple[Grant, ...] = ()  # granted by Redeem, no journal record of the unit yet
 
 
 _PASSAGES = """
@@ -74,7 +78,7 @@ def checkin_report(store: RegistryStore) -> CheckinReport:
         counts[1] += u64_from_sqlite(tid) in attended
     categories = tuple(CategoryRow(c, n, a) for c, (n, a) in sorted(per_category.items()))
     return CheckinReport(hours, len(attended), categories, store.event_count(),
-                         tuple(store.conflicts()), tuple(store.conflict_counts().items()))
+                         tuple(store.conflicts()), tuple(store.conflict_counts().items()), tuple(unpaired_grants(store)))
 
 
 def _utc(at: float) -> str:
@@ -116,5 +120,13 @@ def format_report(report: CheckinReport) -> str:
             lines.append(f"  {c.kind:15}  {what}: {_side(c, c.first)}, then {_side(c, c.then)}")
     else:
         lines.append("Conflicts: none")
+    lines.append("")
+    if report.unpaired_grants:
+        lines.append(f"Redeem grants not yet reported by their unit: {len(report.unpaired_grants)} "
+                     "(taken; given back when the unit's records show nobody received them)")
+        for g in report.unpaired_grants:
+            lines.append(f"  ticket {g.ticket_id} ({g.benefit}): {g.gate_id} {g.lane} at {_utc(g.at)}")
+    else:
+        lines.append("Redeem grants not yet reported by their unit: none")
     lines += ["", f"Events stored: {report.events}"]
     return "\n".join(lines) + "\n"

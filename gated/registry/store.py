@@ -712,6 +712,8 @@ class RegistryStore:
                 if inserted < len(plain):  # some were resent: each must be what is stored
                     for row in plain:
                         self._check_same(gate_id, epoch, row)
+            if count_usage:  # late Redeem grants this batch proves nobody received: given back
+                ops += registry_redeem.settle_batch(self, gate_id, db_epoch, events, received_at)
             last = events[-1].seq if events else 0
             conn.execute(
                 "INSERT INTO gates(gate_id, epoch, acked_seq) VALUES (?, ?, ?) "

@@ -17,11 +17,11 @@ from gated.validation.cache import (
     encode_snapshot,
 )
 from gated.validation.keyring import KeyRing
-from gated.validation.policy import Attendee, Decision, Direction, Lane, Mode, Policy, Signal, Usage, Validator
+from gated.validation.policy import Attendee, Decision, Direction, Lane, Mode, Policy, Purpose, Signal, Usage, Validator
 from gated.validation.token import CodeKind, Reason
 
 __all__ = [
-    "Attendee", "CodeKind", "Decision", "Delta", "Direction", "EntitlementCache", "KeyRing", "Lane", "Mode",
+    "Attendee", "CodeKind", "Decision", "Delta", "Direction", "EntitlementCache", "KeyRing", "Lane", "Mode", "Purpose",
     "Policy", "Reason", "Reissue", "SetBenefit", "SetState", "SetUsage", "SetZone", "Signal", "TicketRecord",
     "TicketState", "Upsert", "Usage", "Validator", "encode_snapshot",
 ]

@@ -23,6 +23,9 @@ The rules, in the order they are applied (the first that fails is the reason):
     redemption    (a benefit named, handheld) no_benefit, benefit_exhausted,
                   and nothing after
     wrong_zone    lane serves other categories, or the ticket lacks the zone
+    check lanes   stop here (`Purpose.CHECK`, no benefit named): the ticket is
+                  genuine, valid now and for this zone; nobody enters, so
+                  neither anti-passback, entries left nor capacity apply
     already_inside  (anti-passback) inside this zone already
     entries_exhausted, zone_full (capacity: the policy's for the zone, else the
                   registry's)
@@ -33,6 +36,11 @@ and `settle_redemption()` turns its answer into the decision: its refusal
 (no_benefit, benefit_exhausted, revoked, unknown_ticket) wins; with no answer
 (offline, or past the deadline) the lane's offline policy says: "local"
 keeps this cache's ok, "refuse" answers registry_unreachable.
+
+A check lane (a meal hall's handheld: staff scan a badge to see it and
+redeem its benefits) answers with `Decision.check` set: its `ok` says "valid
+here", never "entered". `commit()` counts nothing for it and `reserve()`
+holds nothing; only a benefit redeemed there is taken.
 
 Deciding changes nothing but the lane's debounce and rate memory: an
 admitted entry is counted only by `commit()`, which a turnstile calls when its
@@ -82,6 +90,13 @@ class Mode(StrEnum):
     HANDHELD = "handheld"
 
 
+class Purpose(StrEnum):
+    """What an `ok` at a lane means: an entry (or exit) counted, or only a check."""
+
+    ENTRY = "entry"
+    CHECK = "check"  # attended only: shows validity and benefits, never counts an entry
+
+
 @dataclass(frozen=True, slots=True)
 class Lane:
     """What `decide()` needs to know about the lane a code was read at."""
@@ -91,6 +106,7 @@ class Lane:
     direction: Direction = Direction.IN
     mode: Mode = Mode.TURNSTILE
     categories: frozenset[str] | None = None  # None: serves every category
+    purpose: Purpose = Purpose.ENTRY
 
 
 @dataclass(frozen=True)
@@ -142,6 +158,7 @@ class Decision(NamedTuple):
     benefit: str | None = None
     repeat: bool = False
     attendee: Attendee | None = None
+    check: bool = False  # decided at a check lane, no benefit named: an ok counts nothing
 
     @property
     def admitted(self) -> bool:
@@ -164,6 +181,7 @@ class Usage(NamedTuple):
 _OK = Reason.OK
 _IN = Direction.IN
 _HANDHELD = Mode.HANDHELD
+_CHECK = Purpose.CHECK
 _STATIC = CodeKind.STATIC
 _WALLET = CodeKind.WALLET
 _ACTIVE = TicketState.ACTIVE
@@ -171,7 +189,7 @@ _new_tuple = tuple.__new__
 
 
 def _decision(*fields) -> Decision:
-    """Decision(...) without NamedTuple's 12-argument Python frame (fields in declared order)."""
+    """Decision(...) without NamedTuple's 13-argument Python frame (fields in declared order)."""
     return _new_tuple(Decision, fields)
 
 
@@ -328,7 +346,8 @@ class Validator:
         return True
 
     def _deny_with(self, reason: Reason, lane: Lane, now: float, v: Verified, category: str | None = None, benefit: str | None = None, attendee: Attendee | None = None) -> Decision:
-        return _decision(reason, lane.id, now, v.ticket_id, category, v.kind, self._deny, lane.zone, lane.direction, benefit, False, attendee)
+        check = benefit is None and lane.purpose is _CHECK
+        return _decision(reason, lane.id, now, v.ticket_id, category, v.kind, self._deny, lane.zone, lane.direction, benefit, False, attendee, check)
 
     def _entitle(self, v: Verified, lane: Lane, now: float, clock_trusted: bool, benefit: str | None) -> Decision:
         """Step 5 of the verifier order: the entitlement checks against the cache."""
@@ -370,6 +389,9 @@ class Validator:
                 zone = lane.zone
                 if zone not in profile.zones:
                     return self._deny_with(Reason.WRONG_ZONE, lane, now, v, category, None, attendee)
+                if lane.purpose is _CHECK:
+                    signal = self._admit.get(category, self._admit_default)
+                    return _decision(_OK, lane.id, now, v.ticket_id, category, v.kind, signal, zone, lane.direction, None, False, attendee, True)
                 bit = table.zone_bit[zone]
                 if self._reserved and v.ticket_id in self._reserved:
                     return self._deny_with(Reason.ALREADY_INSIDE, lane, now, v, category, None, attendee)
@@ -383,7 +405,7 @@ class Validator:
                 if capacity and table.occupancy[bit] >= capacity:
                     return self._deny_with(Reason.ZONE_FULL, lane, now, v, category, None, attendee)
         signal = self._admit.get(category, self._admit_default)
-        return _decision(_OK, lane.id, now, v.ticket_id, category, v.kind, signal, lane.zone, lane.direction, benefit, False, attendee)
+        return _decision(_OK, lane.id, now, v.ticket_id, category, v.kind, signal, lane.zone, lane.direction, benefit, False, attendee, False)
 
     def zone_capacity(self, zone: str) -> int:
         """The capacity `zone_full` checks: this gate's policy, else the registry's (0 = unlimited)."""
@@ -403,7 +425,7 @@ class Validator:
     def reserve(self, decision: Decision) -> None:
         """An admitted entry is on its way through a turnstile: hold the ticket until
         `commit()` or `release()`."""
-        if decision.reason is _OK and not decision.repeat and decision.ticket_id is not None and decision.direction is _IN and decision.benefit is None:
+        if decision.reason is _OK and not decision.repeat and not decision.check and decision.ticket_id is not None and decision.direction is _IN and decision.benefit is None:
             self._reserved[decision.ticket_id] = self._reserved.get(decision.ticket_id, 0) + 1
 
     def release(self, decision: Decision) -> None:
@@ -440,10 +462,10 @@ class Validator:
 
         A turnstile calls this when the passage sensor confirms the person
         went through; a handheld when the operator confirms the redemption.
-        Returns None (nothing counted) for a denial, a repeat, or a ticket
-        that has left the cache since.
+        Returns None (nothing counted) for a denial, a repeat, a check, or a
+        ticket that has left the cache since.
         """
-        if decision.reason is not Reason.OK or decision.repeat or decision.ticket_id is None:
+        if decision.reason is not Reason.OK or decision.repeat or decision.check or decision.ticket_id is None:
             return None
         if decision.direction is _IN and decision.benefit is None:
             self.release(decision)

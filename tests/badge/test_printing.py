@@ -238,7 +238,7 @@ def test_a_brother_ql_device_that_is_not_there_is_one_line():
 
 
 def test_the_cups_command_line_is_lp_with_the_queue_and_the_file_and_no_shell():
-    # CUPS itself is not run here (a scheduler and a queue are system-wide state); the command is what `lp` gets.
+    # The command is what `lp` gets; tests/badge/test_cups.py prints through a private cupsd.
     assert lp_command("desk_badges", "/tmp/gated-badge-x.pdf", "badge-42-0") == [
         "lp", "-d", "desk_badges", "-t", "badge-42-0", "-o", "fit-to-page", "--", "/tmp/gated-badge-x.pdf"]
     assert lp_command("q; rm -rf /", "/tmp/b.pdf", "t")[2] == "q; rm -rf /"  # one argv item, never a shell
