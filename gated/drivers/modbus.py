@@ -439,17 +439,20 @@ class ModbusIoModule(Factory):
                 self._read_bits(client.read_coils, coils[0], coils[0], "read coil")
 
     def _verify_coils(self, client: Any) -> None:
+        """Read the coils back; rewrite those that differ from what was written (a coil asked
+        for since, still to be written, is not a difference)."""
         with self._wake:
-            wanted = dict(self._wanted)
+            wanted = {address: state for address, state in self._wanted.items() if address not in self._dirty}
         if not wanted:
             return
         low, high = min(wanted), max(wanted)
         bits = self._read_bits(client.read_coils, low, high, "read coils")
-        differ = [address for address, state in wanted.items() if bits[address - low] != state]
+        with self._wake:
+            differ = [address for address, state in wanted.items()
+                      if bits[address - low] != state and self._wanted[address] == state and address not in self._dirty]
+            self._dirty.update(differ)
         if differ:
             _log.warning("module_coils_differed", module=self.name, coils=differ)
-            with self._wake:
-                self._dirty.update(differ)
 
     def _read_bits(self, read: Callable[..., Any], low: int, high: int, what: str) -> list[bool]:
         bits: list[bool] = []
