@@ -58,9 +58,10 @@ log = structlog.get_logger("hw_sim.sim")
 
 
 SIM_CONFIG = Path(__file__).resolve().parent / "sim.toml"
-#: The registry's staff pages in the simulator: loopback only, the demo account's PIN (printed at start).
+#: The registry's staff pages in the simulator: loopback only, a real desk account whose password is
+#: made afresh at each start and printed with the address.
 STAFF_PAGES_PORT = 8090
-DEMO_USER, DEMO_PIN = "demo", "2468"
+DEMO_USER, DEMO_ROLE = "demo", "desk"
 MARKER = ".gated-sim"
 REDRAW_S = 0.25
 SAMPLE_S = 0.05
@@ -233,7 +234,6 @@ class Simulator:
         self.gate: Any = None
         self.registry: Any = None
         self.staff_pages: Any = None
-        self.desk: Any = None
         self.scanners: dict[str, VirtualSerialScanner] = {}
         self.cameras: dict[str, VirtualCamera] = {}
         self.pins: VirtualPins | None = None
@@ -317,17 +317,27 @@ class Simulator:
 
     async def _start_staff_pages(self, db: Path) -> None:
         """The registry's desk pages and live dashboard on loopback, behind the demo account's sign-in."""
-        from gated.registry.pages import DeskContext, Staff, staff_app
-        from gated.web import WebServer, WebSettings, hash_pin
+        import secrets
 
+        from gated.registry.accounts import Accounts
+        from gated.registry.http import RegistryWeb
+        from gated.registry.pages import staff_pages
+        from gated.registry.store import RegistryStore
+        from gated.web import WebSettings
+
+        password = secrets.token_urlsafe(9)  # the run directory (and its registry) is new at each start
+
+        def add_demo_account() -> None:
+            with RegistryStore(db, create=False) as store:
+                Accounts(store).add_user(DEMO_USER, DEMO_ROLE, password)
+
+        await asyncio.to_thread(add_demo_account)
         port = STAFF_PAGES_PORT if _port_free("127.0.0.1", STAFF_PAGES_PORT) else _free_port()
-        settings = WebSettings(host="127.0.0.1", port=port, pin_hash=hash_pin(DEMO_PIN), title="registry (demo)")
-        self.desk = await asyncio.to_thread(DeskContext, db, service=self.registry.service)
-        # Signed in with the demo PIN (the web stack's session guard checks it first): the demo account, admin.
-        app = staff_app(self.desk, settings, lambda request: Staff(DEMO_USER, "admin"))
-        self.staff_pages = WebServer(app, settings)
+        settings = WebSettings(host="127.0.0.1", port=port, title="registry (demo)")
+        self.staff_pages = RegistryWeb(self.registry, settings, pages=staff_pages())
         await self.staff_pages.start()
-        self.feed.add("", f"registry dashboard: {self.staff_pages.url}dashboard  (demo account: {DEMO_USER}, PIN {DEMO_PIN})", "info")
+        self.feed.add("", f"registry dashboard: {self.staff_pages.url}dashboard  "
+                          f"(demo account: {DEMO_USER}, password {password}, role {DEMO_ROLE})", "info")
 
     async def start(self) -> None:
         self.prepare_run_dir()
@@ -614,7 +624,6 @@ class Simulator:
         if self.staff_pages is not None:
             with contextlib.suppress(Exception):
                 await self.staff_pages.stop()
-            self.desk.close()
         if self.registry is not None:
             with contextlib.suppress(Exception):
                 await self.registry.stop()

@@ -21,6 +21,18 @@ def _store(args, *, create: bool = False):
     return RegistryStore(args.db, create=create)
 
 
+def _actor() -> str:
+    """Who made a change from the command line, as `changes.actor` records it: "cli:<os user>"."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no user name in the environment or the password database
+        import os
+
+        return f"cli:uid{os.getuid()}"
+
+
 def _is_loopback(listen: str) -> bool:
     """True when HOST:PORT names a loopback host (127.0.0.0/8, ::1, localhost)."""
     from gated.web.security import is_loopback
@@ -57,11 +69,12 @@ def cmd_registry_serve(args) -> int:
             have = store.keys()
             for kid in ring.kids():
                 if have.get(kid) != ring.get(kid):
-                    store.add_key(kid, ring.get(kid))
+                    store.add_key(kid, ring.get(kid), actor=_actor())
 
     http = _http_settings(args, tls)
 
     async def main() -> None:
+        from gated.registry.accounts import Accounts
         from gated.registry.server import RegistryServer
 
         stopping = asyncio.Event()
@@ -77,6 +90,9 @@ def cmd_registry_serve(args) -> int:
             if http is not None:
                 pages = await _start_pages(server, http, explicit=args.http is not None)
                 print(f"registry pages at {pages.url} (API: {pages.url}api/openapi.json)", flush=True)
+                if not await pages.registry.accounts.run(lambda store: Accounts(store).users()):
+                    print("no accounts yet: create the first admin with "
+                          f"`gated registry users add NAME --role admin --db {args.db}`, then sign in", flush=True)
             await stopping.wait()
         finally:
             if pages is not None:
@@ -116,16 +132,17 @@ async def _start_pages(server, settings, *, explicit: bool):
     from dataclasses import replace
 
     from gated.registry.http import RegistryWeb
+    from gated.registry.pages import staff_pages
     from gated.web.server import WebError
 
-    pages = RegistryWeb(server, settings)
+    pages = RegistryWeb(server, settings, pages=staff_pages())
     try:
         await pages.start()
     except WebError as exc:
         if explicit:
             raise UsageError(f"gated registry serve: {exc}") from None
         print(f"{exc}; the pages take a free port instead", file=sys.stderr, flush=True)
-        pages = RegistryWeb(server, replace(settings, port=0))
+        pages = RegistryWeb(server, replace(settings, port=0), pages=staff_pages())
         await pages.start()
     return pages
 
@@ -135,21 +152,21 @@ def cmd_registry_import(args) -> int:
 
     read_attendees(args.file)  # a bad file stops here, before the database is even created
     with _store(args, create=True) as store:
-        count = import_attendees(store, args.file)
+        count = import_attendees(store, args.file, actor=_actor())
     print(f"imported {count} ticket{'s' if count != 1 else ''} from {args.file}")
     return EXIT_OK
 
 
 def cmd_registry_revoke(args) -> int:
     with _store(args) as store:
-        store.revoke(args.ticket)
+        store.revoke(args.ticket, actor=_actor())
     print(f"ticket {args.ticket} revoked")
     return EXIT_OK
 
 
 def cmd_registry_reissue(args) -> int:
     with _store(args) as store:
-        rec = store.reissue(args.ticket)
+        rec = store.reissue(args.ticket, actor=_actor())
     print(f"ticket {args.ticket}: badge serial is now {rec.badge_serial}; older badges are superseded")
     return EXIT_OK
 
@@ -166,21 +183,21 @@ def cmd_registry_keys_add(args) -> int:
                 key = ring.get(kid)
                 if key is None:
                     raise UsageError(f"{args.from_file}: no key with kid {kid} (kids present: {ring.kids()})")
-                store.add_key(kid, key)
+                store.add_key(kid, key, actor=_actor())
             print(f"added kid{'s' if len(kids) != 1 else ''} {', '.join(map(str, kids))} from {args.from_file}")
         else:
             if args.kid is None or args.out is None:
                 raise UsageError("gated registry keys add: give --from KEYFILE, or --kid N --out KEYFILE for a new key")
             key = new_key()
             save_keyfile(args.out, KeyRing({args.kid: key}))
-            store.add_key(args.kid, key)
+            store.add_key(args.kid, key, actor=_actor())
             print(f"added new kid {args.kid}; its key file is {args.out} (mode 0600)")
     return EXIT_OK
 
 
 def cmd_registry_keys_retire(args) -> int:
     with _store(args) as store:
-        store.retire_key(args.kid)
+        store.retire_key(args.kid, actor=_actor())
     print(f"kid {args.kid} retired: its codes now say unknown_key")
     return EXIT_OK
 
@@ -246,12 +263,21 @@ def cmd_registry_users_list(args) -> int:
     from gated.registry.accounts import Accounts
 
     with _store(args) as store:
-        users = Accounts(store).users()
+        users = Accounts(store).accounts()
     now = time.time()
-    for name, role, locked_until in users:
-        print(f"{name}\t{role}" + ("\tlocked" if locked_until > now else ""))
+    for a in users:
+        print(f"{a.name}\t{a.role}" + ("\tdisabled" if a.disabled else "") + ("\tlocked" if a.locked_until > now else ""))
     if not users:
         print("(no users)")
+    return EXIT_OK
+
+
+def cmd_registry_users_disable(args) -> int:
+    from gated.registry.accounts import Accounts
+
+    with _store(args) as store:
+        Accounts(store).set_disabled(args.name, args.disable)
+    print(f"user {args.name} {'disabled: no sign-in (pages already open stay so until they sign out or their session ends)' if args.disable else 'enabled'}")
     return EXIT_OK
 
 
@@ -336,6 +362,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("name")
     p.set_defaults(func=cmd_registry_users_password)
     users.add_parser("list", parents=[db], help="the accounts").set_defaults(func=cmd_registry_users_list)
+    p = users.add_parser("disable", parents=[db], help="refuse an account's sign-in (it keeps its password)")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_registry_users_disable, disable=True)
+    p = users.add_parser("enable", parents=[db], help="let a disabled account sign in again")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_registry_users_disable, disable=False)
     tokens = add_group(reg, "tokens", help="API tokens of registration systems")
     p = tokens.add_parser("add", parents=[db], help="make a token (printed once)")
     p.add_argument("name")

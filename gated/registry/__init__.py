@@ -4,7 +4,8 @@
 - `server`   the gRPC `Registry` service gates connect to (mTLS), with its in-memory mirror
 - `importer` attendee CSV files, all or nothing
 - `report`   entries and exits per hour per gate and lane, attendance, conflicts
-- `pages`    the desk pages (attendees, walk-ins, badges, reprint, revoke) on gated.web, with roles
+- `pages`    the desk pages (attendees, walk-ins, badges, reprint, revoke) and the accounts page, with roles
+- `http`     the one application of the pages and the API (`RegistryWeb`), signed in with `accounts`
 - `dashboard` the live dashboard (SSE, Chart.js from static/vendor/) and its CSV and PDF exports
 - `dashdata` the figures the dashboard and the desk read, kept by SQLite triggers
 

@@ -3,8 +3,9 @@
 Both live in the registry's file (tables `users` and `api_tokens`, schema 4
 of `gated.registry.store`). Rules kept here:
 
-- Roles, each allowing what the one before does: `viewer` reads, `desk`
-  also changes attendees (register, reprint, revoke, API batches), `admin`
+- Roles, each allowing what the one before does: `viewer` reads (attendees,
+  the dashboard, the exports), `desk` also changes attendees (walk-ins,
+  badges and reprints, revoke, category, benefits, API batches), `admin`
   also manages accounts and tokens.
 - A password is kept only as its argon2id hash (argon2-cffi, its default
   parameters: some 50 ms and 64 MiB a try), never logged.
@@ -14,6 +15,10 @@ of `gated.registry.store`). Rules kept here:
   passed the count starts again. A right password clears the count.
 - An unknown name costs the same hash as a known one, so the time a refusal
   takes does not tell which names exist.
+- An admin may unlock an account (its count cleared) or disable it: a
+  disabled account keeps its hash behind a leading "!" (the shadow file's
+  convention: no argon2 hash starts with it), so it signs in again only once
+  enabled, with the same password.
 - The time is an argument (`now`, unix seconds): the caller owns the clock.
 - An API token is 32 random bytes shown once when made; the registry keeps
   its SHA-256 only (a token is not guessable, so a fast hash is enough, and
@@ -26,6 +31,7 @@ import functools
 import hashlib
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -42,6 +48,7 @@ MAX_FAILURES = 3
 LOCK_S = 15 * 60.0
 PASSWORD_MIN, PASSWORD_MAX = 8, 256
 TOKEN_PREFIX = "gtd_"
+DISABLED = "!"  # prefix of a disabled account's hash
 _NAME_RE = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 
 _hasher = PasswordHasher()
@@ -68,6 +75,16 @@ class Principal:
     def actor(self) -> str:
         """How the changes table records this principal: "user:anna", "token:crm"."""
         return f"{self.kind}:{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """One staff account as the accounts page lists it (never its hash)."""
+
+    name: str
+    role: str
+    locked_until: float  # unix seconds; 0 or past: not locked
+    disabled: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,14 +139,41 @@ class Accounts:
         if problem:
             raise RegistryError(problem)
         digest = _hasher.hash(password)
-        with self.store.transaction():
-            if not self.conn.execute("UPDATE users SET hash = ?, failed = 0, locked_until = 0 WHERE username = ?",
-                                     (digest, username)).rowcount:
+        with self.store.transaction():  # a disabled account stays disabled with its new password
+            if not self.conn.execute("UPDATE users SET hash = CASE WHEN substr(hash, 1, 1) = ? THEN ? ELSE ? END, "
+                                     "failed = 0, locked_until = 0 WHERE username = ?",
+                                     (DISABLED, DISABLED + digest, digest, username)).rowcount:
                 raise RegistryError(f"no user {username!r}")
 
     def users(self) -> list[tuple[str, str, float]]:
         """(username, role, locked_until) of every account, by name."""
         return self.conn.execute("SELECT username, role, locked_until FROM users ORDER BY username").fetchall()
+
+    def accounts(self) -> list[Account]:
+        """Every account, by name, with its lock and whether it is disabled."""
+        return [Account(name, role, locked_until, digest.startswith(DISABLED)) for name, role, locked_until, digest in
+                self.conn.execute("SELECT username, role, locked_until, hash FROM users ORDER BY username")]
+
+    def unlock(self, username: str) -> None:
+        """Clear the wrong-password count and any lock (the password stays)."""
+        with self.store.transaction():
+            if not self.conn.execute("UPDATE users SET failed = 0, locked_until = 0 WHERE username = ?", (username,)).rowcount:
+                raise RegistryError(f"no user {username!r}")
+
+    def set_disabled(self, username: str, disabled: bool) -> None:
+        """Disable an account (no sign-in at all) or enable it again with its password."""
+        with self.store.transaction():
+            row = self.conn.execute("SELECT hash FROM users WHERE username = ?", (username,)).fetchone()
+            if row is None:
+                raise RegistryError(f"no user {username!r}")
+            digest = row[0].removeprefix(DISABLED)
+            self.conn.execute("UPDATE users SET hash = ?, failed = 0, locked_until = 0 WHERE username = ?",
+                              (DISABLED + digest if disabled else digest, username))
+
+    def admins(self) -> int:
+        """How many enabled admin accounts there are (the last one is not disabled from a page)."""
+        return self.conn.execute("SELECT count(*) FROM users WHERE role = 'admin' AND substr(hash, 1, 1) <> ?",
+                                 (DISABLED,)).fetchone()[0]
 
     def verify(self, username: str, password: str, now: float) -> SignInResult:
         """Check a sign-in at time `now`, counting failures and locking as the rules above say."""
@@ -139,9 +183,13 @@ class Accounts:
             _check(_dummy_hash(), password)
             return SignInResult(None, "Wrong name or password.")
         role, digest, failed, locked_until = row
+        if digest.startswith(DISABLED):
+            _check(_dummy_hash(), password)
+            return SignInResult(None, "This account is disabled: ask an admin.")
         if now < locked_until:
-            return SignInResult(None, f"This account is locked after {MAX_FAILURES} wrong passwords; "
-                                      f"try again in {_minutes(locked_until - now)}.", locked_until)
+            return SignInResult(None, f"This account is locked after {MAX_FAILURES} wrong passwords, until "
+                                      f"{_clock(locked_until)}: try again in {_minutes(locked_until - now)} "
+                                      "or ask an admin to unlock it.", locked_until)
         if locked_until:
             failed = 0  # the lock has passed: a fresh count
         if not _check(digest, password):
@@ -151,7 +199,8 @@ class Accounts:
                 self.conn.execute("UPDATE users SET failed = ?, locked_until = ? WHERE username = ?",
                                   (0 if until else failed, until, username))
             if until:
-                return SignInResult(None, f"Wrong password: the account is locked for {int(LOCK_S // 60)} minutes.", until)
+                return SignInResult(None, f"Wrong password ({MAX_FAILURES} in a row): the account is locked for "
+                                          f"{int(LOCK_S // 60)} minutes, until {_clock(until)}.", until)
             return SignInResult(None, "Wrong name or password.")
         if failed or locked_until:
             with self.store.transaction():
@@ -196,6 +245,11 @@ def _check(digest: str, password: str) -> bool:
         return _hasher.verify(digest, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
+
+
+def _clock(at: float) -> str:
+    """The time of day a lock ends, in the registry's local time ("10:42:05")."""
+    return time.strftime("%H:%M:%S", time.localtime(at))
 
 
 def _minutes(seconds: float) -> str:

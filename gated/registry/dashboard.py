@@ -1,6 +1,6 @@
 """The live dashboard of the registry's staff pages, on the one web stack (`gated.web`).
 
-    add_dashboard_routes(app, desk)     # desk: a `gated.registry.pages.DeskContext`
+    RegistryWeb(server, settings, pages=[add_dashboard_pages])   # or pages.staff_pages(): the desk's too
 
 - `GET /dashboard`              the page (charts drawn by Chart.js, vendored under static/vendor/)
 - `GET /dashboard/data`         everything it draws, as JSON (`dashdata.dashboard`)
@@ -8,58 +8,62 @@
 - `GET /export/checkins.csv`    every check-in and check-out with time, place and category (streamed)
 - `GET /export/report.pdf`      the report as a PDF (fpdf2, the `print` extra)
 
-Every page needs the viewer role at least (`pages.require`). The figures
-come from the tables `dashdata` keeps with triggers, read in a worker
-thread: the loop only sends.
+Every page needs the viewer role at least (`pages.allowed`). The figures
+come from the tables `dashdata` keeps with triggers, read on the registry's
+reads worker: the loop only sends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 
 from aiohttp import web
 
 from gated.registry import dashdata
-from gated.registry.pages import STATIC_DIR, DeskContext, require
+from gated.registry.http import Registry
+from gated.registry.pages import STATIC_DIR, allowed, nav
 from gated.web import Broadcast
 
 REFRESH_S = 2.0
 DASHBOARD: web.AppKey[Broadcast] = web.AppKey("dashboard_events", Broadcast)
 
 
-def add_dashboard_routes(app: web.Application, desk: DeskContext) -> None:
+def add_dashboard_pages(app: web.Application, registry: Registry) -> None:
     events = Broadcast()
     app[DASHBOARD] = events
+    template = (STATIC_DIR / "dashboard.html").read_text(encoding="utf-8")
 
     async def data_now() -> dict:
-        return await desk.read(dashdata.dashboard, desk.connected_gates(), version=desk.version())
+        gates, version = registry.service.watching_gates(), registry.service.cache.version  # on the loop that owns them
+        return await registry.reads.run(lambda store: dashdata.dashboard(store.conn, gates, version=version))
 
     async def page(request: web.Request) -> web.StreamResponse:
-        require(request, "viewer")
-        return web.FileResponse(STATIC_DIR / "dashboard.html", headers={"Content-Type": "text/html; charset=utf-8"})
+        who = allowed(request, "viewer")
+        return web.Response(text=template.replace("<!--nav-->", nav(who)), content_type="text/html")
 
     async def data(request: web.Request) -> web.Response:
-        require(request, "viewer")
+        allowed(request, "viewer")
         return web.json_response(await data_now())
 
     async def stream(request: web.Request) -> web.StreamResponse:
-        require(request, "viewer")
+        allowed(request, "viewer")
         first = await data_now()
         return await events.respond(request, initial=lambda: [("dashboard", first)])
 
     async def checkins_csv(request: web.Request) -> web.StreamResponse:
-        require(request, "viewer")
+        allowed(request, "viewer")
         stamp = time.strftime("%Y%m%d-%H%M", time.gmtime())
         response = web.StreamResponse(headers={
             "Content-Type": "text/csv; charset=utf-8",
             "Content-Disposition": f'attachment; filename="checkins-{stamp}.csv"',
         })
         await response.prepare(request)
-        # Its own connection and thread: a long export never holds the desk's store.
-        chunks = await asyncio.to_thread(desk.open_reader)
-        conn, rows = chunks
+        # Its own connection and thread: a long export never holds the pages' reads worker.
+        conn = await asyncio.to_thread(sqlite3.connect, str(registry.db), check_same_thread=False)
+        rows = dashdata.checkins_csv(conn)
         try:
             while True:
                 chunk = await asyncio.to_thread(next, rows, None)
@@ -72,7 +76,7 @@ def add_dashboard_routes(app: web.Application, desk: DeskContext) -> None:
         return response
 
     async def report_pdf(request: web.Request) -> web.Response:
-        require(request, "viewer")
+        allowed(request, "viewer")
         snapshot = await data_now()
         try:
             from gated.registry.report_pdf import report_pdf as render

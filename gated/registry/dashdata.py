@@ -10,6 +10,8 @@ writes: the server, `gated registry import`, a desk page):
 - `dash_denials`      decisions refused, per reason
 - `dash_attended`     every ticket with at least one entry (unique attendees)
 - `dash_category`     per category: tickets registered, tickets with an entry
+- `dash_change_at`    when each row of `changes` was written (the store keeps who, `changes.actor`;
+                      the attendee page shows both)
 
 `install(conn)` creates them once (filled from what the file already holds)
 with the indexes the desk's search needs; it is idempotent and cheap once
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 
 from gated.journal import u64_from_sqlite, u64_to_sqlite
 
-DASHBOARD_SCHEMA = 1
+DASHBOARD_SCHEMA = 2  # 2: dash_change_at and the index of changes by ticket
 HOUR = 3600
 
 _TABLES = """
@@ -100,6 +102,16 @@ CREATE TRIGGER dash_ticket_remove AFTER DELETE ON tickets BEGIN
 END;
 """
 
+# Schema 2: when each change was made, and a ticket's changes found by index (the attendee page).
+# A change written before this was installed has no time ("before the times were kept").
+_CHANGE_TIMES = """
+CREATE TABLE IF NOT EXISTS dash_change_at (change_id INTEGER PRIMARY KEY, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS changes_by_ticket ON changes(ticket_id) WHERE ticket_id IS NOT NULL;
+CREATE TRIGGER dash_change_time AFTER INSERT ON changes BEGIN
+    INSERT OR REPLACE INTO dash_change_at(change_id, at) VALUES (NEW.id, (julianday('now') - 2440587.5) * 86400.0);
+END;
+"""
+
 # Filled once from what the file holds (the triggers keep them from then on).
 _BACKFILL = f"""
 INSERT INTO dash_denials(reason, n) SELECT reason, count(*) FROM events WHERE kind = 'decision' AND reason <> 'ok' GROUP BY reason;
@@ -131,28 +143,54 @@ def _statements(script: str) -> Iterator[str]:
             buffer = ""
 
 
-def installed(conn: sqlite3.Connection) -> bool:
+def _schema(conn: sqlite3.Connection) -> int:
     row = conn.execute("SELECT value FROM meta WHERE key = 'dashboard_schema'").fetchone()
-    return row is not None and int(row[0]) >= DASHBOARD_SCHEMA
+    return 0 if row is None else int(row[0])
+
+
+def installed(conn: sqlite3.Connection) -> bool:
+    return _schema(conn) >= DASHBOARD_SCHEMA
 
 
 def install(conn: sqlite3.Connection) -> bool:
-    """Create the dashboard's tables, triggers and indexes once (one transaction); True if it did."""
+    """Create the dashboard's tables, triggers and indexes once (one transaction); True if it did.
+    A file installed at an earlier schema gains only what came since."""
     if installed(conn):
         return False
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if not installed(conn):  # another process may have done it while we waited for the lock
-            for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'dash!_%' ESCAPE '!'").fetchall():
-                conn.execute(f'DROP TRIGGER "{name}"')  # a half-removed earlier install: the triggers come again below
-            for statement in (*_statements(_TABLES), *_statements(_BACKFILL), *_statements(_TRIGGERS)):
+        schema = _schema(conn)  # another process may have done it while we waited for the lock
+        if schema < DASHBOARD_SCHEMA:
+            statements: list[str] = []
+            if schema < 1:
+                for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'dash!_%' ESCAPE '!'").fetchall():
+                    conn.execute(f'DROP TRIGGER "{name}"')  # a half-removed earlier install: the triggers come again below
+                statements += [*_statements(_TABLES), *_statements(_BACKFILL), *_statements(_TRIGGERS)]
+            conn.execute("DROP TRIGGER IF EXISTS dash_change_time")
+            statements += _statements(_CHANGE_TIMES)
+            for statement in statements:
                 conn.execute(statement)
-            conn.execute("INSERT INTO meta(key, value) VALUES ('dashboard_schema', ?)", (DASHBOARD_SCHEMA,))
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('dashboard_schema', ?)", (DASHBOARD_SCHEMA,))
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
     return True
+
+
+def changes_of(conn: sqlite3.Connection, ticket_id: int, limit: int = 200) -> list[dict]:
+    """Who changed this ticket and when, newest first: {"at" (None: before times were kept), "what", "actor"}.
+    `actor` is None for a change made before actors were kept (or by a program that names none)."""
+    rows = conn.execute(
+        "SELECT c.kind, c.actor, t.at FROM changes c LEFT JOIN dash_change_at t ON t.change_id = c.id "
+        "WHERE c.ticket_id = ? ORDER BY c.id DESC LIMIT ?", (u64_to_sqlite(ticket_id), limit)).fetchall()
+    out = [{"at": at, "what": _CHANGE_WORDS.get(kind, kind), "actor": actor} for kind, actor, at in rows]
+    if out and len(rows) < limit and rows[-1][0] == "ticket":
+        out[-1]["what"] = "registered"  # the ticket's first change made it
+    return out
+
+
+_CHANGE_WORDS = {"ticket": "details changed", "state": "revoked", "reissue": "badge reprinted"}
 
 
 # ------------------------------------------------------------------ the dashboard

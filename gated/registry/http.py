@@ -35,13 +35,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from aiohttp import web
 
+from gated.registry import dashdata
 from gated.registry.accounts import Accounts, Principal
 from gated.registry.server import RegistryServer, RegistryService
 from gated.registry.store import RegistryStore
 from gated.web import PRINCIPAL, SignIn, WebServer, WebSettings, make_app
+from gated.web.server import SESSIONS
 
 T = TypeVar("T")
 REGISTRY: web.AppKey["Registry"] = web.AppKey("registry")
@@ -109,19 +112,26 @@ def principal(request: web.Request) -> Principal | None:
 
 
 def require(request: web.Request, role: str) -> Principal:
-    """The principal, when its role includes `role`; otherwise 401 / 403 (JSON under /api/)."""
+    """The principal, when its role includes `role`; otherwise 401 / 403 (JSON under /api/; a page
+    without a sign-in is sent to sign in and comes back)."""
     who = principal(request)
     api = request.path.startswith("/api/")
     if who is None:
         if api:
             raise web.HTTPUnauthorized(text='{"error": "sign in or send a bearer token"}', content_type="application/json")
-        raise web.HTTPSeeOther("/signin")
+        raise web.HTTPSeeOther(f"/signin?next={quote(request.path_qs, safe='')}")
     if not who.may(role):
         message = f"{who.actor} is a {who.role}; this needs the {role} role"
         if api:
             raise web.HTTPForbidden(text=json.dumps({"error": message}), content_type="application/json")
         raise web.HTTPForbidden(text=message)
     return who
+
+
+def end_sessions(request: web.Request, username: str) -> int:
+    """Sign out every browser signed in as this account (disabled, its role or password changed)."""
+    return request.app[SESSIONS].close_where(lambda who: isinstance(who, Principal) and who.kind == "user"
+                                             and who.name == username)
 
 
 def make_registry_app(registry: Registry, settings: WebSettings, *, pages: Sequence[PageRoutes] = ()) -> web.Application:
@@ -178,6 +188,8 @@ class RegistryWeb:
 
     async def start(self) -> None:
         try:
+            # The dashboard's figures, the search's indexes and the time of each change (once per file).
+            await self.registry.writes.run(lambda store: dashdata.install(store.conn))
             await self._web.start()
         except BaseException:
             await asyncio.to_thread(self.registry.close)

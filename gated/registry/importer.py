@@ -281,7 +281,7 @@ def _read_rows(path: Path) -> list[tuple[int, TicketRecord, str]]:
     return rows
 
 
-def import_attendees(store, path: str | Path) -> int:
+def import_attendees(store, path: str | Path, *, actor: str | None = None) -> int:
     """Read and check the whole file first, then store it in one transaction; returns the count.
 
     Refused whole when the file's zones together with those already in the
@@ -297,5 +297,5 @@ def import_attendees(store, path: str | Path) -> int:
             f"{path}:{rows[index][0]}: zones: {zone!r} would be zone number {MAX_ZONES + 1} "
             f"({in_db} already in the database); a gate holds at most {MAX_ZONES}"
         )
-    return store.put_tickets([(rec, phone) for _line, rec, phone in rows])
+    return store.put_tickets([(rec, phone) for _line, rec, phone in rows], actor=actor)
 

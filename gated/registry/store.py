@@ -580,19 +580,19 @@ class RegistryStore:
         """True once any key was added: from then on the registry's ring is the gates' ring."""
         return bool(self._meta("keys_managed"))
 
-    def add_key(self, kid: int, key: bytes) -> None:
+    def add_key(self, kid: int, key: bytes, *, actor: str | None = None) -> None:
         if not 0 <= kid <= 255 or len(key) != 32:
             raise RegistryError("a key needs a kid 0..255 and 32 bytes")
         with self.transaction():
             self.conn.execute("INSERT OR REPLACE INTO keys(kid, key) VALUES (?, ?)", (kid, key))
-            self.conn.execute("INSERT INTO changes(kind, kid) VALUES ('key_add', ?)", (kid,))
+            self.conn.execute("INSERT INTO changes(kind, kid, actor) VALUES ('key_add', ?, ?)", (kid, actor))
             self._set_meta("keys_managed", 1)
 
-    def retire_key(self, kid: int) -> None:
+    def retire_key(self, kid: int, *, actor: str | None = None) -> None:
         with self.transaction():
             if self.conn.execute("DELETE FROM keys WHERE kid = ?", (kid,)).rowcount == 0:
                 raise RegistryError(f"no key with kid {kid} (kids present: {sorted(self.keys())})")
-            self.conn.execute("INSERT INTO changes(kind, kid) VALUES ('key_retire', ?)", (kid,))
+            self.conn.execute("INSERT INTO changes(kind, kid, actor) VALUES ('key_retire', ?, ?)", (kid, actor))
 
     # ------------------------------------------------------------- changes
 

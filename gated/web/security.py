@@ -135,6 +135,14 @@ class Sessions:
             self._expiry.pop(self._key(token), None)
             self._principal.pop(self._key(token), None)
 
+    def close_where(self, condition: Callable[[object], bool]) -> int:
+        """End every session whose principal meets `condition` (an account disabled or changed); how many."""
+        ended = [k for k, p in self._principal.items() if condition(p)]
+        for key in ended:
+            self._expiry.pop(key, None)
+            self._principal.pop(key, None)
+        return len(ended)
+
     def locked_out(self, client: str) -> bool:
         now = self._monotonic()
         recent = [t for t in self._failures.get(client, ()) if now - t < self.lockout_s]

@@ -1,9 +1,11 @@
 """A venue for the desk pages and the dashboard: the registry, two gates with real
-gRPC uplinks, and the staff pages on loopback, all on one event loop in a thread
-(so a blocking browser can drive the pages while the gates run).
+gRPC uplinks, and the staff pages on loopback (`RegistryWeb` with `staff_pages()`,
+as `gated registry serve` runs them), all on one event loop in a thread (so a
+blocking browser can drive the pages while the gates run).
 
-Until the registry's accounts land, who is signed in is a cookie the test sets
-(`staff=name:role`); the roles are enforced by the pages themselves.
+Staff sign in with real accounts (argon2id, the registry's file): one per role,
+`STAFF[role]`, each with `PASSWORD`; `get`/`post` sign in once per role over HTTP
+and send that session's cookie.
 """
 
 from __future__ import annotations
@@ -14,15 +16,14 @@ import time
 import urllib.request
 from pathlib import Path
 
-from aiohttp import web
-
 from gated.bench.screen import free_port
-from gated.registry.dashboard import add_dashboard_routes
-from gated.registry.pages import STAFF_OF, DeskContext, Staff, add_desk_routes
+from gated.registry.accounts import Accounts
+from gated.registry.http import RegistryWeb
+from gated.registry.pages import staff_pages
 from gated.validation import Lane, TicketRecord
 from gated.validation import Validator
 from gated.validation.policy import Direction, Policy
-from gated.web import WebServer, WebSettings, make_app
+from gated.web import WebSettings
 from tests.rpc_helpers import Gate, start_registry
 
 HALL_IN = Lane("in-1", "hall")
@@ -42,11 +43,13 @@ TICKETS = [
 ] + [TicketRecord(ticket_id=1_000_000 * k + n, category="guest", zones=("hall",), name=f"Guest {k}-{n}")
      for k in (1, 2) for n in range(1, 31)]
 PHONES = {WANG: "+86 138 5205 0758"}
+STAFF = {"viewer": "lead", "desk": "li.desk", "admin": "anna"}  # role -> the account signed in with it
+PASSWORD = "registration desk 1"
 
 
-def staff_from_cookie(request: web.Request) -> Staff | None:
-    name, _, role = request.cookies.get("staff", "").partition(":")
-    return Staff(name, role) if name and role else None
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
 
 
 class DeskVenue:
@@ -55,6 +58,7 @@ class DeskVenue:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="venue", daemon=True)
         self.gates: dict[str, Gate] = {}
+        self._cookies: dict[str, str] = {}
 
     def call(self, coro, timeout: float = 15.0):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -82,13 +86,11 @@ class DeskVenue:
             if time.monotonic() - start > 10:
                 raise AssertionError("the gates never got the tickets and keys")
             await asyncio.sleep(0.02)
-        self.desk = DeskContext(self.root / "registry.db", service=self.registry.service)
-        settings = WebSettings(host="127.0.0.1", port=free_port(), title="registry")
-        app = make_app(settings)
-        app[STAFF_OF] = staff_from_cookie
-        add_desk_routes(app, self.desk)
-        add_dashboard_routes(app, self.desk)
-        self.web = WebServer(app, settings)
+        accounts = Accounts(self.registry.store)
+        for role, name in STAFF.items():
+            accounts.add_user(name, role, PASSWORD)
+        self.web = RegistryWeb(self.registry, WebSettings(host="127.0.0.1", port=free_port(), title="registry"),
+                               pages=staff_pages())
         await self.web.start()
 
     def __exit__(self, *exc) -> None:
@@ -97,7 +99,6 @@ class DeskVenue:
             for gate in self.gates.values():
                 await gate.stop()
             await self.registry.stop()
-            self.desk.close()
         self.call(stop())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
@@ -110,26 +111,44 @@ class DeskVenue:
         """A person at a lane of this gate: decide, journal, through if admitted, uplink woken."""
         return self.call(self.gates[gate_id].pass_through(code, lane))
 
-    def get(self, path: str, role: str = "viewer", name: str = "tester") -> tuple[int, bytes, str]:
-        request = urllib.request.Request(self.url.rstrip("/") + path, headers={"Cookie": f"staff={name}:{role}"})
+    def sign_in(self, username: str, password: str) -> tuple[int, str]:
+        """POST the sign-in form: (status, the session cookie "name=value" or the page's text)."""
+        import urllib.parse
+
+        request = urllib.request.Request(
+            self.url + "signin", method="POST", headers={"Origin": self.url.rstrip("/")},
+            data=urllib.parse.urlencode({"username": username, "password": password, "next": "/"}).encode())
+        try:
+            with urllib.request.build_opener(_NoRedirect).open(request, timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            cookie = exc.headers.get("Set-Cookie", "").partition(";")[0]
+            return exc.code, cookie or exc.read().decode()
+
+    def cookie(self, role: str) -> str:
+        """The session cookie of the account with this role ("": nobody signed in)."""
+        if role and role not in self._cookies:
+            status, cookie = self.sign_in(STAFF[role], PASSWORD)
+            assert status == 303 and cookie.startswith("gated_session_"), (status, cookie)
+            self._cookies[role] = cookie
+        return self._cookies.get(role, "")
+
+    def get(self, path: str, role: str = "viewer") -> tuple[int, bytes, str]:
+        request = urllib.request.Request(self.url.rstrip("/") + path, headers={"Cookie": self.cookie(role)})
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 return response.status, response.read(), response.headers.get("Content-Type", "")
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read(), exc.headers.get("Content-Type", "")
 
-    def post(self, path: str, form: dict[str, str], role: str = "desk", name: str = "tester") -> tuple[int, str]:
+    def post(self, path: str, form: dict[str, str], role: str = "desk") -> tuple[int, str]:
         """A form POST from this server's own page (its Origin), not following the redirect."""
         import urllib.parse
 
-        class NoRedirect(urllib.request.HTTPRedirectHandler):
-            def redirect_request(self, *args, **kwargs):
-                return None
-
         request = urllib.request.Request(
             self.url.rstrip("/") + path, data=urllib.parse.urlencode(form).encode(), method="POST",
-            headers={"Cookie": f"staff={name}:{role}", "Origin": self.url.rstrip("/")})
-        opener = urllib.request.build_opener(NoRedirect)
+            headers={"Cookie": self.cookie(role), "Origin": self.url.rstrip("/")})
+        opener = urllib.request.build_opener(_NoRedirect)
         try:
             with opener.open(request, timeout=10) as response:
                 return response.status, response.headers.get("Location", "") or response.read().decode()

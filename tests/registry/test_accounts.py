@@ -65,6 +65,27 @@ def test_three_wrong_passwords_lock_the_account_for_fifteen_minutes(tmp_path):
         assert stored.startswith("$argon2id$") and "correct horse" not in stored
 
 
+def test_an_admin_disables_and_enables_an_account_and_unlocks_one_before_its_time(tmp_path):
+    with RegistryStore(tmp_path / "registry.db") as store:
+        accounts = Accounts(store)
+        accounts.add_user("chen.desk", "desk", "correct horse")
+        accounts.set_disabled("chen.desk", True)
+        refused = accounts.verify("chen.desk", "correct horse", MORNING)
+        assert refused.principal is None and refused.refusal == "This account is disabled: ask an admin."
+        accounts.set_password("chen.desk", "a new battery")  # a reset keeps it disabled
+        assert accounts.verify("chen.desk", "a new battery", MORNING).principal is None
+        assert [(a.name, a.disabled) for a in accounts.accounts()] == [("chen.desk", True)]
+        accounts.set_disabled("chen.desk", False)
+        assert accounts.verify("chen.desk", "a new battery", MORNING).principal == Principal("chen.desk", "desk")
+        for n in range(3):
+            accounts.verify("chen.desk", "wrong", MORNING + n)
+        assert accounts.verify("chen.desk", "a new battery", MORNING + 10).principal is None
+        accounts.unlock("chen.desk")
+        assert accounts.verify("chen.desk", "a new battery", MORNING + 11).principal is not None
+        with pytest.raises(RegistryError, match="no user"):
+            accounts.set_disabled("nobody", True)
+
+
 def test_roles_include_the_ones_below_and_tokens_are_kept_only_as_hashes(tmp_path):
     viewer, desk, admin = (Principal("x", r) for r in ("viewer", "desk", "admin"))
     assert [p.may("desk") for p in (viewer, desk, admin)] == [False, True, True]
@@ -153,6 +174,17 @@ def test_the_pages_sign_in_with_an_account_and_lock_after_three_wrong_passwords(
 def test_the_commands_add_users_and_tokens_and_serve_prints_the_address_of_its_pages(tmp_path):
     db = str(tmp_path / "registry.db")
     gated = [sys.executable, "-m", "gated", "registry"]
+    first = subprocess.Popen([*gated, "serve", "--plaintext", "--db", db, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:  # a new registry says how to make its first admin
+        said = [first.stdout.readline()]
+        while said[-1] and not said[-1].startswith("registry pages at"):
+            said.append(first.stdout.readline())
+        said.append(first.stdout.readline())
+        assert said[-1].startswith("no accounts yet: create the first admin with `gated registry users add NAME --role admin"), said
+    finally:
+        first.terminate()
+        assert first.wait(timeout=30) == 0
     added = subprocess.run([*gated, "users", "add", "anna", "--role", "admin", "--db", db], input="a long password\n",
                            capture_output=True, text=True)
     assert added.returncode == 0 and "a long password" not in added.stdout + added.stderr, added.stderr
@@ -168,24 +200,42 @@ def test_the_commands_add_users_and_tokens_and_serve_prints_the_address_of_its_p
     serve = subprocess.Popen([*gated, "serve", "--plaintext", "--db", db, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"],
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        url = None
+        url = grpc_port = None
         deadline = time.monotonic() + 30
         while url is None and time.monotonic() < deadline:
             line = serve.stdout.readline()
+            if match := re.match(r"registry listening on 127\.0\.0\.1:(\d+) \(plaintext\)", line):
+                grpc_port = int(match.group(1))
             if match := re.match(r"registry pages at (http://127\.0\.0\.1:\d+/)", line):
                 url = match.group(1)
 
-        async def ask() -> tuple[int, int]:
-            async with aiohttp.ClientSession(base_url=url) as client:
+        async def ask() -> tuple:
+            async with aiohttp.ClientSession(base_url=url, cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
                 async with client.get("/api/openapi.json") as anonymous:
                     pass
                 async with client.get("/api/openapi.json", headers={"Authorization": f"Bearer {token}"}) as described:
-                    return anonymous.status, (await described.json())["openapi"]
+                    openapi = (await described.json())["openapi"]
+                async with client.get("/dashboard") as page:  # the staff pages: sign in first
+                    form = await page.text()
+                    assert page.url.path == "/signin" and 'name="username"' in form and 'name="pin"' not in form
+                async with client.post("/signin", data={"username": "anna", "password": "a long password", "next": "/accounts"},
+                                       headers={"Origin": url.rstrip("/")}) as signed_in:
+                    accounts = await signed_in.text()
+                return anonymous.status, openapi, signed_in.url.path, 'id="account-anna"' in accounts
 
-        assert url is not None and asyncio.run(ask()) == (401, "3.1.0")
+        assert url is not None and asyncio.run(ask()) == (401, "3.1.0", "/accounts", True)
+        # The same process answers the gates over gRPC.
+        from gated.rpc.v1 import registry_pb2 as pb
+        from gated.rpc.v1 import registry_pb2_grpc as pb_grpc
+
+        import grpc
+
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            reply = pb_grpc.RegistryStub(channel).GetTime(pb.TimeRequest(), timeout=10)
+        assert abs(reply.unix_nanos / 1e9 - time.time()) < 5
     finally:
         serve.terminate()
-        serve.wait(timeout=30)
+        assert serve.wait(timeout=30) == 0
     with RegistryStore(db) as store:
         assert [name for name, _role, _locked in Accounts(store).users()] == ["anna"]
     with sqlite3.connect(db) as conn:

@@ -118,22 +118,34 @@ def test_search_finds_by_number_phone_name_and_company(venue):
     assert status == 200 and b"Wang Fang" in body and b"Zhang Wei" in body
 
 
-def test_roles_decide_who_may_change_what(venue):
-    assert venue.post(f"/attendees/{BLOCK}/revoke", {}, role="viewer")[0] == 403
-    assert venue.post(f"/attendees/{BLOCK}/category", {"category": "vip"}, role="desk")[0] == 403
+def test_roles_decide_who_may_change_what_and_the_attendee_page_says_who_did(venue):
+    assert venue.post(f"/attendees/{BLOCK}/revoke", {"confirm": "yes"}, role="viewer")[0] == 403
+    assert venue.post(f"/attendees/{BLOCK}/category", {"category": "vip"}, role="viewer")[0] == 403
+    assert venue.post("/accounts", {"name": "x", "role": "admin", "password": "p" * 12, "again": "p" * 12}, role="desk")[0] == 403
     assert venue.get("/dashboard", role="")[0] in (200, 303)  # no sign-in: redirected (followed) to /signin
-    status, location = venue.post(f"/attendees/{BLOCK}/category", {"category": "exhibitor"}, role="admin")
+    status, location = venue.post(f"/attendees/{BLOCK}/category", {"category": "exhibitor"}, role="desk")
     assert status == 303 and location == f"/attendees/{BLOCK}"
     gates = venue.gates.values()
     wait_until(lambda: all(g.cache.get(BLOCK).category == "exhibitor" for g in gates), 1.0, "the category at every gate")
-    status, _ = venue.post(f"/attendees/{BLOCK}/benefit", {"benefit": "dinner", "count": "2"}, role="admin")
+    status, _ = venue.post(f"/attendees/{BLOCK}/benefit", {"benefit": "dinner", "count": "2"}, role="desk")
     assert status == 303
     wait_until(lambda: all(dict(g.cache.get(BLOCK).benefits).get("dinner") == 2 for g in gates), 1.0, "the benefit")
-    status, body = venue.post(f"/attendees/{BLOCK}/benefit", {"benefit": "din ner", "count": "x"}, role="admin")
+    status, body = venue.post(f"/attendees/{BLOCK}/benefit", {"benefit": "din ner", "count": "x"}, role="desk")
     assert status == 400 and "benefit" in body and "Traceback" not in body
-    assert venue.post("/attendees/12345/revoke", {}, role="desk")[0] == 400  # not registered: said, not crashed
+    status, body = venue.post(f"/attendees/{BLOCK}/revoke", {}, role="desk")  # the box not ticked: nothing revoked
+    assert status == 400 and "yes, revoke" in body and venue.registry.store.ticket(BLOCK).state == 0
+    assert venue.post(f"/attendees/{BLOCK}/revoke", {"confirm": "yes"}, role="desk")[0] == 303
+    wait_until(lambda: all(g.cache.get(BLOCK).state == 1 for g in gates), 1.0, "the revocation at every gate")
+    assert venue.post("/attendees/12345/revoke", {"confirm": "yes"}, role="desk")[0] == 400  # not registered: said, not crashed
     assert venue.get("/attendees/notanumber")[0] == 404
     assert venue.get("/attendees/12345")[0] == 404
+    # Who made each change, and when, newest first: the desk account, as the store recorded it.
+    assert [(who, kind) for _id, kind, who in venue.registry.store.history(BLOCK)][-3:] == [
+        ("user:li.desk", "ticket"), ("user:li.desk", "ticket"), ("user:li.desk", "state")]
+    status, body, _ = venue.get(f"/attendees/{BLOCK}")
+    changes = body.decode().split('id="changes"')[1]
+    assert changes.count("user:li.desk") == 3 and "revoked" in changes and "details changed" in changes
+    assert "UTC" in changes.split("user:li.desk")[0]  # the time of the newest change
 
 
 def test_install_on_an_existing_file_fills_the_tables_as_the_triggers_would(tmp_path):

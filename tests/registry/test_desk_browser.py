@@ -21,7 +21,7 @@ from gated.registry import dashdata
 from gated.validation import Lane
 from gated.validation.token import mint_static
 from tests.conftest import wait_until
-from tests.registry.desk_helpers import HALL_OUT, TICKETS, DeskVenue
+from tests.registry.desk_helpers import HALL_OUT, PASSWORD, STAFF, TICKETS, DeskVenue
 from tests.rpc_helpers import KEY, KID
 
 pytestmark = pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing()))
@@ -43,10 +43,18 @@ def browser(tmp_path_factory):
     driver.quit()
 
 
-def sign_in_as(browser, venue, name: str, role: str) -> None:
+def sign_in_as(browser, venue, role: str) -> None:
+    """The sign-in form, typed as staff do: the account of this role and its password."""
+    from selenium.webdriver.common.by import By
+
     browser.get(venue.url + "registry/static/registry.css")
     browser.delete_all_cookies()
-    browser.add_cookie({"name": "staff", "value": f"{name}:{role}", "path": "/"})
+    browser.get(venue.url + "signin?next=/attendees")
+    browser.find_element(By.ID, "username").send_keys(STAFF[role])
+    browser.find_element(By.ID, "password").send_keys(PASSWORD)
+    browser.find_element(By.ID, "signin").click()
+    WebDriverWait(browser, 5).until(lambda b: b.current_url.endswith("/attendees"))
+    assert browser.find_element(By.ID, "who").text == f"{STAFF[role]} · {role}"
 
 
 def page_text(browser, element_id: str, timeout: float = 5.0) -> str:
@@ -72,7 +80,7 @@ def shot(browser, name: str) -> None:
 def test_a_walk_in_is_admitted_then_a_reprint_supersedes_the_old_badge(venue, browser):
     from selenium.webdriver.common.by import By
 
-    sign_in_as(browser, venue, "li.desk", "desk")
+    sign_in_as(browser, venue, "desk")
     browser.get(venue.url + "walkin")
     fields = {"name": "Zhao Min", "company": "Walk-in Ltd", "phone": "+86 139 1234 5678", "category": "exhibitor",
               "ticket_type": "1-day", "zones": "hall", "max_entries": "0", "benefits": "lunch_day1=1"}
@@ -87,6 +95,7 @@ def test_a_walk_in_is_admitted_then_a_reprint_supersedes_the_old_badge(venue, br
     assert 1_000_000_000 <= ticket_id < 10_000_000_000  # a 10-digit number the registry picked
     assert "Registered" in browser.find_element(By.ID, "notice").text
     assert browser.find_element(By.ID, "state").text == "active"
+    assert "registered user:li.desk" in browser.find_element(By.ID, "changes").text  # who registered the walk-in
     gates = list(venue.gates.values())
     wait_until(lambda: all(g.cache.get(ticket_id) is not None for g in gates), 1.0, "the walk-in at every gate")
     took = time.monotonic() - registered
@@ -128,7 +137,7 @@ def test_the_dashboard_draws_the_scans_and_follows_new_ones(venue, browser):
         r["in"] for r in __import__("json").loads(venue.get("/dashboard/data")[1])["hourly"] if r["lane"] == "in-1") >= 17,
         5.0, "the scans stored")
 
-    sign_in_as(browser, venue, "lead", "viewer")
+    sign_in_as(browser, venue, "viewer")
     browser.get(venue.url + "dashboard")
 
     def drawn() -> dict[str, int]:

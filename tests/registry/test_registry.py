@@ -103,6 +103,9 @@ def test_import_revoke_reissue_and_report_from_the_command_line(tmp_path):
     with RegistryStore(db) as store:
         assert store.ticket_count() == 3
         assert store.ticket(1002).state is TicketState.REVOKED and store.ticket(1001).badge_serial == 1
+        who = f"cli:{__import__('getpass').getuser()}"  # each change names who made it from the command line
+        assert [(kind, actor) for _id, kind, actor in store.history(1001)] == [("ticket", who), ("reissue", who)]
+        assert store.history(1002)[-1][1:] == ("state", who)
     r = gated("registry", "serve", "--db", str(db))
     assert r.returncode == 2 and "--plaintext, for the simulator only" in r.stderr
 

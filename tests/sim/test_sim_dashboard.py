@@ -13,14 +13,14 @@ import urllib.request
 from http.cookiejar import CookieJar
 from pathlib import Path
 
-from hw_sim.sim import DEMO_PIN
+from hw_sim.sim import DEMO_ROLE, DEMO_USER
 from tests.conftest import REPO
 
 GATED = str(Path(sys.executable).with_name("gated"))
 
 
 def test_the_simulators_dashboard_fills_live_behind_the_demo_sign_in(tmp_path):
-    proc = subprocess.Popen([GATED, "sim", "--run-dir", str(tmp_path / "sim"), "--duration", "10", "--rate", "120"],
+    proc = subprocess.Popen([GATED, "sim", "--run-dir", str(tmp_path / "sim"), "--duration", "15", "--rate", "120"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = None
@@ -29,17 +29,18 @@ def test_the_simulators_dashboard_fills_live_behind_the_demo_sign_in(tmp_path):
             line = proc.stdout.readline()
             if not line:
                 break
-            found = re.search(r"registry dashboard: (http://127\.0\.0\.1:\d+/)dashboard +\(demo account: demo, PIN (\d+)\)", line)
+            found = re.search(r"registry dashboard: (http://127\.0\.0\.1:\d+/)dashboard +"
+                              r"\(demo account: (\w+), password (\S+), role (\w+)\)", line)
             if found:
-                url, pin = found.group(1), found.group(2)
+                url, user, password, role = found.groups()
         assert url is not None, "the simulator printed no dashboard URL"
-        assert pin == DEMO_PIN
+        assert (user, role) == (DEMO_USER, DEMO_ROLE) == ("demo", "desk")
 
         jar = CookieJar()
         browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
         with browser.open(url + "dashboard/data", timeout=10) as response:  # not signed in: the sign-in page
             assert "/signin" in response.url
-        form = urllib.parse.urlencode({"pin": pin, "next": "/dashboard"}).encode()
+        form = urllib.parse.urlencode({"username": user, "password": password, "next": "/dashboard"}).encode()
         request = urllib.request.Request(url + "signin", data=form, headers={"Origin": url.rstrip("/")})
         with browser.open(request, timeout=10) as response:
             assert response.status == 200 and b"chart.umd.js" in response.read()
