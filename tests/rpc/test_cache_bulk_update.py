@@ -112,3 +112,34 @@ def test_a_large_import_reaches_the_gate_whole_while_its_loop_keeps_deciding(tmp
     # scans start and end while it is built: the lane decides meanwhile. Not a timing bound (those flaked
     # on a loaded machine): building takes 100 ms or more, a scan every 5 ms or so.
     assert r["scans_during_build"] >= 3, r["scans_during_build"]
+
+
+def test_the_builder_process_packs_imports_refuses_bad_ones_and_comes_back_after_kill_9():
+    from gated.rpc import builder, convert
+    from gated.validation import Delta, EntitlementCache, SetState, TicketState, Upsert, encode_snapshot
+
+    walk_ins = random.Random(5205320758).sample(range(1_000_000_000, 10_000_000_000), 500)
+    records = [TicketRecord(ticket_id=t, category="guest", zones=("hall-a",), name=f"Walk-in {t}") for t in walk_ins]
+    imported = convert.delta_to_proto(Delta(1, 2, tuple(Upsert(r) for r in records))).SerializeToString()
+    mixed = convert.delta_to_proto(Delta(1, 2, (Upsert(records[0]), SetState(walk_ins[0], TicketState.REVOKED)))).SerializeToString()
+    bad = bytearray(convert.delta_to_proto(Delta(1, 2, (Upsert(records[0]),))).SerializeToString())
+
+    async def ask(raw: bytes):
+        return await builder.bulk_upserts(raw)
+
+    columns = asyncio.run(ask(imported))
+    cache = EntitlementCache()
+    cache.load_snapshot(encode_snapshot(1, []))
+    staging = cache.stage_bulk(1, 2, columns)
+    staging.build()
+    cache.swap(staging)
+    assert [cache.get(t) for t in walk_ins] == records
+    assert asyncio.run(ask(mixed)) is None  # not only upserts: the uplink applies it op by op
+    refused = asyncio.run(ask(bytes(bad[:-3]) + b"\xff\xff\xff"))
+    assert isinstance(refused, str) and "refused" in refused and "\n" not in refused
+
+    first = builder._builder._proc
+    first.kill()  # kill -9 between two deltas
+    first.wait()
+    assert asyncio.run(ask(imported)) == columns  # a new one is started for the next delta
+    assert builder._builder._proc.pid != first.pid
