@@ -27,7 +27,7 @@ from gated.bench.cache import bench_cache_layouts
 from gated.bench.common import build_snapshot
 from gated.bench.decide import bench_decide
 from gated.bench.gate import (
-    bench_delta_while_scanning,
+    bench_delta_layouts,
     bench_idle_daemon,
     bench_scan_to_relay,
 )
@@ -201,7 +201,7 @@ def run_bench(*, as_json: bool = False, tickets: int = 1_000_000, quick: bool = 
         report["cache_wall_s"] = round(time.perf_counter() - t0, 1)
     if "delta" in sections:
         t0 = time.perf_counter()
-        report["delta"] = bench_delta_while_scanning(tickets, quick, delta_tickets=min(10_000, max(tickets // 10, 100)))
+        report["delta"] = bench_delta_layouts(tickets, quick, delta_tickets=min(10_000, max(tickets // 10, 100)))
         report["delta"]["wall_s"] = round(time.perf_counter() - t0, 1)
     if "screen" in sections:
         from gated.bench.screen import bench_scan_to_screen  # selenium and a browser

@@ -226,7 +226,16 @@ def bench_idle_daemon(snapshot: bytes, tickets: int, seconds: float = 5.0) -> di
     return {"tickets": tickets, "rss_mb": round(rss_kb / 1024, 1), "cpu_percent": round(100 * (c1 - c0) / (t1 - t0), 2), "seconds": seconds}
 
 
-def bench_delta_while_scanning(tickets: int, quick: bool, delta_tickets: int = 10_000) -> dict:
+def bench_delta_layouts(tickets: int, quick: bool, delta_tickets: int = 10_000,
+                        layouts: tuple[str, ...] = ("consecutive", "regno10", "blocks")) -> dict:
+    """`bench_delta_while_scanning` on a gate of each id layout; the top-level
+    figures are the worst layout's (by p99 during deltas), each layout's under "layouts"."""
+    runs = {layout: bench_delta_while_scanning(tickets, quick, delta_tickets, base_layout=layout) for layout in layouts}
+    worst = max(runs.values(), key=lambda r: (r["scan_to_relay_during"] or {}).get("p99_us", float("inf")))
+    return {**worst, "missed": sum(r["missed"] for r in runs.values()), "layouts": runs}
+
+
+def bench_delta_while_scanning(tickets: int, quick: bool, delta_tickets: int = 10_000, base_layout: str = "consecutive") -> dict:
     """Scan to relay (the 'gate' section's path: pty, driver, decide, journal fsync,
     relay pin) on a gate holding `tickets` tickets, while deltas of
     `delta_tickets` new tickets (10-digit registration numbers) go through the
@@ -243,10 +252,11 @@ def bench_delta_while_scanning(tickets: int, quick: bool, delta_tickets: int = 1
     import itertools
 
     scans = 200 if quick else 1000
-    base = layout_ids("consecutive", max(tickets - scans, 0))
+    base = [t for t in layout_ids(base_layout, max(tickets - scans, 0)) if not FIRST_TICKET <= t < FIRST_TICKET + scans]
     scanned = (TicketRecord(ticket_id=FIRST_TICKET + i, category="guest", zones=("hall-a",)) for i in range(scans))
     snapshot = encode_snapshot(1, itertools.chain(layout_records(base), scanned))
-    walk_ins = [t for t in layout_ids("regno10", 25 * delta_tickets, seed=5205320758) if not FIRST_TICKET <= t < FIRST_TICKET + scans]
+    held = set(base)
+    walk_ins = [t for t in layout_ids("regno10", 25 * delta_tickets, seed=5205320758) if not FIRST_TICKET <= t < FIRST_TICKET + scans and t not in held]
     messages = [convert.delta_to_proto(Delta(1 + k, 2 + k, tuple(Upsert(r) for r in layout_records(walk_ins[k * delta_tickets : (k + 1) * delta_tickets]))))
                 for k in range(3 if quick else 24)]
 
@@ -274,7 +284,8 @@ def bench_delta_while_scanning(tickets: int, quick: bool, delta_tickets: int = 1
         (during if any(a <= t0 <= b for a, b in spans) else outside).append(ns)
     apply_s = sorted(b - a for a, b in spans)
     return {
-        "tickets": tickets, "scans": scans, "lanes": r["lanes"], "missed": r["missed"],
+        "tickets": tickets, "base_layout": base_layout, "scans": scans, "lanes": r["lanes"], "missed": r["missed"],
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "deltas": len(spans), "delta_tickets": delta_tickets, "tickets_after": r["tickets_after"],
         "delta_apply_median_s": round(statistics.median(apply_s), 3) if apply_s else None,
         "delta_apply_max_s": round(apply_s[-1], 3) if apply_s else None,

@@ -51,7 +51,7 @@ _MIX = 0x9E3779B97F4A7C15  # 2^64 / golden ratio: spreads consecutive and blocke
 _MASK64 = (1 << 64) - 1
 IN_PLACE_MAX_OPS = 256  # a delta this small is applied on the deciding thread (about 2 ms at most)
 _OPS_PER_PAUSE = 32  # delta operations a staging thread applies between two pauses
-_COPY_CHUNK_BYTES = 1 << 20  # bytes of a column a staging thread copies between two pauses
+_COPY_CHUNK_BYTES = 1 << 18  # bytes of a column a staging thread copies between two pauses (a few dozen µs)
 _SLICE_ROWS = 16384  # rows per slice where bulk checks make temporaries of other sizes
 _SNAPSHOT_MAGIC = b"GTSNAP\x00\x01"
 _BIG_ENDIAN_HOST = sys.byteorder == "big"
@@ -368,11 +368,14 @@ class _Table:
         new.slots_size = self.slots_size
         for name in (*_COLUMNS, "ben", "slots"):
             setattr(new, name, _copy_column(getattr(self, name), pause))
-        text = self.text
+        text = memoryview(self.text)
         new.text = bytearray()
-        for start in range(0, len(text), _COPY_CHUNK_BYTES):
-            new.text += text[start : start + _COPY_CHUNK_BYTES]
-            pause()
+        try:
+            for start in range(0, len(text), _COPY_CHUNK_BYTES):
+                new.text += text[start : start + _COPY_CHUNK_BYTES]  # one memory copy, no slice made
+                pause()
+        finally:
+            text.release()  # the live text may grow again
         inside = _column(new.inside, np.uint64)
         zones = len(new.zone_names)
         if zones < 64:
@@ -411,6 +414,9 @@ class _Table:
             rec.max_entries,
             tuple(name for name, _ in rec.benefits),
         )
+        return self.intern_profile(prof)
+
+    def intern_profile(self, prof: Profile) -> int:
         idx = self.profile_ids.get(prof)
         if idx is None:
             for z in prof.zones:
@@ -719,6 +725,17 @@ class EntitlementCache:
         self._staging, self._touched = staging, set()
         return staging
 
+    def stage_bulk(self, base_version: int, version: int, upserts: bytes) -> Staging:
+        """`stage` for the bulk case: a delta of upserts only, each ticket once,
+        given as the columns `encode_snapshot(0, records)` makes of its records
+        (a builder process makes them from the wire). `Staging.build()` then
+        merges those columns into the copy in whole-array steps, not a ticket at
+        a time; `swap` and `discard` as for `stage`."""
+        self._check_header(Delta(base_version, version))
+        staging = Staging(Delta(base_version, version), self.table, upserts=upserts)
+        self._staging, self._touched = staging, set()
+        return staging
+
     def swap(self, staging: Staging) -> None:
         """Put a built staging in place, whole, as if its delta were applied now.
 
@@ -788,11 +805,13 @@ class CacheCopy:
 class Staging:
     """A delta applied onto a private copy of the table, ready for `EntitlementCache.swap`."""
 
-    def __init__(self, delta: Delta, source: _Table) -> None:
+    def __init__(self, delta: Delta, source: _Table, upserts: bytes | None = None) -> None:
         self.delta = delta
         self.source = source
         self.table: _Table | None = None
         self._by_ticket: dict[int, list] | None = None
+        self._upserts = upserts
+        self._bulk: _Table | None = None  # the decoded upserts of a bulk staging
 
     def build(self, pause: Callable[[], object] | None = None) -> None:
         """Copy the source table and apply the delta to the copy; raises `DeltaRefused`.
@@ -802,6 +821,9 @@ class Staging:
         millisecond of work, so such a caller can hand the interpreter back."""
         pause = pause or _no_pause
         delta = self.delta
+        if self._upserts is not None:
+            self._build_bulk(pause)
+            return
         table = self.source.copy(pause)
         try:
             _check_delta(table, delta.ops)
@@ -812,10 +834,28 @@ class Staging:
         if not table.has_room_for(len(new_ids)):
             table.rebuild_index(_capacity_for(2 * (len(table.tid) + len(new_ids))))
         _apply_ops(table, delta.ops, pause)
+        self.ops_of(0)  # the per-ticket index `swap` reads, made here rather than on the deciding thread
+        self.table = table
+
+    def _build_bulk(self, pause: Callable[[], object]) -> None:
+        delta = self.delta
+        try:
+            _, bulk = _decode_snapshot(self._upserts)
+        except SnapshotError as exc:
+            raise DeltaRefused(f"delta {delta.base_version}->{delta.version} refused: {exc}") from None
+        table = self.source.copy(pause)
+        try:
+            _merge_upserts(table, bulk, pause)
+        except ValueError as exc:
+            raise DeltaRefused(f"delta {delta.base_version}->{delta.version} refused: {exc}") from None
+        self._bulk, self._upserts = bulk, None
         self.table = table
 
     def ops_of(self, ticket_id: int) -> list:
         """The delta's operations on one ticket, in order."""
+        if self._bulk is not None:
+            row = self._bulk.row_of(ticket_id)
+            return [] if row < 0 else [Upsert(self._bulk.record(row))]
         if self._by_ticket is None:
             by_ticket: dict[int, list] = {}
             for op in self.delta.ops:
@@ -856,6 +896,95 @@ def _apply_ops(table: _Table, ops: Iterable[Op], pause: Callable[[], object] = _
                 table.ben[table.ben_off[row] + names.index(op.name)] = op.remaining
         if n % _OPS_PER_PAUSE == _OPS_PER_PAUSE - 1:
             pause()
+
+
+def _rows_of(table: _Table, ids: np.ndarray) -> np.ndarray:
+    """`table.row_of` for every id of `ids` at once (-1 where absent): one
+    whole-array step per probe, a few steps in all (the index keeps probes short)."""
+    rows = np.full(len(ids), -1, dtype=np.int64)
+    if not len(table.tid) or not len(ids):
+        return rows
+    slots = np.frombuffer(table.slots, dtype=np.uint32)
+    held = np.frombuffer(table.tid, dtype=np.uint64)
+    try:
+        pos = _home_slots(ids, table.slots_size).astype(np.int64)
+        todo = np.arange(len(ids))
+        while len(todo):
+            r = slots[pos[todo]].astype(np.int64)
+            taken = r > 0
+            todo, r = todo[taken], r[taken]
+            hit = held[r - 1] == ids[todo]
+            rows[todo[hit]] = r[hit] - 1
+            todo = todo[~hit]
+            pos[todo] += 1
+    finally:
+        del slots, held  # the columns may grow again
+    return rows
+
+
+def _merge_upserts(table: _Table, bulk: _Table, pause: Callable[[], object] = _no_pause) -> None:
+    """Upsert every row of `bulk` (tickets each once, checked by the snapshot
+    decoder) into `table`, as `_apply_ops` would apply `Upsert`s of them, in
+    whole-array steps. Raises ValueError (`table` then half merged: a private
+    copy, thrown away) when the zones would pass 64.
+
+    A row overwritten gets its text and benefit counts appended, like
+    `write_row` when they do not fit in place; occupancy is counted again
+    from the masks."""
+    n = len(bulk.tid)
+    if not n:
+        return
+    ids = np.frombuffer(bulk.tid, dtype=np.uint64).copy()
+    rows = _rows_of(table, ids)
+    pause()
+    zone_map = [table.zone_index(name) for name in bulk.zone_names]
+    profile_map = np.array([table.intern_profile(p) for p in bulk.profiles] or [0], dtype=np.uint32)
+    inside = np.frombuffer(bulk.inside, dtype=np.uint64).copy()
+    if zone_map != list(range(len(zone_map))):
+        moved = np.zeros(n, dtype=np.uint64)
+        for bit, to in enumerate(zone_map):
+            moved |= (inside >> np.uint64(bit) & np.uint64(1)) << np.uint64(to)
+        inside = moved
+    text_off = np.frombuffer(bulk.text_off, dtype=np.uint32).astype(np.int64) + len(table.text)
+    ben_off = np.frombuffer(bulk.ben_off, dtype=np.uint32).astype(np.int64) + len(table.ben)
+    if n and (int(text_off.max()) > 0xFFFFFFFF or int(ben_off.max()) > 0xFFFFFFFF):
+        raise ValueError("the cache's text or benefit area would pass 4 GiB")
+    values = {
+        "profile": profile_map[np.frombuffer(bulk.profile, dtype=np.uint32)],
+        "used": np.frombuffer(bulk.used, dtype=np.uint32),
+        "serial": np.frombuffer(bulk.serial, dtype=np.uint16),
+        "state": np.frombuffer(bulk.state, dtype=np.uint8),
+        "inside": inside,
+        "phone": np.frombuffer(bulk.phone, dtype=np.uint16),
+        "text_off": text_off.astype(np.uint32),
+        "text_len": np.frombuffer(bulk.text_len, dtype=np.uint16),
+        "ben_off": ben_off.astype(np.uint32),
+    }
+    table.text += bulk.text
+    table.ben.extend(bulk.ben)
+    old, new = rows >= 0, rows < 0
+    if old.any():
+        at = rows[old]
+        for name, v in values.items():
+            col = np.frombuffer(getattr(table, name), dtype=v.dtype)
+            col[at] = v[old]
+            del col
+    pause()
+    first_new = len(table.tid)
+    fresh = np.flatnonzero(new)
+    if len(fresh):
+        table.tid.frombytes(ids[fresh].tobytes())
+        for name, v in values.items():
+            getattr(table, name).frombytes(np.ascontiguousarray(v[fresh]).tobytes())
+        if table.has_room_for(0):
+            for k, ticket_id in enumerate(ids[fresh].tolist()):
+                table._index_insert(ticket_id, first_new + k)
+                if k % 1024 == 1023:
+                    pause()
+        else:
+            table.rebuild_index(_capacity_for(2 * len(table.tid)))
+    pause()
+    table.occupancy = _count_inside(np.frombuffer(table.inside, dtype=np.uint64), len(table.zone_names))
 
 
 def _check_delta(table: _Table, ops: tuple) -> None:
@@ -1071,11 +1200,15 @@ def _decode_snapshot_unchecked(data: memoryview) -> tuple[int, _Table]:
 
 def _copy_column(col: array, pause: Callable[[], object]) -> array:
     """A copy of `col`, a slice at a time (each slice is one short memory copy)."""
-    step = max(1, _COPY_CHUNK_BYTES // col.itemsize)
+    step = max(1, _COPY_CHUNK_BYTES // col.itemsize) * col.itemsize
     out = array(col.typecode)
-    for start in range(0, len(col), step):
-        out += col[start : start + step]
-        pause()
+    view = memoryview(col).cast("B")
+    try:
+        for start in range(0, len(view), step):
+            out.frombytes(view[start : start + step])  # one memory copy, no slice made
+            pause()
+    finally:
+        view.release()  # the live column may grow again
     return out
 
 

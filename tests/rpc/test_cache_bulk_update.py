@@ -53,6 +53,7 @@ def test_a_large_import_reaches_the_gate_whole_while_its_loop_keeps_deciding(tmp
         stalls: list[float] = []
         busy: list[float] = []
         scans: list[tuple[float, Reason]] = []
+        during_build: list[bool] = []  # per scan: decided from start to end while a delta was being built
         importing = True
 
         async def probe() -> None:
@@ -68,8 +69,10 @@ def test_a_large_import_reaches_the_gate_whole_while_its_loop_keeps_deciding(tmp
             n = 0
             while importing:
                 t0 = time.perf_counter()
+                building = gate.cache._staging is not None  # a delta is being built beside the live table
                 decision = await gate.pass_through(phone_code(100_001 + n))
                 scans.append((time.perf_counter() - t0, decision.reason))
+                during_build.append(building and gate.cache._staging is not None)
                 n += 1
                 await asyncio.sleep(0.005)
 
@@ -89,6 +92,7 @@ def test_a_large_import_reaches_the_gate_whole_while_its_loop_keeps_deciding(tmp
             "walk_in_decision": gate.decide(phone_code(walk_ins[-1])).reason,
             "occupancy": gate.cache.occupancy("hall-a"),
             "admitted": sum(reason is Reason.OK for _, reason in scans),
+            "scans_during_build": sum(during_build),
         }
         await gate.stop()
         return result
@@ -101,7 +105,41 @@ def test_a_large_import_reaches_the_gate_whole_while_its_loop_keeps_deciding(tmp
     assert r["admitted"] == len(r["scans"]) > 20 and r["occupancy"] == r["admitted"]  # no admission lost at the swap
     worst_stall, worst_busy = r["stalls"][-1], r["busy"][-1]
     print(f"loop: worst wake-up delay {worst_stall * 1000:.1f} ms, worst busy span {worst_busy * 1000:.1f} ms; "
-          f"import at the gate after {r['waited']:.2f} s; {len(r['scans'])} scans, slowest {max(t for t, _ in r['scans']) * 1000:.1f} ms")
-    # Applied on the loop, converting and applying 20,000 upserts kept it busy for about half a second;
-    # staged, its longest busy span is one scan or the swap (a few ms; the bound leaves room for a busy machine).
-    assert worst_busy < 0.05 and worst_stall < 0.5, (worst_busy, worst_stall)
+          f"import at the gate after {r['waited']:.2f} s; {len(r['scans'])} scans, {r['scans_during_build']} of them "
+          f"whole while a delta was built, slowest {max(t for t, _ in r['scans']) * 1000:.1f} ms")
+    # Applied on the loop, converting and applying 20,000 upserts kept it busy for about half a second and
+    # no scan could start and end while it ran. Staged (built beside the live table, swapped in at once),
+    # scans start and end while it is built: the lane decides meanwhile. Not a timing bound (those flaked
+    # on a loaded machine): building takes 100 ms or more, a scan every 5 ms or so.
+    assert r["scans_during_build"] >= 3, r["scans_during_build"]
+
+
+def test_the_builder_process_packs_imports_refuses_bad_ones_and_comes_back_after_kill_9():
+    from gated.rpc import builder, convert
+    from gated.validation import Delta, EntitlementCache, SetState, TicketState, Upsert, encode_snapshot
+
+    walk_ins = random.Random(5205320758).sample(range(1_000_000_000, 10_000_000_000), 500)
+    records = [TicketRecord(ticket_id=t, category="guest", zones=("hall-a",), name=f"Walk-in {t}") for t in walk_ins]
+    imported = convert.delta_to_proto(Delta(1, 2, tuple(Upsert(r) for r in records))).SerializeToString()
+    mixed = convert.delta_to_proto(Delta(1, 2, (Upsert(records[0]), SetState(walk_ins[0], TicketState.REVOKED)))).SerializeToString()
+    bad = bytearray(convert.delta_to_proto(Delta(1, 2, (Upsert(records[0]),))).SerializeToString())
+
+    async def ask(raw: bytes):
+        return await builder.bulk_upserts(raw)
+
+    columns = asyncio.run(ask(imported))
+    cache = EntitlementCache()
+    cache.load_snapshot(encode_snapshot(1, []))
+    staging = cache.stage_bulk(1, 2, columns)
+    staging.build()
+    cache.swap(staging)
+    assert [cache.get(t) for t in walk_ins] == records
+    assert asyncio.run(ask(mixed)) is None  # not only upserts: the uplink applies it op by op
+    refused = asyncio.run(ask(bytes(bad[:-3]) + b"\xff\xff\xff"))
+    assert isinstance(refused, str) and "refused" in refused and "\n" not in refused
+
+    first = builder._builder._proc
+    first.kill()  # kill -9 between two deltas
+    first.wait()
+    assert asyncio.run(ask(imported)) == columns  # a new one is started for the next delta
+    assert builder._builder._proc.pid != first.pid
