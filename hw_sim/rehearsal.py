@@ -39,7 +39,7 @@ import sqlite3
 import termios
 import time
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -96,6 +96,8 @@ class Presentation:
     kind: str
     ticket: int | None
     sent_at: float  # monotonic
+    code: str = field(default="", repr=False)
+    scans: int = 0  # how many times it was shown (a person scans again when no answer came)
     reason: str | None = None
     seq: int | None = None
     latency_ms: float | None = None
@@ -488,19 +490,35 @@ class Rehearsal:
             if not isinstance(code, str) or not code or len(code) > 4096:
                 raise RehearsalError("code must be a non-empty string of at most 4096 characters")
             kind, expected = "code", ticket
-        presentation = Presentation(lane_id, kind, expected, time.monotonic())
+        presentation = Presentation(lane_id, kind, expected, time.monotonic(), code.replace("\r", "").replace("\n", ""))
         self.presentations.append(presentation)
+        return await self._show(presentation, timeout_s)
+
+    async def represent(self, presentation: Presentation, timeout_s: float = ANSWER_TIMEOUT_S) -> Presentation:
+        """The same person scans the same code again (no answer came): still one presentation."""
+        if presentation.reason is not None:
+            return presentation
+        presentation.sent_at = time.monotonic()
+        return await self._show(presentation, timeout_s)
+
+    async def _show(self, presentation: Presentation, timeout_s: float) -> Presentation:
+        lane_id = presentation.lane
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._waiting[lane_id].append((presentation, future))
         scanner = self.scanners.get(lane_id)
-        sent = scanner is not None and lane_id not in self.unplugged and scanner.scan(code.replace("\r", "").replace("\n", ""))
+        sent = scanner is not None and lane_id not in self.unplugged and scanner.scan(presentation.code)
         if sent:
+            presentation.scans += 1
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(future), timeout_s)
         waiting = self._waiting[lane_id]
         if (presentation, future) in waiting:
             waiting.remove((presentation, future))
         return presentation
+
+    def can_walk(self, lane_id: str) -> bool:
+        """Whether the simulator can break this lane's beam (only once the passage sensor is outside the gate)."""
+        return False
 
     async def walk(self, lane_id: str) -> bool:
         """One person through the lane's beam; False while the beam is inside the gate's process (no I/O module yet)."""
@@ -543,10 +561,13 @@ class Rehearsal:
         pid = self.gate.pid
         self.gate.kill()
         self._flush_scanners()
+        now = time.monotonic()
+        for record in self.read_journal():  # what the gate journaled before it died answered its person
+            self._on_record(record, now)
         for lane_id, waiting in self._waiting.items():  # nobody will answer them now
             for presentation, future in waiting:
                 if not future.done():
-                    future.cancel()
+                    future.set_result(presentation)  # unanswered: the person scans again once the gate is back
             waiting.clear()
         entry = self._fault("power_cut", pid=pid, off_s=off_s)
         if off_s is not None:
