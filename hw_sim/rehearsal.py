@@ -65,6 +65,7 @@ READY_TIMEOUT_S = 30.0
 FORGER_KEY = bytes(range(100, 132))
 UNKNOWN_TICKET_ID = 999_999_999
 RECENT = 12
+SIM_LOG = "sim.log"  # this process's own log (the registry's lines), opened before the run directory is cleared
 
 #: What POST /api/present accepts as `kind`, and what it means.
 PRESENT_KINDS = {
@@ -109,11 +110,11 @@ def _prepare_run_dir(d: Path) -> None:
 
     d.mkdir(parents=True, exist_ok=True)
     marker = d / MARKER
-    if not marker.exists() and any(d.iterdir()):
+    if not marker.exists() and any(e.name != SIM_LOG for e in d.iterdir()):
         raise RehearsalError(f"{d} is not empty and was not made by gated sim; give another --run-dir")
     marker.write_text("made by gated sim; cleared at each start except keys.json\n")
     for entry in d.iterdir():
-        if entry.name in KEPT:
+        if entry.name in KEPT or entry.name == SIM_LOG:
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
