@@ -46,8 +46,9 @@ drained to the registry:
 - events at the registry; lost: an opening (an admitted decision on a relay
   lane) the registry does not hold after the drain; duplicated: journal records
   the registry holds more than once (the same seq under two epochs), and
-  journal decisions beyond one per scan sent (a person who got no answer
-  and scanned again is two scans, one presentation);
+  journal decisions beyond one per presentation (a person who got no answer
+  scans again: two scans, one presentation; if the first scan was decided
+  after all, that is two decisions for one person, counted here);
 - double_admissions: single-entry tickets with more than one counted entry;
 - scan-to-decision p50/p99 (ms, real time): from the bytes on the scanner's
   pty to the decision read from the journal file (polled every 10 ms).
@@ -332,7 +333,7 @@ def summarize(r: Rehearsal, *, power_cuts: int | None = None, drained: bool = Tr
     held = collections.Counter(seq for _epoch, seq, *_ in r.registry_events())
     lost = [rec["seq"] for rec in openings if rec["seq"] not in held]
     scans = sum(p.scans for p in presented)
-    duplicated = sum(n - 1 for n in held.values() if n > 1) + max(0, len(decisions) - scans)
+    duplicated = sum(n - 1 for n in held.values() if n > 1) + max(0, len(decisions) - len(presented))
     entries: collections.Counter = collections.Counter()
     for rec in r.records:
         if rec["kind"] == "passage" and rec["ticket"] in single_entry and rec["payload"].get("direction", "in") == "in":
@@ -342,6 +343,7 @@ def summarize(r: Rehearsal, *, power_cuts: int | None = None, drained: bool = Tr
     return {
         "presented": len(presented),
         "admitted": by_reason.get("ok", 0),
+        "admitted_by_lane": dict(collections.Counter(p.lane for p in answered if p.reason == "ok")),
         "denied": sum(n for reason, n in by_reason.items() if reason != "ok"),
         "denied_by_reason": dict(sorted(((k, v) for k, v in by_reason.items() if k != "ok"), key=lambda kv: -kv[1])),
         "unanswered": len(presented) - len(answered),
