@@ -22,6 +22,8 @@ from gated.config.schema import (
     HOSTNAME_RE,
     ID_DESC,
     ID_RE,
+    MODULE_ADDRESS_MAX,
+    MODULE_KINDS,
     UNIX_SOCKET_PATH_MAX,
     AdminSection,
     BuzzerConfig,
@@ -29,6 +31,7 @@ from gated.config.schema import (
     Config,
     EmergencySection,
     GateSection,
+    IoModuleConfig,
     JournalSection,
     LaneConfig,
     LightConfig,
@@ -48,7 +51,7 @@ from gated.web.security import is_loopback
 # The schema, one reader per table
 # --------------------------------------------------------------------------
 
-_TOP_TABLES = ("gate", "policy", "journal", "uplink", "admin", "emergency", "lane")
+_TOP_TABLES = ("gate", "policy", "journal", "uplink", "admin", "emergency", "lane", "modules")
 
 
 def _read_gate(root: Section) -> GateSection:
@@ -200,15 +203,92 @@ def _read_admin(root: Section) -> AdminSection:
     return AdminSection(socket=None, host=host, port=port)
 
 
-def _read_emergency(root: Section) -> EmergencySection | None:
-    sec = root.section("emergency", ("pin", "active_high", "pull_up"))
+def _read_emergency(root: Section, modules: dict[str, IoModuleConfig]) -> EmergencySection | None:
+    sec = root.section("emergency", ("pin", "active_high", "pull_up", "io"))
     if sec is None:
         return None
+    io = _read_io(sec, modules)
+    if io is not None:
+        # A module's discrete input reads 1 while its contact is closed; its input circuit is fixed.
+        _refuse_pull_up(sec, io)
+        return EmergencySection(pin=_read_pin(sec, "pin", io, "input"), active_high=sec.get_bool("active_high", True),
+                                pull_up=False, io=io)
     return EmergencySection(
         pin=sec.get_pin("pin"),
         active_high=sec.get_bool("active_high", False),
         pull_up=sec.get_bool("pull_up", True),
     )
+
+
+# --------------------------------------------------------------------------
+# Remote I/O modules: [modules.NAME], and the pins lanes put on them
+
+_MODULE_KEYS: dict[str, tuple[str, ...]] = {
+    "modbus-tcp": ("kind", "host", "port", "unit", "poll_ms", "timeout_s"),
+    "modbus-rtu": ("kind", "device", "baud", "parity", "unit", "poll_ms", "timeout_s"),
+}
+_RTU_BAUD_RATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+
+
+def _read_modules(root: Section) -> dict[str, IoModuleConfig]:
+    tables = root.section("modules", None)
+    if tables is None:
+        return {}
+    modules = {}
+    for name in tables.data:
+        if not ID_RE.fullmatch(name):
+            tables.fail(name, f"a module name is {ID_DESC}")
+        sec = tables.section(name, tuple(dict.fromkeys(k for keys in _MODULE_KEYS.values() for k in keys)))
+        assert sec is not None
+        kind = sec.get_str("kind", choices=MODULE_KINDS)
+        for key in sec.data:
+            if key not in _MODULE_KEYS[kind]:
+                sec.fail(key, f"not used by {kind} modules; they take: {', '.join(_MODULE_KEYS[kind])}")
+        common = dict(
+            name=name, kind=kind, unit=sec.get_int("unit", 1, 0, 255, what="a Modbus unit id"),
+            poll_ms=sec.get_int("poll_ms", 20, 5, 1000, what="milliseconds between input polls"),
+            timeout_s=sec.get_float("timeout_s", 0.5, 0.05, 10.0),
+        )
+        if kind == "modbus-tcp":
+            host = sec.get_str("host", pattern=HOSTNAME_RE, what="the module's host name or IPv4 address")
+            port = sec.get_int("port", 502, 1, 65535, what="a TCP port")
+            sec.ctx.claim(f"io module at {host}:{port} unit {common['unit']}", sec.path + ("host",),
+                          "one [modules] table per module")
+            modules[name] = IoModuleConfig(**common, host=host, port=port)
+        else:
+            device = str(sec.ctx.resolve(sec.get_str("device", what="a serial device path (the RS-485 adapter)")))
+            baud = sec.get_int("baud", 19200, what="a baud rate")
+            if baud not in _RTU_BAUD_RATES:
+                sec.fail("baud", f"expected one of {', '.join(map(str, _RTU_BAUD_RATES))}, got {baud}")
+            parity = sec.get_str("parity", "N", choices=("N", "E", "O"))
+            sec.ctx.claim(f"io module on {device} unit {common['unit']}", sec.path + ("device",),
+                          "one [modules] table per module")
+            modules[name] = IoModuleConfig(**common, device=device, baud=baud, parity=parity)
+    return modules
+
+
+def _read_io(sec: Section, modules: dict[str, IoModuleConfig]) -> str | None:
+    """`io = "NAME"`: the table's pins are on that module (absent: local GPIO)."""
+    io = sec.get_str("io", None, pattern=ID_RE, what="the name of a [modules.NAME] table")
+    if io is not None and io not in modules:
+        known = ", ".join(modules) if modules else "none is defined"
+        sec.fail("io", f"no [modules.{io}] table; known modules: {known}")
+    return io
+
+
+def _read_pin(sec: Section, key: str, io: str | None, space: str) -> int:
+    """A GPIO pin, or with `io` a coil or discrete input address on that module (`space`)."""
+    if io is None:
+        return sec.get_pin(key)
+    address = sec.get_int(key, minval=0, maxval=MODULE_ADDRESS_MAX, what=f"a {space} address on module {io}")
+    sec.ctx.claim(f"module {io} {space} {address}", sec.path + (key,), f"each {space} drives or reads one thing")
+    return address
+
+
+def _refuse_pull_up(sec: Section, io: str) -> None:
+    if "pull_up" in sec:
+        sec.fail("pull_up", f"module {io}'s inputs have no pull resistor to choose; remove it "
+                            "(active_high says which level means asserted)")
 
 
 _SCANNER_KEYS: dict[str, tuple[str, ...]] = {
@@ -289,7 +369,7 @@ def _read_camera(lane: Section) -> CameraConfig | None:
 
 _LANE_KEYS = (
     "id", "zone", "direction", "mode", "categories", "passage_timeout_s", "offline_redemption",
-    "scanner", "camera", "relay", "light", "buzzer", "passage", "screen", "printer",
+    "scanner", "camera", "relay", "light", "buzzer", "passage", "screen", "printer", "io",
 )  # fmt: skip
 
 _PRINTER_KEYS = {
@@ -337,7 +417,7 @@ def _read_printer(lane: Section, mode: str) -> PrinterConfig | None:
     return PrinterConfig(kind=kind, target=target, size=size, model=model, dpi=dpi, format=file_format)
 
 
-def _read_lane(sec: Section, offline_policy: str = "strict") -> LaneConfig:
+def _read_lane(sec: Section, offline_policy: str = "strict", modules: dict[str, IoModuleConfig] | None = None) -> LaneConfig:
     lane_id = sec.get_str("id", pattern=ID_RE, what=f"an id of {ID_DESC}")
     zone = sec.get_str("zone", pattern=ID_RE, what=f"a zone name of {ID_DESC}")
     direction = sec.get_str("direction", choices=("in", "out"))
@@ -351,13 +431,14 @@ def _read_lane(sec: Section, offline_policy: str = "strict") -> LaneConfig:
             "a lane needs at least one input: a [[lane.scanner]] (serial, hid or keypad) or a [lane.camera]",
         )
 
+    io = _read_io(sec, modules or {})
     relay = light = buzzer = passage = None
     relay_sec = sec.section("relay", ("pin", "active_high", "pulse_s", "safe_state"))
     if relay_sec is not None:
         if mode == "handheld":
             relay_sec.fail(None, "handheld lanes need no relay; turnstile lanes need one")
         relay = RelayConfig(
-            pin=relay_sec.get_pin("pin"),
+            pin=_read_pin(relay_sec, "pin", io, "coil"),
             active_high=relay_sec.get_bool("active_high", True),
             pulse_s=relay_sec.get_float("pulse_s", 0.8, 0.1, 30.0),
             safe_state=relay_sec.get_str("safe_state", "locked", choices=("locked", "open")),
@@ -371,16 +452,18 @@ def _read_lane(sec: Section, offline_policy: str = "strict") -> LaneConfig:
     light_sec = sec.section("light", ("red", "green", "blue", "active_high", "pwm"))
     if light_sec is not None:
         light = LightConfig(
-            red=light_sec.get_pin("red"),
-            green=light_sec.get_pin("green"),
-            blue=light_sec.get_pin("blue"),
+            red=_read_pin(light_sec, "red", io, "coil"),
+            green=_read_pin(light_sec, "green", io, "coil"),
+            blue=_read_pin(light_sec, "blue", io, "coil"),
             active_high=light_sec.get_bool("active_high", True),
-            pwm=light_sec.get_bool("pwm", True),
+            pwm=light_sec.get_bool("pwm", io is None),
         )
+        if io is not None and light.pwm:
+            light_sec.fail("pwm", f"module {io}'s coils are on or off: set pwm = false (colours are approximated)")
     buzzer_sec = sec.section("buzzer", ("pin", "active_high"))
     if buzzer_sec is not None:
         buzzer = BuzzerConfig(
-            pin=buzzer_sec.get_pin("pin"), active_high=buzzer_sec.get_bool("active_high", True)
+            pin=_read_pin(buzzer_sec, "pin", io, "coil"), active_high=buzzer_sec.get_bool("active_high", True)
         )
     if mode == "handheld" and light is None and buzzer is None:
         sec.fail(
@@ -392,9 +475,11 @@ def _read_lane(sec: Section, offline_policy: str = "strict") -> LaneConfig:
     if passage_sec is not None:
         if mode == "handheld":
             passage_sec.fail(None, "handheld lanes have no passage sensor; only turnstile lanes do")
-        pull_up = passage_sec.get_bool("pull_up", True)
+        if io is not None:
+            _refuse_pull_up(passage_sec, io)
+        pull_up = passage_sec.get_bool("pull_up", io is None)  # a module's input reads 1 while the beam is broken
         passage = PassageConfig(
-            pin=passage_sec.get_pin("pin"),
+            pin=_read_pin(passage_sec, "pin", io, "input"),
             pull_up=pull_up,
             # gpiozero's convention: a pulled-up input is active low, and the reverse.
             active_high=passage_sec.get_bool("active_high", not pull_up),
@@ -433,6 +518,7 @@ def _read_lane(sec: Section, offline_policy: str = "strict") -> LaneConfig:
         screen=screen,
         printer=printer,
         offline_redemption=offline_redemption,
+        io=io,
     )
 
 
@@ -471,14 +557,15 @@ def _read_screen(lane: Section, mode: str) -> ScreenConfig | None:
     )
 
 
-def _read_lanes(root: Section, policy: PolicySection, offline_policy: str = "strict") -> tuple[LaneConfig, ...]:
+def _read_lanes(root: Section, policy: PolicySection, offline_policy: str = "strict",
+                modules: dict[str, IoModuleConfig] | None = None) -> tuple[LaneConfig, ...]:
     lane_secs = root.sections("lane", _LANE_KEYS)
     if not lane_secs:
         root.fail("lane", "at least one [[lane]] is required")
     lanes = []
     seen: dict[str, TomlPath] = {}
     for sec in lane_secs:
-        lane = _read_lane(sec, offline_policy)
+        lane = _read_lane(sec, offline_policy, modules)
         first = seen.setdefault(lane.id, sec.path + ("id",))
         if first != sec.path + ("id",):
             sec.fail(
@@ -558,8 +645,9 @@ def load_config(path: str | Path, *, check_files: bool = False) -> Config:
     journal = _read_journal(root, gate)
     uplink = _read_uplink(root)
     admin = _read_admin(root)
-    emergency = _read_emergency(root)
-    lanes = _read_lanes(root, policy, gate.offline_policy)
+    modules = _read_modules(root)
+    emergency = _read_emergency(root, modules)
+    lanes = _read_lanes(root, policy, gate.offline_policy, modules)
     return Config(
         path=path,
         gate=gate,
@@ -569,6 +657,7 @@ def load_config(path: str | Path, *, check_files: bool = False) -> Config:
         admin=admin,
         emergency=emergency,
         lanes=lanes,
+        modules=MappingProxyType(modules),
     )
 
 

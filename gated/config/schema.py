@@ -4,8 +4,9 @@ limits and patterns the readers check values against."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Mapping
 
 GPIO_MIN, GPIO_MAX = 0, 27  # BCM numbering, the 40-pin header of every Pi since the B+
@@ -76,9 +77,31 @@ class AdminSection:
 
 @dataclass(frozen=True, slots=True)
 class EmergencySection:
-    pin: int
+    pin: int  # a GPIO, or a discrete input address on module `io`
     active_high: bool
     pull_up: bool
+    io: str | None = None  # a [modules.NAME]; None: local GPIO
+
+
+MODULE_KINDS = ("modbus-tcp", "modbus-rtu")
+MODULE_ADDRESS_MAX = 65535  # Modbus coil and discrete input addresses
+
+
+@dataclass(frozen=True, slots=True)
+class IoModuleConfig:
+    """A remote I/O module (`[modules.NAME]`): lanes with `io = "NAME"` have their relay, light and
+    buzzer on its coils and their passage sensor on its discrete inputs (pin = address)."""
+
+    name: str
+    kind: str  # MODULE_KINDS
+    unit: int
+    poll_ms: int
+    timeout_s: float
+    host: str | None = None  # modbus-tcp
+    port: int | None = None  # modbus-tcp
+    device: str | None = None  # modbus-rtu: the serial device (RS-485 adapter)
+    baud: int | None = None  # modbus-rtu
+    parity: str | None = None  # modbus-rtu: "N" | "E" | "O"
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +208,7 @@ class LaneConfig:
     # handheld: a redemption while the registry cannot be asked: "refuse" | "local"
     # (default by [gate] offline_policy: strict refuses, lenient redeems from the local cache)
     offline_redemption: str = "refuse"
+    io: str | None = None  # a [modules.NAME] the relay, light, buzzer and passage pins are on; None: local GPIO
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,5 +221,6 @@ class Config:
     admin: AdminSection
     emergency: EmergencySection | None
     lanes: tuple[LaneConfig, ...]
+    modules: Mapping[str, IoModuleConfig] = field(default_factory=lambda: MappingProxyType({}))  # [modules.NAME], by name
 
 

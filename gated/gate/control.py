@@ -87,7 +87,7 @@ class GateControl:
     def _lane_state(self, lane: LaneRunner) -> str:
         """One word for the operator: fault, emergency_open, open, expecting_passage or idle."""
         relay = lane.outputs.relay
-        if self.fault:
+        if self.fault or lane.fault:
             return "fault"
         if self.emergency_active:
             return "emergency_open"

@@ -36,7 +36,7 @@ from typing import Any, Callable, Coroutine
 import structlog
 
 from gated.clock import GateClock
-from gated.config import Config, LaneConfig, load_config
+from gated.config import Config, IoModuleConfig, LaneConfig, load_config
 from gated.drivers.gpio import (
     Buzzer,
     EmergencyInput,
@@ -92,6 +92,7 @@ class Gate(GateControl):
         self._cameras: list[Any] = []
         self._sensors: list[Any] = []
         self._emergency: EmergencyInput | None = None
+        self._modules: dict[str, Any] = {}  # [modules.NAME] -> ModbusIoModule (a pin factory)
         self._stop = asyncio.Event()
         self.uplink: Any = None
         self.admin: Any = None
@@ -123,12 +124,14 @@ class Gate(GateControl):
         if self._pin_factory is None:
             self._pin_factory = make_pin_factory(cfg.gate.gpio)
         try:
+            await self._open_modules()
             for lane_cfg in cfg.lanes:
                 self.lanes[lane_cfg.id] = self._build_lane(lane_cfg)
             if cfg.emergency is not None:
                 e = cfg.emergency
+                factory, _, on_input = self._pins_on(e.io)
                 self._emergency = EmergencyInput(
-                    e.pin, active_high=e.active_high, pull_up=e.pull_up, pin_factory=self._pin_factory,
+                    on_input(e.pin), active_high=e.active_high, pull_up=e.pull_up, pin_factory=factory,
                     on_change=lambda active, at: self.loop.call_soon_threadsafe(self._emergency_changed, active),
                 )
             self._start_inputs()
@@ -147,26 +150,50 @@ class Gate(GateControl):
             clock_trusted=self.clock.trusted(),
         )
 
+    async def _open_modules(self) -> None:
+        """Connect every [modules.NAME] before the devices on it are built, so inputs start from
+        what the module reads; one that does not answer leaves its lanes in fault, not the gate down."""
+        from gated.drivers.modbus import ModbusIoModule
+
+        for name, mc in self.config.modules.items():
+            if mc.kind == "modbus-tcp":
+                module = ModbusIoModule.tcp(name, mc.host, mc.port, unit=mc.unit, poll_ms=mc.poll_ms, timeout_s=mc.timeout_s)
+            else:
+                module = ModbusIoModule.rtu(name, mc.device, mc.baud, parity=mc.parity, unit=mc.unit,
+                                            poll_ms=mc.poll_ms, timeout_s=mc.timeout_s)
+            self._modules[name] = module.start()
+        for module, mc in zip(self._modules.values(), self.config.modules.values()):
+            await asyncio.to_thread(module.wait_connected, 2 * mc.timeout_s + 0.2)
+
+    def _pins_on(self, io: str | None) -> tuple[Any, Callable[[int], Any], Callable[[int], Any]]:
+        """The pin factory a table's pins are on, and how its coil and input numbers name pins there."""
+        if io is None:
+            return self._pin_factory, int, int
+        module = self._modules[io]
+        return module, module.coil, module.input
+
     def _build_lane(self, lc: LaneConfig) -> LaneRunner:
-        f = self._pin_factory
+        f, coil, on_input = self._pins_on(lc.io)
         outputs = LaneOutputs()
+        if lc.io is not None and lc.relay is not None:
+            outputs.fault = lambda module=f: module.fault  # a relay that cannot move admits nobody
         try:
             if lc.relay is not None:
                 outputs.relay = Relay(
-                    lc.relay.pin, active_high=lc.relay.active_high, pulse_s=lc.relay.pulse_s, safe_state=lc.relay.safe_state,
+                    coil(lc.relay.pin), active_high=lc.relay.active_high, pulse_s=lc.relay.pulse_s, safe_state=lc.relay.safe_state,
                     pin_factory=f, on_change=lambda energized, at, lane_id=lc.id: self._relay_changed(lane_id, energized, at),
                 )
             if lc.light is not None:
-                outputs.light = LaneLight(lc.light.red, lc.light.green, lc.light.blue, active_high=lc.light.active_high, pwm=lc.light.pwm, pin_factory=f)
+                outputs.light = LaneLight(coil(lc.light.red), coil(lc.light.green), coil(lc.light.blue), active_high=lc.light.active_high, pwm=lc.light.pwm, pin_factory=f)
             if lc.buzzer is not None:
-                outputs.buzzer = Buzzer(lc.buzzer.pin, active_high=lc.buzzer.active_high, pin_factory=f)
+                outputs.buzzer = Buzzer(coil(lc.buzzer.pin), active_high=lc.buzzer.active_high, pin_factory=f)
         except BaseException:
             outputs.close()
             raise
         lane = LaneRunner(lc, self._lane_services(), outputs)
         if lc.passage is not None:
             self._sensors.append(PassageSensor(
-                lc.passage.pin, pull_up=lc.passage.pull_up, active_state=lc.passage.active_high, pin_factory=f,
+                on_input(lc.passage.pin), pull_up=lc.passage.pull_up, active_state=lc.passage.active_high, pin_factory=f,
                 on_passage=lambda at, lane=lane: self.loop.call_soon_threadsafe(lane.on_passage, at),
             ))
         return lane
@@ -400,6 +427,8 @@ class Gate(GateControl):
         for device in (*self._sensors, self._emergency):
             if device is not None:
                 device.close()
+        for module in self._modules.values():
+            module.close()  # after the devices on it: their resting states are written first
 
 
 async def run_gate(config_path: str | Path) -> int:

@@ -74,6 +74,8 @@ class LaneOutputs:
     relay: Relay | None = None
     light: LaneLight | None = None
     buzzer: Buzzer | None = None
+    # Why the relay cannot act now (its I/O module unreachable), or None; while set the lane refuses scans.
+    fault: Callable[[], str | None] | None = None
 
     def close(self) -> None:
         for device in (self.light, self.buzzer, self.relay):
@@ -87,6 +89,7 @@ class LaneCounters:
     admitted: int = 0
     denied: int = 0
     repeats: int = 0
+    refused_fault: int = 0  # scans refused because the lane's outputs could not act
     passages: int = 0
     not_passed: int = 0
     last_reason: str | None = None
@@ -123,8 +126,14 @@ class LaneRunner:
 
     # ---- the path of one scan ----
 
-    async def handle_read(self, read: Read, benefit: str | None = None) -> Decision:
+    async def handle_read(self, read: Read, benefit: str | None = None) -> Decision | None:
         s = self.services
+        if (fault := self.fault) is not None:
+            # The turnstile cannot open: nobody is admitted, nothing is decided or counted.
+            self.counters.refused_fault += 1
+            log.warning("scan_refused_lane_fault", lane=self.id, fault=fault, source=read.source)
+            self._show_fault()
+            return None
         decision = s.validator.decide(read.text, self.spec, s.clock.now(), clock_trusted=s.clock.trusted(), benefit=benefit)
         if decision.repeat:
             self.counters.repeats += 1
@@ -328,7 +337,18 @@ class LaneRunner:
     # ---- commands ----
 
     def open_once(self) -> bool:
+        if self.fault is not None:
+            return False
         return bool(self._guarded("relay", lambda relay: relay.pulse()))
+
+    @property
+    def fault(self) -> str | None:
+        """Why the lane cannot act now (its I/O module unreachable), or None."""
+        return None if self.outputs.fault is None else self.outputs.fault()
+
+    def _show_fault(self) -> None:
+        self._guarded("light", lambda light: light.deny(SIGNAL_SECONDS))
+        self._guarded("buzzer", lambda buzzer: buzzer.play("deny"))
 
     def status(self) -> dict[str, Any]:
         relay = self.outputs.relay
@@ -342,4 +362,5 @@ class LaneRunner:
             "relay_energized": None if relay is None else relay.is_energized,
             "light": None if light is None else "#%02X%02X%02X" % tuple(round(x * 255) for x in light.current_color),
             "pending_passages": 0 if self.window is None else len(self.window),
+            "fault": self.fault, "refused_fault": c.refused_fault,
         }
