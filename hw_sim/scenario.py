@@ -32,7 +32,8 @@ reboots are not compressed, so a high speed makes a queue rather than a
 shorter day. A power cut's `off_s` is scenario time as well.
 
 Each lane has one queue: a person steps up when the one before has an answer
-(a turnstile is a queue); while the gate has no power, people wait. A
+and, if admitted, has walked through and the turnstile locked again (a
+turnstile is a queue; the relay coil at the I/O module says when); while the gate has no power, people wait. A
 presentation no decision answers within 3 s is shown again once the gate is
 back (a person scans again); only a presentation never answered counts as
 `unanswered`.
@@ -41,17 +42,21 @@ The summary (`summarize`) is read from outside the gate, after the journal
 drained to the registry:
 
 - presented, admitted, denied by reason, unanswered (from the presentations);
-- relay openings: admitted decisions on lanes with a relay, from the gate's
-  journal (the I/O module's view once it is outside the gate);
-- events at the registry; lost: an opening (an admitted decision on a relay
-  lane) the registry does not hold after the drain; duplicated: journal records
+- relay openings: the relay coils' rising edges at the I/O module (those
+  while the emergency input holds every lane open counted apart);
+- events at the registry; lost: an opening the registry holds no record of
+  after the drain: an admitted decision (or operator opening) on a relay lane
+  the registry lacks, plus openings the I/O module saw beyond what the journal
+  accounts for on that lane; duplicated: journal records
   the registry holds more than once (the same seq under two epochs), and
   journal decisions beyond one per presentation (a person who got no answer
   scans again: two scans, one presentation; if the first scan was decided
   after all, that is two decisions for one person, counted here);
 - double_admissions: single-entry tickets with more than one counted entry;
-- scan-to-decision p50/p99 (ms, real time): from the bytes on the scanner's
-  pty to the decision read from the journal file (polled every 10 ms).
+- scan-to-relay p50/p99 (ms, real time): from the bytes on the scanner's pty
+  to the relay coil rising at the I/O module (the module's own clock of the
+  write); scan-to-decision: to the decision read from the journal file
+  (polled every 10 ms).
 
 Exit status 1 if lost, duplicated or double_admissions is not 0.
 """
@@ -250,6 +255,7 @@ class ScenarioRun:
                 if p.reason == "ok" and self.r.can_walk(lane_id):
                     await asyncio.sleep(0.1)
                     await self.r.walk(lane_id)
+                await self.r.turnstile_locked(lane_id)
                 return
 
     async def _faults(self, start: float) -> None:
@@ -331,7 +337,11 @@ def summarize(r: Rehearsal, *, power_cuts: int | None = None, drained: bool = Tr
     openings = [rec for rec in decisions if rec["reason"] == "ok" and rec["lane"] in relay_lanes]
     manual = [rec for rec in r.records if rec["kind"] == "manual_open"]
     held = collections.Counter(seq for _epoch, seq, *_ in r.registry_events())
-    lost = [rec["seq"] for rec in openings if rec["seq"] not in held]
+    unregistered = [rec["seq"] for rec in openings + manual if rec["seq"] not in held]
+    # Openings the I/O module saw that no journal record accounts for: a turnstile released without a record.
+    io_openings = collections.Counter(lane for lane, _at in r.openings)
+    journaled = collections.Counter(rec["lane"] for rec in openings + manual)
+    unrecorded = sum(max(0, n - journaled[lane]) for lane, n in io_openings.items()) if r.io is not None else 0
     scans = sum(p.scans for p in presented)
     duplicated = sum(n - 1 for n in held.values() if n > 1) + max(0, len(decisions) - len(presented))
     entries: collections.Counter = collections.Counter()
@@ -340,6 +350,7 @@ def summarize(r: Rehearsal, *, power_cuts: int | None = None, drained: bool = Tr
             entries[rec["ticket"]] += 1
     double = sum(1 for n in entries.values() if n > 1)
     latencies = [p.latency_ms for p in answered if p.latency_ms is not None]
+    to_relay = [p.relay_ms for p in answered if p.relay_ms is not None]
     return {
         "presented": len(presented),
         "admitted": by_reason.get("ok", 0),
@@ -349,12 +360,16 @@ def summarize(r: Rehearsal, *, power_cuts: int | None = None, drained: bool = Tr
         "unanswered": len(presented) - len(answered),
         "scans": scans,
         "journal_decisions": len(decisions),
-        "relay_openings": len(openings) + len(manual),
-        "relay_openings_source": "journal",
+        "relay_openings": len(r.openings) if r.io is not None else len(openings) + len(manual),
+        "relay_openings_source": "io_module" if r.io is not None else "journal",
+        "journal_openings": len(openings) + len(manual),
+        "emergency_openings": r.emergency_openings,
+        "watchdog_trips": r.io.watchdog_trips if r.io is not None else None,
         "registry_events": sum(held.values()),
         "journal_records": len(r.records),
-        "lost": len(lost),
-        "lost_seqs": lost[:20],
+        "lost": len(unregistered) + unrecorded,
+        "lost_seqs": unregistered[:20],
+        "openings_without_record": unrecorded,
         "duplicated": duplicated,
         "double_admissions": double,
         "power_cuts": r.gate.kills if power_cuts is None else power_cuts,
@@ -363,6 +378,7 @@ def summarize(r: Rehearsal, *, power_cuts: int | None = None, drained: bool = Tr
         "drained": drained,
         "scan_to_decision_ms": {"p50": _percentile(latencies, 0.50), "p99": _percentile(latencies, 0.99),
                                 "n": len(latencies), "mean": round(statistics.fmean(latencies), 2) if latencies else None},
+        "scan_to_relay_ms": {"p50": _percentile(to_relay, 0.50), "p99": _percentile(to_relay, 0.99), "n": len(to_relay)},
     }
 
 
@@ -377,10 +393,12 @@ def format_summary(s: dict[str, Any]) -> str:
         f"gated sim: scenario {s.get('scenario', '')!r} after {s.get('real_seconds', 0):g} s real"
         f" ({s.get('duration_s', 0):g} s scenario time at speed {s.get('speed', 1):g})",
         f"  presented   {s['presented']}: admitted {s['admitted']}, denied {s['denied']} ({reasons}), unanswered {s['unanswered']}",
-        f"  relay       {s['relay_openings']} openings (from the {s['relay_openings_source']})",
+        f"  relay       {s['relay_openings']} openings seen by the {s['relay_openings_source'].replace('_', ' ')}"
+        f" ({s['journal_openings']} in the journal; {s['emergency_openings']} by the emergency; watchdog tripped {s['watchdog_trips']}x)",
         f"  registry    {s['registry_events']} events held of {s['journal_records']} journal records; drained: {'yes' if s['drained'] else 'NO'}",
         f"  faults      {s['power_cuts']} power cuts ({s['boots']} boots), {s['network_cuts']} network cuts",
-        f"  latency     scan to decision p50 {lat['p50']} ms, p99 {lat['p99']} ms over {lat['n']} scans",
+        f"  latency     scan to decision p50 {lat['p50']} ms, p99 {lat['p99']} ms over {lat['n']} scans; scan to relay"
+        f" p50 {s['scan_to_relay_ms']['p50']} ms, p99 {s['scan_to_relay_ms']['p99']} ms over {s['scan_to_relay_ms']['n']} openings",
         f"  lost {s['lost']}, duplicated {s['duplicated']}, double admissions {s['double_admissions']}: "
         + ("FAILED" if failed(s) else "nothing lost"),
     ]

@@ -382,6 +382,52 @@ def test_the_gates_clock_set_two_hours_ahead_runs_under_libfaketime(tmp_path):
     asyncio.run(scene())
 
 
+def test_a_power_cut_is_seen_at_the_io_module_as_the_relay_coil_falling_by_its_watchdog(tmp_path):
+    async def scene():
+        rehearsal = Rehearsal(tmp_path / "run")
+        await rehearsal.start()
+        try:
+            relay = rehearsal.coil_of[("in-1", "relay")]
+            edges = []
+            rehearsal.io.on_coil_change(lambda addr, on, at: edges.append((on, at)) if addr == relay else None)
+            await until(lambda: rehearsal.io.connected, 5, "the gate polling its I/O module")
+            # A guest is admitted: the relay coil rises at the module; the light shows; the guest walks through.
+            answer = await rehearsal.present("in-1", kind="valid")
+            assert answer.reason == "ok"
+            await until(lambda: rehearsal.io.coil(relay), 2, "the relay coil")
+            assert answer.relay_ms is not None and answer.relay_ms > 0
+            await rehearsal.walk("in-1")
+            await until(lambda: any(r["kind"] == "passage" for r in rehearsal.records), 3, "the passage journaled")
+            await until(lambda: not rehearsal.io.coil(relay), 3, "the pulse's end")
+
+            # The next guest is admitted, and the power goes while the turnstile is released.
+            trips = rehearsal.io.watchdog_trips
+            answer = await rehearsal.present("in-1", kind="valid")
+            assert answer.reason == "ok"
+            await until(lambda: rehearsal.io.coil(relay), 2, "the relay coil")
+            await rehearsal.power_cut(off_s=None)
+            killed_at = time.monotonic()
+            # Nobody writes the coil any more: only the module's watchdog drops it, about a second later.
+            await until(lambda: not rehearsal.io.coil(relay), 3, "the relay falling")
+            fell_at = edges[-1][1]
+            assert edges[-1][0] is False and rehearsal.io.watchdog_trips == trips + 1
+            assert fell_at >= killed_at - 0.05 and not rehearsal.io.connected
+            assert rehearsal.state()["lanes"][0]["relay_open"] is False
+
+            # Power back: the gate polls again, the relay stays locked, and the admission whose outcome
+            # the cut lost counts as used (journaled at boot with "outcome": "unknown").
+            await rehearsal.power_restore()
+            await until(lambda: rehearsal.io.connected, 5, "the gate back on its module")
+            await until(lambda: any(r["kind"] == "passage" and r["payload"].get("outcome") == "unknown"
+                                    for r in rehearsal.records), 5, "the unknown outcome counted")
+            assert not rehearsal.io.coil(relay)
+            assert (await rehearsal.present("in-1", kind="valid")).reason == "ok"
+        finally:
+            await rehearsal.stop()
+
+    asyncio.run(scene())
+
+
 # --------------------------------------------------------------------------
 # `gated sim` as a technician starts it: a serving API, and nothing left behind
 
