@@ -9,8 +9,9 @@ site open in the same browser cannot cut the gate's power.
     GET  /api/events                     server-sent events: `state` (the same object, 4 a second),
                                          `record` (each journal record the gate wrote), `fault`
     GET  /api/kinds                      what /api/present and /api/fault/... accept
-    POST /api/present                    {lane, kind: valid|badge|forged|expired|...} or {lane, code}; optional ticket
-                                         -> the decision: {lane, kind, ticket, reason, seq, latency_ms}
+    POST /api/present                    {lane, kind: valid|badge|forged|expired|...} or {lane, code}; optional
+                                         ticket, via: "scanner" (default) | "camera" (the lane's IP camera)
+                                         -> the decision: {lane, kind, via, ticket, reason, decided, seq, latency_ms, relay_ms}
     POST /api/fault/network_cut          {mode: "drop"|"blackhole"}     POST /api/fault/network_restore
     POST /api/fault/power_cut            {off_s: 3 | null (stay off)}   POST /api/fault/power_restore
     POST /api/fault/scanner_unplug       {lane}                         POST /api/fault/scanner_replug {lane}
@@ -39,8 +40,9 @@ _MAX_BODY = 16 * 1024
 
 
 def _presentation(p: Presentation) -> dict[str, Any]:
-    return {"lane": p.lane, "kind": p.kind, "ticket": p.ticket, "reason": p.reason, "decided": p.reason is not None,
-            "seq": p.seq, "latency_ms": None if p.latency_ms is None else round(p.latency_ms, 2)}
+    return {"lane": p.lane, "kind": p.kind, "via": p.via, "ticket": p.ticket, "reason": p.reason, "decided": p.reason is not None,
+            "seq": p.seq, "latency_ms": None if p.latency_ms is None else round(p.latency_ms, 2),
+            "relay_ms": None if p.relay_ms is None else round(p.relay_ms, 2)}
 
 
 def _int(body: dict, key: str, *, required: bool = True) -> int | None:
@@ -147,7 +149,10 @@ class ControlApi:
             kind = body.get("kind", "valid")
             if not isinstance(kind, str):
                 raise RehearsalError(f"kind must be one of {', '.join(PRESENT_KINDS)}")
-            p = await r.present(lane, kind=kind, ticket=_int(body, "ticket", required=False), code=code)
+            via = body.get("via", "scanner")
+            if not isinstance(via, str):
+                raise RehearsalError("via must be scanner or camera")
+            p = await r.present(lane, kind=kind, ticket=_int(body, "ticket", required=False), code=code, via=via)
             return _presentation(p)
 
         return await self._answer(request, act)

@@ -9,7 +9,8 @@ What runs where:
   scanner (`hw_sim.devices.VirtualSerialScanner`; unplugged = the pty closed,
   its symlink gone), a Modbus TCP I/O module (`hw_sim.iomodule`) carrying
   every lane's relay, light and buzzer (coils) and passage beam and the
-  emergency contact (discrete inputs), the network between gate and registry
+  emergency contact (discrete inputs), a camera lane's IP camera (an MJPEG
+  stream over HTTP, `hw_sim.camstream`), the network between gate and registry
   (`hw_sim.proxy.CuttableProxy`), and the reference registry.
 
 The registry runs in this process, not as a third one: it is not what a
@@ -105,6 +106,7 @@ class Presentation:
     ticket: int | None
     sent_at: float  # monotonic
     code: str = field(default="", repr=False)
+    via: str = "scanner"  # or "camera": a phone or badge held up to the lane's camera
     scans: int = 0  # how many times it was shown (a person scans again when no answer came)
     reason: str | None = None
     seq: int | None = None
@@ -176,6 +178,7 @@ class Rehearsal:
         self.inside: set[int] = set()
         self.entered: collections.Counter = collections.Counter()  # counted entries per ticket (passages in)
         self.io: Any = None
+        self.cameras: dict[str, Any] = {}  # lane -> MjpegStream
         self.coil_roles: dict[int, tuple[str, str]] = {}  # coil address -> (lane, relay|red|green|blue|buzzer)
         self.coil_of: dict[tuple[str, str], int] = {}
         self.input_of: dict[tuple[str, str], int] = {}  # (lane, "passage") / ("", "emergency") -> input address
@@ -243,9 +246,16 @@ class Rehearsal:
         data["uplink"]["target"] = self.proxy.address
         data["uplink"]["reconnect_max_s"] = min(float(data["uplink"].get("reconnect_max_s", 2)), 2.0)
         data["admin"] = {"address": f"127.0.0.1:{_free_port()}"}
+        from hw_sim.camstream import MjpegStream
+
         for lane in data.get("lane", []):
-            # The camera is a stream the gate opens over HTTP once the simulator serves one; until then: scanners only.
-            lane.pop("camera", None)
+            camera = lane.get("camera")
+            if camera is not None:  # an IP camera: the gate opens its MJPEG stream by URL, as at a venue
+                stream = MjpegStream("127.0.0.1", 0, fps=float(camera.get("fps", 15)),
+                                     width=int(camera.get("width", 640)), height=int(camera.get("height", 480)))
+                await stream.start()
+                self.cameras[lane["id"]] = stream
+                camera["source"] = stream.url
             if self.passage_timeout_s is not None and "passage_timeout_s" in lane:
                 lane["passage_timeout_s"] = self.passage_timeout_s
         await self._wire_io_module(data)
@@ -331,8 +341,11 @@ class Rehearsal:
                     self.emergency_openings += 1
                 else:
                     self.openings.append((lane, at))
+                    # The gate journals before it fires the relay: the decision is in the file now.
+                    for record in self.read_journal():
+                        self._on_record(record, time.monotonic())
                     for p in reversed(self.presentations[-20:]):
-                        if p.lane == lane and p.relay_ms is None and p.sent_at <= at and p.reason in (None, "ok"):
+                        if p.lane == lane and p.relay_ms is None and p.sent_at <= at and p.reason == "ok":
                             p.relay_ms = (at - p.sent_at) * 1000.0
                             break
             self.publish("io", {"lane": lane, "role": role, "on": value, "watchdog_trips": self.io.watchdog_trips})
@@ -570,9 +583,15 @@ class Rehearsal:
         raise RehearsalError(f"no lane {lane_id!r}; lanes: {', '.join(self.lane_ids())}")
 
     async def present(self, lane_id: str, *, kind: str = "valid", ticket: int | None = None, code: str | None = None,
-                      timeout_s: float = ANSWER_TIMEOUT_S) -> Presentation:
-        """Show a code at a lane's scanner and wait for the gate's journaled decision (reason None: none came)."""
+                      via: str = "scanner", timeout_s: float = ANSWER_TIMEOUT_S) -> Presentation:
+        """Show a code at a lane's scanner (or camera) and wait for the gate's journaled decision (reason None: none came)."""
         lane = self._lane(lane_id)
+        if via not in ("scanner", "camera"):
+            raise RehearsalError(f"via must be scanner or camera, got {via!r}")
+        if via == "camera" and lane_id not in self.cameras:
+            raise RehearsalError(f"lane {lane_id} has no camera; lanes with one: {', '.join(self.cameras) or 'none'}")
+        if via == "camera" and kind == "noise":
+            raise RehearsalError("line noise is a scanner cable's; a camera shows codes")
         if code is None:
             if kind not in PRESENT_KINDS:
                 raise RehearsalError(f"unknown kind {kind!r}; one of {', '.join(PRESENT_KINDS)}")
@@ -584,7 +603,7 @@ class Rehearsal:
             if not isinstance(code, str) or not code or len(code) > 4096:
                 raise RehearsalError("code must be a non-empty string of at most 4096 characters")
             kind, expected = "code", ticket
-        presentation = Presentation(lane_id, kind, expected, time.monotonic(), code.replace("\r", "").replace("\n", ""))
+        presentation = Presentation(lane_id, kind, expected, time.monotonic(), code.replace("\r", "").replace("\n", ""), via=via)
         self.presentations.append(presentation)
         return await self._show(presentation, timeout_s)
 
@@ -599,21 +618,38 @@ class Rehearsal:
         lane_id = presentation.lane
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._waiting[lane_id].append((presentation, future))
-        scanner = self.scanners.get(lane_id)
-        sent = scanner is not None and lane_id not in self.unplugged and scanner.scan(presentation.code)
-        if sent:
+        if presentation.via == "camera":
+            camera = self.cameras[lane_id]
+            presentation.sent_at = time.monotonic()  # from the phone held up: the frame's render (tens of ms) counts
+            await asyncio.to_thread(camera.show_code, presentation.code)  # off the loop
             presentation.scans += 1
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(future), timeout_s)
+            try:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(future), timeout_s + 1.0)
+            finally:
+                camera.show_blank()  # the phone is put away
+        else:
+            scanner = self.scanners.get(lane_id)
+            sent = scanner is not None and lane_id not in self.unplugged and scanner.scan(presentation.code)
+            if sent:
+                presentation.scans += 1
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(future), timeout_s)
         waiting = self._waiting[lane_id]
         if (presentation, future) in waiting:
             waiting.remove((presentation, future))
         return presentation
 
-    async def turnstile_locked(self, lane_id: str, timeout_s: float = 3.0) -> bool:
-        """Until the lane's relay coil is off again (the next person steps up to a locked turnstile)."""
+    async def turnstile_locked(self, lane_id: str, admitted: Presentation | None = None, timeout_s: float = 3.0) -> bool:
+        """Until the lane's relay coil is off again (the next person steps up to a locked turnstile).
+
+        `admitted`: the person just let in, whose opening is waited for first (the
+        gate journals, then fires the relay: the decision can be read before the coil rises)."""
         addr = self.coil_of.get((lane_id, "relay"))
         deadline = time.monotonic() + timeout_s
+        if addr is not None and admitted is not None and admitted.reason == "ok":
+            while admitted.relay_ms is None and time.monotonic() < deadline - timeout_s / 2 and not self.emergency:
+                await asyncio.sleep(0.01)
         while addr is not None and self.io.coil(addr) and not self.emergency:
             if time.monotonic() > deadline:
                 return False
@@ -847,6 +883,9 @@ class Rehearsal:
             await self.proxy.stop()
         if self.io is not None:
             await self.io.stop()
+        for camera in self.cameras.values():
+            with contextlib.suppress(Exception):
+                await camera.stop()
         if self.registry is not None:
             with contextlib.suppress(Exception):
                 await self.registry.stop()

@@ -83,6 +83,7 @@ _FAULT_KEYS = {"at_s", "kind", "mode", "off_s", "lane", "offset_s", "active", "b
 MAX_DURATION_S = 7 * 86400
 BADGE_SHARE = 0.2  # of the valid arrivals, how many show a printed badge rather than a phone
 RETRY_LIMIT = 3
+CAMERA_SHARE = 0.3  # at a lane with a camera, how many hold their code up to it rather than to the scanner
 
 
 class ScenarioError(ValueError):
@@ -240,11 +241,12 @@ class ScenarioRun:
             next_at = max(next_at + self.rng.expovariate(1.0 / mean_gap), time.monotonic())
 
     async def _one(self, lane_id: str, kind: str) -> None:
+        via = "camera" if lane_id in self.r.cameras and kind != "noise" and self.rng.random() < CAMERA_SHARE else "scanner"
         for attempt in range(RETRY_LIMIT):
             await self.r.gate_up()  # nobody can scan at a dark turnstile: they wait
             try:
                 if attempt == 0:
-                    p = await self.r.present(lane_id, kind=kind)
+                    p = await self.r.present(lane_id, kind=kind, via=via)
                 else:  # the same person scans again: not a new presentation
                     p = await self.r.represent(first)
             except RehearsalError as exc:
@@ -255,7 +257,7 @@ class ScenarioRun:
                 if p.reason == "ok" and self.r.can_walk(lane_id):
                     await asyncio.sleep(0.1)
                     await self.r.walk(lane_id)
-                await self.r.turnstile_locked(lane_id)
+                await self.r.turnstile_locked(lane_id, p)
                 return
 
     async def _faults(self, start: float) -> None:

@@ -269,6 +269,11 @@ def test_the_control_api_drives_codes_faults_and_the_registry(tmp_path):
                 for kind, reason in expect.items():
                     answer = await post("/api/present", {"lane": "in-1", "kind": kind})
                     assert answer["reason"] == reason, (kind, answer)
+                # At the camera: the phone held up to the lane's IP camera (MJPEG over HTTP, decoded by the gate).
+                shown = await post("/api/present", {"lane": "in-1", "kind": "valid", "via": "camera"})
+                assert shown["reason"] == "ok" and shown["via"] == "camera" and shown["relay_ms"] > 0
+                assert "no camera" in (await post("/api/present", {"lane": "out-1", "via": "camera"}, 400))["error"]
+                await rehearsal.turnstile_locked("in-1")
                 # A 10-digit-looking ticket nobody sold, and a raw code.
                 answer = await post("/api/present", {"lane": "in-1", "kind": "unknown_ticket", "ticket": 5205320758})
                 assert answer["reason"] == "unknown_ticket" and answer["ticket"] == 5205320758
