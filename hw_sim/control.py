@@ -69,6 +69,13 @@ def _float(body: dict, key: str, default: float | None) -> float | None:
     return float(value)
 
 
+def _bool(body: dict, key: str, default: bool) -> bool:
+    value = body.get(key, default)
+    if not isinstance(value, bool):
+        raise RehearsalError(f"{key} must be true or false, got {value!r}")
+    return value
+
+
 def _lane(body: dict, rehearsal: Rehearsal) -> str:
     lane = body.get("lane")
     if not isinstance(lane, str):
@@ -161,15 +168,15 @@ class ControlApi:
         r = self.rehearsal
         name = request.match_info["name"]
         actions = {
-            "network_cut": lambda b: r.network_cut(str(b.get("mode", "drop"))),
+            "network_cut": lambda b: r.network_cut(b.get("mode", "drop")),
             "network_restore": lambda b: r.network_restore(),
             "power_cut": lambda b: r.power_cut(_float(b, "off_s", 3.0)),
             "power_restore": lambda b: r.power_restore(),
             "scanner_unplug": lambda b: r.scanner_unplug(_lane(b, r)),
             "scanner_replug": lambda b: r.scanner_replug(_lane(b, r)),
-            "clock_jump": lambda b: r.clock_jump(_float(b, "offset_s", 3600.0), restart=bool(b.get("restart", True))),
-            "emergency": lambda b: r.set_emergency(bool(b.get("active", not r.emergency))),
-            "line_noise": lambda b: r.line_noise(_lane(b, r), bursts=int(_float(b, "bursts", 5))),
+            "clock_jump": lambda b: r.clock_jump(_float(b, "offset_s", 3600.0), restart=_bool(b, "restart", True)),
+            "emergency": lambda b: r.set_emergency(_bool(b, "active", not r.emergency)),
+            "line_noise": lambda b: r.line_noise(_lane(b, r), bursts=int(_float(b, "bursts", 5.0))),
             "tailgate": lambda b: r.tailgate(_lane(b, r)),
         }
         if name not in actions:
