@@ -151,6 +151,17 @@ class GateProcess:
         self.last_exit = self.proc.returncode
         return self.last_exit
 
+    def last_log_line(self) -> str:
+        """The gate's last log line (why a boot failed), at most 300 characters."""
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - 4096))
+                lines = fh.read().decode("utf-8", errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return lines[-1][:300] if lines else ""
+
     def set_clock_offset(self, offset_s: float) -> None:
         """The offset the next boot runs with; written at once if the gate already runs under faketime."""
         self.clock_offset_s = float(offset_s)

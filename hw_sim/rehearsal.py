@@ -256,6 +256,9 @@ class Rehearsal:
                 await stream.start()
                 self.cameras[lane["id"]] = stream
                 camera["source"] = stream.url
+            screen = lane.get("screen")
+            if screen is not None:  # a port of its own, not the usual 8081 another run may take between two boots
+                screen["listen"] = f"127.0.0.1:{_free_port()}"
             if self.passage_timeout_s is not None and "passage_timeout_s" in lane:
                 lane["passage_timeout_s"] = self.passage_timeout_s
         await self._wire_io_module(data)
@@ -725,8 +728,13 @@ class Rehearsal:
 
     async def _power_back(self, off_s: float) -> None:
         await asyncio.sleep(off_s)
-        with contextlib.suppress(RehearsalError):
-            await self.power_restore()
+        for attempt in (1, 2):
+            try:
+                await self.power_restore()
+                return
+            except RehearsalError as exc:  # a gate that cannot boot is a finding: said, then tried once more
+                self._fault("boot_failed", attempt=attempt, error=str(exc), last_log_line=self.gate.last_log_line())
+                await asyncio.sleep(1.0)
 
     async def power_restore(self) -> dict[str, Any]:
         if self.gate.running:

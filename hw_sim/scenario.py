@@ -243,7 +243,11 @@ class ScenarioRun:
     async def _one(self, lane_id: str, kind: str) -> None:
         via = "camera" if lane_id in self.r.cameras and kind != "noise" and self.rng.random() < CAMERA_SHARE else "scanner"
         for attempt in range(RETRY_LIMIT):
-            await self.r.gate_up()  # nobody can scan at a dark turnstile: they wait
+            try:
+                await self.r.gate_up()  # nobody can scan at a dark turnstile: they wait
+            except RehearsalError as exc:
+                self.say(f"{lane_id}: {exc}; the person goes home")
+                return
             try:
                 if attempt == 0:
                     p = await self.r.present(lane_id, kind=kind, via=via)
