@@ -85,7 +85,7 @@ def run(root: Path, duration: float = 20.0, rate_per_min: float = 600.0) -> Secr
     res = SecretsResult()
     root.mkdir(parents=True, exist_ok=True)
     run_dir = root / "sim"
-    sim = subprocess.run([sys.executable, "-m", "gated", "sim", "--run-dir", str(run_dir), "--duration", str(duration),
+    sim = subprocess.run([sys.executable, "-m", "gated", "sim", "--in-process", "--run-dir", str(run_dir), "--duration", str(duration),
                           "--rate", str(rate_per_min)], capture_output=True, timeout=duration + 180, cwd=root,
                          env={**os.environ, "PYTHONPATH": str(REPO)}, stdin=subprocess.DEVNULL)
     if sim.returncode != 0:

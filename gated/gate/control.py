@@ -74,6 +74,7 @@ class GateControl:
             "lanes": [{**lane.status(), "state": self._lane_state(lane)} for lane in self.lanes.values()],
             "emergency": self.emergency_active,
             "emergency_sources": sorted(self._emergency_sources),
+            "inputs_connected": self.inputs_connected(),  # every scanner's device open (the simulator waits for it)
             "fault": self.fault,
             "cache_version": cache.version,
             "cache_tickets": len(cache),

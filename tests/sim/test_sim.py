@@ -30,7 +30,7 @@ KEY = bytes(range(32))
 def test_a_short_headless_run_admits_refuses_moves_relays_and_journals_passages(tmp_path):
     run_dir = tmp_path / "sim"
     proc = subprocess.run(
-        [GATED, "sim", "--run-dir", str(run_dir), "--duration", "8", "--rate", "120"],
+        [GATED, "sim", "--in-process", "--run-dir", str(run_dir), "--duration", "8", "--rate", "120"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -206,7 +206,7 @@ def test_the_console_screen_shouts_an_emergency_and_copes_with_other_sizes():
 def test_on_a_terminal_the_console_runs_takes_keys_and_gives_the_terminal_back(tmp_path):
     session = f"gated-sim-test-{os.getpid()}"
     done = tmp_path / "done"
-    command = (f"cd {ROOT} && {GATED} sim --run-dir {tmp_path / 'sim'} --no-registry; "
+    command = (f"cd {ROOT} && {GATED} sim --in-process --run-dir {tmp_path / 'sim'} --no-registry; "
                f"echo $? > {done}; stty -a > {tmp_path / 'stty'}; sleep 30")
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "100", "-y", "30", command], check=True)
 

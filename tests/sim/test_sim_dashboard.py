@@ -20,7 +20,7 @@ GATED = str(Path(sys.executable).with_name("gated"))
 
 
 def test_the_simulators_dashboard_fills_live_behind_the_demo_sign_in(tmp_path):
-    proc = subprocess.Popen([GATED, "sim", "--run-dir", str(tmp_path / "sim"), "--duration", "15", "--rate", "120"],
+    proc = subprocess.Popen([GATED, "sim", "--in-process", "--run-dir", str(tmp_path / "sim"), "--duration", "15", "--rate", "120"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = None
