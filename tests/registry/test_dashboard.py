@@ -136,10 +136,10 @@ def test_roles_decide_who_may_change_what(venue):
     assert venue.get("/attendees/12345")[0] == 404
 
 
-def test_install_on_an_existing_file_fills_the_tables_as_the_triggers_would(tmp_path, registry_db):
+def test_install_on_an_existing_file_fills_the_tables_as_the_triggers_would(tmp_path):
     """A registry file from before the dashboard: the tables are filled from its events at install,
     then kept by the triggers; both give the figures computed from scratch."""
-    with RegistryStore(registry_db) as store:
+    with RegistryStore(tmp_path / "r.db") as store:
         store.put_tickets([(t, "") for t in TICKETS])
 
         def passages(gate, first_seq, ids, direction="in", zone="hall"):
