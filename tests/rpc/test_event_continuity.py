@@ -148,10 +148,9 @@ def test_a_registry_that_lost_acknowledged_events_gets_them_again(tmp_path, regi
         await append(gate, 50)
         await until(lambda: gate.journal.backlog() == 0, what="drained")
         await registry.stop()
-        with sqlite3.connect(registry_db) as conn:  # the restored copy holds only 1..20
-            conn.execute("DELETE FROM events WHERE seq > 20")
-            conn.execute("UPDATE gates SET acked_seq = 20")
-        conn.close()
+        with RegistryStore(registry_db, create=False) as restored, restored.transaction():  # the restored copy holds only 1..20
+            restored.conn.execute("DELETE FROM events WHERE seq > 20")
+            restored.conn.execute("UPDATE gates SET acked_seq = 20")
         await append(gate, 10)  # 51..60, while the registry is away
         registry = await start_registry(registry_db, None, port=port)
         await until(lambda: gate.journal.backlog() == 0 and registry.store.event_count() == 60, what="everything resent")
@@ -203,8 +202,8 @@ PRAGMA application_id = 1734440018;
 """
 
 
-def test_a_version_1_registry_database_is_migrated_with_its_events_under_epoch_0(tmp_path, registry_db):
-    db = registry_db
+def test_a_version_1_registry_database_is_migrated_with_its_events_under_epoch_0(tmp_path):
+    db = tmp_path / "r.db"
     conn = sqlite3.connect(db)
     conn.executescript(_V1_SCHEMA)
     conn.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import sqlite3
 import time
 
 import grpc
@@ -38,8 +37,8 @@ async def scan(gate: Gate, ticket_ids, **payload) -> None:
 
 
 def stored_tickets(db, marker: str) -> list[int]:
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT ticket_id FROM events WHERE payload LIKE ? ORDER BY ticket_id", (f'%"{marker}":true%',))
+    with RegistryStore(db, create=False) as store:
+        rows = store.conn.execute("SELECT ticket_id FROM events WHERE payload LIKE ? ORDER BY ticket_id", (f'%"{marker}":true%',))
         return [r[0] for r in rows]
 
 
