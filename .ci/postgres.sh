@@ -4,7 +4,8 @@
 #
 # Debian's `postgresql` package, but not its cluster: initdb into a fresh directory, listening on
 # a unix socket in that directory only (no TCP port to collide with), as the `postgres` user when
-# run as root (the server refuses root), else as the caller. fsync off: the data is thrown away.
+# run as root (the server refuses root), else as the caller. fsync off: the data is thrown away;
+# autovacuum off: its workers would hold the tests' databases the tests drop.
 # `.ci/postgres.sh stop DIR` stops it and removes the directory.
 set -euo pipefail
 
@@ -26,7 +27,7 @@ start)
     [ "$(id -u)" = 0 ] && chown postgres: "$dir"
     as_owner "$bin/initdb" -D "$dir/data" -A trust -U postgres -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log"
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
-        -o "-c listen_addresses='' -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
+        -o "-c listen_addresses='' -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c autovacuum=off -c max_connections=200" \
         start >/dev/null
     "$bin/psql" -h "$dir" -U postgres -q -v ON_ERROR_STOP=1 -c "CREATE ROLE gated LOGIN CREATEDB" -c "CREATE DATABASE gated OWNER gated"
     echo "export GATED_TEST_POSTGRES='postgresql://gated@/gated?host=$dir'"

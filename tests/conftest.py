@@ -58,8 +58,15 @@ def fresh_postgres_db(admin_url: str) -> Iterator[str]:
     try:
         yield urlunsplit(parts._replace(path="/" + name))
     finally:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for attempt in range(50):  # a registry a test just stopped may still be closing its connection
+            try:
+                with psycopg.connect(admin_url, autocommit=True) as admin:
+                    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                break
+            except psycopg.Error:
+                if attempt == 49:
+                    raise
+                time.sleep(0.1)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
