@@ -156,6 +156,10 @@ def _table(report: dict) -> str:
             lines += ["", f"scan to screen, {sc['tickets']:,} tickets, headless Chromium    median ms    p99 ms   max ms",
                       f"  {'last byte on the pty to the DOM':<40} {sc['median_ms']:>9.2f} {sc['p99_ms']:>9.2f} {sc['max_ms']:>8.2f}",
                       f"  ({sc['scans']}/{sc['written']} drawn; clocks aligned within {sc['clock_uncertainty_ms']} ms, drift {sc['clock_drift_ms']} ms)"]
+    if "store" in report:
+        from gated.bench.store import format_store
+
+        lines += ["", format_store(report["store"])]
     if "dashboard" in report:
         from gated.bench.dashboard import format_dashboard
 
@@ -209,6 +213,12 @@ def run_bench(*, as_json: bool = False, tickets: int = 1_000_000, quick: bool = 
         t0 = time.perf_counter()
         report["screen"] = bench_scan_to_screen(scans=100 if quick else 500)
         report["screen"]["wall_s"] = round(time.perf_counter() - t0, 1)
+    if "store" in sections:
+        from gated.bench.store import bench_store  # each engine of the registry's store (PostgreSQL when given)
+
+        t0 = time.perf_counter()
+        report["store"] = bench_store(quick)
+        report["store"]["wall_s"] = round(time.perf_counter() - t0, 1)
     if "dashboard" in sections:
         from gated.bench.dashboard import bench_dashboard
 

@@ -319,7 +319,8 @@ def cmd_registry_tokens_list(args) -> int:
 
 def add_parser(subparsers) -> None:
     db = argparse.ArgumentParser(add_help=False)
-    db.add_argument("--db", required=True, metavar="FILE", help="the registry's SQLite file")
+    db.add_argument("--db", required=True, metavar="FILE|URL",
+                    help="the registry's database: an SQLite file, or a postgresql://... URL (needs gated[postgres])")
 
     reg = add_group(subparsers, "registry", help="the reference registry")
     p = reg.add_parser("serve", parents=[db], help="serve gates over gRPC until stopped")

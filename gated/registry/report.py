@@ -57,19 +57,24 @@ _PASSAGES = """
 """
 
 
+# The hour each passage falls in (UTC), in each engine's words (gated.registry.engine).
+_HOUR = {"sqlite": "strftime('%Y-%m-%d %H:00', at, 'unixepoch')",
+         "postgres": "to_char(to_timestamp(at) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:00')"}
+
+
 def checkin_report(store: RegistryStore) -> CheckinReport:
     conn = store.conn
     hours = tuple(
         HourRow(hour, gate, lane, entries, exits)
         for hour, gate, lane, entries, exits in conn.execute(
-            f"SELECT strftime('%Y-%m-%d %H:00', at, 'unixepoch') AS hour, gate_id, lane, "
-            f"sum(direction = 'in'), sum(direction = 'out') FROM ({_PASSAGES}) "
-            "WHERE direction IN ('in', 'out') GROUP BY hour, gate_id, lane ORDER BY hour, gate_id, lane"
+            f"SELECT {_HOUR[store.dialect]} AS hour, gate_id, lane, "
+            "sum(CASE WHEN direction = 'in' THEN 1 ELSE 0 END), sum(CASE WHEN direction = 'out' THEN 1 ELSE 0 END) "
+            f"FROM ({_PASSAGES}) p WHERE direction IN ('in', 'out') GROUP BY hour, gate_id, lane ORDER BY hour, gate_id, lane"
         )
     )
     attended = {
         u64_from_sqlite(tid)
-        for (tid,) in conn.execute(f"SELECT DISTINCT ticket_id FROM ({_PASSAGES}) WHERE direction = 'in' AND ticket_id IS NOT NULL")
+        for (tid,) in conn.execute(f"SELECT DISTINCT ticket_id FROM ({_PASSAGES}) p WHERE direction = 'in' AND ticket_id IS NOT NULL")
     }
     per_category: dict[str, list[int]] = {}
     for tid, category in conn.execute("SELECT ticket_id, category FROM tickets"):

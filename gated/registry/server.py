@@ -81,6 +81,7 @@ from gated.rpc.v1 import registry_pb2_grpc as pb_grpc
 from gated.validation.token import Reason
 from gated.validation.cache import Delta, EntitlementCache, Op, Reissue, SetState, Upsert, encode_snapshot
 from gated.registry import redeem as registry_redeem
+from gated.registry.engine import is_url as is_database_url
 from gated.registry.store import Change, EventConflict, IncomingEvent, RegistryStore, StoredBatch
 
 log = structlog.get_logger()
@@ -537,7 +538,7 @@ class RegistryServer:
     def __init__(self, db: str | Path, listen: str = "127.0.0.1:7443", *, tls: TlsFiles | None = None) -> None:
         #: For this process's own callers (set-up, tests); the service has a connection of its own.
         self.store = RegistryStore(db)
-        self.db = Path(db)
+        self.db = db if is_database_url(db) else Path(db)  # a PostgreSQL URL is no path
         self.listen = listen
         self.tls = tls
         self.service = RegistryService(RegistryStore(db), tls=tls is not None)

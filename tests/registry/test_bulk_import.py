@@ -94,12 +94,12 @@ def test_a_100000_ticket_import_reaches_a_watching_gate_whole_while_the_registry
 
 
 @pytest.mark.timeout(90)
-def test_an_oversized_change_is_cut_into_consecutive_deltas_within_the_limit(tmp_path):
+def test_an_oversized_change_is_cut_into_consecutive_deltas_within_the_limit(tmp_path, registry_db):
     """1,500 registrations with long names: 5 MB in one commit, more than a default client takes in one message."""
     csv_file = long_names_csv(tmp_path / "delegates.csv", 1500)
 
     async def day():
-        registry = await start_registry(tmp_path / "r.db", None)
+        registry = await start_registry(registry_db, None)
         gate = Gate(tmp_path, "gate-a", registry.port, None).start()
         client = DefaultClient(registry.port)
         watching = asyncio.create_task(client.watch())
@@ -132,12 +132,12 @@ def test_an_oversized_change_is_cut_into_consecutive_deltas_within_the_limit(tmp
 
 
 @pytest.mark.timeout(90)
-def test_a_gate_far_behind_gets_a_snapshot_and_one_just_behind_gets_the_deltas(tmp_path):
+def test_a_gate_far_behind_gets_a_snapshot_and_one_just_behind_gets_the_deltas(tmp_path, registry_db):
     first = long_names_csv(tmp_path / "first.csv", 1200, tag="A")
     second = long_names_csv(tmp_path / "second.csv", 1200, tag="B")  # the same people, names corrected
 
     async def day():
-        registry = await start_registry(tmp_path / "r.db", None)
+        registry = await start_registry(registry_db, None)
         try:
             v0 = registry.service.cache.version
             await registry.import_attendees(first)

@@ -80,10 +80,10 @@ def conflict_logs(logs) -> list[dict]:
 
 
 @pytest.mark.parametrize("shape", list(ID_SHAPES))
-def test_single_entry_tickets_admitted_at_two_gates_while_apart_are_conflicts_with_both_records(tmp_path, shape):
+def test_single_entry_tickets_admitted_at_two_gates_while_apart_are_conflicts_with_both_records(tmp_path, shape, registry_db):
     ids = ID_SHAPES[shape]
     twice, once = ids[::2], ids[1::2]
-    with RegistryStore(tmp_path / "r.db") as store:
+    with RegistryStore(registry_db) as store:
         store.put_tickets([(ticket(t), "") for t in ids], record_changes=False)
         north, south = GateFeed(store, "north", 7), GateFeed(store, "south", 2**64 - 1)
         with capture_logs() as logs:
@@ -107,8 +107,8 @@ def test_single_entry_tickets_admitted_at_two_gates_while_apart_are_conflicts_wi
         assert (lines[0]["ticket_id"], lines[0]["gate"], lines[0]["first_gate"]) == (twice[0], "south", "north")
 
 
-def test_multi_entry_and_unlimited_tickets_overdraw_only_past_their_count(tmp_path):
-    with RegistryStore(tmp_path / "r.db") as store:
+def test_multi_entry_and_unlimited_tickets_overdraw_only_past_their_count(tmp_path, registry_db):
+    with RegistryStore(registry_db) as store:
         store.put_tickets([(ticket(5_205_320_758, max_entries=3), ""), (ticket(5_205_320_759, max_entries=0), "")],
                           record_changes=False)
         a, b = GateFeed(store, "a", 1), GateFeed(store, "b", 1)
@@ -123,9 +123,9 @@ def test_multi_entry_and_unlimited_tickets_overdraw_only_past_their_count(tmp_pa
         assert (c.then.gate_id, c.then.lane) == ("b", "in-2")
 
 
-def test_a_voucher_redeemed_at_two_handhelds_is_an_over_redemption(tmp_path):
+def test_a_voucher_redeemed_at_two_handhelds_is_an_over_redemption(tmp_path, registry_db):
     tid = 2**63 + 12345  # a u64 past the signed range
-    with RegistryStore(tmp_path / "r.db") as store:
+    with RegistryStore(registry_db) as store:
         store.put_tickets([(ticket(tid, benefits=(("dinner", 1), ("lunch_day1", 2))), "")], record_changes=False)
         east, west = GateFeed(store, "east", 3), GateFeed(store, "west", 4)
         east.send([east.redemption(tid, "dinner", NINE + 3600), east.redemption(tid, "lunch_day1", NINE + 3700)])
@@ -141,9 +141,9 @@ def test_a_voucher_redeemed_at_two_handhelds_is_an_over_redemption(tmp_path):
         assert [(line["kind"], line["benefit"]) for line in conflict_logs(logs)] == [("over_redemption", "dinner")]
 
 
-def test_an_entry_after_the_revocation_is_a_conflict_and_one_before_it_is_not(tmp_path):
+def test_an_entry_after_the_revocation_is_a_conflict_and_one_before_it_is_not(tmp_path, registry_db):
     revoked_at = NINE + 1800
-    with RegistryStore(tmp_path / "r.db") as store:
+    with RegistryStore(registry_db) as store:
         ids = ID_SHAPES["registration numbers"][:3]
         store.put_tickets([(ticket(t, max_entries=0), "") for t in ids], record_changes=False)
         for t in ids:
@@ -162,9 +162,9 @@ def test_an_entry_after_the_revocation_is_a_conflict_and_one_before_it_is_not(tm
         assert (conflicts[0].then.event_id, conflicts[0].then.at) == ("far-gate:2", revoked_at + 60)
 
 
-def test_the_report_lists_conflicts_and_tells_two_gates_lanes_of_the_same_name_apart(tmp_path):
+def test_the_report_lists_conflicts_and_tells_two_gates_lanes_of_the_same_name_apart(tmp_path, registry_db):
     tid, voucher = 5_205_320_758, 3_000_007
-    with RegistryStore(tmp_path / "r.db") as store:
+    with RegistryStore(registry_db) as store:
         store.put_tickets([(ticket(tid), ""), (ticket(voucher, max_entries=0, benefits=(("dinner", 1),)), "")],
                           record_changes=False)
         store.revoke(voucher, at=NINE)
@@ -187,8 +187,8 @@ def test_the_report_lists_conflicts_and_tells_two_gates_lanes_of_the_same_name_a
             f"then north hand-1 at 2025-06-01 09:02:00") in text
 
 
-def test_the_report_command_shows_conflicts_and_says_so_when_there_are_none(tmp_path):
-    db = tmp_path / "r.db"
+def test_the_report_command_shows_conflicts_and_says_so_when_there_are_none(tmp_path, registry_db):
+    db = registry_db
     with RegistryStore(db) as store:
         store.put_tickets([(ticket(1001), "")], record_changes=False)
     report = subprocess.run([sys.executable, "-m", "gated", "registry", "report", "--db", str(db)],
@@ -204,9 +204,9 @@ def test_the_report_command_shows_conflicts_and_says_so_when_there_are_none(tmp_
     assert "ticket 1001: a in-1 at 2025-06-01 09:00:00, then b in-1 at 2025-06-01 09:00:01" in report.stdout
 
 
-def test_bulk_a_partition_of_10000_single_entry_tickets_across_two_gates(tmp_path):
+def test_bulk_a_partition_of_10000_single_entry_tickets_across_two_gates(tmp_path, registry_db):
     ids = [1_000_000 * k + n for k in range(1, 11) for n in range(1000)]
-    with RegistryStore(tmp_path / "r.db") as store:
+    with RegistryStore(registry_db) as store:
         store.put_tickets([(ticket(t), "") for t in ids], record_changes=False)
         a, b = GateFeed(store, "a", 1), GateFeed(store, "b", 1)
         a.send(a.entry(t, NINE + i * 0.01) for i, t in enumerate(ids))
@@ -216,18 +216,19 @@ def test_bulk_a_partition_of_10000_single_entry_tickets_across_two_gates(tmp_pat
         took = time.perf_counter() - started
         assert store.conflict_counts()["over_entry"] == 5000
         assert {c.ticket_id for c in store.conflicts()} == set(ids[::2])
+        explain = "EXPLAIN QUERY PLAN" if store.dialect == "sqlite" else "EXPLAIN"
         plan = " ".join(str(r) for r in store.conn.execute(
-            "EXPLAIN QUERY PLAN SELECT event_id FROM events WHERE ticket_id = 1 AND kind IN ('passage', 'redemption') "
+            f"{explain} SELECT event_id FROM events WHERE ticket_id = 1 AND kind IN ('passage', 'redemption') "
             "ORDER BY at DESC LIMIT 1"))
     assert "usage_by_ticket" in plan
     print(f"\n5,000 over-entries among 10,000 block ids stored in {took:.2f} s")
 
 
-def test_two_gates_apart_admit_one_single_entry_ticket_and_the_registry_reports_it_after_the_heal(tmp_path):
+def test_two_gates_apart_admit_one_single_entry_ticket_and_the_registry_reports_it_after_the_heal(tmp_path, registry_db):
     guest = ticket(5_205_320_758)
 
     async def day():
-        registry = await start_registry(tmp_path / "registry.db", None, tickets=(guest,))
+        registry = await start_registry(registry_db, None, tickets=(guest,))
         gates = [Gate(tmp_path, gid, registry.port, None).start() for gid in ("north", "south")]
         for gate in gates:
             await until(lambda g=gate: g.uplink.status()["connected"] and len(g.cache) == 1 and KID in g.keyring, what="sync")
@@ -237,7 +238,7 @@ def test_two_gates_apart_admit_one_single_entry_ticket_and_the_registry_reports_
         decisions = [await gate.pass_through(code) for gate in gates]
         assert all(d.admitted for d in decisions)  # each gate saw the ticket unused
         with capture_logs() as logs:
-            registry = await start_registry(tmp_path / "registry.db", None, port=port)
+            registry = await start_registry(registry_db, None, port=port)
             await until(lambda: all(g.journal.backlog() == 0 for g in gates), timeout=20, what="both gates drained")
         (c,) = registry.store.conflicts()
         assert (c.kind, c.ticket_id) == ("over_entry", guest.ticket_id)

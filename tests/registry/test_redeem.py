@@ -95,9 +95,9 @@ async def all_acked(gate: Gate) -> None:
     await until(lambda: gate.journal.backlog() == 0, what=f"{gate.gate_id}'s journal acknowledged")
 
 
-def test_two_units_redeeming_the_last_lunch_at_the_same_moment_exactly_one_is_ok(tmp_path):
+def test_two_units_redeeming_the_last_lunch_at_the_same_moment_exactly_one_is_ok(tmp_path, registry_db):
     async def lunch():
-        registry = await start_registry(tmp_path / "r.db", None, tickets=TICKETS)
+        registry = await start_registry(registry_db, None, tickets=TICKETS)
         north, south = await connected(tmp_path, registry, "desk-north", "desk-south")
         try:
             lane_n, _ = handheld(north, "meal-n")
@@ -126,9 +126,9 @@ def test_two_units_redeeming_the_last_lunch_at_the_same_moment_exactly_one_is_ok
     asyncio.run(lunch())
 
 
-def test_a_retry_of_the_same_redeem_is_a_no_op_and_every_answer_is_kept(tmp_path):
+def test_a_retry_of_the_same_redeem_is_a_no_op_and_every_answer_is_kept(tmp_path, registry_db):
     async def desk():
-        registry = await start_registry(tmp_path / "r.db", None, tickets=TICKETS)
+        registry = await start_registry(registry_db, None, tickets=TICKETS)
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{registry.port}") as channel:
                 stub = pb_grpc.RegistryStub(channel)
@@ -168,9 +168,9 @@ def test_a_retry_of_the_same_redeem_is_a_no_op_and_every_answer_is_kept(tmp_path
     asyncio.run(desk())
 
 
-def test_a_unit_offline_under_the_strict_policy_refuses_to_redeem_and_says_why(tmp_path):
+def test_a_unit_offline_under_the_strict_policy_refuses_to_redeem_and_says_why(tmp_path, registry_db):
     async def outage():
-        registry = await start_registry(tmp_path / "r.db", None, tickets=TICKETS)
+        registry = await start_registry(registry_db, None, tickets=TICKETS)
         dead_port = registry.port
         await registry.stop()  # the registry is gone: nothing listens there
         unit = offline_gate(tmp_path, "desk-east", dead_port).start()
@@ -195,9 +195,9 @@ def test_a_unit_offline_under_the_strict_policy_refuses_to_redeem_and_says_why(t
     asyncio.run(outage())
 
 
-def test_offline_under_the_lenient_policy_redeems_locally_and_the_registry_reports_the_overdraw_after_heal(tmp_path):
+def test_offline_under_the_lenient_policy_redeems_locally_and_the_registry_reports_the_overdraw_after_heal(tmp_path, registry_db):
     async def partition():
-        registry = await start_registry(tmp_path / "r.db", None, tickets=TICKETS)
+        registry = await start_registry(registry_db, None, tickets=TICKETS)
         [online] = await connected(tmp_path, registry, "desk-north")
         apart = offline_gate(tmp_path, "desk-annex", registry.port)  # its uplink not started: cut off
         try:
@@ -226,9 +226,9 @@ def test_offline_under_the_lenient_policy_redeems_locally_and_the_registry_repor
     asyncio.run(partition())
 
 
-def test_the_journal_record_arriving_later_does_not_take_the_lunch_twice(tmp_path):
+def test_the_journal_record_arriving_later_does_not_take_the_lunch_twice(tmp_path, registry_db):
     async def later():
-        registry = await start_registry(tmp_path / "r.db", None, tickets=TICKETS)
+        registry = await start_registry(registry_db, None, tickets=TICKETS)
         [unit] = await connected(tmp_path, registry, "desk-west")
         try:
             lane, _ = handheld(unit, "meal-w")
@@ -296,7 +296,7 @@ def test_offline_redemption_is_read_per_handheld_lane_with_its_default_from_the_
         load_config(path)
 
 
-def test_a_grant_whose_record_a_power_cut_lost_is_counted_once_when_the_unit_settles_it_at_boot(tmp_path):
+def test_a_grant_whose_record_a_power_cut_lost_is_counted_once_when_the_unit_settles_it_at_boot(tmp_path, registry_db):
     """The registry granted, the unit journaled its decision, then the power went before the redemption
     record: at the next start the unit journals it with "outcome": "unknown" and the same redemption_id,
     and the registry pairs it with the grant instead of taking a second dinner."""
@@ -305,7 +305,7 @@ def test_a_grant_whose_record_a_power_cut_lost_is_counted_once_when_the_unit_set
     from gated.registry.store import IncomingEvent, RegistryStore
 
     async def reboot():
-        with RegistryStore(tmp_path / "r.db") as store:
+        with RegistryStore(registry_db) as store:
             store.put_tickets([(t, "") for t in TICKETS], record_changes=False)
             granted = registry_redeem.redeem(store, "desk-west", registry_redeem.RedeemRequest("rid-7", BLOCK, "dinner", "meal-w", 1e9))
             assert (granted.outcome, granted.remaining, granted.delta.ops[0].remaining) == ("ok", 1, 1)

@@ -33,10 +33,10 @@ def gated(*args):
     return subprocess.run([sys.executable, "-m", "gated", *args], capture_output=True, text=True, timeout=30)
 
 
-def test_an_attendee_list_is_imported_with_every_field(tmp_path):
+def test_an_attendee_list_is_imported_with_every_field(tmp_path, registry_db):
     csv_file = tmp_path / "attendees.csv"
     csv_file.write_text(HEADER + GOOD_ROWS)
-    with RegistryStore(tmp_path / "r.db") as store:
+    with RegistryStore(registry_db) as store:
         assert import_attendees(store, csv_file) == 3
         alice = store.ticket(1001)
         assert alice.zones == ("hall-a", "lounge") and alice.windows == ((1748757600, 1748988000),)
@@ -47,13 +47,13 @@ def test_an_attendee_list_is_imported_with_every_field(tmp_path):
         assert carol.name == "Carol, Jr." and carol.windows == () and carol.phone_last4 == "9876"
 
 
-def test_several_validity_windows_in_one_column(tmp_path):
+def test_several_validity_windows_in_one_column(tmp_path, registry_db):
     csv_file = tmp_path / "days.csv"
     csv_file.write_text(
         "ticket_id,name,company,category,ticket_type,zones,validity,max_entries,benefits,phone\n"
         "7,Dee,,exhibitor,2-day,hall-a,2025-06-01T08:00:00Z/2025-06-01T18:00:00Z;1748851200/1748887200,,,\n"
     )
-    with RegistryStore(tmp_path / "r.db") as store:
+    with RegistryStore(registry_db) as store:
         import_attendees(store, csv_file)
         assert store.ticket(7).windows == ((1748764800, 1748800800), (1748851200, 1748887200))
 
@@ -70,25 +70,25 @@ def test_several_validity_windows_in_one_column(tmp_path):
     ("1011,Kim,,guest,1-day,hall-a,,,1,,call me", "5: phone: 'call me' is not a phone number"),
     ("1012,Lu,,guest", "5: row: expected 11 cells"),
 ])
-def test_a_bad_row_is_named_by_line_and_nothing_is_imported(tmp_path, bad_row, where):
+def test_a_bad_row_is_named_by_line_and_nothing_is_imported(tmp_path, bad_row, where, registry_db):
     csv_file = tmp_path / "list.csv"
     csv_file.write_text(HEADER + GOOD_ROWS + bad_row + "\n")
-    with RegistryStore(tmp_path / "r.db") as store:
+    with RegistryStore(registry_db) as store:
         with pytest.raises(AttendeeFileError) as refused:
             import_attendees(store, csv_file)
         assert str(refused.value).startswith(f"{csv_file}:{where}")
         assert store.ticket_count() == 0
 
 
-def test_a_bad_header_is_refused(tmp_path):
+def test_a_bad_header_is_refused(tmp_path, registry_db):
     csv_file = tmp_path / "list.csv"
     csv_file.write_text(HEADER.replace("phone", "mobile") + GOOD_ROWS)
-    with RegistryStore(tmp_path / "r.db") as store, pytest.raises(AttendeeFileError, match=r":1: header: unknown column 'mobile'"):
+    with RegistryStore(registry_db) as store, pytest.raises(AttendeeFileError, match=r":1: header: unknown column 'mobile'"):
         import_attendees(store, csv_file)
 
 
-def test_import_revoke_reissue_and_report_from_the_command_line(tmp_path):
-    csv_file, db = tmp_path / "list.csv", tmp_path / "r.db"
+def test_import_revoke_reissue_and_report_from_the_command_line(tmp_path, registry_db):
+    csv_file, db = tmp_path / "list.csv", registry_db
     csv_file.write_text(HEADER + GOOD_ROWS)
     r = gated("registry", "import", str(csv_file), "--db", str(db))
     assert r.returncode == 0 and "imported 3 tickets" in r.stdout
@@ -116,11 +116,11 @@ def passage(event_id, seq, ticket_id, lane, at, direction, zone="hall-a"):
     return IncomingEvent(event_id, seq, at, "passage", lane, ticket_id, "", json.dumps(payload))
 
 
-def test_the_checkin_report_counts_entries_exits_attendees_and_categories(tmp_path):
+def test_the_checkin_report_counts_entries_exits_attendees_and_categories(tmp_path, registry_db):
     csv_file = tmp_path / "list.csv"
     csv_file.write_text(HEADER + GOOD_ROWS)
     nine = 1748768400  # 2025-06-01 09:00 UTC
-    with RegistryStore(tmp_path / "r.db") as store:
+    with RegistryStore(registry_db) as store:
         import_attendees(store, csv_file)
         store.store_events("a", [
             passage("a:1", 1, 1001, "in-1", nine + 60, "in"),
@@ -139,10 +139,10 @@ def test_the_checkin_report_counts_entries_exits_attendees_and_categories(tmp_pa
     assert "  guest              1         1  100.0%" in text and "Unique attendees: 2" in text
 
 
-def test_events_are_counted_once_and_usage_follows_the_registrys_own_count(tmp_path):
+def test_events_are_counted_once_and_usage_follows_the_registrys_own_count(tmp_path, registry_db):
     csv_file = tmp_path / "list.csv"
     csv_file.write_text(HEADER + GOOD_ROWS)
-    with RegistryStore(tmp_path / "r.db") as store:
+    with RegistryStore(registry_db) as store:
         import_attendees(store, csv_file)
         first = store.store_events("a", [passage("a:1", 1, 1001, "in-1", 1.0, "in")], 2.0)
         again = store.store_events("a", [passage("a:1", 1, 1001, "in-1", 1.0, "in")], 3.0)
@@ -156,11 +156,11 @@ def test_events_are_counted_once_and_usage_follows_the_registrys_own_count(tmp_p
 
 
 @pytest.mark.parametrize("depth", [1_000, 100_000])
-def test_a_passage_whose_payload_nests_any_depth_is_stored_and_counts_nothing(tmp_path, depth):
+def test_a_passage_whose_payload_nests_any_depth_is_stored_and_counts_nothing(tmp_path, depth, registry_db):
     # payload_json is whatever a gate (or something claiming to be one) sent.
     csv_file = tmp_path / "list.csv"
     csv_file.write_text(HEADER + GOOD_ROWS)
-    with RegistryStore(tmp_path / "r.db") as store:
+    with RegistryStore(registry_db) as store:
         import_attendees(store, csv_file)
         deep = IncomingEvent("a:1", 1, 1.0, "passage", "in-1", 1002, "ok", '{"ticket_id": 1002, "x": ' + "[" * depth + "]" * depth + "}")
         unclosed = IncomingEvent("a:2", 2, 2.0, "redemption", "in-1", 1001, "ok", "[" * depth)
@@ -171,9 +171,9 @@ def test_a_passage_whose_payload_nests_any_depth_is_stored_and_counts_nothing(tm
     assert report.events == 3 and report.unique_attendees == 1
 
 
-def test_a_gap_within_a_stream_is_refused_not_acknowledged(tmp_path):
+def test_a_gap_within_a_stream_is_refused_not_acknowledged(tmp_path, registry_db):
     async def day():
-        registry = await start_registry(tmp_path / "r.db", None)
+        registry = await start_registry(registry_db, None)
         md = (("gated-gate-id", "gate-a"),)
 
         def batch(after, *seqs):
@@ -200,13 +200,13 @@ def test_a_gap_within_a_stream_is_refused_not_acknowledged(tmp_path):
     asyncio.run(asyncio.wait_for(day(), 30))
 
 
-def test_registry_serve_runs_from_the_command_line_with_mtls(tmp_path):
+def test_registry_serve_runs_from_the_command_line_with_mtls(tmp_path, registry_db):
     certs = tmp_path / "certs"
     r = gated("certs", "make", "--out", str(certs), "--gate-ids", "gate-a")
     assert r.returncode == 0 and (certs / "gate-gate-a.pem").exists()
     assert (certs / "gate-gate-a.key").stat().st_mode & 0o777 == 0o600
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gated", "registry", "serve", "--db", str(tmp_path / "r.db"), "--listen", "127.0.0.1:0",
+        [sys.executable, "-m", "gated", "registry", "serve", "--db", str(registry_db), "--listen", "127.0.0.1:0",
          "--tls-ca", str(certs / "ca.pem"), "--tls-cert", str(certs / "registry.pem"), "--tls-key", str(certs / "registry.key")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )

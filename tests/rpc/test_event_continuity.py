@@ -33,10 +33,10 @@ def decision(gate_id, seq):
     return IncomingEvent(f"{gate_id}:{seq}", seq, 1.0, "decision", "in-1", 1001, "ok", "{}")
 
 
-def test_a_replaced_journal_starts_at_seq_1_again_and_none_of_its_events_is_taken_for_a_duplicate(tmp_path):
+def test_a_replaced_journal_starts_at_seq_1_again_and_none_of_its_events_is_taken_for_a_duplicate(tmp_path, registry_db):
     """The reviewer's a_reset.py: 30 new events after an SD card swap were acked and dropped as duplicates."""
     async def day():
-        registry = await start_registry(tmp_path / "r.db", None)
+        registry = await start_registry(registry_db, None)
         old = Gate(tmp_path, "gate-a", registry.port, None).start()
         await append(old, 100, old=True)
         await until(lambda: old.journal.backlog() == 0, what="old journal drained")
@@ -60,8 +60,8 @@ def test_a_replaced_journal_starts_at_seq_1_again_and_none_of_its_events_is_take
     run(day())
 
 
-def test_the_registry_acknowledges_only_up_to_the_batch_it_stored(tmp_path):
-    with RegistryStore(tmp_path / "r.db") as store:
+def test_the_registry_acknowledges_only_up_to_the_batch_it_stored(tmp_path, registry_db):
+    with RegistryStore(registry_db) as store:
         assert store.store_events("g", [decision("g", s) for s in range(1, 6)], 1.0, epoch=7).acked_seq == 5
         resent = store.store_events("g", [decision("g", 1), decision("g", 2)], 2.0, epoch=7)
         assert resent.acked_seq == 2 and resent.new_events == 0
@@ -120,10 +120,10 @@ def test_an_ack_beyond_what_the_gate_sent_is_a_protocol_error_and_marks_nothing(
     run(day())
 
 
-def test_a_first_batch_after_more_than_the_registry_holds_is_refused_with_what_it_holds(tmp_path):
+def test_a_first_batch_after_more_than_the_registry_holds_is_refused_with_what_it_holds(tmp_path, registry_db):
     """The reviewer's b_gap.py: after_seq=50 on an empty registry was acknowledged, leaving 1..50 a hole."""
     async def day():
-        registry = await start_registry(tmp_path / "r.db", None)
+        registry = await start_registry(registry_db, None)
         md = (("gated-gate-id", "gate-a"),)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{registry.port}") as channel:
             call = pb_grpc.RegistryStub(channel).StreamEvents(metadata=md)
@@ -139,21 +139,20 @@ def test_a_first_batch_after_more_than_the_registry_holds_is_refused_with_what_i
     run(day())
 
 
-def test_a_registry_that_lost_acknowledged_events_gets_them_again(tmp_path):
+def test_a_registry_that_lost_acknowledged_events_gets_them_again(tmp_path, registry_db):
     """The registry's database is restored from an older copy: the gate resends from what it really holds."""
     async def day():
-        registry = await start_registry(tmp_path / "r.db", None)
+        registry = await start_registry(registry_db, None)
         port = registry.port
         gate = Gate(tmp_path, "gate-a", port, None).start()
         await append(gate, 50)
         await until(lambda: gate.journal.backlog() == 0, what="drained")
         await registry.stop()
-        with sqlite3.connect(tmp_path / "r.db") as conn:  # the restored copy holds only 1..20
-            conn.execute("DELETE FROM events WHERE seq > 20")
-            conn.execute("UPDATE gates SET acked_seq = 20")
-        conn.close()
+        with RegistryStore(registry_db, create=False) as restored, restored.transaction():  # the restored copy holds only 1..20
+            restored.conn.execute("DELETE FROM events WHERE seq > 20")
+            restored.conn.execute("UPDATE gates SET acked_seq = 20")
         await append(gate, 10)  # 51..60, while the registry is away
-        registry = await start_registry(tmp_path / "r.db", None, port=port)
+        registry = await start_registry(registry_db, None, port=port)
         await until(lambda: gate.journal.backlog() == 0 and registry.store.event_count() == 60, what="everything resent")
         assert registry.store.event_ids("gate-a", gate.journal.epoch) == [f"gate-a:{s}" for s in range(1, 61)]
         await gate.stop()
@@ -162,10 +161,10 @@ def test_a_registry_that_lost_acknowledged_events_gets_them_again(tmp_path):
     run(day())
 
 
-def test_after_seq_is_the_journals_real_previous_record_when_seqs_were_skipped(tmp_path):
+def test_after_seq_is_the_journals_real_previous_record_when_seqs_were_skipped(tmp_path, registry_db):
     """Seqs 4..10 were never written (failed commits): the next stream must say it follows 3, not 10."""
     async def day():
-        registry = await start_registry(tmp_path / "r.db", None)
+        registry = await start_registry(registry_db, None)
         port = registry.port
         gate = Gate(tmp_path, "gate-a", port, None).start()
         await append(gate, 3)
@@ -174,7 +173,7 @@ def test_after_seq_is_the_journals_real_previous_record_when_seqs_were_skipped(t
         gate.journal._call(lambda conn: conn.execute("UPDATE meta SET value = 10 WHERE key = 'last_seq'"))
         await append(gate, 2)
         assert [r.seq for r in gate.journal.tail(5)] == [1, 2, 3, 11, 12]
-        registry = await start_registry(tmp_path / "r.db", None, port=port)
+        registry = await start_registry(registry_db, None, port=port)
         await until(lambda: gate.journal.backlog() == 0, what="11, 12 acked")
         assert registry.store.event_ids("gate-a", gate.journal.epoch) == ["gate-a:1", "gate-a:2", "gate-a:3", "gate-a:11", "gate-a:12"]
         await gate.stop()
@@ -218,12 +217,12 @@ def test_a_version_1_registry_database_is_migrated_with_its_events_under_epoch_0
         assert store.event_count("g") == 4 and store.acked_seq("g", 0) == 3
 
 
-def test_records_of_a_boot_that_starts_while_the_last_boots_records_go_up_travel_under_their_own_epoch(tmp_path):
+def test_records_of_a_boot_that_starts_while_the_last_boots_records_go_up_travel_under_their_own_epoch(tmp_path, registry_db):
     """A power cut left the last boot's tail unacknowledged; the gate comes back with the registry up and
     its uplink starts sending that tail before the new boot records anything. The new boot's records
     (5205320758 scanned after the restart) must reach the registry under the new boot's epoch, not the old one."""
     async def day():
-        registry = await start_registry(tmp_path / "r.db", None)
+        registry = await start_registry(registry_db, None)
         with Journal(tmp_path / "journal-gate-a.db", "gate-a", checkpoint_every_s=None) as before_cut:
             for i in range(3):
                 before_cut.append("decision", at=time.time(), lane="in-1", ticket_id=5205320758 + i, reason="ok")
@@ -244,14 +243,14 @@ def test_records_of_a_boot_that_starts_while_the_last_boots_records_go_up_travel
     run(day())
 
 
-def test_a_finished_epochs_stream_ends_cleanly_and_its_acks_are_kept(tmp_path):
+def test_a_finished_epochs_stream_ends_cleanly_and_its_acks_are_kept(tmp_path, registry_db):
     """The last boot's tail goes up on its own stream, which the gate closes once it is acknowledged.
     The registry then ends the stream with OK: that is not a disconnection (it once was, a TypeError on
     every finished epoch, and a gate could go round reconnecting without ever marking the tail acked)."""
     from structlog.testing import capture_logs
 
     async def day():
-        registry = await start_registry(tmp_path / "r.db", None)
+        registry = await start_registry(registry_db, None)
         with Journal(tmp_path / "journal-gate-a.db", "gate-a", checkpoint_every_s=None) as before_cut:
             for i in range(16):
                 before_cut.append("decision", at=time.time(), lane="in-1", ticket_id=1_000_000 * (i % 4 + 1) + i, reason="ok")

@@ -68,11 +68,11 @@ class Door:
         return self.records("decision")[-1]
 
 
-def test_two_gates_and_the_registry(tmp_path):
+def test_two_gates_and_the_registry(tmp_path, registry_db):
     certs = make_venue_certs(tmp_path / "certs", ["gate-a", "gate-b"], hosts=["127.0.0.1", "localhost"])
 
     async def venue():
-        registry = RegistryServer(tmp_path / "registry.db", "127.0.0.1:0", tls=registry_tls(certs))
+        registry = RegistryServer(registry_db, "127.0.0.1:0", tls=registry_tls(certs))
         registry.store.put_tickets([(ALICE, "0001"), (BOB, "0002")], record_changes=False)
         registry.store.add_key(1, KEY)
         port = await registry.start()
@@ -92,7 +92,7 @@ def test_two_gates_and_the_registry(tmp_path):
             assert took < 1.0
             assert (await b.scan(phone_code(1001))).reason == "already_inside"
 
-            code, _, err = await gated_command("registry", "revoke", "1002", "--db", str(tmp_path / "registry.db"))
+            code, _, err = await gated_command("registry", "revoke", "1002", "--db", str(registry_db))
             assert code == 0, err
             await until(lambda: a.gate.validator.cache.get(1002).state == 1, timeout=5, what="revocation at gate a")
             assert (await a.scan(badge_code(1002))).reason == "revoked"
@@ -121,12 +121,12 @@ def test_two_gates_and_the_registry(tmp_path):
     asyncio.run(venue())
 
 
-def test_a_gate_rebooted_with_no_network_admits_from_what_it_last_knew(tmp_path):
+def test_a_gate_rebooted_with_no_network_admits_from_what_it_last_knew(tmp_path, registry_db):
     """The registry's snapshot and keys are saved the moment they arrive; the network then goes."""
     certs = make_venue_certs(tmp_path / "certs", ["gate-a"], hosts=["127.0.0.1", "localhost"])
 
     async def morning():
-        registry = RegistryServer(tmp_path / "registry.db", "127.0.0.1:0", tls=registry_tls(certs))
+        registry = RegistryServer(registry_db, "127.0.0.1:0", tls=registry_tls(certs))
         registry.store.put_tickets([(ALICE, "0001"), (BOB, "0002")], record_changes=False)
         registry.store.add_key(7, bytes(range(1, 33)))  # a key the gate's bootstrap file does not have
         port = await registry.start()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import sqlite3
 import time
 
 import grpc
@@ -38,19 +37,19 @@ async def scan(gate: Gate, ticket_ids, **payload) -> None:
 
 
 def stored_tickets(db, marker: str) -> list[int]:
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT ticket_id FROM events WHERE payload LIKE ? ORDER BY ticket_id", (f'%"{marker}":true%',))
+    with RegistryStore(db, create=False) as store:
+        rows = store.conn.execute("SELECT ticket_id FROM events WHERE payload LIKE ? ORDER BY ticket_id", (f'%"{marker}":true%',))
         return [r[0] for r in rows]
 
 
-def test_records_written_after_a_lost_wal_tail_reach_the_registry_as_new_records(tmp_path):
+def test_records_written_after_a_lost_wal_tail_reach_the_registry_as_new_records(tmp_path, registry_db):
     """The issue's defect 2: seqs rolled back with the tail, the registry kept the old rows and acked the new ones."""
     journal_path = tmp_path / f"journal-{GATE}.db"
     card = tmp_path / "what-the-card-kept"
     card.mkdir()
 
     async def day():
-        registry = await start_registry(tmp_path / "r.db", None)
+        registry = await start_registry(registry_db, None)
         gate = Gate(tmp_path, GATE, registry.port, None).start()  # checkpoints off: the records live in the WAL
         await scan(gate, range(5205320700, 5205320710), before=True)
         await until(lambda: gate.journal.backlog() == 0, what="the first 10 acked")
@@ -77,8 +76,8 @@ def test_records_written_after_a_lost_wal_tail_reach_the_registry_as_new_records
         await until(lambda: gate.journal.backlog() == 0, what="the new records acked")
         new = [r for r in gate.journal.tail(15)]
         # every new record is at the registry, none taken for one of the lost ones
-        assert stored_tickets(tmp_path / "r.db", "after") == list(range(3_000_001, 3_000_016))
-        assert stored_tickets(tmp_path / "r.db", "before") == list(range(5205320700, 5205320730))
+        assert stored_tickets(registry_db, "after") == list(range(3_000_001, 3_000_016))
+        assert stored_tickets(registry_db, "before") == list(range(5205320700, 5205320730))
         assert registry.store.event_count(GATE) == 45
         # and no event id came back: the lost records' ids stay theirs
         assert not {f"{GATE}:{r.seq}" for r in new} & {f"{GATE}:{s}" for s in lost_tail}
@@ -92,8 +91,8 @@ def event(seq: int, payload: str = "{}", ticket_id: int = 1001) -> IncomingEvent
     return IncomingEvent(f"g:{seq}", seq, 1.0, "decision", "in-1", ticket_id, "ok", payload)
 
 
-def test_the_registry_refuses_a_known_seq_with_other_content_and_stores_none_of_the_batch(tmp_path):
-    with RegistryStore(tmp_path / "r.db") as store:
+def test_the_registry_refuses_a_known_seq_with_other_content_and_stores_none_of_the_batch(tmp_path, registry_db):
+    with RegistryStore(registry_db) as store:
         store.store_events("g", [event(s) for s in range(1, 6)], 1.0, epoch=7)
         again = store.store_events("g", [event(4), event(5), event(6)], 2.0, epoch=7)  # a lost ack: same records
         assert (again.new_events, again.acked_seq) == (1, 6)
@@ -107,9 +106,9 @@ def test_the_registry_refuses_a_known_seq_with_other_content_and_stores_none_of_
         assert store.event_count("g") == 6 and store.acked_seq("g", 7) == 6  # seq 7 was not half-stored
 
 
-def test_over_grpc_a_conflict_is_an_error_status_and_the_gate_resends_under_a_new_epoch(tmp_path):
+def test_over_grpc_a_conflict_is_an_error_status_and_the_gate_resends_under_a_new_epoch(tmp_path, registry_db):
     async def day():
-        registry = await start_registry(tmp_path / "r.db", None)
+        registry = await start_registry(registry_db, None)
         md = (("gated-gate-id", GATE),)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{registry.port}") as channel:
             call = pb_grpc.RegistryStub(channel).StreamEvents(metadata=md)

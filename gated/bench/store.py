@@ -1,0 +1,150 @@
+"""The registry's store on each engine, same run, same data: SQLite (a temp file) and PostgreSQL.
+
+PostgreSQL is measured when `GATED_BENCH_POSTGRES` (or `GATED_TEST_POSTGRES`) names a server
+whose role may create databases: a fresh database per measurement, dropped afterwards.
+Tickets carry 10-digit registration numbers (`layout_ids("regno10")`, e.g. 5205320758).
+
+- import: `RegistryStore.put_tickets` of 100,000 tickets, one transaction (what
+  `gated registry import` does after parsing the CSV);
+- backlog replay: `RegistryStore.store_events` of 100,000 events from one gate's
+  journal epoch in batches of 2,000, in process (no gRPC): decisions and, one in
+  four, a passage in or out that moves the ticket's usage;
+- cold start: a registry process's `RegistryServer.start()` (mirror loaded from
+  the database) until the first snapshot is cut, at 1,000,000 tickets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from gated.bench.common import layout_ids, layout_records
+
+POSTGRES_ENV = ("GATED_BENCH_POSTGRES", "GATED_TEST_POSTGRES")
+
+
+def _postgres_admin_url() -> str | None:
+    return next((os.environ[name] for name in POSTGRES_ENV if os.environ.get(name)), None)
+
+
+@contextlib.contextmanager
+def _database(engine: str, tmp: Path) -> Iterator[Path | str]:
+    if engine == "sqlite":
+        path = tmp / f"registry-{secrets.token_hex(4)}.db"
+        yield path
+        return
+    import psycopg
+
+    admin = _postgres_admin_url()
+    name = f"gated_bench_{secrets.token_hex(6)}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(urlsplit(admin)._replace(path="/" + name))
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _tickets(n: int):
+    ids = layout_ids("regno10", n)
+    return ids, [(rec, f"+49 170 {i % 10_000_000:07d}") for i, rec in enumerate(layout_records(ids))]
+
+
+def measure_import(engine: str, tmp: Path, n: int) -> dict[str, Any]:
+    from gated.registry.store import RegistryStore
+
+    _ids, tickets = _tickets(n)
+    with _database(engine, tmp) as db, RegistryStore(db) as store:
+        started = time.perf_counter()
+        store.put_tickets(tickets, record_changes=True)
+        took = time.perf_counter() - started
+        assert store.ticket_count() == n
+    return {"tickets": n, "seconds": round(took, 3), "tickets_per_s": round(n / took)}
+
+
+def measure_replay(engine: str, tmp: Path, n: int, batch: int = 2000, tickets: int = 10_000) -> dict[str, Any]:
+    from gated.registry.store import IncomingEvent, RegistryStore
+
+    ids, records = _tickets(tickets)
+    now = time.time()
+    events = []
+    for seq in range(1, n + 1):
+        tid = ids[seq % len(ids)]
+        if seq % 4 == 0:
+            payload = {"ticket_id": tid, "zone": "hall-a", "direction": "in" if seq % 8 == 0 else "out"}
+            events.append(IncomingEvent(f"gate-a:{seq}", seq, now + seq * 0.01, "passage", "in-1", tid, "ok", json.dumps(payload)))
+        else:
+            payload = {"code": "static", "lane_seq": seq}
+            events.append(IncomingEvent(f"gate-a:{seq}", seq, now + seq * 0.01, "decision", "in-1", tid, "ok", json.dumps(payload)))
+    with _database(engine, tmp) as db, RegistryStore(db) as store:
+        store.put_tickets(records, record_changes=False)
+        started = time.perf_counter()
+        for i in range(0, n, batch):
+            store.store_events("gate-a", events[i:i + batch], time.time(), epoch=77)
+        took = time.perf_counter() - started
+        again = time.perf_counter()
+        resent = store.store_events("gate-a", events[:batch], time.time(), epoch=77)  # a resend after a lost ack
+        resend_s = time.perf_counter() - again
+        stored = store.event_count("gate-a")
+    return {"events": n, "batch": batch, "passages": n // 4, "seconds": round(took, 3), "events_per_s": round(n / took),
+            "stored_once": stored == n and resent.new_events == 0, "resent_batch_ms": round(resend_s * 1000, 1)}
+
+
+def measure_cold_start(engine: str, tmp: Path, n: int) -> dict[str, Any]:
+    from gated.registry.server import RegistryServer
+    from gated.registry.store import RegistryStore
+
+    _ids, tickets = _tickets(n)
+    with _database(engine, tmp) as db:
+        with RegistryStore(db) as store:
+            store.put_tickets(tickets, record_changes=False)
+
+        async def start() -> tuple[float, float, int]:
+            started = time.perf_counter()
+            server = RegistryServer(db, "127.0.0.1:0")
+            await server.start()
+            listening = time.perf_counter() - started
+            version, data = await server.service.snapshot()
+            first = time.perf_counter() - started
+            await server.stop()
+            return listening, first, len(data)
+
+        listening, first, size = asyncio.run(start())
+    return {"tickets": n, "start_s": round(listening, 3), "first_snapshot_s": round(first, 3), "snapshot_bytes": size}
+
+
+def bench_store(quick: bool) -> dict[str, Any]:
+    engines = ["sqlite"] + (["postgres"] if _postgres_admin_url() else [])
+    size, cold = (10_000, 100_000) if quick else (100_000, 1_000_000)
+    out: dict[str, Any] = {"ids": "10-digit registration numbers", "engines": {}}
+    if "postgres" not in engines:
+        out["postgres_skipped"] = f"set {POSTGRES_ENV[0]}=postgresql://... (a role that may create databases)"
+    with tempfile.TemporaryDirectory(prefix="gated-store-") as tmp:
+        for engine in engines:
+            out["engines"][engine] = {
+                "import": measure_import(engine, Path(tmp), size),
+                "replay": measure_replay(engine, Path(tmp), size),
+                "cold_start": measure_cold_start(engine, Path(tmp), cold),
+            }
+    return out
+
+
+def format_store(r: dict) -> str:
+    lines = [f"registry store, each engine ({r['ids']})            import t/s    replay ev/s   cold start → 1st snapshot"]
+    for engine, m in r["engines"].items():
+        i, p, c = m["import"], m["replay"], m["cold_start"]
+        lines.append(f"  {engine:<10} import {i['tickets']:,} in {i['seconds']:>6} s {i['tickets_per_s']:>9,}   "
+                     f"{p['events_per_s']:>9,} (once: {p['stored_once']})   {c['first_snapshot_s']} s at {c['tickets']:,}")
+    if "postgres_skipped" in r:
+        lines.append(f"  postgres: skipped: {r['postgres_skipped']}")
+    return "\n".join(lines)
