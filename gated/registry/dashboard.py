@@ -34,7 +34,7 @@ def add_dashboard_routes(app: web.Application, desk: DeskContext) -> None:
     app[DASHBOARD] = events
 
     async def data_now() -> dict:
-        return await desk.read(dashdata.dashboard, desk.connected_gates(), version=desk.version())
+        return await desk.read(dashdata.dashboard, desk.connected_gates(), version=desk.version(), reported=desk.gate_reports())
 
     async def page(request: web.Request) -> web.StreamResponse:
         require(request, "viewer")

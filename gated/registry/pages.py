@@ -110,6 +110,10 @@ class DeskContext:
     def connected_gates(self) -> frozenset[str]:
         return frozenset() if self.service is None else self.service.watching_gates()
 
+    def gate_reports(self) -> dict:
+        """Each gate's latest status report (backlog, cache version, clock), for the dashboard."""
+        return {} if self.service is None else self.service.gate_states()
+
     def version(self) -> int | None:
         return None if self.service is None else self.service.cache.version
 
