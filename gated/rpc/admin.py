@@ -1,4 +1,4 @@
-"""The gate's local admin service (`gated.v1.GateAdmin`): server, client, addresses.
+"""The gate's local admin service (`gated.v1.GateAdminService`): server, client, addresses.
 
 The service has no authentication of its own, so it is reachable from this
 machine only: a unix socket (mode 0660: root and the gated group) or a
@@ -171,7 +171,7 @@ def _clear_stale_socket(path: Path) -> None:
 
 
 class AdminServer:
-    """The GateAdmin service on the daemon's event loop."""
+    """The GateAdminService on the daemon's event loop."""
 
     def __init__(self, control: GateControl, *, socket_path: str | os.PathLike[str] | None = None, address: str | None = None) -> None:
         self.target = admin_target(socket_path=socket_path, address=address)  # refuses before anything listens
