@@ -350,10 +350,8 @@ def _payload_message(case: str, payload: dict) -> tuple[object, dict]:
     extra = {}
     for key, value in payload.items():
         repeated = fields.get(key)
-        if repeated is None:
+        if repeated is None or value is None:  # null too: the registry stores exactly what was journaled
             extra[key] = value
-            continue
-        if value is None:
             continue
         try:
             if repeated:

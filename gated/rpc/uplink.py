@@ -685,7 +685,8 @@ class Uplink:
                     log.debug("uplink_status_failed", error=_describe(exc))
                 else:
                     self._status_reports += 1
-                    sent_state, sent_at = state, time.monotonic()
+                # A failed report waits its turn too: a registry that errs is not asked every second.
+                sent_state, sent_at = state, time.monotonic()
             await asyncio.sleep(min(_STATUS_CHECK_S, self.status_every_s))
 
     # -------------------------------------------------------------- time

@@ -108,8 +108,10 @@ def test_an_ack_beyond_what_the_gate_sent_is_a_protocol_error_and_marks_nothing(
         gate.start()
         try:
             await until(lambda: registry.streams >= 2, what="the gate ends the lying stream and reconnects")
-            await until(lambda: gate.journal.backlog() == 0, what="acked by the honest stream")
-            assert gate.uplink.status()["last_acked_seq"] == 5 and gate.uplink.journal_acked_seq == 5
+            # The uplink notes what it marked once the journal's write returned: wait for both.
+            await until(lambda: gate.journal.backlog() == 0 and gate.uplink.journal_acked_seq == 5,
+                        what="acked by the honest stream")
+            assert gate.uplink.status()["last_acked_seq"] == 5
             await append(gate, 3)  # seqs 6..8: inside the lie's range, and still sent and acked
             await until(lambda: gate.journal.backlog() == 0, what="later records acked")
             assert gate.uplink.status()["last_acked_seq"] == 8
