@@ -6,6 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP_SIM  := $(VENV)/.installed-sim
 STAMP_TEST := $(VENV)/.installed-test
+BUF    := tools/node_modules/.bin/buf
 
 .PHONY: run test bench demo clean proto check-nosim reliability
 
@@ -26,14 +27,25 @@ $(STAMP_TEST): pyproject.toml | $(BIN)/python
 run: $(STAMP_SIM)
 	$(BIN)/gated sim
 
-test: $(STAMP_TEST)
+test: $(STAMP_TEST) $(BUF)
 	$(BIN)/lint-imports --no-cache
+	$(BUF) lint
+	$(BUF) breaking --against proto/v1.binpb
 	$(BIN)/python -m pytest -q
+
+# buf (the contract's lint and breaking-change check) from the npm registry, pinned by
+# tools/package-lock.json; the package brings the binary for this platform.
+$(BUF): tools/package.json tools/package-lock.json
+	cd tools && npm ci --no-audit --no-fund --loglevel=error
+	touch $(BUF)
 
 # The generated gRPC code in gated/rpc/v1 is committed (a fresh clone runs
 # without grpcio-tools); regenerate it after editing proto/gated/v1/*.proto.
 proto: $(STAMP_TEST)
 	$(BIN)/python -m gated.rpc.codegen
+
+# proto/v1.binpb is v1 as frozen: `make test` refuses any change to proto/ that breaks it
+# (buf breaking, FILE rules: generated code stays source-compatible). It is rebuilt only for a new major version, never for v1.
 
 # The reliability campaign (about an hour): 1,000 power cuts, WAL rollbacks,
 # partitions, 10^6 fuzz executions per target, a secrets scan; writes
@@ -68,7 +80,7 @@ check-nosim:
 	  echo "check-nosim: OK"
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info
+	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info tools/node_modules
 
 # The HID tests on a real /dev/uinput, in a VM (reliability/hid_vm.sh: needs
 # qemu-system-x86, busybox-static and kmod; caches its kernel in ~/.cache/gated-vm).

@@ -43,9 +43,9 @@ def seeds() -> dict[str, list[bytes]]:
     snap = list(convert.snapshot_updates(9, _BASE_SNAPSHOT, chunk_bytes=200))
     delta = convert.delta_to_proto(Delta(5, 6, (SetUsage(10, 1, ("hall",)), SetState(3_000_017, TicketState.REVOKED))))
     out["registry_update"] = [
-        b"\x00" + _lp(pb.EntitlementUpdate(delta=delta).SerializeToString()),
+        b"\x00" + _lp(pb.WatchEntitlementsResponse(delta=delta).SerializeToString()),
         b"\x00" + _lp(*(u.SerializeToString() for u in snap)),
-        b"\x00" + _lp(pb.EntitlementUpdate(delta=convert.delta_to_proto(Delta(5, 6, tuple(convert.op_from_proto(convert.op_to_proto(op), "x") for op in ())))).SerializeToString()),
+        b"\x00" + _lp(pb.WatchEntitlementsResponse(delta=convert.delta_to_proto(Delta(5, 6, tuple(convert.op_from_proto(convert.op_to_proto(op), "x") for op in ())))).SerializeToString()),
         b"\x01" + convert.key_change_to_proto(convert.KeyChange(True, ((1, KEYS[1]),), ())).SerializeToString(),
     ]
     return out

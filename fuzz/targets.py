@@ -156,7 +156,7 @@ def registry_update(data: bytes) -> None:
         return
     kind, body = data[0] % 2, data[1:]
     if kind == 1:
-        msg = pb.KeyUpdate()
+        msg = pb.WatchKeysResponse()
         try:
             msg.ParseFromString(body)
         except DecodeError:
@@ -173,14 +173,14 @@ def registry_update(data: bytes) -> None:
     before = cache.to_snapshot()
     assembler = convert.SnapshotAssembler()
     updates = []
-    # the body is a sequence of length-prefixed EntitlementUpdate messages, as a watch streams them
+    # the body is a sequence of length-prefixed WatchEntitlementsResponse messages, as a watch streams them
     pos = 0
     while pos + 2 <= len(body) and len(updates) < 16:
         n = int.from_bytes(body[pos:pos + 2], "little")
         updates.append(body[pos + 2:pos + 2 + n])
         pos += 2 + n
     for raw in updates:
-        update = pb.EntitlementUpdate()
+        update = pb.WatchEntitlementsResponse()
         try:
             update.ParseFromString(raw)
         except DecodeError:

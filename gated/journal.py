@@ -81,7 +81,7 @@ log = logging.getLogger(__name__)
 
 #: The record kinds the daemon writes. Others are accepted (the journal does
 #: not interpret kinds), so a new kind needs no schema change.
-KINDS = ("decision", "passage", "not_passed", "unexpected_passage", "redemption", "emergency", "manual_open", "badge_printed")
+KINDS = ("decision", "passage", "not_passed", "unexpected_passage", "redemption", "emergency", "manual_open", "badge_printed", "phone_lookup")
 #: The kinds that carry usage (entries, exits, redemptions): what a gate replays
 #: onto its cache and what the registry counts (docs/contract.md).
 USAGE_KINDS = ("passage", "redemption")

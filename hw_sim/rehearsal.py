@@ -290,7 +290,7 @@ class Rehearsal:
         from gated.rpc.v1 import admin_pb2_grpc
 
         self._admin_channel = grpc.aio.insecure_channel(self.admin_target)
-        self._admin_stub = admin_pb2_grpc.GateAdminStub(self._admin_channel)
+        self._admin_stub = admin_pb2_grpc.GateAdminServiceStub(self._admin_channel)
         self.gate = GateProcess(config_path, self.run_dir)
         self.gate.start()
         self._tasks.append(asyncio.create_task(self._watch_journal(), name="rehearsal-journal"))

@@ -262,8 +262,8 @@ async def _fetch_snapshot(port: int, certs: VenueCerts) -> dict[str, Any]:
     gate = certs.gates["gate-a"]
     creds = grpc.ssl_channel_credentials(certs.ca.read_bytes(), gate.key.read_bytes(), gate.cert.read_bytes())
     async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds, options=channel_options()) as channel:
-        stub = pb_grpc.RegistryStub(channel)
-        await stub.GetTime(pb.TimeRequest(), timeout=30)  # connected and handshaken before the clock starts
+        stub = pb_grpc.RegistryServiceStub(channel)
+        await stub.GetTime(pb.GetTimeRequest(), timeout=30)  # connected and handshaken before the clock starts
         assembler = SnapshotAssembler()
         started = time.perf_counter()
         call = stub.WatchEntitlements(pb.WatchEntitlementsRequest(have_version=0))
@@ -348,7 +348,7 @@ async def _import_while_watching(port: int, certs: VenueCerts, db: Path, csv_pat
     )
     try:
         async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as channel:
-            stub = pb_grpc.RegistryStub(channel)
+            stub = pb_grpc.RegistryServiceStub(channel)
             watch_task = asyncio.create_task(raw_watch(stub))
             await _until(lambda: len(cache) == venue and len(sizes) > 0, 60, "the gate and the client in sync")
             sizes.clear()
@@ -399,13 +399,13 @@ def _time_probe(port: int, ca: str, cert: str, key: str) -> None:
     creds = grpc.ssl_channel_credentials(Path(ca).read_bytes(), Path(key).read_bytes(), Path(cert).read_bytes())
     samples = []
     with grpc.secure_channel(f"127.0.0.1:{port}", creds) as channel:
-        stub = pb_grpc.RegistryStub(channel)
-        stub.GetTime(pb.TimeRequest(), timeout=30)
+        stub = pb_grpc.RegistryServiceStub(channel)
+        stub.GetTime(pb.GetTimeRequest(), timeout=30)
         sel = selectors.DefaultSelector()
         sel.register(sys.stdin, selectors.EVENT_READ)
         while not sel.select(timeout=0.005):
             sent = time.monotonic()
-            stub.GetTime(pb.TimeRequest(), timeout=60)
+            stub.GetTime(pb.GetTimeRequest(), timeout=60)
             samples.append((sent, time.monotonic() - sent))
     print(json.dumps(samples))
 

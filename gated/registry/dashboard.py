@@ -38,7 +38,8 @@ def add_dashboard_pages(app: web.Application, registry: Registry) -> None:
 
     async def data_now() -> dict:
         gates, version = registry.service.watching_gates(), registry.service.cache.version  # on the loop that owns them
-        return await registry.reads.run(lambda store: dashdata.dashboard(store.conn, gates, version=version))
+        reported = registry.service.gate_states()
+        return await registry.reads.run(lambda store: dashdata.dashboard(store.conn, gates, version=version, reported=reported))
 
     async def page(request: web.Request) -> web.StreamResponse:
         who = allowed(request, "viewer")

@@ -29,8 +29,9 @@ import io
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from gated.journal import u64_from_sqlite, u64_to_sqlite
 
@@ -206,11 +207,20 @@ class GateState:
     epochs: int  # journal epochs seen (one per boot)
     last_event_at: float | None  # the gate's clock
     last_received_at: float | None  # the registry's clock
+    # The gate's latest ReportStatus (None until it reported since the registry started):
+    backlog: int | None = None  # journal records the registry has not acknowledged
+    cache_version: int | None = None
+    clock_offset_ms: int | None = None  # the registry's clock minus the gate's
+    clock_trusted: bool | None = None
+    status_at: float | None = None  # when the report arrived (the registry's clock)
 
 
-def gates(conn: sqlite3.Connection, connected: set[str] | frozenset[str] = frozenset()) -> list[GateState]:
+def gates(conn: sqlite3.Connection, connected: set[str] | frozenset[str] = frozenset(),
+          reported: Mapping[str, Any] | None = None) -> list[GateState]:
     """Each gate the registry heard from or that watches now. The last event of each journal epoch
-    is the one at its acked seq: a primary-key lookup per epoch, whatever the number of events."""
+    is the one at its acked seq: a primary-key lookup per epoch, whatever the number of events.
+    `reported`: each gate's latest status report (`RegistryService.gate_states()`)."""
+    reported = reported or {}
     latest: dict[str, tuple] = {}
     epochs: dict[str, int] = {}
     for gate_id, seq, at, received in conn.execute(
@@ -221,9 +231,11 @@ def gates(conn: sqlite3.Connection, connected: set[str] | frozenset[str] = froze
         if gate_id not in latest or (received or 0) > (latest[gate_id][2] or 0):
             latest[gate_id] = (seq, at, received)
     out = []
-    for gate_id in sorted(set(latest) | set(connected)):
+    for gate_id in sorted(set(latest) | set(connected) | set(reported)):
         seq, at, received = latest.get(gate_id, (0, None, None))
-        out.append(GateState(gate_id, gate_id in connected, seq, epochs.get(gate_id, 0), at, received))
+        r = reported.get(gate_id)
+        status = () if r is None else (r.backlog, r.cache_version, r.clock_offset_ms, r.clock_trusted, r.received_at)
+        out.append(GateState(gate_id, gate_id in connected, seq, epochs.get(gate_id, 0), at, received, *status))
     return out
 
 
@@ -276,7 +288,8 @@ def unpaired_grants(conn: sqlite3.Connection, limit: int = 20) -> dict:
         for g in waiting[:limit]]}
 
 
-def dashboard(conn: sqlite3.Connection, connected: set[str] | frozenset[str] = frozenset(), *, version: int | None = None) -> dict:
+def dashboard(conn: sqlite3.Connection, connected: set[str] | frozenset[str] = frozenset(), *, version: int | None = None,
+              reported: Mapping[str, Any] | None = None) -> dict:
     """Everything the dashboard draws, as one JSON-ready dict (a read transaction: one consistent picture)."""
     conn.execute("BEGIN")
     try:
@@ -290,8 +303,10 @@ def dashboard(conn: sqlite3.Connection, connected: set[str] | frozenset[str] = f
             "unpaired_grants": unpaired_grants(conn),
             "gates": [
                 {"gate": g.gate_id, "connected": g.connected, "acked_seq": g.acked_seq, "epochs": g.epochs,
-                 "last_event_at": g.last_event_at, "last_received_at": g.last_received_at}
-                for g in gates(conn, connected)
+                 "last_event_at": g.last_event_at, "last_received_at": g.last_received_at,
+                 "backlog": g.backlog, "cache_version": g.cache_version, "clock_offset_ms": g.clock_offset_ms,
+                 "clock_trusted": g.clock_trusted, "status_at": g.status_at}
+                for g in gates(conn, connected, reported)
             ],
             "unique_attendees": conn.execute("SELECT count(*) FROM dash_attended").fetchone()[0],
             "version": version,

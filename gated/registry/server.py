@@ -33,7 +33,7 @@ How it keeps the contract:
   whose version is in the recent delta log gets the deltas it missed, unless
   they add up to more bytes than a snapshot would; any other gets a snapshot
   first.
-- Bounded messages: every EntitlementUpdate is at most `MAX_UPDATE_BYTES`
+- Bounded messages: every WatchEntitlementsResponse is at most `MAX_UPDATE_BYTES`
   (1 MiB) serialized. A large change (an import) goes out as consecutive
   deltas, each built from at most `CHANGES_PER_STEP` changes and cut where
   the next op would pass the limit; snapshot chunks are cut likewise. A
@@ -59,6 +59,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -67,10 +68,15 @@ from pathlib import Path
 import grpc
 import structlog
 
+from gated.rpc import standard
 from gated.rpc.convert import (
     MAX_UPDATE_BYTES,
     REDEEM_OUTCOMES,
     KeyChange,
+    MalformedEvent,
+    check_event,
+    GateStatus,
+    gate_status_from_proto,
     key_change_to_proto,
     op_to_proto,
     ops_that_fit,
@@ -85,6 +91,8 @@ from gated.registry.engine import is_url as is_database_url
 from gated.registry.store import Change, EventConflict, IncomingEvent, RegistryStore, StoredBatch
 
 log = structlog.get_logger()
+
+_encode_payload = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
 
 GATE_ID_METADATA = "gated-gate-id"
 ACKED_SEQ_TRAILER = "gated-acked-seq"
@@ -124,6 +132,13 @@ class _Watcher:
             self.queue.put_nowait(item)
 
 
+def _metadata_gate_id(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == GATE_ID_METADATA and value:
+            return value
+    return None
+
+
 def peer_gate_id(context: grpc.aio.ServicerContext, tls: bool) -> str | None:
     """Who is calling: the client certificate's CN (or DNS SAN), or, without TLS, the metadata."""
     if tls:
@@ -133,23 +148,20 @@ def peer_gate_id(context: grpc.aio.ServicerContext, tls: bool) -> str | None:
             if values:
                 return values[0].decode("utf-8", "replace")
         return None
-    for key, value in context.invocation_metadata() or ():
-        if key == GATE_ID_METADATA and value:
-            return value
-    return None
+    return _metadata_gate_id(context)
 
 
 @dataclass(frozen=True, slots=True)
 class _Published:
     """What one store step produced, for the loop to hand to the watchers."""
 
-    update: pb.EntitlementUpdate | None = None
+    update: pb.WatchEntitlementsResponse | None = None
     base: int = 0
     size: int = 0
     keys: KeyChange | None = None
 
 
-class RegistryService(pb_grpc.RegistryServicer):
+class RegistryService(pb_grpc.RegistryServiceServicer):
     """The `Registry` servicer.
 
     The store and the mirror are touched only inside `_exclusive`: in a worker
@@ -162,7 +174,7 @@ class RegistryService(pb_grpc.RegistryServicer):
         self.tls = tls
         self.cache = EntitlementCache()
         #: (base, version, update, serialized size), oldest first
-        self._log: collections.deque[tuple[int, int, pb.EntitlementUpdate, int]] = collections.deque()
+        self._log: collections.deque[tuple[int, int, pb.WatchEntitlementsResponse, int]] = collections.deque()
         self._log_bytes = 0
         self._watchers: set[_Watcher] = set()
         self._key_watchers: set[_Watcher] = set()
@@ -173,6 +185,8 @@ class RegistryService(pb_grpc.RegistryServicer):
         self._poll_now = asyncio.Event()
         self.events_stored = 0
         self.largest_update_bytes = 0
+        #: The latest ReportStatus of each gate (in memory: gates report again within 5 s).
+        self.gate_status: dict[str, GateStatus] = {}
 
     async def _exclusive(self, fn, *args, then=None):
         """Run `fn(*args)` in a worker thread while nothing else uses the store or the mirror.
@@ -217,7 +231,7 @@ class RegistryService(pb_grpc.RegistryServicer):
         self.cache.apply(delta)
         if ops is None:
             ops = [op_to_proto(op) for op in delta.ops]
-        update = pb.EntitlementUpdate(delta=pb.Delta(base_version=delta.base_version, version=delta.version, ops=ops))
+        update = pb.WatchEntitlementsResponse(delta=pb.Delta(base_version=delta.base_version, version=delta.version, ops=ops))
         return _Published(update, delta.base_version, update.ByteSize())
 
     def _hand_out(self, published: _Published) -> None:
@@ -356,6 +370,12 @@ class RegistryService(pb_grpc.RegistryServicer):
         if not gate_id:
             how = "a client certificate" if self.tls else f"the {GATE_ID_METADATA} metadata"
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"no gate id: send {how}")
+        if self.tls:
+            claimed = _metadata_gate_id(context)
+            if claimed is not None and claimed != gate_id:
+                log.warning("registry_gate_id_refused", gate=gate_id, claimed=claimed)
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                    f"{GATE_ID_METADATA} {claimed!r} is not this certificate's gate {gate_id!r}")
         return gate_id
 
     def _store_batch(self, gate_id: str, events: list[IncomingEvent], epoch: int) -> tuple[StoredBatch, _Published | None]:
@@ -370,12 +390,15 @@ class RegistryService(pb_grpc.RegistryServicer):
     def _gate_known(self, gate_id: str, epoch: int) -> tuple[int, list[int]]:
         return self.store.acked_seq(gate_id, epoch), self.store.gate_epochs(gate_id)
 
-    async def StreamEvents(self, request_iterator, context) -> AsyncIterator[pb.EventAck]:
+    async def StreamEvents(self, request_iterator, context) -> AsyncIterator[pb.StreamEventsResponse]:
         gate_id = await self._identify(context)
         expect_after: int | None = None
         epoch: int | None = None
+        last_ack = 0
         async for batch in request_iterator:
             if not batch.events:
+                # Answered like any batch (a client may count acks), and nothing else checked.
+                yield pb.StreamEventsResponse(up_to_seq=last_ack)
                 continue
             if epoch is None:
                 epoch = batch.journal_epoch
@@ -385,16 +408,19 @@ class RegistryService(pb_grpc.RegistryServicer):
             events = []
             previous = batch.after_seq
             for ev in batch.events:
-                owner, _, seq_text = ev.event_id.rpartition(":")
-                if owner != gate_id:
-                    log.warning("registry_event_refused", gate=gate_id, event_id=ev.event_id)
-                    await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"event {ev.event_id!r} is not gate {gate_id!r}'s")
-                if seq_text != str(ev.seq) or ev.seq <= previous:
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"event {ev.event_id!r}: seq {ev.seq} out of order or not its id's")
+                # A record is (this caller's gate id, epoch, seq): event_id is opaque, never parsed.
+                if ev.seq <= previous:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                        f"event {ev.event_id!r}: seq {ev.seq} does not follow {previous}")
+                try:
+                    kind, payload = check_event(ev)
+                except MalformedEvent as exc:
+                    log.warning("registry_event_refused", gate=gate_id, event_id=ev.event_id, seq=ev.seq, error=str(exc))
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
                 previous = ev.seq
                 events.append(IncomingEvent(
-                    ev.event_id, ev.seq, ev.at, ev.kind, ev.lane,
-                    ev.ticket_id if ev.HasField("ticket_id") else None, ev.reason, ev.payload_json,
+                    ev.event_id, ev.seq, ev.at, kind, ev.lane,
+                    ev.ticket_id if ev.HasField("ticket_id") else None, ev.reason, _encode_payload(payload),
                 ))
             if expect_after is None:
                 known, epochs = await self._exclusive(self._gate_known, gate_id, epoch)
@@ -426,9 +452,10 @@ class RegistryService(pb_grpc.RegistryServicer):
                           error=stored.usage_refused, note="events stored; their usage is not fanned out")
             self.events_stored += stored.new_events
             expect_after = events[-1].seq
-            yield pb.EventAck(up_to_seq=stored.acked_seq)
+            last_ack = stored.acked_seq
+            yield pb.StreamEventsResponse(up_to_seq=stored.acked_seq)
 
-    async def WatchEntitlements(self, request, context) -> AsyncIterator[pb.EntitlementUpdate]:
+    async def WatchEntitlements(self, request, context) -> AsyncIterator[pb.WatchEntitlementsResponse]:
         gate_id = await self._identify(context)
         watcher = _Watcher(gate_id)
         try:
@@ -465,7 +492,7 @@ class RegistryService(pb_grpc.RegistryServicer):
         finally:
             self._watchers.discard(watcher)
 
-    def _deltas_since(self, have: int) -> list[pb.EntitlementUpdate] | None:
+    def _deltas_since(self, have: int) -> list[pb.WatchEntitlementsResponse] | None:
         """The logged deltas that bring `have` up to date, or None when a snapshot is needed:
         the log no longer reaches back to `have`, or its deltas weigh more than a snapshot."""
         for i, (base, _version, _update, _size) in enumerate(self._log):
@@ -479,14 +506,16 @@ class RegistryService(pb_grpc.RegistryServicer):
     def _ring(self) -> dict[int, bytes] | None:
         return self.store.keys() if self.store.keys_managed else None
 
-    async def WatchKeys(self, request, context) -> AsyncIterator[pb.KeyUpdate]:
+    async def WatchKeys(self, request, context) -> AsyncIterator[pb.WatchKeysResponse]:
         gate_id = await self._identify(context)
         watcher = _Watcher(gate_id)
         try:
             self._key_watchers.add(watcher)  # before reading the ring: a change meanwhile comes again after it
             ring = await self._exclusive(self._ring)
-            if ring is not None:
-                yield key_change_to_proto(KeyChange(True, tuple(sorted(ring.items())), ()))
+            # Always a first message, so a client knows where it stands: the complete ring (even
+            # empty), or, from a registry that manages no keys, an empty update that changes nothing.
+            yield key_change_to_proto(KeyChange(True, tuple(sorted(ring.items())), ()) if ring is not None
+                                      else KeyChange(False, (), ()))
             while True:
                 update = await watcher.queue.get()
                 if watcher.overflowed:
@@ -499,7 +528,7 @@ class RegistryService(pb_grpc.RegistryServicer):
         result = registry_redeem.redeem(self.store, gate_id, req, check=self.check_ops)
         return result, None if result.delta is None else self._prepare(result.delta)
 
-    async def Redeem(self, request, context) -> pb.RedeemReply:
+    async def Redeem(self, request, context) -> pb.RedeemResponse:
         gate_id = await self._identify(context)
         rid, benefit = request.redemption_id, request.benefit
         if not rid or len(rid.encode()) > registry_redeem.MAX_REDEMPTION_ID or not benefit:
@@ -516,11 +545,22 @@ class RegistryService(pb_grpc.RegistryServicer):
             await context.abort(grpc.StatusCode.INTERNAL, "the registry could not apply this redemption")
         log.info("registry_redeem", gate=gate_id, lane=req.lane, ticket_id=req.ticket_id, benefit=benefit,
                  outcome=result.outcome, remaining=result.remaining, replayed=result.replayed, version=result.version)
-        return pb.RedeemReply(outcome=REDEEM_OUTCOMES[Reason(result.outcome)], remaining=result.remaining,
+        return pb.RedeemResponse(outcome=REDEEM_OUTCOMES[Reason(result.outcome)], remaining=result.remaining,
                               replayed=result.replayed, version=result.version)
 
-    async def GetTime(self, request, context) -> pb.TimeReply:
-        return pb.TimeReply(unix_nanos=time.time_ns())
+    async def GetTime(self, request, context) -> pb.GetTimeResponse:
+        return pb.GetTimeResponse(unix_nanos=time.time_ns())
+
+    async def ReportStatus(self, request, context) -> pb.ReportStatusResponse:
+        gate_id = await self._identify(context)
+        if not request.HasField("status"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a status report needs its status")
+        self.gate_status[gate_id] = gate_status_from_proto(request.status, received_at=time.time())
+        return pb.ReportStatusResponse()
+
+    def gate_states(self) -> dict[str, GateStatus]:
+        """The latest status each gate reported (since this registry started), for the dashboard."""
+        return dict(self.gate_status)
 
 
 def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
@@ -544,6 +584,7 @@ class RegistryServer:
         self.service = RegistryService(RegistryStore(db), tls=tls is not None)
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
+        self._health = None
         self._poller: asyncio.Task | None = None
 
     async def import_attendees(self, path: str | Path) -> int:
@@ -568,7 +609,8 @@ class RegistryServer:
             ("grpc.so_reuseport", 0),
         ]
         self._server = grpc.aio.server(options=options)
-        pb_grpc.add_RegistryServicer_to_server(self.service, self._server)
+        pb_grpc.add_RegistryServiceServicer_to_server(self.service, self._server)
+        self._health = await standard.add_standard_services(self._server, pb.DESCRIPTOR.services_by_name["RegistryService"])
         if self.tls is None:
             port = self._server.add_insecure_port(self.listen)
             log.warning("registry_plaintext", listen=self.listen, note="no TLS: loopback and simulator only")
@@ -583,6 +625,9 @@ class RegistryServer:
         return port
 
     async def stop(self, grace: float | None = 0.5) -> None:
+        if self._health is not None:
+            await standard.set_not_serving(self._health)
+            self._health = None
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,4 +1,4 @@
-"""The gate's local admin service (`gated.v1.GateAdmin`): server, client, addresses.
+"""The gate's local admin service (`gated.v1.GateAdminService`): server, client, addresses.
 
 The service has no authentication of its own, so it is reachable from this
 machine only: a unix socket (mode 0660: root and the gated group) or a
@@ -29,6 +29,7 @@ import grpc
 import structlog
 
 from gated.errors import AdminAddressError, AdminError
+from gated.rpc.standard import add_standard_services, set_not_serving
 from gated.rpc.v1 import admin_pb2 as pb
 from gated.rpc.v1 import admin_pb2_grpc as pb_grpc
 from gated.web.security import is_loopback
@@ -77,10 +78,10 @@ def _opt_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def status_reply(status: dict[str, Any]) -> pb.StatusReply:
+def status_reply(status: dict[str, Any]) -> pb.StatusResponse:
     uplink = status.get("uplink") or {}
     clock = status.get("clock") or uplink.get("clock") or {}
-    reply = pb.StatusReply(
+    reply = pb.StatusResponse(
         gate_id=str(status.get("gate_id", "")),
         lanes=[
             pb.LaneStatus(
@@ -104,8 +105,8 @@ def status_reply(status: dict[str, Any]) -> pb.StatusReply:
     return reply
 
 
-def journal_stats_reply(stats: dict[str, Any]) -> pb.JournalStatsReply:
-    reply = pb.JournalStatsReply(
+def journal_stats_reply(stats: dict[str, Any]) -> pb.JournalStatsResponse:
+    reply = pb.JournalStatsResponse(
         path=str(stats.get("path", "")),
         records=int(stats.get("records", 0)),
         unacked=int(stats.get("unacked", 0)),
@@ -120,7 +121,7 @@ def journal_stats_reply(stats: dict[str, Any]) -> pb.JournalStatsReply:
     return reply
 
 
-class _AdminService(pb_grpc.GateAdminServicer):
+class _AdminService(pb_grpc.GateAdminServiceServicer):
     def __init__(self, control: GateControl) -> None:
         self.control = control
 
@@ -132,17 +133,17 @@ class _AdminService(pb_grpc.GateAdminServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "name the lane to open")
         opened = await self.control.open_lane(request.lane_id)
         log.info("admin_open_lane", lane=request.lane_id, opened=opened)
-        return pb.OpenLaneReply(opened=bool(opened))
+        return pb.OpenLaneResponse(opened=bool(opened))
 
     async def SetEmergency(self, request, context):
         await self.control.set_emergency(request.active)
         log.warning("admin_emergency", active=request.active)
-        return pb.SetEmergencyReply()
+        return pb.SetEmergencyResponse()
 
     async def ReloadConfig(self, request, context):
         ok, message = await self.control.reload_config()
         log.info("admin_reload_config", ok=ok, message=message)
-        return pb.ReloadConfigReply(ok=bool(ok), message=str(message))
+        return pb.ReloadConfigResponse(ok=bool(ok), message=str(message))
 
     async def JournalStats(self, request, context):
         return journal_stats_reply(self.control.journal_stats())
@@ -170,7 +171,7 @@ def _clear_stale_socket(path: Path) -> None:
 
 
 class AdminServer:
-    """The GateAdmin service on the daemon's event loop."""
+    """The GateAdminService on the daemon's event loop."""
 
     def __init__(self, control: GateControl, *, socket_path: str | os.PathLike[str] | None = None, address: str | None = None) -> None:
         self.target = admin_target(socket_path=socket_path, address=address)  # refuses before anything listens
@@ -178,6 +179,7 @@ class AdminServer:
         self.control = control
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
+        self._health = None
 
     async def start(self) -> str:
         """Listen; returns the target clients should use (with the real port)."""
@@ -186,7 +188,8 @@ class AdminServer:
                 raise AdminError(f"admin socket {self.socket_path}: directory {self.socket_path.parent} does not exist")
             _clear_stale_socket(self.socket_path)
         server = grpc.aio.server()
-        pb_grpc.add_GateAdminServicer_to_server(_AdminService(self.control), server)
+        pb_grpc.add_GateAdminServiceServicer_to_server(_AdminService(self.control), server)
+        health = await add_standard_services(server, pb.DESCRIPTOR.services_by_name["GateAdminService"])
         try:
             port = server.add_insecure_port(self.target)
         except RuntimeError as exc:
@@ -195,6 +198,7 @@ class AdminServer:
             raise AdminError(f"admin service: cannot listen on {self.target}")
         await server.start()
         self._server = server
+        self._health = health
         if self.socket_path is not None:
             os.chmod(self.socket_path, SOCKET_MODE)
             bound = self.target
@@ -205,6 +209,9 @@ class AdminServer:
         return bound
 
     async def stop(self, grace: float | None = 0.5) -> None:
+        if self._health is not None:
+            await set_not_serving(self._health)
+            self._health = None
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
@@ -219,7 +226,7 @@ class AdminClient:
         self.target = target
         self.timeout_s = timeout_s
         self._channel = grpc.insecure_channel(target)
-        self._stub = pb_grpc.GateAdminStub(self._channel)
+        self._stub = pb_grpc.GateAdminServiceStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()

@@ -48,7 +48,15 @@ __all__ = [
     "bulk_upserts",
     "delta_from_proto",
     "delta_to_proto",
+    "EVENT_KINDS",
+    "GateStatus",
+    "gate_status_from_proto",
+    "gate_status_to_proto",
+    "MalformedEvent",
+    "check_event",
     "event_batch",
+    "event_kind",
+    "event_payload",
     "key_change_from_proto",
     "key_change_to_proto",
     "ops_that_fit",
@@ -58,14 +66,14 @@ __all__ = [
     "ticket_to_proto",
 ]
 
-#: Every EntitlementUpdate the registry sends is at most this many bytes
+#: Every WatchEntitlementsResponse the registry sends is at most this many bytes
 #: serialized (registry.proto says so): a quarter of gRPC's 4 MiB default, so
 #: a client in any language with default settings takes every message.
 MAX_UPDATE_BYTES = 1 << 20
 #: A chunk's data leaves room for its own fields (three varints and the
 #: framing: under 40 bytes), so the whole message stays within MAX_UPDATE_BYTES.
 SNAPSHOT_CHUNK_BYTES = MAX_UPDATE_BYTES - 64
-#: What an EntitlementUpdate{delta} holds besides its ops: the oneof's tag and
+#: What an WatchEntitlementsResponse{delta} holds besides its ops: the oneof's tag and
 #: length, base_version and version (varints of at most 10 bytes each).
 _DELTA_FRAME_BYTES = 32
 #: A snapshot announcing more than this is refused before any byte is kept
@@ -177,7 +185,7 @@ def _varint_bytes(n: int) -> int:
 
 
 def ops_that_fit(ops: Sequence[pb.DeltaOp], limit: int = MAX_UPDATE_BYTES) -> int:
-    """How many of `ops`, from the first, one EntitlementUpdate of at most `limit` bytes holds.
+    """How many of `ops`, from the first, one WatchEntitlementsResponse of at most `limit` bytes holds.
 
     At least one when there is any: an op that alone is larger cannot be
     split, and the caller must send something else (a snapshot) instead.
@@ -228,14 +236,14 @@ def bulk_upserts(raw: bytes) -> bytes | str | None:
 # -------------------------------------------------------------- snapshots
 
 
-def snapshot_updates(version: int, data: bytes, chunk_bytes: int = SNAPSHOT_CHUNK_BYTES) -> Iterator[pb.EntitlementUpdate]:
+def snapshot_updates(version: int, data: bytes, chunk_bytes: int = SNAPSHOT_CHUNK_BYTES) -> Iterator[pb.WatchEntitlementsResponse]:
     """The stream messages that carry snapshot `data` (at least one, even when empty)."""
     view = memoryview(data)
     total = len(data)
     offset = 0
     while True:
         piece = bytes(view[offset : offset + chunk_bytes])
-        yield pb.EntitlementUpdate(snapshot=pb.SnapshotChunk(version=version, total_size=total, offset=offset, data=piece))
+        yield pb.WatchEntitlementsResponse(snapshot=pb.SnapshotChunk(version=version, total_size=total, offset=offset, data=piece))
         offset += len(piece)
         if offset >= total:
             return
@@ -302,15 +310,15 @@ class KeyChange:
         return f"KeyChange(complete={self.complete}, add={[kid for kid, _ in self.add]}, retire={list(self.retire)})"
 
 
-def key_change_to_proto(change: KeyChange) -> pb.KeyUpdate:
-    return pb.KeyUpdate(
+def key_change_to_proto(change: KeyChange) -> pb.WatchKeysResponse:
+    return pb.WatchKeysResponse(
         complete=change.complete,
         add=[pb.EventKey(kid=kid, key=key) for kid, key in change.add],
         retire=change.retire,
     )
 
 
-def key_change_from_proto(msg: pb.KeyUpdate) -> KeyChange:
+def key_change_from_proto(msg: pb.WatchKeysResponse) -> KeyChange:
     add = []
     for key in msg.add:
         if key.kid > 255:
@@ -333,25 +341,161 @@ def key_change_from_proto(msg: pb.KeyUpdate) -> KeyChange:
 
 _encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
 
+#: A journal kind and the wire's EventKind and payload case, both ways. The
+#: journal's kinds (gated.journal.KINDS) are exactly these (a test keeps it so).
+EVENT_KINDS: dict[str, tuple[int, str]] = {
+    "decision": (pb.EVENT_KIND_DECISION, "decision"),
+    "passage": (pb.EVENT_KIND_PASSAGE, "passage"),
+    "not_passed": (pb.EVENT_KIND_NOT_PASSED, "not_passed"),
+    "unexpected_passage": (pb.EVENT_KIND_UNEXPECTED_PASSAGE, "unexpected_passage"),
+    "redemption": (pb.EVENT_KIND_REDEMPTION, "redemption"),
+    "emergency": (pb.EVENT_KIND_EMERGENCY, "emergency"),
+    "manual_open": (pb.EVENT_KIND_MANUAL_OPEN, "manual_open"),
+    "badge_printed": (pb.EVENT_KIND_BADGE_PRINTED, "badge_printed"),
+    "phone_lookup": (pb.EVENT_KIND_PHONE_LOOKUP, "phone_lookup"),
+}
+_KIND_OF_WIRE = {wire: (kind, case) for kind, (wire, case) in EVENT_KINDS.items()}
+#: Per payload case: its message class and {field name: repeated?}.
+_PAYLOADS = {
+    case: (cls, {f.name: f.is_repeated for f in cls.DESCRIPTOR.fields})
+    for case, cls in (
+        (f.name, getattr(pb, f.message_type.name)) for f in pb.Event.DESCRIPTOR.oneofs_by_name["payload"].fields
+    )
+}
+#: Longest event_id the registry takes (registry.proto).
+MAX_EVENT_ID_BYTES = 256
+
+
+class MalformedEvent(ValueError):
+    """An event the registry refuses (INVALID_ARGUMENT): the message names it."""
+
+
+def _payload_message(case: str, payload: dict) -> tuple[object, dict]:
+    """The typed payload for a journal payload, and the keys it has no field for (or no fitting value)."""
+    cls, fields = _PAYLOADS[case]
+    msg = cls()
+    extra = {}
+    for key, value in payload.items():
+        repeated = fields.get(key)
+        if repeated is None or value is None:  # null too: the registry stores exactly what was journaled
+            extra[key] = value
+            continue
+        try:
+            if repeated:
+                getattr(msg, key).extend(value)
+            else:
+                setattr(msg, key, value)
+        except (TypeError, ValueError):  # a value of another type than the field: kept, untyped
+            msg.ClearField(key)
+            extra[key] = value
+    return msg, extra
+
 
 def record_to_event(rec: Record) -> pb.Event:
-    # On the replay path (~5 µs a record): one constructor call, no property lookups.
-    return pb.Event(
+    """A journal record on the wire: its payload as the kind's typed message.
+
+    Raises ValueError for a kind the contract has no EventKind for (the daemon
+    journals only gated.journal.KINDS)."""
+    try:
+        wire_kind, case = EVENT_KINDS[rec.kind]
+    except KeyError:
+        raise ValueError(f"journal record {rec.seq}: kind {rec.kind!r} has no EventKind in the contract") from None
+    event = pb.Event(
         event_id=f"{rec.gate_id}:{rec.seq}",
         seq=rec.seq,
         at=rec.at,
-        kind=rec.kind,
+        kind=wire_kind,
         lane=rec.lane or "",
         ticket_id=rec.ticket_id,  # None leaves the optional field unset
         reason=rec.reason or "",
-        payload_json=_encode_json(rec.payload) if rec.payload else "{}",
     )
+    if rec.payload:
+        msg, extra = _payload_message(case, rec.payload)
+        getattr(event, case).CopyFrom(msg)
+        if extra:
+            event.extra_json = _encode_json(extra)
+    return event
 
 
-def event_batch(after_seq: int, records: Sequence[Record], journal_epoch: int = 0) -> pb.EventBatch:
+def event_kind(event: pb.Event) -> str:
+    """The journal kind of a wire event; MalformedEvent when unspecified, unknown or at odds with its payload."""
+    known = _KIND_OF_WIRE.get(event.kind)
+    if known is None:
+        raise MalformedEvent(f"event {event.event_id!r} (seq {event.seq}): kind {event.kind} is not an EventKind this registry knows")
+    kind, case = known
+    carried = event.WhichOneof("payload")
+    if carried is not None and carried != case:
+        raise MalformedEvent(f"event {event.event_id!r} (seq {event.seq}): kind {kind} with a {carried} payload")
+    return kind
+
+
+def event_payload(event: pb.Event) -> dict:
+    """The payload of a wire event as the gate's journal holds it (a JSON object).
+
+    The typed fields that are set, then whatever `extra_json` adds (a typed field
+    wins). MalformedEvent for an extra_json that is not a JSON object."""
+    payload: dict = {}
+    if event.extra_json:
+        try:
+            extra = json.loads(event.extra_json)
+        except (ValueError, RecursionError):
+            extra = None
+        if not isinstance(extra, dict):
+            raise MalformedEvent(f"event {event.event_id!r} (seq {event.seq}): extra_json is not a JSON object")
+        payload.update(extra)
+    case = event.WhichOneof("payload")
+    if case is not None:
+        for field, value in getattr(event, case).ListFields():
+            payload[field.name] = list(value) if field.is_repeated else value
+    return payload
+
+
+def check_event(event: pb.Event) -> tuple[str, dict]:
+    """What the registry checks of one event before storing any of its batch: (kind, payload)."""
+    if len(event.event_id.encode("utf-8")) > MAX_EVENT_ID_BYTES:
+        raise MalformedEvent(f"event seq {event.seq}: event_id is over {MAX_EVENT_ID_BYTES} bytes")
+    kind = event_kind(event)
+    payload = event_payload(event)
+    if kind == "passage" and not payload.get("zone"):
+        raise MalformedEvent(f"event {event.event_id!r} (seq {event.seq}): a passage with no zone")
+    return kind, payload
+
+
+def event_batch(after_seq: int, records: Sequence[Record], journal_epoch: int = 0) -> pb.StreamEventsRequest:
     """Journal records that directly follow `after_seq` in the journal `journal_epoch`, as one stream message."""
-    return pb.EventBatch(after_seq=after_seq, events=[record_to_event(r) for r in records], journal_epoch=journal_epoch)
+    return pb.StreamEventsRequest(after_seq=after_seq, events=[record_to_event(r) for r in records], journal_epoch=journal_epoch)
 
+
+
+# ----------------------------------------------------------------- status
+
+
+@dataclass(frozen=True, slots=True)
+class GateStatus:
+    """A gate's ReportStatus as the registry keeps it (`received_at`: the registry's clock)."""
+
+    backlog: int
+    cache_version: int
+    cache_tickets: int
+    clock_offset_ms: int | None
+    clock_trusted: bool
+    at: float
+    received_at: float = 0.0
+
+
+def gate_status_to_proto(status: GateStatus) -> pb.ReportStatusRequest:
+    return pb.ReportStatusRequest(status=pb.GateStatus(
+        backlog=status.backlog, cache_version=status.cache_version, cache_tickets=status.cache_tickets,
+        clock_offset_ms=status.clock_offset_ms, clock_trusted=status.clock_trusted, at=status.at,
+    ))
+
+
+def gate_status_from_proto(msg: pb.GateStatus, *, received_at: float) -> GateStatus:
+    return GateStatus(
+        backlog=msg.backlog, cache_version=msg.cache_version, cache_tickets=msg.cache_tickets,
+        clock_offset_ms=msg.clock_offset_ms if msg.HasField("clock_offset_ms") else None,
+        clock_trusted=msg.clock_trusted, at=msg.at, received_at=received_at,
+    )
 
 
 # ----------------------------------------------------------- redemption
@@ -367,7 +511,7 @@ REDEEM_OUTCOMES = {
 _REASON_OF_OUTCOME = {outcome: reason for reason, outcome in REDEEM_OUTCOMES.items()}
 
 
-def redeem_answer(msg: pb.RedeemReply) -> RedeemAnswer | None:
+def redeem_answer(msg: pb.RedeemResponse) -> RedeemAnswer | None:
     """The registry's answer; None for an outcome this gate does not know (it decides as if offline)."""
     reason = _REASON_OF_OUTCOME.get(msg.outcome)
     if reason is None or msg.remaining > 0xFFFF:

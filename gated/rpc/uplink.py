@@ -89,6 +89,9 @@ ACKED_SEQ_TRAILER = "gated-acked-seq"
 CONFLICT_SEQ_TRAILER = "gated-conflict-seq"
 MAX_MESSAGE_BYTES = 8 << 20
 _SAFETY_SWEEP_S = 30.0
+#: ReportStatus: every STATUS_EVERY_S, and within _STATUS_CHECK_S of a change.
+STATUS_EVERY_S = 5.0
+_STATUS_CHECK_S = 1.0
 _TIME_SAMPLES = 3
 _CALL_TIMEOUT_S = 5.0
 
@@ -157,6 +160,7 @@ class Uplink:
         max_in_flight: int = 8,
         time_sync_every_s: float = 60.0,
         reconnect_base_s: float = 0.25,
+        status_every_s: float = STATUS_EVERY_S,
     ) -> None:
         if batch_size < 1 or max_in_flight < 1:
             raise ValueError("batch_size and max_in_flight must be at least 1")
@@ -172,13 +176,15 @@ class Uplink:
         self.max_in_flight = max_in_flight
         self.time_sync_every_s = time_sync_every_s
         self.reconnect_base_s = reconnect_base_s
+        self.status_every_s = status_every_s
+        self._status_reports = 0
         self._metadata = ((GATE_ID_METADATA, gate_id),) if uplink_config.plaintext else ()
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._wake = asyncio.Event()
         self._connected = False
-        self._stub: pb_grpc.RegistryStub | None = None  # the live session's, for Redeem
+        self._stub: pb_grpc.RegistryServiceStub | None = None  # the live session's, for Redeem
         self._last_error: str | None = None
         self._registry_acked = 0  # highest seq the registry acknowledged
         self._journal_acked = 0  # highest seq written to the journal as acknowledged
@@ -226,6 +232,7 @@ class Uplink:
             "refused_updates": self._refused_updates,
             "last_error": self._last_error,
             "clock": {"offset_s": clock.offset_s, "trusted": clock.trusted, "age_s": clock.age_s, "rtt_s": clock.rtt_s},
+            "status_reports": self._status_reports,
         }
 
     async def run(self) -> None:
@@ -282,7 +289,7 @@ class Uplink:
             raise UplinkError(f"uplink: cannot read the TLS files (ca, cert, key): {exc}") from None
 
     async def _session(self, channel: grpc.aio.Channel, outage_since: float | None) -> None:
-        stub = pb_grpc.RegistryStub(channel)
+        stub = pb_grpc.RegistryServiceStub(channel)
         await self._sync_time(stub)
         self._stub = stub
         self._connected = True
@@ -294,6 +301,7 @@ class Uplink:
             asyncio.create_task(self._watch_entitlements(stub), name="uplink-entitlements"),
             asyncio.create_task(self._watch_keys(stub), name="uplink-keys"),
             asyncio.create_task(self._keep_time(stub), name="uplink-time"),
+            asyncio.create_task(self._report_status(stub), name="uplink-status"),
         ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -348,12 +356,12 @@ class Uplink:
         """Every record after `after_seq`, acknowledged or not (resending what the registry lost)."""
         return list(itertools.islice(self.journal.since(after_seq, batch=limit), limit))
 
-    async def _send_events(self, stub: pb_grpc.RegistryStub) -> None:
+    async def _send_events(self, stub: pb_grpc.RegistryServiceStub) -> None:
         """One stream per journal epoch, oldest first: a stream carries a single epoch."""
         while True:
             await self._stream_epoch(stub)
 
-    async def _stream_epoch(self, stub: pb_grpc.RegistryStub) -> None:
+    async def _stream_epoch(self, stub: pb_grpc.RegistryServiceStub) -> None:
         """Send the records of one epoch (the oldest with records to send). Returns once every
         record of it was sent and acknowledged and a later epoch's records wait; raises when
         the stream fails."""
@@ -505,7 +513,7 @@ class Uplink:
 
     # ------------------------------------------------------ entitlements
 
-    async def _watch_entitlements(self, stub: pb_grpc.RegistryStub) -> None:
+    async def _watch_entitlements(self, stub: pb_grpc.RegistryServiceStub) -> None:
         refusals = 0
         while True:
             self._watch_acked_through = self.journal.acked_through()  # a snapshot includes at least these
@@ -530,7 +538,7 @@ class Uplink:
             # Ask again with the version kept; back off if the registry keeps sending bad updates.
             await asyncio.sleep(min(self.config.reconnect_max_s, 0.1 * 2 ** min(refusals, 10)))
 
-    async def _apply_update(self, update: pb.EntitlementUpdate, assembler: convert.SnapshotAssembler) -> None:
+    async def _apply_update(self, update: pb.WatchEntitlementsResponse, assembler: convert.SnapshotAssembler) -> None:
         which = update.WhichOneof("update")
         if which == "snapshot":
             complete = assembler.add(update.snapshot)
@@ -636,7 +644,7 @@ class Uplink:
 
     # -------------------------------------------------------------- keys
 
-    async def _watch_keys(self, stub: pb_grpc.RegistryStub) -> None:
+    async def _watch_keys(self, stub: pb_grpc.RegistryServiceStub) -> None:
         """Follow the key ring. A malformed update is refused and the watch reopened:
         the registry starts every watch with the complete ring, so nothing is missed
         (skipping it and reading on would lose a retirement for good)."""
@@ -662,6 +670,8 @@ class Uplink:
             await asyncio.sleep(min(self.config.reconnect_max_s, 0.1 * 2 ** min(refusals, 10)))
 
     def _apply_key_change(self, change: convert.KeyChange) -> None:
+        if not change.complete and not change.add and not change.retire:
+            return  # a registry that manages no keys: the ring stays as given locally
         keys = {} if change.complete else dict(self.keyring.keys)
         keys.update(change.add)
         for kid in change.retire:
@@ -673,21 +683,56 @@ class Uplink:
         if self.on_keys_changed is not None:
             self.on_keys_changed()
 
+    # ------------------------------------------------------------ status
+
+    async def _gate_status(self) -> convert.GateStatus:
+        clock = self.clock.status()
+        backlog = await asyncio.to_thread(self.journal.backlog)
+        return convert.GateStatus(
+            backlog=backlog, cache_version=self.cache.version, cache_tickets=len(self.cache),
+            clock_offset_ms=None if clock.offset_s is None else round(clock.offset_s * 1000),
+            clock_trusted=clock.trusted, at=self.clock.now(),
+        )
+
+    async def _report_status(self, stub: pb_grpc.RegistryServiceStub) -> None:
+        """ReportStatus every `status_every_s`, and soon after the backlog, the cache version or
+        the clock's trust changes. A failed report is tried again at the next check; a registry
+        without the call (UNIMPLEMENTED) is not asked again this session."""
+        sent_state, sent_at = None, float("-inf")
+        while True:
+            status = await self._gate_status()
+            state = (status.backlog, status.cache_version, status.clock_trusted)
+            if state != sent_state or time.monotonic() - sent_at >= self.status_every_s:
+                try:
+                    await stub.ReportStatus(convert.gate_status_to_proto(status), timeout=_CALL_TIMEOUT_S,
+                                            metadata=self._metadata)
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() is grpc.StatusCode.UNIMPLEMENTED:
+                        log.info("uplink_status_unsupported", target=self.config.target,
+                                 note="this registry takes no status reports")
+                        return
+                    log.debug("uplink_status_failed", error=_describe(exc))
+                else:
+                    self._status_reports += 1
+                # A failed report waits its turn too: a registry that errs is not asked every second.
+                sent_state, sent_at = state, time.monotonic()
+            await asyncio.sleep(min(_STATUS_CHECK_S, self.status_every_s))
+
     # -------------------------------------------------------------- time
 
-    async def _sync_time(self, stub: pb_grpc.RegistryStub) -> None:
+    async def _sync_time(self, stub: pb_grpc.RegistryServiceStub) -> None:
         best: tuple[float, float] | None = None
         for _ in range(_TIME_SAMPLES):
             sent_wall = time.time()
             sent = time.perf_counter()
-            reply = await stub.GetTime(pb.TimeRequest(), timeout=_CALL_TIMEOUT_S, metadata=self._metadata)
+            reply = await stub.GetTime(pb.GetTimeRequest(), timeout=_CALL_TIMEOUT_S, metadata=self._metadata)
             rtt = time.perf_counter() - sent
             offset = reply.unix_nanos / 1e9 - (sent_wall + rtt / 2)
             if best is None or rtt < best[1]:
                 best = (offset, rtt)
         self.clock.update(*best)
 
-    async def _keep_time(self, stub: pb_grpc.RegistryStub) -> None:
+    async def _keep_time(self, stub: pb_grpc.RegistryServiceStub) -> None:
         while True:
             await asyncio.sleep(self.time_sync_every_s)
             await self._sync_time(stub)

@@ -53,7 +53,13 @@ IN_PLACE_MAX_OPS = 256  # a delta this small is applied on the deciding thread (
 _OPS_PER_PAUSE = 32  # delta operations a staging thread applies between two pauses
 _COPY_CHUNK_BYTES = 1 << 18  # bytes of a column a staging thread copies between two pauses (a few dozen µs)
 _SLICE_ROWS = 16384  # rows per slice where bulk checks make temporaries of other sizes
-_SNAPSHOT_MAGIC = b"GTSNAP\x00\x01"
+_SNAPSHOT_MAGIC = b"GTSNAP\x00\x02"
+#: Format 1 (state 0 active, 1 revoked), still read: gates saved caches in it.
+_SNAPSHOT_MAGIC_V1 = b"GTSNAP\x00\x01"
+#: Format 2 writes a ticket's state as the wire's TicketState (1 active, 2 revoked); in memory it is
+#: TicketState (0, 1). Any other byte reads as 0xFF, which the row check refuses.
+_STATE_TO_SNAPSHOT = bytes([1, 2] + [0xFF] * 254)
+_STATE_FROM_SNAPSHOT = bytes([0xFF, 0, 1] + [0xFF] * 253)
 _BIG_ENDIAN_HOST = sys.byteorder == "big"
 
 
@@ -1038,10 +1044,11 @@ def _check_delta(table: _Table, ops: tuple) -> None:
 # ---- snapshot encoding ----
 #
 # The snapshot is the registry's contract with every gate (it travels in
-# gated.v1 SnapshotChunk messages and is what a gate keeps on disk), so this
-# layout is normative:
+# gated.v1 SnapshotChunk messages and is what a gate keeps on disk); its
+# normative text is docs/contract.md ("The snapshot", with the vectors in
+# docs/snapshot-vectors.json), which this follows:
 #
-#   magic      8 bytes  "GTSNAP" 0x00 0x01
+#   magic      8 bytes  "GTSNAP" 0x00 0x02 (format 2; format 1, 0x01, is still read)
 #   head_len   u32 little-endian: length of the header
 #   header     head_len bytes of UTF-8 JSON, an object with:
 #                "version"        the entitlement version (integer)
@@ -1057,7 +1064,9 @@ def _check_delta(table: _Table, ops: tuple) -> None:
 #   columns    R values each, little-endian, no padding, in this order:
 #                tid u64, profile u32 (index into "profiles"),
 #                used u32 (entries used), serial u16 (badge serial),
-#                state u8 (0 active, 1 revoked), inside u64 (zone bitmask),
+#                state u8 (1 active, 2 revoked: TicketState's wire
+#                numbers; format 1 had 0 active, 1 revoked),
+#                inside u64 (zone bitmask),
 #                phone u16 (last four digits 0..9999; 0xFFFF none),
 #                text_off u32, text_len u16 (into the text area),
 #                ben_off u32 (index of the ticket's first benefit count)
@@ -1094,7 +1103,7 @@ def _encode_table(version: int, table: _Table) -> bytes:
         if _BIG_ENDIAN_HOST:
             col = array(col.typecode, col)
             col.byteswap()
-        parts.append(col.tobytes())
+        parts.append(col.tobytes().translate(_STATE_TO_SNAPSHOT) if name == "state" else col.tobytes())
     parts.append(bytes(table.text))
     body = b"".join(parts)
     return body + struct.pack("<I", zlib.crc32(body))
@@ -1153,7 +1162,8 @@ def _decode_snapshot(data: bytes | bytearray | memoryview) -> tuple[int, _Table]
 
 
 def _decode_snapshot_unchecked(data: memoryview) -> tuple[int, _Table]:
-    if bytes(data[:8]) != _SNAPSHOT_MAGIC:
+    magic = bytes(data[:8])
+    if magic not in (_SNAPSHOT_MAGIC, _SNAPSHOT_MAGIC_V1):
         raise SnapshotError("snapshot refused: not a gated snapshot (bad magic)")
     if len(data) < 16 or zlib.crc32(data[:-4]) != struct.unpack_from("<I", data, len(data) - 4)[0]:
         raise SnapshotError("snapshot refused: checksum mismatch (truncated or damaged)")
@@ -1184,7 +1194,10 @@ def _decode_snapshot_unchecked(data: memoryview) -> tuple[int, _Table]:
         nbytes = sizes[name] * col.itemsize
         if pos + nbytes > len(data):
             raise ValueError(f"truncated in column {name}")
-        col.frombytes(data[pos : pos + nbytes])
+        if name == "state" and magic == _SNAPSHOT_MAGIC:
+            col.frombytes(bytes(data[pos : pos + nbytes]).translate(_STATE_FROM_SNAPSHOT))
+        else:
+            col.frombytes(data[pos : pos + nbytes])
         if _BIG_ENDIAN_HOST:
             col.byteswap()
         setattr(table, name, col)

@@ -231,7 +231,7 @@ def test_the_commands_add_users_and_tokens_and_serve_prints_the_address_of_its_p
         import grpc
 
         with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
-            reply = pb_grpc.RegistryStub(channel).GetTime(pb.TimeRequest(), timeout=10)
+            reply = pb_grpc.RegistryServiceStub(channel).GetTime(pb.GetTimeRequest(), timeout=10)
         assert abs(reply.unix_nanos / 1e9 - time.time()) < 5
     finally:
         serve.terminate()

@@ -40,7 +40,7 @@ class DefaultClient:
 
     def __init__(self, port: int, gate_id: str = "desk-tablet"):
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")  # no options: the defaults
-        self.stub = pb_grpc.RegistryStub(self.channel)
+        self.stub = pb_grpc.RegistryServiceStub(self.channel)
         self.md = (("gated-gate-id", gate_id),)
         self.cache = EntitlementCache()
         self.updates: list[tuple[str, int, int]] = []  # (kind, version, serialized size)
@@ -66,7 +66,7 @@ class DefaultClient:
 
     async def get_time_ms(self) -> float:
         start = time.perf_counter()
-        await self.stub.GetTime(pb.TimeRequest(), timeout=5, metadata=self.md)
+        await self.stub.GetTime(pb.GetTimeRequest(), timeout=5, metadata=self.md)
         return (time.perf_counter() - start) * 1000
 
 

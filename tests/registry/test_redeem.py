@@ -131,7 +131,7 @@ def test_a_retry_of_the_same_redeem_is_a_no_op_and_every_answer_is_kept(tmp_path
         registry = await start_registry(registry_db, None, tickets=TICKETS)
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{registry.port}") as channel:
-                stub = pb_grpc.RegistryStub(channel)
+                stub = pb_grpc.RegistryServiceStub(channel)
 
                 async def redeem(rid, ticket, benefit="dinner", gate="desk-1"):
                     return await stub.Redeem(pb.RedeemRequest(redemption_id=rid, ticket_id=ticket, benefit=benefit,

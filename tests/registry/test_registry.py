@@ -177,11 +177,11 @@ def test_a_gap_within_a_stream_is_refused_not_acknowledged(tmp_path, registry_db
         md = (("gated-gate-id", "gate-a"),)
 
         def batch(after, *seqs):
-            return pb.EventBatch(after_seq=after, events=[
-                pb.Event(event_id=f"gate-a:{s}", seq=s, at=1.0, kind="decision") for s in seqs])
+            return pb.StreamEventsRequest(after_seq=after, events=[
+                pb.Event(event_id=f"gate-a:{s}", seq=s, at=1.0, kind=pb.EVENT_KIND_DECISION) for s in seqs])
 
         async with grpc.aio.insecure_channel(f"127.0.0.1:{registry.port}") as channel:
-            call = pb_grpc.RegistryStub(channel).StreamEvents(metadata=md)
+            call = pb_grpc.RegistryServiceStub(channel).StreamEvents(metadata=md)
             await call.write(batch(0, 1, 2))
             assert (await call.read()).up_to_seq == 2
             await call.write(batch(3, 4, 5))  # record 3 never arrived
@@ -191,7 +191,7 @@ def test_a_gap_within_a_stream_is_refused_not_acknowledged(tmp_path, registry_db
         assert registry.store.acked_seq("gate-a") == 2 and registry.store.event_count() == 2
         async with grpc.aio.insecure_channel(f"127.0.0.1:{registry.port}") as channel:
             with pytest.raises(grpc.aio.AioRpcError) as anonymous:
-                call = pb_grpc.RegistryStub(channel).StreamEvents()
+                call = pb_grpc.RegistryServiceStub(channel).StreamEvents()
                 await call.write(batch(0, 1))
                 await call.read()
         assert anonymous.value.code() is grpc.StatusCode.UNAUTHENTICATED
@@ -219,7 +219,7 @@ def test_registry_serve_runs_from_the_command_line_with_mtls(tmp_path, registry_
         creds = grpc.ssl_channel_credentials((certs / "ca.pem").read_bytes(), (certs / "gate-gate-a.key").read_bytes(),
                                              (certs / "gate-gate-a.pem").read_bytes())
         with grpc.secure_channel(f"127.0.0.1:{port}", creds) as channel:
-            reply = pb_grpc.RegistryStub(channel).GetTime(pb.TimeRequest(), timeout=10)
+            reply = pb_grpc.RegistryServiceStub(channel).GetTime(pb.GetTimeRequest(), timeout=10)
         assert abs(reply.unix_nanos / 1e9 - time.time()) < 5
     finally:
         proc.terminate()

@@ -19,14 +19,14 @@ pytestmark = pytest.mark.timeout(60)
 GOOD = encode_snapshot(7, TICKETS)
 
 
-def delta_update(base, version, *ops) -> pb.EntitlementUpdate:
-    return pb.EntitlementUpdate(delta=convert.delta_to_proto(Delta(base, version, ops)))
+def delta_update(base, version, *ops) -> pb.WatchEntitlementsResponse:
+    return pb.WatchEntitlementsResponse(delta=convert.delta_to_proto(Delta(base, version, ops)))
 
 
-class ScriptedRegistry(pb_grpc.RegistryServicer):
+class ScriptedRegistry(pb_grpc.RegistryServiceServicer):
     """Sends a good snapshot on the first watch, then whatever the test scripted for later watches."""
 
-    def __init__(self, script: list[list[pb.EntitlementUpdate]]) -> None:
+    def __init__(self, script: list[list[pb.WatchEntitlementsResponse]]) -> None:
         self.script = script
         self.watches = 0
 
@@ -41,17 +41,17 @@ class ScriptedRegistry(pb_grpc.RegistryServicer):
 
     async def WatchKeys(self, request, context):
         await asyncio.Event().wait()
-        yield pb.KeyUpdate()  # pragma: no cover - never reached
+        yield pb.WatchKeysResponse()  # pragma: no cover - never reached
 
     async def StreamEvents(self, request_iterator, context):
         async for batch in request_iterator:
             if batch.events:
-                yield pb.EventAck(up_to_seq=batch.events[-1].seq)
+                yield pb.StreamEventsResponse(up_to_seq=batch.events[-1].seq)
 
     async def GetTime(self, request, context):
         import time
 
-        return pb.TimeReply(unix_nanos=time.time_ns())
+        return pb.GetTimeResponse(unix_nanos=time.time_ns())
 
 
 def damaged_snapshot() -> bytes:
@@ -67,15 +67,15 @@ def bad_crc_but_good_framing() -> bytes:
 
 BAD_UPDATES = {
     "delta on the wrong version": [delta_update(6, 8, SetState(BOB.ticket_id, TicketState.REVOKED))],
-    "delta whose version goes backwards": [pb.EntitlementUpdate(delta=pb.Delta(base_version=7, version=7))],
+    "delta whose version goes backwards": [pb.WatchEntitlementsResponse(delta=pb.Delta(base_version=7, version=7))],
     "an op from the future (no known field)": [
-        pb.EntitlementUpdate(delta=pb.Delta(base_version=7, version=8, ops=[
+        pb.WatchEntitlementsResponse(delta=pb.Delta(base_version=7, version=8, ops=[
             convert.op_to_proto(SetState(BOB.ticket_id, TicketState.REVOKED)), pb.DeltaOp()]))],
     "an unknown ticket state": [
-        pb.EntitlementUpdate(delta=pb.Delta(base_version=7, version=8, ops=[
+        pb.WatchEntitlementsResponse(delta=pb.Delta(base_version=7, version=8, ops=[
             pb.DeltaOp(set_state=pb.SetState(ticket_id=BOB.ticket_id, state=5))]))],
     "a state change that omits the state (UNSPECIFIED)": [
-        pb.EntitlementUpdate(delta=pb.Delta(base_version=7, version=8, ops=[
+        pb.WatchEntitlementsResponse(delta=pb.Delta(base_version=7, version=8, ops=[
             pb.DeltaOp(set_state=pb.SetState(ticket_id=BOB.ticket_id))]))],
     "a usage change for a ticket the gate does not have": [
         delta_update(7, 8, SetUsage(ALICE.ticket_id, 1, ("hall-a",)), SetUsage(999, 1, ("hall-a",)))],
@@ -85,7 +85,7 @@ BAD_UPDATES = {
     "a delta in the middle of a snapshot": [
         *list(convert.snapshot_updates(9, encode_snapshot(9, TICKETS[:1]), chunk_bytes=32))[:2],
         delta_update(7, 8, SetState(BOB.ticket_id, TicketState.REVOKED))],
-    "an empty update": [pb.EntitlementUpdate()],
+    "an empty update": [pb.WatchEntitlementsResponse()],
 }
 
 
@@ -94,7 +94,7 @@ def test_a_bad_update_leaves_the_cache_at_its_last_good_version(tmp_path, what):
     async def day():
         registry = ScriptedRegistry([BAD_UPDATES[what], [delta_update(7, 8, SetState(BOB.ticket_id, TicketState.REVOKED))]])
         server = grpc.aio.server()
-        pb_grpc.add_RegistryServicer_to_server(registry, server)
+        pb_grpc.add_RegistryServiceServicer_to_server(registry, server)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         gate = Gate(tmp_path, "gate-a", port, None).start()
@@ -116,10 +116,10 @@ def test_a_bad_update_leaves_the_cache_at_its_last_good_version(tmp_path, what):
 
 def test_malformed_key_updates_are_refused_whole():
     with pytest.raises(convert.MalformedUpdate):
-        convert.key_change_from_proto(pb.KeyUpdate(add=[pb.EventKey(kid=1, key=b"short")]))
+        convert.key_change_from_proto(pb.WatchKeysResponse(add=[pb.EventKey(kid=1, key=b"short")]))
     with pytest.raises(convert.MalformedUpdate):
-        convert.key_change_from_proto(pb.KeyUpdate(add=[pb.EventKey(kid=300, key=bytes(32))]))
-    change = convert.key_change_from_proto(pb.KeyUpdate(add=[pb.EventKey(kid=4, key=bytes(range(32)))]))
+        convert.key_change_from_proto(pb.WatchKeysResponse(add=[pb.EventKey(kid=300, key=bytes(32))]))
+    change = convert.key_change_from_proto(pb.WatchKeysResponse(add=[pb.EventKey(kid=4, key=bytes(range(32)))]))
     assert change.add == ((4, bytes(range(32))),) and "000102" not in repr(change)
 
 
@@ -156,11 +156,11 @@ class KeyScriptedRegistry(ScriptedRegistry):
     async def WatchKeys(self, request, context):
         self.key_watches += 1
         if self.key_watches == 1:
-            yield pb.KeyUpdate(complete=True, add=[pb.EventKey(kid=1, key=bytes(32)), pb.EventKey(kid=2, key=bytes(32))])
-            yield pb.KeyUpdate(add=[pb.EventKey(kid=3, key=b"short")])  # malformed
-            yield pb.KeyUpdate(add=[pb.EventKey(kid=4, key=bytes(32))])  # must not be read after a refusal
+            yield pb.WatchKeysResponse(complete=True, add=[pb.EventKey(kid=1, key=bytes(32)), pb.EventKey(kid=2, key=bytes(32))])
+            yield pb.WatchKeysResponse(add=[pb.EventKey(kid=3, key=b"short")])  # malformed
+            yield pb.WatchKeysResponse(add=[pb.EventKey(kid=4, key=bytes(32))])  # must not be read after a refusal
         else:
-            yield pb.KeyUpdate(complete=True, add=[pb.EventKey(kid=1, key=bytes(32)), pb.EventKey(kid=5, key=bytes(32))])
+            yield pb.WatchKeysResponse(complete=True, add=[pb.EventKey(kid=1, key=bytes(32)), pb.EventKey(kid=5, key=bytes(32))])
         await asyncio.Event().wait()
 
 
@@ -168,7 +168,7 @@ def test_a_malformed_key_update_reopens_the_key_watch_for_the_complete_ring(tmp_
     async def day():
         registry = KeyScriptedRegistry()
         server = grpc.aio.server()
-        pb_grpc.add_RegistryServicer_to_server(registry, server)
+        pb_grpc.add_RegistryServiceServicer_to_server(registry, server)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         gate = Gate(tmp_path, "gate-a", port, None).start()

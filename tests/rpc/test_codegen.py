@@ -26,7 +26,7 @@ def test_generated_modules_import_as_gated_rpc_v1():
     from gated.rpc.v1 import admin_pb2_grpc, registry_pb2, registry_pb2_grpc
 
     assert registry_pb2.DESCRIPTOR.package == "gated.v1"
-    assert hasattr(registry_pb2_grpc, "RegistryStub") and hasattr(admin_pb2_grpc, "GateAdminServicer")
+    assert hasattr(registry_pb2_grpc, "RegistryServiceStub") and hasattr(admin_pb2_grpc, "GateAdminServiceServicer")
     for pyi in ("registry_pb2.pyi", "admin_pb2.pyi"):
         assert (codegen.OUTPUT / pyi).exists()
 

@@ -71,7 +71,7 @@ def test_the_registry_acknowledges_only_up_to_the_batch_it_stored(tmp_path, regi
         assert store.acked_seq("g", 2**64 - 1) == 1 and store.acked_seq("g") == 0
 
 
-class LyingRegistry(pb_grpc.RegistryServicer):
+class LyingRegistry(pb_grpc.RegistryServiceServicer):
     """Acknowledges far more than it was sent on the first stream; honest afterwards."""
 
     def __init__(self) -> None:
@@ -82,25 +82,25 @@ class LyingRegistry(pb_grpc.RegistryServicer):
         lie = self.streams == 1
         async for batch in request_iterator:
             if batch.events:
-                yield pb.EventAck(up_to_seq=batch.events[-1].seq + (1000 if lie else 0))
+                yield pb.StreamEventsResponse(up_to_seq=batch.events[-1].seq + (1000 if lie else 0))
 
     async def WatchEntitlements(self, request, context):
         await asyncio.Event().wait()
-        yield pb.EntitlementUpdate()  # pragma: no cover
+        yield pb.WatchEntitlementsResponse()  # pragma: no cover
 
     async def WatchKeys(self, request, context):
         await asyncio.Event().wait()
-        yield pb.KeyUpdate()  # pragma: no cover
+        yield pb.WatchKeysResponse()  # pragma: no cover
 
     async def GetTime(self, request, context):
-        return pb.TimeReply(unix_nanos=time.time_ns())
+        return pb.GetTimeResponse(unix_nanos=time.time_ns())
 
 
 def test_an_ack_beyond_what_the_gate_sent_is_a_protocol_error_and_marks_nothing(tmp_path):
     async def day():
         registry = LyingRegistry()
         server = grpc.aio.server()
-        pb_grpc.add_RegistryServicer_to_server(registry, server)
+        pb_grpc.add_RegistryServiceServicer_to_server(registry, server)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         gate = Gate(tmp_path, "gate-a", port, None)
@@ -108,8 +108,10 @@ def test_an_ack_beyond_what_the_gate_sent_is_a_protocol_error_and_marks_nothing(
         gate.start()
         try:
             await until(lambda: registry.streams >= 2, what="the gate ends the lying stream and reconnects")
-            await until(lambda: gate.journal.backlog() == 0, what="acked by the honest stream")
-            assert gate.uplink.status()["last_acked_seq"] == 5 and gate.uplink.journal_acked_seq == 5
+            # The uplink notes what it marked once the journal's write returned: wait for both.
+            await until(lambda: gate.journal.backlog() == 0 and gate.uplink.journal_acked_seq == 5,
+                        what="acked by the honest stream")
+            assert gate.uplink.status()["last_acked_seq"] == 5
             await append(gate, 3)  # seqs 6..8: inside the lie's range, and still sent and acked
             await until(lambda: gate.journal.backlog() == 0, what="later records acked")
             assert gate.uplink.status()["last_acked_seq"] == 8
@@ -126,9 +128,9 @@ def test_a_first_batch_after_more_than_the_registry_holds_is_refused_with_what_i
         registry = await start_registry(registry_db, None)
         md = (("gated-gate-id", "gate-a"),)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{registry.port}") as channel:
-            call = pb_grpc.RegistryStub(channel).StreamEvents(metadata=md)
-            await call.write(pb.EventBatch(after_seq=50, journal_epoch=9, events=[
-                pb.Event(event_id=f"gate-a:{s}", seq=s, at=1.0, kind="decision") for s in (51, 52)]))
+            call = pb_grpc.RegistryServiceStub(channel).StreamEvents(metadata=md)
+            await call.write(pb.StreamEventsRequest(after_seq=50, journal_epoch=9, events=[
+                pb.Event(event_id=f"gate-a:{s}", seq=s, at=1.0, kind=pb.EVENT_KIND_DECISION) for s in (51, 52)]))
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await call.read()
         assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION

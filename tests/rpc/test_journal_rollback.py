@@ -111,15 +111,15 @@ def test_over_grpc_a_conflict_is_an_error_status_and_the_gate_resends_under_a_ne
         registry = await start_registry(registry_db, None)
         md = (("gated-gate-id", GATE),)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{registry.port}") as channel:
-            call = pb_grpc.RegistryStub(channel).StreamEvents(metadata=md)
-            events = [pb.Event(event_id=f"{GATE}:{s}", seq=s, at=1.0, kind="decision") for s in (1, 2)]
-            await call.write(pb.EventBatch(after_seq=0, journal_epoch=9, events=events))
+            call = pb_grpc.RegistryServiceStub(channel).StreamEvents(metadata=md)
+            events = [pb.Event(event_id=f"{GATE}:{s}", seq=s, at=1.0, kind=pb.EVENT_KIND_DECISION) for s in (1, 2)]
+            await call.write(pb.StreamEventsRequest(after_seq=0, journal_epoch=9, events=events))
             assert (await call.read()).up_to_seq == 2
             call.cancel()
-            call = pb_grpc.RegistryStub(channel).StreamEvents(metadata=md)
-            await call.write(pb.EventBatch(after_seq=0, journal_epoch=9, events=[
-                pb.Event(event_id=f"{GATE}:1", seq=1, at=1.0, kind="decision"),
-                pb.Event(event_id=f"{GATE}:2", seq=2, at=5.0, kind="decision")]))
+            call = pb_grpc.RegistryServiceStub(channel).StreamEvents(metadata=md)
+            await call.write(pb.StreamEventsRequest(after_seq=0, journal_epoch=9, events=[
+                pb.Event(event_id=f"{GATE}:1", seq=1, at=1.0, kind=pb.EVENT_KIND_DECISION),
+                pb.Event(event_id=f"{GATE}:2", seq=2, at=5.0, kind=pb.EVENT_KIND_DECISION)]))
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await call.read()
         assert refused.value.code() is grpc.StatusCode.ALREADY_EXISTS

@@ -92,7 +92,7 @@ def test_resending_a_batch_stores_nothing_twice(tmp_path, certs):
         from gated.rpc.convert import event_batch
 
         async with grpc.aio.secure_channel(f"127.0.0.1:{v.registry.port}", creds) as channel:
-            call = pb_grpc.RegistryStub(channel).StreamEvents()
+            call = pb_grpc.RegistryServiceStub(channel).StreamEvents()
             await call.write(event_batch(0, records, gate.journal.epoch))
             ack = await call.read()
             await call.done_writing()
@@ -175,11 +175,11 @@ def test_a_client_without_a_certificate_is_refused(tmp_path, certs):
         no_cert = grpc.ssl_channel_credentials(certs.ca.read_bytes())
         async with grpc.aio.secure_channel(target, no_cert) as channel:
             with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await pb_grpc.RegistryStub(channel).GetTime(pb.TimeRequest(), timeout=5)
+                await pb_grpc.RegistryServiceStub(channel).GetTime(pb.GetTimeRequest(), timeout=5)
         assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
         async with grpc.aio.insecure_channel(target) as channel:
             with pytest.raises(grpc.aio.AioRpcError):
-                await pb_grpc.RegistryStub(channel).GetTime(pb.TimeRequest(), timeout=5,
+                await pb_grpc.RegistryServiceStub(channel).GetTime(pb.GetTimeRequest(), timeout=5,
                                                            metadata=(("gated-gate-id", "gate-a"),))
         await registry.stop()
 
@@ -191,9 +191,9 @@ def test_a_gate_cannot_send_another_gates_events(tmp_path, certs):
         registry = await start_registry(tmp_path / "registry.db", certs)
         b = certs.gates["gate-b"]
         creds = grpc.ssl_channel_credentials(certs.ca.read_bytes(), b.key.read_bytes(), b.cert.read_bytes())
-        forged = pb.EventBatch(after_seq=0, events=[pb.Event(event_id="gate-a:1", seq=1, at=time.time(), kind="decision")])
+        forged = pb.StreamEventsRequest(after_seq=0, events=[pb.Event(event_id="gate-a:1", seq=1, at=time.time(), kind=pb.EVENT_KIND_DECISION)])
         async with grpc.aio.secure_channel(f"127.0.0.1:{registry.port}", creds) as channel:
-            call = pb_grpc.RegistryStub(channel).StreamEvents(metadata=(("gated-gate-id", "gate-a"),))
+            call = pb_grpc.RegistryServiceStub(channel).StreamEvents(metadata=(("gated-gate-id", "gate-a"),))
             await call.write(forged)
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await call.read()

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14gated/v1/admin.proto\x12\x08gated.v1\"\x0f\n\rStatusRequest\"V\n\nLaneStatus\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04zone\x18\x02 \x01(\t\x12\x11\n\tdirection\x18\x03 \x01(\t\x12\x0c\n\x04mode\x18\x04 \x01(\t\x12\r\n\x05state\x18\x05 \x01(\t\"\xab\x02\n\x0bStatusReply\x12\x0f\n\x07gate_id\x18\x01 \x01(\t\x12#\n\x05lanes\x18\x02 \x03(\x0b\x32\x14.gated.v1.LaneStatus\x12\x18\n\x10uplink_connected\x18\x03 \x01(\x08\x12\x15\n\ruplink_target\x18\x04 \x01(\t\x12\x15\n\rcache_version\x18\x05 \x01(\x04\x12\x15\n\rcache_tickets\x18\x06 \x01(\x04\x12\x1b\n\x0e\x63lock_offset_s\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\x15\n\rclock_trusted\x18\x08 \x01(\x08\x12\x17\n\x0fjournal_backlog\x18\t \x01(\x04\x12\x11\n\temergency\x18\n \x01(\x08\x12\x14\n\x0c\x64\x65tails_json\x18\x0b \x01(\tB\x11\n\x0f_clock_offset_s\"\"\n\x0fOpenLaneRequest\x12\x0f\n\x07lane_id\x18\x01 \x01(\t\"\x1f\n\rOpenLaneReply\x12\x0e\n\x06opened\x18\x01 \x01(\x08\"%\n\x13SetEmergencyRequest\x12\x0e\n\x06\x61\x63tive\x18\x01 \x01(\x08\"\x13\n\x11SetEmergencyReply\"\x15\n\x13ReloadConfigRequest\"0\n\x11ReloadConfigReply\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x15\n\x13JournalStatsRequest\"\xc6\x01\n\x11JournalStatsReply\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07records\x18\x02 \x01(\x04\x12\x0f\n\x07unacked\x18\x03 \x01(\x04\x12\x1e\n\x11oldest_unacked_at\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x08last_seq\x18\x05 \x01(\x04\x12\x11\n\tfile_size\x18\x06 \x01(\x04\x12\x10\n\x08wal_size\x18\x07 \x01(\x04\x12\x14\n\x0ctransactions\x18\x08 \x01(\x04\x42\x14\n\x12_oldest_unacked_at2\xe9\x02\n\tGateAdmin\x12\x38\n\x06Status\x12\x17.gated.v1.StatusRequest\x1a\x15.gated.v1.StatusReply\x12>\n\x08OpenLane\x12\x19.gated.v1.OpenLaneRequest\x1a\x17.gated.v1.OpenLaneReply\x12J\n\x0cSetEmergency\x12\x1d.gated.v1.SetEmergencyRequest\x1a\x1b.gated.v1.SetEmergencyReply\x12J\n\x0cReloadConfig\x12\x1d.gated.v1.ReloadConfigRequest\x1a\x1b.gated.v1.ReloadConfigReply\x12J\n\x0cJournalStats\x12\x1d.gated.v1.JournalStatsRequest\x1a\x1b.gated.v1.JournalStatsReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14gated/v1/admin.proto\x12\x08gated.v1\"\x0f\n\rStatusRequest\"V\n\nLaneStatus\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04zone\x18\x02 \x01(\t\x12\x11\n\tdirection\x18\x03 \x01(\t\x12\x0c\n\x04mode\x18\x04 \x01(\t\x12\r\n\x05state\x18\x05 \x01(\t\"\xae\x02\n\x0eStatusResponse\x12\x0f\n\x07gate_id\x18\x01 \x01(\t\x12#\n\x05lanes\x18\x02 \x03(\x0b\x32\x14.gated.v1.LaneStatus\x12\x18\n\x10uplink_connected\x18\x03 \x01(\x08\x12\x15\n\ruplink_target\x18\x04 \x01(\t\x12\x15\n\rcache_version\x18\x05 \x01(\x04\x12\x15\n\rcache_tickets\x18\x06 \x01(\x04\x12\x1b\n\x0e\x63lock_offset_s\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\x15\n\rclock_trusted\x18\x08 \x01(\x08\x12\x17\n\x0fjournal_backlog\x18\t \x01(\x04\x12\x11\n\temergency\x18\n \x01(\x08\x12\x14\n\x0c\x64\x65tails_json\x18\x0b \x01(\tB\x11\n\x0f_clock_offset_s\"\"\n\x0fOpenLaneRequest\x12\x0f\n\x07lane_id\x18\x01 \x01(\t\"\"\n\x10OpenLaneResponse\x12\x0e\n\x06opened\x18\x01 \x01(\x08\"%\n\x13SetEmergencyRequest\x12\x0e\n\x06\x61\x63tive\x18\x01 \x01(\x08\"\x16\n\x14SetEmergencyResponse\"\x15\n\x13ReloadConfigRequest\"3\n\x14ReloadConfigResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x15\n\x13JournalStatsRequest\"\xc9\x01\n\x14JournalStatsResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07records\x18\x02 \x01(\x04\x12\x0f\n\x07unacked\x18\x03 \x01(\x04\x12\x1e\n\x11oldest_unacked_at\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x08last_seq\x18\x05 \x01(\x04\x12\x11\n\tfile_size\x18\x06 \x01(\x04\x12\x10\n\x08wal_size\x18\x07 \x01(\x04\x12\x14\n\x0ctransactions\x18\x08 \x01(\x04\x42\x14\n\x12_oldest_unacked_at2\xff\x02\n\x10GateAdminService\x12;\n\x06Status\x12\x17.gated.v1.StatusRequest\x1a\x18.gated.v1.StatusResponse\x12\x41\n\x08OpenLane\x12\x19.gated.v1.OpenLaneRequest\x1a\x1a.gated.v1.OpenLaneResponse\x12M\n\x0cSetEmergency\x12\x1d.gated.v1.SetEmergencyRequest\x1a\x1e.gated.v1.SetEmergencyResponse\x12M\n\x0cReloadConfig\x12\x1d.gated.v1.ReloadConfigRequest\x1a\x1e.gated.v1.ReloadConfigResponse\x12M\n\x0cJournalStats\x12\x1d.gated.v1.JournalStatsRequest\x1a\x1e.gated.v1.JournalStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,24 +35,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATUSREQUEST']._serialized_end=49
   _globals['_LANESTATUS']._serialized_start=51
   _globals['_LANESTATUS']._serialized_end=137
-  _globals['_STATUSREPLY']._serialized_start=140
-  _globals['_STATUSREPLY']._serialized_end=439
-  _globals['_OPENLANEREQUEST']._serialized_start=441
-  _globals['_OPENLANEREQUEST']._serialized_end=475
-  _globals['_OPENLANEREPLY']._serialized_start=477
-  _globals['_OPENLANEREPLY']._serialized_end=508
-  _globals['_SETEMERGENCYREQUEST']._serialized_start=510
-  _globals['_SETEMERGENCYREQUEST']._serialized_end=547
-  _globals['_SETEMERGENCYREPLY']._serialized_start=549
-  _globals['_SETEMERGENCYREPLY']._serialized_end=568
-  _globals['_RELOADCONFIGREQUEST']._serialized_start=570
-  _globals['_RELOADCONFIGREQUEST']._serialized_end=591
-  _globals['_RELOADCONFIGREPLY']._serialized_start=593
-  _globals['_RELOADCONFIGREPLY']._serialized_end=641
-  _globals['_JOURNALSTATSREQUEST']._serialized_start=643
-  _globals['_JOURNALSTATSREQUEST']._serialized_end=664
-  _globals['_JOURNALSTATSREPLY']._serialized_start=667
-  _globals['_JOURNALSTATSREPLY']._serialized_end=865
-  _globals['_GATEADMIN']._serialized_start=868
-  _globals['_GATEADMIN']._serialized_end=1229
+  _globals['_STATUSRESPONSE']._serialized_start=140
+  _globals['_STATUSRESPONSE']._serialized_end=442
+  _globals['_OPENLANEREQUEST']._serialized_start=444
+  _globals['_OPENLANEREQUEST']._serialized_end=478
+  _globals['_OPENLANERESPONSE']._serialized_start=480
+  _globals['_OPENLANERESPONSE']._serialized_end=514
+  _globals['_SETEMERGENCYREQUEST']._serialized_start=516
+  _globals['_SETEMERGENCYREQUEST']._serialized_end=553
+  _globals['_SETEMERGENCYRESPONSE']._serialized_start=555
+  _globals['_SETEMERGENCYRESPONSE']._serialized_end=577
+  _globals['_RELOADCONFIGREQUEST']._serialized_start=579
+  _globals['_RELOADCONFIGREQUEST']._serialized_end=600
+  _globals['_RELOADCONFIGRESPONSE']._serialized_start=602
+  _globals['_RELOADCONFIGRESPONSE']._serialized_end=653
+  _globals['_JOURNALSTATSREQUEST']._serialized_start=655
+  _globals['_JOURNALSTATSREQUEST']._serialized_end=676
+  _globals['_JOURNALSTATSRESPONSE']._serialized_start=679
+  _globals['_JOURNALSTATSRESPONSE']._serialized_end=880
+  _globals['_GATEADMINSERVICE']._serialized_start=883
+  _globals['_GATEADMINSERVICE']._serialized_end=1266
 # @@protoc_insertion_point(module_scope)

@@ -24,7 +24,7 @@ class LaneStatus(_message.Message):
     state: str
     def __init__(self, id: _Optional[str] = ..., zone: _Optional[str] = ..., direction: _Optional[str] = ..., mode: _Optional[str] = ..., state: _Optional[str] = ...) -> None: ...
 
-class StatusReply(_message.Message):
+class StatusResponse(_message.Message):
     __slots__ = ("gate_id", "lanes", "uplink_connected", "uplink_target", "cache_version", "cache_tickets", "clock_offset_s", "clock_trusted", "journal_backlog", "emergency", "details_json")
     GATE_ID_FIELD_NUMBER: _ClassVar[int]
     LANES_FIELD_NUMBER: _ClassVar[int]
@@ -56,7 +56,7 @@ class OpenLaneRequest(_message.Message):
     lane_id: str
     def __init__(self, lane_id: _Optional[str] = ...) -> None: ...
 
-class OpenLaneReply(_message.Message):
+class OpenLaneResponse(_message.Message):
     __slots__ = ("opened",)
     OPENED_FIELD_NUMBER: _ClassVar[int]
     opened: bool
@@ -68,7 +68,7 @@ class SetEmergencyRequest(_message.Message):
     active: bool
     def __init__(self, active: _Optional[bool] = ...) -> None: ...
 
-class SetEmergencyReply(_message.Message):
+class SetEmergencyResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
@@ -76,7 +76,7 @@ class ReloadConfigRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
-class ReloadConfigReply(_message.Message):
+class ReloadConfigResponse(_message.Message):
     __slots__ = ("ok", "message")
     OK_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
@@ -88,7 +88,7 @@ class JournalStatsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
-class JournalStatsReply(_message.Message):
+class JournalStatsResponse(_message.Message):
     __slots__ = ("path", "records", "unacked", "oldest_unacked_at", "last_seq", "file_size", "wal_size", "transactions")
     PATH_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]

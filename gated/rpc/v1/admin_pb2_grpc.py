@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class GateAdminStub:
+class GateAdminServiceStub:
     """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
@@ -35,33 +35,33 @@ class GateAdminStub:
             channel: A grpc.Channel.
         """
         self.Status = channel.unary_unary(
-                '/gated.v1.GateAdmin/Status',
+                '/gated.v1.GateAdminService/Status',
                 request_serializer=gated_dot_v1_dot_admin__pb2.StatusRequest.SerializeToString,
-                response_deserializer=gated_dot_v1_dot_admin__pb2.StatusReply.FromString,
+                response_deserializer=gated_dot_v1_dot_admin__pb2.StatusResponse.FromString,
                 _registered_method=True)
         self.OpenLane = channel.unary_unary(
-                '/gated.v1.GateAdmin/OpenLane',
+                '/gated.v1.GateAdminService/OpenLane',
                 request_serializer=gated_dot_v1_dot_admin__pb2.OpenLaneRequest.SerializeToString,
-                response_deserializer=gated_dot_v1_dot_admin__pb2.OpenLaneReply.FromString,
+                response_deserializer=gated_dot_v1_dot_admin__pb2.OpenLaneResponse.FromString,
                 _registered_method=True)
         self.SetEmergency = channel.unary_unary(
-                '/gated.v1.GateAdmin/SetEmergency',
+                '/gated.v1.GateAdminService/SetEmergency',
                 request_serializer=gated_dot_v1_dot_admin__pb2.SetEmergencyRequest.SerializeToString,
-                response_deserializer=gated_dot_v1_dot_admin__pb2.SetEmergencyReply.FromString,
+                response_deserializer=gated_dot_v1_dot_admin__pb2.SetEmergencyResponse.FromString,
                 _registered_method=True)
         self.ReloadConfig = channel.unary_unary(
-                '/gated.v1.GateAdmin/ReloadConfig',
+                '/gated.v1.GateAdminService/ReloadConfig',
                 request_serializer=gated_dot_v1_dot_admin__pb2.ReloadConfigRequest.SerializeToString,
-                response_deserializer=gated_dot_v1_dot_admin__pb2.ReloadConfigReply.FromString,
+                response_deserializer=gated_dot_v1_dot_admin__pb2.ReloadConfigResponse.FromString,
                 _registered_method=True)
         self.JournalStats = channel.unary_unary(
-                '/gated.v1.GateAdmin/JournalStats',
+                '/gated.v1.GateAdminService/JournalStats',
                 request_serializer=gated_dot_v1_dot_admin__pb2.JournalStatsRequest.SerializeToString,
-                response_deserializer=gated_dot_v1_dot_admin__pb2.JournalStatsReply.FromString,
+                response_deserializer=gated_dot_v1_dot_admin__pb2.JournalStatsResponse.FromString,
                 _registered_method=True)
 
 
-class GateAdminServicer:
+class GateAdminServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Status(self, request, context):
@@ -73,6 +73,8 @@ class GateAdminServicer:
 
     def OpenLane(self, request, context):
         """Pulse one lane's relay once (an attendant lets someone through).
+        Errors: INVALID_ARGUMENT for an empty lane_id (a malformed request); a
+        lane id that names no lane is not an error: `opened` is false.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -100,42 +102,42 @@ class GateAdminServicer:
         raise NotImplementedError('Method not implemented!')
 
 
-def add_GateAdminServicer_to_server(servicer, server):
+def add_GateAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
                     request_deserializer=gated_dot_v1_dot_admin__pb2.StatusRequest.FromString,
-                    response_serializer=gated_dot_v1_dot_admin__pb2.StatusReply.SerializeToString,
+                    response_serializer=gated_dot_v1_dot_admin__pb2.StatusResponse.SerializeToString,
             ),
             'OpenLane': grpc.unary_unary_rpc_method_handler(
                     servicer.OpenLane,
                     request_deserializer=gated_dot_v1_dot_admin__pb2.OpenLaneRequest.FromString,
-                    response_serializer=gated_dot_v1_dot_admin__pb2.OpenLaneReply.SerializeToString,
+                    response_serializer=gated_dot_v1_dot_admin__pb2.OpenLaneResponse.SerializeToString,
             ),
             'SetEmergency': grpc.unary_unary_rpc_method_handler(
                     servicer.SetEmergency,
                     request_deserializer=gated_dot_v1_dot_admin__pb2.SetEmergencyRequest.FromString,
-                    response_serializer=gated_dot_v1_dot_admin__pb2.SetEmergencyReply.SerializeToString,
+                    response_serializer=gated_dot_v1_dot_admin__pb2.SetEmergencyResponse.SerializeToString,
             ),
             'ReloadConfig': grpc.unary_unary_rpc_method_handler(
                     servicer.ReloadConfig,
                     request_deserializer=gated_dot_v1_dot_admin__pb2.ReloadConfigRequest.FromString,
-                    response_serializer=gated_dot_v1_dot_admin__pb2.ReloadConfigReply.SerializeToString,
+                    response_serializer=gated_dot_v1_dot_admin__pb2.ReloadConfigResponse.SerializeToString,
             ),
             'JournalStats': grpc.unary_unary_rpc_method_handler(
                     servicer.JournalStats,
                     request_deserializer=gated_dot_v1_dot_admin__pb2.JournalStatsRequest.FromString,
-                    response_serializer=gated_dot_v1_dot_admin__pb2.JournalStatsReply.SerializeToString,
+                    response_serializer=gated_dot_v1_dot_admin__pb2.JournalStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'gated.v1.GateAdmin', rpc_method_handlers)
+            'gated.v1.GateAdminService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('gated.v1.GateAdmin', rpc_method_handlers)
+    server.add_registered_method_handlers('gated.v1.GateAdminService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class GateAdmin:
+class GateAdminService:
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
@@ -152,9 +154,9 @@ class GateAdmin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/gated.v1.GateAdmin/Status',
+            '/gated.v1.GateAdminService/Status',
             gated_dot_v1_dot_admin__pb2.StatusRequest.SerializeToString,
-            gated_dot_v1_dot_admin__pb2.StatusReply.FromString,
+            gated_dot_v1_dot_admin__pb2.StatusResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -179,9 +181,9 @@ class GateAdmin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/gated.v1.GateAdmin/OpenLane',
+            '/gated.v1.GateAdminService/OpenLane',
             gated_dot_v1_dot_admin__pb2.OpenLaneRequest.SerializeToString,
-            gated_dot_v1_dot_admin__pb2.OpenLaneReply.FromString,
+            gated_dot_v1_dot_admin__pb2.OpenLaneResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -206,9 +208,9 @@ class GateAdmin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/gated.v1.GateAdmin/SetEmergency',
+            '/gated.v1.GateAdminService/SetEmergency',
             gated_dot_v1_dot_admin__pb2.SetEmergencyRequest.SerializeToString,
-            gated_dot_v1_dot_admin__pb2.SetEmergencyReply.FromString,
+            gated_dot_v1_dot_admin__pb2.SetEmergencyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -233,9 +235,9 @@ class GateAdmin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/gated.v1.GateAdmin/ReloadConfig',
+            '/gated.v1.GateAdminService/ReloadConfig',
             gated_dot_v1_dot_admin__pb2.ReloadConfigRequest.SerializeToString,
-            gated_dot_v1_dot_admin__pb2.ReloadConfigReply.FromString,
+            gated_dot_v1_dot_admin__pb2.ReloadConfigResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -260,9 +262,9 @@ class GateAdmin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/gated.v1.GateAdmin/JournalStats',
+            '/gated.v1.GateAdminService/JournalStats',
             gated_dot_v1_dot_admin__pb2.JournalStatsRequest.SerializeToString,
-            gated_dot_v1_dot_admin__pb2.JournalStatsReply.FromString,
+            gated_dot_v1_dot_admin__pb2.JournalStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

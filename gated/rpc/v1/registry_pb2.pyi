@@ -7,6 +7,19 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EVENT_KIND_UNSPECIFIED: _ClassVar[EventKind]
+    EVENT_KIND_DECISION: _ClassVar[EventKind]
+    EVENT_KIND_PASSAGE: _ClassVar[EventKind]
+    EVENT_KIND_NOT_PASSED: _ClassVar[EventKind]
+    EVENT_KIND_UNEXPECTED_PASSAGE: _ClassVar[EventKind]
+    EVENT_KIND_REDEMPTION: _ClassVar[EventKind]
+    EVENT_KIND_EMERGENCY: _ClassVar[EventKind]
+    EVENT_KIND_MANUAL_OPEN: _ClassVar[EventKind]
+    EVENT_KIND_BADGE_PRINTED: _ClassVar[EventKind]
+    EVENT_KIND_PHONE_LOOKUP: _ClassVar[EventKind]
+
 class TicketState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     TICKET_STATE_UNSPECIFIED: _ClassVar[TicketState]
@@ -21,6 +34,16 @@ class RedeemOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REDEEM_OUTCOME_BENEFIT_EXHAUSTED: _ClassVar[RedeemOutcome]
     REDEEM_OUTCOME_UNKNOWN_TICKET: _ClassVar[RedeemOutcome]
     REDEEM_OUTCOME_REVOKED: _ClassVar[RedeemOutcome]
+EVENT_KIND_UNSPECIFIED: EventKind
+EVENT_KIND_DECISION: EventKind
+EVENT_KIND_PASSAGE: EventKind
+EVENT_KIND_NOT_PASSED: EventKind
+EVENT_KIND_UNEXPECTED_PASSAGE: EventKind
+EVENT_KIND_REDEMPTION: EventKind
+EVENT_KIND_EMERGENCY: EventKind
+EVENT_KIND_MANUAL_OPEN: EventKind
+EVENT_KIND_BADGE_PRINTED: EventKind
+EVENT_KIND_PHONE_LOOKUP: EventKind
 TICKET_STATE_UNSPECIFIED: TicketState
 TICKET_STATE_ACTIVE: TicketState
 TICKET_STATE_REVOKED: TicketState
@@ -32,7 +55,7 @@ REDEEM_OUTCOME_UNKNOWN_TICKET: RedeemOutcome
 REDEEM_OUTCOME_REVOKED: RedeemOutcome
 
 class Event(_message.Message):
-    __slots__ = ("event_id", "seq", "at", "kind", "lane", "ticket_id", "reason", "payload_json")
+    __slots__ = ("event_id", "seq", "at", "kind", "lane", "ticket_id", "reason", "decision", "passage", "not_passed", "unexpected_passage", "redemption", "emergency", "manual_open", "badge_printed", "phone_lookup", "extra_json")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
@@ -40,18 +63,182 @@ class Event(_message.Message):
     LANE_FIELD_NUMBER: _ClassVar[int]
     TICKET_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
-    PAYLOAD_JSON_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    PASSAGE_FIELD_NUMBER: _ClassVar[int]
+    NOT_PASSED_FIELD_NUMBER: _ClassVar[int]
+    UNEXPECTED_PASSAGE_FIELD_NUMBER: _ClassVar[int]
+    REDEMPTION_FIELD_NUMBER: _ClassVar[int]
+    EMERGENCY_FIELD_NUMBER: _ClassVar[int]
+    MANUAL_OPEN_FIELD_NUMBER: _ClassVar[int]
+    BADGE_PRINTED_FIELD_NUMBER: _ClassVar[int]
+    PHONE_LOOKUP_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_JSON_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     seq: int
     at: float
-    kind: str
+    kind: EventKind
     lane: str
     ticket_id: int
     reason: str
-    payload_json: str
-    def __init__(self, event_id: _Optional[str] = ..., seq: _Optional[int] = ..., at: _Optional[float] = ..., kind: _Optional[str] = ..., lane: _Optional[str] = ..., ticket_id: _Optional[int] = ..., reason: _Optional[str] = ..., payload_json: _Optional[str] = ...) -> None: ...
+    decision: Decision
+    passage: Passage
+    not_passed: NotPassed
+    unexpected_passage: UnexpectedPassage
+    redemption: Redemption
+    emergency: Emergency
+    manual_open: ManualOpen
+    badge_printed: BadgePrinted
+    phone_lookup: PhoneLookup
+    extra_json: str
+    def __init__(self, event_id: _Optional[str] = ..., seq: _Optional[int] = ..., at: _Optional[float] = ..., kind: _Optional[_Union[EventKind, str]] = ..., lane: _Optional[str] = ..., ticket_id: _Optional[int] = ..., reason: _Optional[str] = ..., decision: _Optional[_Union[Decision, _Mapping]] = ..., passage: _Optional[_Union[Passage, _Mapping]] = ..., not_passed: _Optional[_Union[NotPassed, _Mapping]] = ..., unexpected_passage: _Optional[_Union[UnexpectedPassage, _Mapping]] = ..., redemption: _Optional[_Union[Redemption, _Mapping]] = ..., emergency: _Optional[_Union[Emergency, _Mapping]] = ..., manual_open: _Optional[_Union[ManualOpen, _Mapping]] = ..., badge_printed: _Optional[_Union[BadgePrinted, _Mapping]] = ..., phone_lookup: _Optional[_Union[PhoneLookup, _Mapping]] = ..., extra_json: _Optional[str] = ...) -> None: ...
 
-class EventBatch(_message.Message):
+class Decision(_message.Message):
+    __slots__ = ("code_kind", "category", "zone", "direction", "mode", "source", "length", "truncated", "typed", "identified", "lookup_seq", "benefit", "redemption_id", "authority", "registry_remaining")
+    CODE_KIND_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    ZONE_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    TYPED_FIELD_NUMBER: _ClassVar[int]
+    IDENTIFIED_FIELD_NUMBER: _ClassVar[int]
+    LOOKUP_SEQ_FIELD_NUMBER: _ClassVar[int]
+    BENEFIT_FIELD_NUMBER: _ClassVar[int]
+    REDEMPTION_ID_FIELD_NUMBER: _ClassVar[int]
+    AUTHORITY_FIELD_NUMBER: _ClassVar[int]
+    REGISTRY_REMAINING_FIELD_NUMBER: _ClassVar[int]
+    code_kind: str
+    category: str
+    zone: str
+    direction: str
+    mode: str
+    source: str
+    length: int
+    truncated: bool
+    typed: bool
+    identified: bool
+    lookup_seq: int
+    benefit: str
+    redemption_id: str
+    authority: str
+    registry_remaining: int
+    def __init__(self, code_kind: _Optional[str] = ..., category: _Optional[str] = ..., zone: _Optional[str] = ..., direction: _Optional[str] = ..., mode: _Optional[str] = ..., source: _Optional[str] = ..., length: _Optional[int] = ..., truncated: _Optional[bool] = ..., typed: _Optional[bool] = ..., identified: _Optional[bool] = ..., lookup_seq: _Optional[int] = ..., benefit: _Optional[str] = ..., redemption_id: _Optional[str] = ..., authority: _Optional[str] = ..., registry_remaining: _Optional[int] = ...) -> None: ...
+
+class Passage(_message.Message):
+    __slots__ = ("ticket_id", "zone", "direction", "entries_used", "inside", "confirmed", "counted_locally", "decision_seq", "outcome")
+    TICKET_ID_FIELD_NUMBER: _ClassVar[int]
+    ZONE_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_USED_FIELD_NUMBER: _ClassVar[int]
+    INSIDE_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMED_FIELD_NUMBER: _ClassVar[int]
+    COUNTED_LOCALLY_FIELD_NUMBER: _ClassVar[int]
+    DECISION_SEQ_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    ticket_id: int
+    zone: str
+    direction: str
+    entries_used: int
+    inside: _containers.RepeatedScalarFieldContainer[str]
+    confirmed: bool
+    counted_locally: bool
+    decision_seq: int
+    outcome: str
+    def __init__(self, ticket_id: _Optional[int] = ..., zone: _Optional[str] = ..., direction: _Optional[str] = ..., entries_used: _Optional[int] = ..., inside: _Optional[_Iterable[str]] = ..., confirmed: _Optional[bool] = ..., counted_locally: _Optional[bool] = ..., decision_seq: _Optional[int] = ..., outcome: _Optional[str] = ...) -> None: ...
+
+class Redemption(_message.Message):
+    __slots__ = ("ticket_id", "zone", "direction", "benefit", "benefit_remaining", "entries_used", "inside", "confirmed", "counted_locally", "decision_seq", "outcome", "redemption_id", "authority", "registry_remaining")
+    TICKET_ID_FIELD_NUMBER: _ClassVar[int]
+    ZONE_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    BENEFIT_FIELD_NUMBER: _ClassVar[int]
+    BENEFIT_REMAINING_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_USED_FIELD_NUMBER: _ClassVar[int]
+    INSIDE_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMED_FIELD_NUMBER: _ClassVar[int]
+    COUNTED_LOCALLY_FIELD_NUMBER: _ClassVar[int]
+    DECISION_SEQ_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    REDEMPTION_ID_FIELD_NUMBER: _ClassVar[int]
+    AUTHORITY_FIELD_NUMBER: _ClassVar[int]
+    REGISTRY_REMAINING_FIELD_NUMBER: _ClassVar[int]
+    ticket_id: int
+    zone: str
+    direction: str
+    benefit: str
+    benefit_remaining: int
+    entries_used: int
+    inside: _containers.RepeatedScalarFieldContainer[str]
+    confirmed: bool
+    counted_locally: bool
+    decision_seq: int
+    outcome: str
+    redemption_id: str
+    authority: str
+    registry_remaining: int
+    def __init__(self, ticket_id: _Optional[int] = ..., zone: _Optional[str] = ..., direction: _Optional[str] = ..., benefit: _Optional[str] = ..., benefit_remaining: _Optional[int] = ..., entries_used: _Optional[int] = ..., inside: _Optional[_Iterable[str]] = ..., confirmed: _Optional[bool] = ..., counted_locally: _Optional[bool] = ..., decision_seq: _Optional[int] = ..., outcome: _Optional[str] = ..., redemption_id: _Optional[str] = ..., authority: _Optional[str] = ..., registry_remaining: _Optional[int] = ...) -> None: ...
+
+class NotPassed(_message.Message):
+    __slots__ = ("zone", "direction", "decided_at", "gate_stopping", "decision_seq")
+    ZONE_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_AT_FIELD_NUMBER: _ClassVar[int]
+    GATE_STOPPING_FIELD_NUMBER: _ClassVar[int]
+    DECISION_SEQ_FIELD_NUMBER: _ClassVar[int]
+    zone: str
+    direction: str
+    decided_at: float
+    gate_stopping: bool
+    decision_seq: int
+    def __init__(self, zone: _Optional[str] = ..., direction: _Optional[str] = ..., decided_at: _Optional[float] = ..., gate_stopping: _Optional[bool] = ..., decision_seq: _Optional[int] = ...) -> None: ...
+
+class UnexpectedPassage(_message.Message):
+    __slots__ = ("zone",)
+    ZONE_FIELD_NUMBER: _ClassVar[int]
+    zone: str
+    def __init__(self, zone: _Optional[str] = ...) -> None: ...
+
+class Emergency(_message.Message):
+    __slots__ = ("active", "source")
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    active: bool
+    source: str
+    def __init__(self, active: _Optional[bool] = ..., source: _Optional[str] = ...) -> None: ...
+
+class ManualOpen(_message.Message):
+    __slots__ = ("source",)
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    def __init__(self, source: _Optional[str] = ...) -> None: ...
+
+class BadgePrinted(_message.Message):
+    __slots__ = ("serial", "kid", "printer", "size")
+    SERIAL_FIELD_NUMBER: _ClassVar[int]
+    KID_FIELD_NUMBER: _ClassVar[int]
+    PRINTER_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    serial: int
+    kid: int
+    printer: str
+    size: str
+    def __init__(self, serial: _Optional[int] = ..., kid: _Optional[int] = ..., printer: _Optional[str] = ..., size: _Optional[str] = ...) -> None: ...
+
+class PhoneLookup(_message.Message):
+    __slots__ = ("matches", "ticket_ids", "refused", "per_minute")
+    MATCHES_FIELD_NUMBER: _ClassVar[int]
+    TICKET_IDS_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    matches: int
+    ticket_ids: _containers.RepeatedScalarFieldContainer[int]
+    refused: str
+    per_minute: int
+    def __init__(self, matches: _Optional[int] = ..., ticket_ids: _Optional[_Iterable[int]] = ..., refused: _Optional[str] = ..., per_minute: _Optional[int] = ...) -> None: ...
+
+class StreamEventsRequest(_message.Message):
     __slots__ = ("after_seq", "events", "journal_epoch")
     AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
@@ -61,11 +248,37 @@ class EventBatch(_message.Message):
     journal_epoch: int
     def __init__(self, after_seq: _Optional[int] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., journal_epoch: _Optional[int] = ...) -> None: ...
 
-class EventAck(_message.Message):
+class StreamEventsResponse(_message.Message):
     __slots__ = ("up_to_seq",)
     UP_TO_SEQ_FIELD_NUMBER: _ClassVar[int]
     up_to_seq: int
     def __init__(self, up_to_seq: _Optional[int] = ...) -> None: ...
+
+class GateStatus(_message.Message):
+    __slots__ = ("backlog", "cache_version", "cache_tickets", "clock_offset_ms", "clock_trusted", "at")
+    BACKLOG_FIELD_NUMBER: _ClassVar[int]
+    CACHE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CACHE_TICKETS_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_OFFSET_MS_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_TRUSTED_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    backlog: int
+    cache_version: int
+    cache_tickets: int
+    clock_offset_ms: int
+    clock_trusted: bool
+    at: float
+    def __init__(self, backlog: _Optional[int] = ..., cache_version: _Optional[int] = ..., cache_tickets: _Optional[int] = ..., clock_offset_ms: _Optional[int] = ..., clock_trusted: _Optional[bool] = ..., at: _Optional[float] = ...) -> None: ...
+
+class ReportStatusRequest(_message.Message):
+    __slots__ = ("status",)
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: GateStatus
+    def __init__(self, status: _Optional[_Union[GateStatus, _Mapping]] = ...) -> None: ...
+
+class ReportStatusResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class WatchEntitlementsRequest(_message.Message):
     __slots__ = ("have_version",)
@@ -73,7 +286,7 @@ class WatchEntitlementsRequest(_message.Message):
     have_version: int
     def __init__(self, have_version: _Optional[int] = ...) -> None: ...
 
-class EntitlementUpdate(_message.Message):
+class WatchEntitlementsResponse(_message.Message):
     __slots__ = ("snapshot", "delta")
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
@@ -225,7 +438,7 @@ class EventKey(_message.Message):
     key: bytes
     def __init__(self, kid: _Optional[int] = ..., key: _Optional[bytes] = ...) -> None: ...
 
-class KeyUpdate(_message.Message):
+class WatchKeysResponse(_message.Message):
     __slots__ = ("complete", "add", "retire")
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
     ADD_FIELD_NUMBER: _ClassVar[int]
@@ -249,7 +462,7 @@ class RedeemRequest(_message.Message):
     at: float
     def __init__(self, redemption_id: _Optional[str] = ..., ticket_id: _Optional[int] = ..., benefit: _Optional[str] = ..., lane: _Optional[str] = ..., at: _Optional[float] = ...) -> None: ...
 
-class RedeemReply(_message.Message):
+class RedeemResponse(_message.Message):
     __slots__ = ("outcome", "remaining", "replayed", "version")
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     REMAINING_FIELD_NUMBER: _ClassVar[int]
@@ -261,11 +474,11 @@ class RedeemReply(_message.Message):
     version: int
     def __init__(self, outcome: _Optional[_Union[RedeemOutcome, str]] = ..., remaining: _Optional[int] = ..., replayed: _Optional[bool] = ..., version: _Optional[int] = ...) -> None: ...
 
-class TimeRequest(_message.Message):
+class GetTimeRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
-class TimeReply(_message.Message):
+class GetTimeResponse(_message.Message):
     __slots__ = ("unix_nanos",)
     UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
     unix_nanos: int

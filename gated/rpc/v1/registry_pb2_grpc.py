@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class RegistryStub:
+class RegistryServiceStub:
     """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
@@ -35,54 +35,74 @@ class RegistryStub:
             channel: A grpc.Channel.
         """
         self.StreamEvents = channel.stream_stream(
-                '/gated.v1.Registry/StreamEvents',
-                request_serializer=gated_dot_v1_dot_registry__pb2.EventBatch.SerializeToString,
-                response_deserializer=gated_dot_v1_dot_registry__pb2.EventAck.FromString,
+                '/gated.v1.RegistryService/StreamEvents',
+                request_serializer=gated_dot_v1_dot_registry__pb2.StreamEventsRequest.SerializeToString,
+                response_deserializer=gated_dot_v1_dot_registry__pb2.StreamEventsResponse.FromString,
                 _registered_method=True)
         self.WatchEntitlements = channel.unary_stream(
-                '/gated.v1.Registry/WatchEntitlements',
+                '/gated.v1.RegistryService/WatchEntitlements',
                 request_serializer=gated_dot_v1_dot_registry__pb2.WatchEntitlementsRequest.SerializeToString,
-                response_deserializer=gated_dot_v1_dot_registry__pb2.EntitlementUpdate.FromString,
+                response_deserializer=gated_dot_v1_dot_registry__pb2.WatchEntitlementsResponse.FromString,
                 _registered_method=True)
         self.WatchKeys = channel.unary_stream(
-                '/gated.v1.Registry/WatchKeys',
+                '/gated.v1.RegistryService/WatchKeys',
                 request_serializer=gated_dot_v1_dot_registry__pb2.WatchKeysRequest.SerializeToString,
-                response_deserializer=gated_dot_v1_dot_registry__pb2.KeyUpdate.FromString,
+                response_deserializer=gated_dot_v1_dot_registry__pb2.WatchKeysResponse.FromString,
                 _registered_method=True)
         self.GetTime = channel.unary_unary(
-                '/gated.v1.Registry/GetTime',
-                request_serializer=gated_dot_v1_dot_registry__pb2.TimeRequest.SerializeToString,
-                response_deserializer=gated_dot_v1_dot_registry__pb2.TimeReply.FromString,
+                '/gated.v1.RegistryService/GetTime',
+                request_serializer=gated_dot_v1_dot_registry__pb2.GetTimeRequest.SerializeToString,
+                response_deserializer=gated_dot_v1_dot_registry__pb2.GetTimeResponse.FromString,
                 _registered_method=True)
         self.Redeem = channel.unary_unary(
-                '/gated.v1.Registry/Redeem',
+                '/gated.v1.RegistryService/Redeem',
                 request_serializer=gated_dot_v1_dot_registry__pb2.RedeemRequest.SerializeToString,
-                response_deserializer=gated_dot_v1_dot_registry__pb2.RedeemReply.FromString,
+                response_deserializer=gated_dot_v1_dot_registry__pb2.RedeemResponse.FromString,
+                _registered_method=True)
+        self.ReportStatus = channel.unary_unary(
+                '/gated.v1.RegistryService/ReportStatus',
+                request_serializer=gated_dot_v1_dot_registry__pb2.ReportStatusRequest.SerializeToString,
+                response_deserializer=gated_dot_v1_dot_registry__pb2.ReportStatusResponse.FromString,
                 _registered_method=True)
 
 
-class RegistryServicer:
+class RegistryServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def StreamEvents(self, request_iterator, context):
         """The gate sends batches of journal records, oldest first; the registry
-        answers each stored batch with a cumulative ack. A gate resends
-        everything after its last acknowledged record on every new stream: the
-        registry stores each (gate id, journal_epoch, seq) once, however often
-        it is sent.
-        Errors: PERMISSION_DENIED for an event of another gate; INVALID_ARGUMENT
-        for a malformed batch (or a journal_epoch that changes within a stream);
-        FAILED_PRECONDITION for a gap: within a stream, a batch that does not
-        follow the previous one; on a stream's first batch, an after_seq beyond
-        the highest seq the registry holds for that (gate, journal_epoch). With
-        the latter the registry sends the trailing metadata entry
-        `gated-acked-seq: <N>` (decimal), the highest seq it holds; the gate
-        then opens a new stream and resends every record of its journal after N
-        (acknowledged before or not), with after_seq as its journal has it.
-        ALREADY_EXISTS when a batch holds a (gate id, journal_epoch, seq) the
-        registry stores with other content; nothing of the batch is stored and
-        the trailing metadata `gated-conflict-seq: <seq>` names the first such
-        seq (the gate moves its records from there to a new journal_epoch).
+        answers every batch with one cumulative StreamEventsResponse (an ack),
+        in order, once the batch is stored durably. A gate resends everything
+        after its last acknowledged record on every new stream: the registry
+        stores each (gate id, journal_epoch, seq) once, however often it is
+        sent. A batch with no events is acknowledged too (up_to_seq: the last
+        ack of this stream, 0 before any) and checked for nothing else.
+        Metadata: `gated-gate-id` (without TLS).
+        Errors (each ends the stream; nothing of the refused batch is stored):
+        UNAUTHENTICATED      no gate id.
+        PERMISSION_DENIED    with TLS, metadata naming another gate.
+        INVALID_ARGUMENT     a malformed batch: seqs not strictly increasing or
+        not above after_seq; a journal_epoch that changes
+        within a stream; an event_id over 256 bytes;
+        an event whose kind is
+        EVENT_KIND_UNSPECIFIED or whose payload is of
+        another kind; a passage with no zone. The message
+        names the event (event_id and seq).
+        FAILED_PRECONDITION  a gap: within a stream, a batch that does not
+        follow the previous one; on a stream's first
+        batch, an after_seq beyond the highest seq the
+        registry holds for that (gate, journal_epoch).
+        With the latter the registry sends the trailing
+        metadata entry `gated-acked-seq: <N>` (decimal),
+        the highest seq it holds; the gate then opens a
+        new stream and resends every record of its journal
+        after N (acknowledged before or not), with
+        after_seq as its journal has it.
+        ALREADY_EXISTS       a batch holds a (gate id, journal_epoch, seq) the
+        registry stores with other content; the trailing
+        metadata `gated-conflict-seq: <seq>` names the
+        first such seq (the gate moves its records from
+        there to a new journal_epoch).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -93,7 +113,7 @@ class RegistryServicer:
         snapshot (in chunks) when it cannot bring that version up to date with
         deltas, then every delta as it happens, each naming the version it
         builds on.
-        Message size: every EntitlementUpdate on this stream is at most 1 MiB
+        Message size: every WatchEntitlementsResponse is at most 1 MiB
         (1,048,576 bytes) serialized, a quarter of gRPC's 4 MiB default, so a
         client with default settings receives them all. A change larger than
         that (a bulk import) is sent as several deltas with consecutive
@@ -102,13 +122,26 @@ class RegistryServicer:
         the registry sends a snapshot instead. A gate whose version is not in
         the registry's recent history, or that is so far behind that the deltas
         since would weigh more than a snapshot, gets a snapshot.
+        Metadata: `gated-gate-id` (without TLS).
+        Errors: UNAUTHENTICATED without a gate id; PERMISSION_DENIED (TLS,
+        another gate's id in metadata); RESOURCE_EXHAUSTED when the gate reads
+        so slowly that 10,000 updates wait for it (it reconnects with the
+        version it holds).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def WatchKeys(self, request, context):
-        """The event key ring: first the complete ring, then every change.
+        """The event key ring. The first message comes at once, always: the
+        complete ring (`complete` set; `add` empty when the registry holds no
+        keys, and the gate then retires every key it holds); or, from a
+        registry that manages no keys at all (its gates use key files given to
+        them locally), an update with `complete` unset and nothing in `add` or
+        `retire`, which changes nothing. Then every change.
+        Metadata: `gated-gate-id` (without TLS).
+        Errors: UNAUTHENTICATED, PERMISSION_DENIED as above; RESOURCE_EXHAUSTED
+        for a watcher 10,000 updates behind (it reconnects: the ring comes again).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -116,6 +149,7 @@ class RegistryServicer:
 
     def GetTime(self, request, context):
         """The registry's clock. The gate measures the round trip around this call.
+        Needs no gate id: any client may ask.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -138,51 +172,76 @@ class RegistryServicer:
         The gate waits a short deadline (about a second); without an answer it
         decides by its offline policy (refuse, or redeem locally and let the
         registry report any overdraw afterwards).
-        Errors: UNAUTHENTICATED without a gate id; INVALID_ARGUMENT for an
-        empty redemption_id or benefit; ALREADY_EXISTS for a redemption_id
-        this gate already used for another ticket or benefit (nothing taken).
+        Metadata: `gated-gate-id` (without TLS).
+        Errors: UNAUTHENTICATED without a gate id; PERMISSION_DENIED (TLS,
+        another gate's id in metadata); INVALID_ARGUMENT for an empty
+        redemption_id, one over 128 bytes, or an empty benefit; ALREADY_EXISTS
+        for a redemption_id this gate already used for another ticket or
+        benefit (nothing taken); INTERNAL when the registry could not apply the
+        grant (nothing taken).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportStatus(self, request, context):
+        """The gate's state as the gate sees it, for the registry's dashboard: sent
+        every 5 s while connected and at once when the backlog, the cache
+        version or the clock's trust changes. Not journaled and not
+        acknowledged beyond the reply: a lost report is replaced by the next.
+        The registry keeps the latest report per gate (in memory: after a
+        registry restart a gate's state is unknown until its next report).
+        Metadata: `gated-gate-id` (without TLS).
+        Errors: UNAUTHENTICATED, PERMISSION_DENIED as above; INVALID_ARGUMENT
+        without `status`. A registry that predates this call answers
+        UNIMPLEMENTED; the gate then stops reporting for that session.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
 
-def add_RegistryServicer_to_server(servicer, server):
+def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'StreamEvents': grpc.stream_stream_rpc_method_handler(
                     servicer.StreamEvents,
-                    request_deserializer=gated_dot_v1_dot_registry__pb2.EventBatch.FromString,
-                    response_serializer=gated_dot_v1_dot_registry__pb2.EventAck.SerializeToString,
+                    request_deserializer=gated_dot_v1_dot_registry__pb2.StreamEventsRequest.FromString,
+                    response_serializer=gated_dot_v1_dot_registry__pb2.StreamEventsResponse.SerializeToString,
             ),
             'WatchEntitlements': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchEntitlements,
                     request_deserializer=gated_dot_v1_dot_registry__pb2.WatchEntitlementsRequest.FromString,
-                    response_serializer=gated_dot_v1_dot_registry__pb2.EntitlementUpdate.SerializeToString,
+                    response_serializer=gated_dot_v1_dot_registry__pb2.WatchEntitlementsResponse.SerializeToString,
             ),
             'WatchKeys': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchKeys,
                     request_deserializer=gated_dot_v1_dot_registry__pb2.WatchKeysRequest.FromString,
-                    response_serializer=gated_dot_v1_dot_registry__pb2.KeyUpdate.SerializeToString,
+                    response_serializer=gated_dot_v1_dot_registry__pb2.WatchKeysResponse.SerializeToString,
             ),
             'GetTime': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTime,
-                    request_deserializer=gated_dot_v1_dot_registry__pb2.TimeRequest.FromString,
-                    response_serializer=gated_dot_v1_dot_registry__pb2.TimeReply.SerializeToString,
+                    request_deserializer=gated_dot_v1_dot_registry__pb2.GetTimeRequest.FromString,
+                    response_serializer=gated_dot_v1_dot_registry__pb2.GetTimeResponse.SerializeToString,
             ),
             'Redeem': grpc.unary_unary_rpc_method_handler(
                     servicer.Redeem,
                     request_deserializer=gated_dot_v1_dot_registry__pb2.RedeemRequest.FromString,
-                    response_serializer=gated_dot_v1_dot_registry__pb2.RedeemReply.SerializeToString,
+                    response_serializer=gated_dot_v1_dot_registry__pb2.RedeemResponse.SerializeToString,
+            ),
+            'ReportStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportStatus,
+                    request_deserializer=gated_dot_v1_dot_registry__pb2.ReportStatusRequest.FromString,
+                    response_serializer=gated_dot_v1_dot_registry__pb2.ReportStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'gated.v1.Registry', rpc_method_handlers)
+            'gated.v1.RegistryService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('gated.v1.Registry', rpc_method_handlers)
+    server.add_registered_method_handlers('gated.v1.RegistryService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class Registry:
+class RegistryService:
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
@@ -199,9 +258,9 @@ class Registry:
         return grpc.experimental.stream_stream(
             request_iterator,
             target,
-            '/gated.v1.Registry/StreamEvents',
-            gated_dot_v1_dot_registry__pb2.EventBatch.SerializeToString,
-            gated_dot_v1_dot_registry__pb2.EventAck.FromString,
+            '/gated.v1.RegistryService/StreamEvents',
+            gated_dot_v1_dot_registry__pb2.StreamEventsRequest.SerializeToString,
+            gated_dot_v1_dot_registry__pb2.StreamEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -226,9 +285,9 @@ class Registry:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/gated.v1.Registry/WatchEntitlements',
+            '/gated.v1.RegistryService/WatchEntitlements',
             gated_dot_v1_dot_registry__pb2.WatchEntitlementsRequest.SerializeToString,
-            gated_dot_v1_dot_registry__pb2.EntitlementUpdate.FromString,
+            gated_dot_v1_dot_registry__pb2.WatchEntitlementsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -253,9 +312,9 @@ class Registry:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/gated.v1.Registry/WatchKeys',
+            '/gated.v1.RegistryService/WatchKeys',
             gated_dot_v1_dot_registry__pb2.WatchKeysRequest.SerializeToString,
-            gated_dot_v1_dot_registry__pb2.KeyUpdate.FromString,
+            gated_dot_v1_dot_registry__pb2.WatchKeysResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -280,9 +339,9 @@ class Registry:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/gated.v1.Registry/GetTime',
-            gated_dot_v1_dot_registry__pb2.TimeRequest.SerializeToString,
-            gated_dot_v1_dot_registry__pb2.TimeReply.FromString,
+            '/gated.v1.RegistryService/GetTime',
+            gated_dot_v1_dot_registry__pb2.GetTimeRequest.SerializeToString,
+            gated_dot_v1_dot_registry__pb2.GetTimeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -307,9 +366,36 @@ class Registry:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/gated.v1.Registry/Redeem',
+            '/gated.v1.RegistryService/Redeem',
             gated_dot_v1_dot_registry__pb2.RedeemRequest.SerializeToString,
-            gated_dot_v1_dot_registry__pb2.RedeemReply.FromString,
+            gated_dot_v1_dot_registry__pb2.RedeemResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gated.v1.RegistryService/ReportStatus',
+            gated_dot_v1_dot_registry__pb2.ReportStatusRequest.SerializeToString,
+            gated_dot_v1_dot_registry__pb2.ReportStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,
