@@ -425,7 +425,8 @@ class RegistryService(pb_grpc.RegistryServicer):
                           error=stored.usage_refused, note="events stored; their usage is not fanned out")
             self.events_stored += stored.new_events
             expect_after = events[-1].seq
-            yield pb.EventAck(up_to_seq=stored.acked_seq)
+            # The version every use counted so far is in (handed out already): a gate catching up waits for it.
+            yield pb.EventAck(up_to_seq=stored.acked_seq, version=self._published_version)
 
     async def WatchEntitlements(self, request, context) -> AsyncIterator[pb.EntitlementUpdate]:
         gate_id = await self._identify(context)

@@ -62,10 +62,12 @@ class EventBatch(_message.Message):
     def __init__(self, after_seq: _Optional[int] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., journal_epoch: _Optional[int] = ...) -> None: ...
 
 class EventAck(_message.Message):
-    __slots__ = ("up_to_seq",)
+    __slots__ = ("up_to_seq", "version")
     UP_TO_SEQ_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     up_to_seq: int
-    def __init__(self, up_to_seq: _Optional[int] = ...) -> None: ...
+    version: int
+    def __init__(self, up_to_seq: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
 
 class WatchEntitlementsRequest(_message.Message):
     __slots__ = ("have_version",)
