@@ -130,6 +130,14 @@ def render(started, args, cuts: powercut.CutResult, parts, secrets, fuzz) -> str
         "",
         "Records written after a rollback count in the table above: a new record silently dropped is a lost record.",
         "",
+        "How a re-admission after the card's loss is prevented (docs/architecture.md, \"Durability\"): the registry",
+        "counts an admitted decision left without an outcome record once the gate's next epoch reaches it",
+        "(`gated/registry/epochs.py`, exactly once, paired by `decision_seq`); a gate starting after an unclean stop",
+        "(or with its journal behind its saved cache) journals a `boot` record and holds admissions of limited-entry",
+        "tickets until the registry has acknowledged it and the cache holds the version that ack names (`[uplink]",
+        "catchup_wait_s`, 3 s at most; offline, the policy decides at once). Only an admission the card destroyed",
+        "before the registry received it remains the card's loss: nothing anywhere knows of it.",
+        "",
     ]
     if cuts.lost_examples or cuts.double_examples or cuts.restart_failures or cuts.readmitted_examples:
         lines += ["Examples from this run:", ""]
