@@ -29,11 +29,28 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Coroutine
 
-import structlog
+
+def _import_structlog_without_rich() -> None:
+    """structlog's console renderer and traceback helpers load rich when it is installed (the
+    simulator's console brings it): about a tenth of the daemon's imports, for pretty exceptions
+    the JSON log lines never use. A daemon that imports structlog first does it without rich."""
+    if "structlog" in sys.modules or "rich" in sys.modules:
+        return
+    sys.modules["rich"] = None  # type: ignore[assignment]  # "import rich" fails: structlog's fallback
+    try:
+        import structlog  # noqa: F401
+    finally:
+        del sys.modules["rich"]
+
+
+_import_structlog_without_rich()
+
+import structlog  # noqa: E402
 
 from gated.clock import GateClock
 from gated.config import Config, LaneConfig, load_config
