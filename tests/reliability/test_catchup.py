@@ -78,9 +78,9 @@ def test_admissions_the_card_lost_are_not_admitted_again_after_the_restart(tmp_p
             reasons = {e["ticket_id"]: e["reason"] for e in gate.named("decision")}
             assert {reasons[t] for t in ADMITTED} <= {"already_inside", "entries_exhausted"}, reasons
             assert [reasons[t] for t in NEVER_SEEN] == ["ok"] * len(NEVER_SEEN)
-            started = gate.named("gate_started")[0]
+            started = gate.wait_for(lambda e: e["event"] == "gate_started")[0]
             assert started["catching_up"] == "unclean_stop"
-            assert gate.named("catchup_done")[0]["outcome"] == "caught_up"
+            assert gate.wait_for(lambda e: e["event"] == "catchup_done")[0]["outcome"] == "caught_up"
             gate.proc.send_signal(signal.SIGTERM)
             assert gate.proc.wait(timeout=15) == 0
         finally:
