@@ -81,7 +81,8 @@ log = logging.getLogger(__name__)
 
 #: The record kinds the daemon writes. Others are accepted (the journal does
 #: not interpret kinds), so a new kind needs no schema change.
-KINDS = ("decision", "passage", "not_passed", "unexpected_passage", "redemption", "emergency", "manual_open", "badge_printed", "phone_lookup")
+KINDS = ("decision", "passage", "not_passed", "unexpected_passage", "redemption", "emergency", "manual_open", "badge_printed",
+         "phone_lookup", "boot")
 #: The kinds that carry usage (entries, exits, redemptions): what a gate replays
 #: onto its cache and what the registry counts (docs/contract.md).
 USAGE_KINDS = ("passage", "redemption")
@@ -476,10 +477,10 @@ class Journal:
         with self._state_lock:
             return self._last_seq
 
-    def mark(self, name: str) -> int:
-        """A seq the daemon noted under `name` (`set_mark`), 0 if never."""
+    def mark(self, name: str, default: int | None = 0) -> int | None:
+        """A seq the daemon noted under `name` (`set_mark`), `default` if never."""
         rows = self._read("SELECT value FROM meta WHERE key = ?", (f"mark:{name}",))
-        return int(rows[0][0]) if rows else 0
+        return int(rows[0][0]) if rows else default
 
     def set_mark(self, name: str, seq: int) -> None:
         """Note `seq` under `name`, durably (e.g. how far startup has settled the records)."""

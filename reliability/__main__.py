@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp)
         say(f"power cuts: {args.cuts}")
         cuts = powercut.run(tmp / "cuts", args.cuts, seed=args.seed, wal_every=10, progress=say)
-        say(f"power cuts done: {cuts.problems() or 'all promises held'}")
+        say(f"power cuts done: {cuts.problems() or 'all promises held'}; {cuts.timing()}")
         parts = []
         for policy in ("strict", "lenient"):
             say(f"partition, {policy}")
@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).write_text(report)
     say(f"wrote {args.out}")
     failed = cuts.problems() + [f"partition {r.policy}: {x}" for r in parts for x in r.problems()]
+    if (cuts.restart_p99() or 99) > 1.5:  # the long run holds the target; make test only reports it
+        failed.append(cuts.timing())
     failed += [f.describe() for f in fuzz if f.crashes] + [f"secret: {s}" for s in secrets.found]
     for line in failed:
         print(f"FAILED: {line}", flush=True)
@@ -121,10 +123,20 @@ def render(started, args, cuts: powercut.CutResult, parts, secrets, fuzz) -> str
         f"| WAL truncations | {cuts.wal_truncations:,} |",
         f"| records dropped locally that the registry already held (allowed) | {cuts.wal_records_dropped_held_by_registry:,} |",
         f"| records the card destroyed before they reached the registry (the card's loss, not counted as lost) | {cuts.wal_records_destroyed_before_upload:,} |",
-        f"| single-entry tickets admitted again after the card dropped the gate's record of the earlier admission (the card's loss, not counted as double admissions) | {cuts.readmitted_after_card_loss:,} |",
-        f"| of those, the registry had counted the earlier admission before the re-admission (the gate decided before the registry's catch-up reached it) | {cuts.readmitted_registry_had_counted:,} |",
+        f"| single-entry tickets admitted again after the card dropped the gate's record of the earlier admission | {cuts.readmitted_after_card_loss:,} |",
+        f"| of those, the registry held the dropped admission (its decision at least) before the re-admission: the gate must catch up first, target 0 | **{cuts.readmitted_registry_knew:,}** ({_mark(cuts.readmitted_registry_knew == 0)}) |",
+        f"| of those, the registry had counted it as used | {cuts.readmitted_registry_had_counted:,} |",
+        f"| the rest: the card destroyed the admission before it reached the registry (the card's loss, nothing anywhere knew it) | {cuts.readmitted_after_card_loss - cuts.readmitted_registry_knew:,} |",
         "",
         "Records written after a rollback count in the table above: a new record silently dropped is a lost record.",
+        "",
+        "How a re-admission after the card's loss is prevented (docs/architecture.md, \"Durability\"): the registry",
+        "counts an admitted decision left without an outcome record once the gate's next epoch reaches it",
+        "(`gated/registry/epochs.py`, exactly once, paired by `decision_seq`); a gate starting after an unclean stop",
+        "(or with its journal behind its saved cache) journals a `boot` record and holds admissions of limited-entry",
+        "tickets until the registry has acknowledged it and the cache holds the version that ack names (`[uplink]",
+        "catchup_wait_s`, 3 s at most; offline, the policy decides at once). Only an admission the card destroyed",
+        "before the registry received it remains the card's loss: nothing anywhere knows of it.",
         "",
     ]
     if cuts.lost_examples or cuts.double_examples or cuts.restart_failures or cuts.readmitted_examples:

@@ -98,6 +98,7 @@ class CutResult:
     double_examples: list[str] = field(default_factory=list)
     readmitted_after_card_loss: int = 0
     readmitted_registry_had_counted: int = 0
+    readmitted_registry_knew: int = 0  # of those, the registry held the earlier admission: a failure
     readmitted_examples: list[str] = field(default_factory=list)
     uncounted_admissions: int = 0
     wal_truncations: int = 0
@@ -125,16 +126,25 @@ class CutResult:
             out.append(f"{self.duplicated} records duplicated at the registry")
         if self.double_admissions:
             out.append(f"{self.double_admissions} double admissions (e.g. {'; '.join(self.double_examples[:3])})")
+        if self.readmitted_registry_knew:
+            out.append(f"{self.readmitted_registry_knew} single-entry tickets admitted again although the registry held the "
+                       f"admission the card dropped (e.g. {'; '.join(self.readmitted_examples[:2])})")
         if self.restart_failures:
             out.append(f"{len(self.restart_failures)} restarts failed: {self.restart_failures[:2]}")
         if not self.drained:
             out.append("the journal did not drain to the registry")
         if self.final_exit != 0:
             out.append(f"the last gate exited {self.final_exit} on SIGTERM")
-        p99 = self.restart_p99()
-        if p99 is None or p99 > 1.5:
-            out.append(f"restart to first decision p99 {p99} s (target 1.5 s)")
         return out
+
+    def timing(self) -> str:
+        """Restart to first decision against its target: measured and reported, never asserted in make test
+        (a loaded machine moves it; `make reliability` and `gated bench` report it)."""
+        med, p99 = self.restart_median(), self.restart_p99()
+        if p99 is None:
+            return "restart to first decision: no restart measured"
+        return (f"restart to first decision over {len(self.restart_s)} restarts: median {med:.3f} s, p99 {p99:.3f} s "
+                f"(target p99 <= 1.5 s: {'met' if p99 <= 1.5 else 'NOT met'})")
 
 
 def run(root: Path, cuts: int, *, seed: int = 9, wal_every: int = 10, traffic_s: tuple[float, float] = (0.05, 1.2),
@@ -357,6 +367,7 @@ def _compare(res: CutResult, logged, journal, registry, destroyed, tickets, sing
             usage.setdefault(r.ticket_id, []).append(r.at)
     logged_ok = Counter(e.get("ticket_id") for e in logged if e.get("reason") == "ok")
     forgotten = forgotten or {}
+    at_registry_contents = {r.content for r in registry}
     for tid in set(admitted) | set(logged_ok):
         entries = max(admitted[tid], logged_ok[tid]) - not_passed[tid]
         limit = 1 if tid in singles else MULTI_MAX if tid in multi else None
@@ -368,9 +379,13 @@ def _compare(res: CutResult, logged, journal, registry, destroyed, tickets, sing
                 res.readmitted_after_card_loss += 1
                 counted = any(at < rows[-1].at for at in usage.get(tid, []))
                 res.readmitted_registry_had_counted += counted
+                # The registry held the dropped admission (its decision at least): it could and must have stopped this.
+                knew = any(r.content in at_registry_contents for r in dropped)
+                res.readmitted_registry_knew += knew
                 res.readmitted_examples.append(
                     f"ticket {tid} (max {limit}) admitted {entries}x, {len(dropped)} earlier admission(s) dropped by the card; "
-                    + ("the registry had counted it" if counted else "the registry held no usage for it"))
+                    + ("the registry had counted it" if counted else
+                       "the registry held the decision, no usage" if knew else "the registry never received it"))
                 continue
             res.double_admissions += 1
             res.double_examples.append(f"ticket {tid} (max {limit}) admitted {entries}x")

@@ -143,7 +143,7 @@ def _split_host_port(sec: Section, key: str, value: str) -> tuple[str, int]:
 
 
 def _read_uplink(root: Section) -> UplinkSection | None:
-    sec = root.section("uplink", ("target", "plaintext", "ca", "cert", "key", "reconnect_max_s"))
+    sec = root.section("uplink", ("target", "plaintext", "ca", "cert", "key", "reconnect_max_s", "catchup_wait_s"))
     if sec is None:
         return None
     target = sec.get_str("target", what='"host:port" of the registry')
@@ -173,6 +173,7 @@ def _read_uplink(root: Section) -> UplinkSection | None:
         cert=cert,
         key=key_path,
         reconnect_max_s=sec.get_float("reconnect_max_s", 30.0, 1.0, 3600.0),
+        catchup_wait_s=sec.get_float("catchup_wait_s", 3.0, 0.0, 60.0),
     )
 
 

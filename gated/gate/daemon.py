@@ -29,11 +29,28 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Coroutine
 
-import structlog
+
+def _import_structlog_without_rich() -> None:
+    """structlog's console renderer and traceback helpers load rich when it is installed (the
+    simulator's console brings it): about a tenth of the daemon's imports, for pretty exceptions
+    the JSON log lines never use. A daemon that imports structlog first does it without rich."""
+    if "structlog" in sys.modules or "rich" in sys.modules:
+        return
+    sys.modules["rich"] = None  # type: ignore[assignment]  # "import rich" fails: structlog's fallback
+    try:
+        import structlog  # noqa: F401
+    finally:
+        del sys.modules["rich"]
+
+
+_import_structlog_without_rich()
+
+import structlog  # noqa: E402
 
 from gated.clock import GateClock
 from gated.config import Config, IoModuleConfig, LaneConfig, load_config
@@ -47,6 +64,7 @@ from gated.drivers.gpio import (
 )
 from gated.errors import GatedError, JournalError
 from gated.gate import sdnotify
+from gated.gate.catchup import CLEAN_STOP_MARK, CatchUp
 from gated.gate.control import GateControl, policy_from_config
 from gated.gate.lane import LaneOutputs, LaneRunner, LaneServices
 from gated.gate.outcomes import (
@@ -100,22 +118,31 @@ class Gate(GateControl):
         self._service_tasks: list[asyncio.Task] = []
         self.screens: dict[str, Any] = {}  # lane id -> OperatorScreen (handheld lanes with a [lane.screen])
         self.cache_changed_at: float | None = None  # wall time the cache last changed from the registry
+        self.catchup: CatchUp | None = None  # after an unclean stop, until caught up with the registry
+        self._started_monotonic = 0.0
 
     # ---- start ----
 
     async def start(self) -> None:
         cfg = self.config
+        self._started_monotonic = time.monotonic()
         self.loop = asyncio.get_running_loop()
+        # gRPC's modules load in a worker thread while this start reads its files (`_start_services` waits).
+        self._services_imported = asyncio.ensure_future(asyncio.to_thread(_import_services))
         self.store = StateStore(cfg.gate.state_dir)
         self.keyring = self.store.load_keyring(cfg.gate.key_file)
         cache, saved_seq = self.store.load_cache()
         if self.store.cache_path.exists():
             self.cache_changed_at = self.store.cache_path.stat().st_mtime
         self.journal = Journal(cfg.journal.path, self.gate_id, retention_s=cfg.journal.retention_days * 86400.0)
+        clean = self.journal.mark(CLEAN_STOP_MARK, None) == self.journal.high_water  # never stopped cleanly: not clean
+        rolled_back = saved_seq > self.journal.high_water
         replayed = replay_usage(self.journal, cache, rebase_saved_seq(self.store, self.journal, saved_seq))
         self.saver = CacheSaver(self.store, self.journal, cache)
         try:
             settled = await settle_unknown_outcomes(self.journal, cache, self.clock.now())
+            if cfg.uplink is not None and (rolled_back or not clean):
+                self.catchup = await self._begin_catchup("journal_rolled_back" if rolled_back else "unclean_stop")
         except BaseException:
             self.journal.close()
             raise
@@ -139,6 +166,8 @@ class Gate(GateControl):
         except BaseException:
             await self._abort_start()
             raise
+        if self.catchup is not None:
+            self._service_task(self.catchup.run(self.uplink, cache, self._started_monotonic), "catch-up")
         self._service_task(self._save_periodically(), "save-cache")
         interval = sdnotify.watchdog_interval()
         if interval:
@@ -148,6 +177,7 @@ class Gate(GateControl):
             "gate_started", gate_id=self.gate_id, lanes=list(self.lanes), tickets=len(cache), cache_version=cache.version,
             kids=self.keyring.kids(), usage_replayed=replayed, unknown_outcomes_counted=len(settled),
             clock_trusted=self.clock.trusted(),
+            catching_up=None if self.catchup is None else self.catchup.reason,
         )
 
     async def _open_modules(self) -> None:
@@ -171,6 +201,25 @@ class Gate(GateControl):
             return self._pin_factory, int, int
         module = self._modules[io]
         return module, module.coil, module.input
+
+    async def _begin_catchup(self, reason: str) -> CatchUp:
+        """Journal this boot (its record opens the epoch that closes the earlier ones at the
+        registry) and hold limited-entry admissions until caught up (`gated.gate.catchup`)."""
+        wait_s = self.config.uplink.catchup_wait_s
+        record = await self.journal.append_async("boot", at=self.clock.now(), payload={
+            "after": reason, "catchup_wait_s": wait_s})
+        return CatchUp(record.seq, wait_s, reason=reason)
+
+    async def _hold(self, decision):
+        """An admission while catching up: a limited-entry ticket waits, then is decided again."""
+        catchup = self.catchup
+        if catchup is None or catchup.done or not self.validator.limited_entry(decision):
+            return decision
+        await catchup.wait()
+        lane = self.lanes.get(decision.lane_id)
+        if lane is None:
+            return decision
+        return lane.services.validator.decide_again(decision, lane.spec, self.clock.trusted())
 
     def _build_lane(self, lc: LaneConfig) -> LaneRunner:
         f, coil, on_input = self._pins_on(lc.io)
@@ -203,7 +252,7 @@ class Gate(GateControl):
         return LaneServices(
             validator=self.validator, journal=self.journal, clock=self.clock, monotonic=time.monotonic,
             spawn=self.spawn, on_journal_failure=self.journal_failed, on_record=self.after_record,
-            redeem=self._redeem,
+            redeem=self._redeem, hold=None if self.catchup is None else self._hold,
         )
 
     async def _redeem(self, ask):
@@ -246,6 +295,7 @@ class Gate(GateControl):
 
     async def _start_services(self) -> None:
         """The uplink to the registry (if configured) and the local admin service."""
+        await self._services_imported
         from gated.rpc.admin import AdminServer
         from gated.rpc.uplink import Uplink
 
@@ -401,6 +451,11 @@ class Gate(GateControl):
             await self._advance_settled_mark()
         except GatedError as exc:
             log.error("settled_mark_failed", error=str(exc))
+        try:
+            # Last: a start that finds the journal ended here knows nothing after this was lost.
+            await asyncio.to_thread(self.journal.set_mark, CLEAN_STOP_MARK, self.journal.high_water)
+        except GatedError as exc:
+            log.error("clean_stop_mark_failed", error=str(exc))
         self.journal.close()
         log.info("gate_stopped", gate_id=self.gate_id)
 
@@ -429,6 +484,12 @@ class Gate(GateControl):
                 device.close()
         for module in self._modules.values():
             module.close()  # after the devices on it: their resting states are written first
+
+
+def _import_services() -> None:
+    """The uplink's and the admin service's modules: gRPC, a tenth of the start on a Pi-class CPU."""
+    import gated.rpc.admin  # noqa: F401
+    import gated.rpc.uplink  # noqa: F401
 
 
 async def run_gate(config_path: str | Path) -> int:

@@ -72,6 +72,7 @@ class LaneServices:
     on_journal_failure: Callable[[Exception], None]  # a decision could not be journaled
     on_record: Callable[[], None]  # a record reached the journal
     redeem: Redeemer | None = None  # the registry's Redeem through the uplink (None: no uplink)
+    hold: Callable[[Decision], Coroutine[Any, Any, Decision]] | None = None  # an admission waits for the catch-up (gated.gate.catchup)
 
 
 @dataclass
@@ -180,6 +181,8 @@ class LaneRunner:
     async def _settle(self, decision: Decision) -> tuple[Decision, Redemption | None]:
         """A redemption the cache allows: the registry's answer, or the lane's offline policy."""
         s = self.services
+        if s.hold is not None and decision.admitted and not decision.repeat:
+            decision = await s.hold(decision)
         return await settle(decision, s.validator, s.redeem, offline_local=self.config.offline_redemption == "local")
 
     async def _record_and_act(self, decision: Decision, extra: dict[str, Any],

@@ -453,7 +453,8 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
             self.events_stored += stored.new_events
             expect_after = events[-1].seq
             last_ack = stored.acked_seq
-            yield pb.StreamEventsResponse(up_to_seq=stored.acked_seq)
+            # The version every use counted so far is in (handed out already): a gate catching up waits for it.
+            yield pb.StreamEventsResponse(up_to_seq=stored.acked_seq, version=self._published_version)
 
     async def WatchEntitlements(self, request, context) -> AsyncIterator[pb.WatchEntitlementsResponse]:
         gate_id = await self._identify(context)

@@ -74,6 +74,7 @@ from gated.validation.cache import (
     TicketRecord,
     TicketState,
 )
+from gated.registry import epochs as registry_epochs
 from gated.registry import redeem as registry_redeem
 
 log = structlog.get_logger()
@@ -370,6 +371,7 @@ class RegistryStore:
                 raise RegistryError(f"{self.path}: not a gated registry database")
             else:
                 self._migrate()
+            registry_epochs.create_tables(self.conn)  # closed epochs, implied uses (gated/registry/epochs.py)
         except (sqlite3.Error, OSError) as exc:
             raise RegistryError(f"{self.path}: cannot open the registry database: {exc}") from None
 
@@ -815,6 +817,10 @@ class RegistryStore:
                 if inserted < len(plain):  # some were resent: each must be what is stored
                     for row in plain:
                         self._check_same(gate_id, epoch, row)
+            if count_usage and events:
+                # A record of this epoch closes the gate's earlier ones (gated/registry/epochs.py).
+                ops += registry_epochs.close_earlier_epochs(
+                    self, gate_id, db_epoch, conflicts, lambda ev, epoch: self._count_usage(ev, gate_id, epoch, conflicts))
             if count_usage:  # late Redeem grants this batch proves nobody received: given back
                 ops += registry_redeem.settle_batch(self, gate_id, db_epoch, events, received_at)
             last = events[-1].seq if events else 0
@@ -879,6 +885,8 @@ class RegistryStore:
         if row is None:
             return None
         used, inside_json, benefits_json, zones_json, max_entries, state = row
+        if registry_epochs.counted_on_closing(self, gate_id, ticket_id, payload):
+            return None  # its decision was counted when its epoch closed without it: not twice
         found = _Found(self, ev, gate_id, db_epoch, ticket_id, conflicts)
         benefit = payload.get("benefit")
         if ev.kind == "redemption" or benefit:

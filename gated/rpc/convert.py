@@ -353,6 +353,7 @@ EVENT_KINDS: dict[str, tuple[int, str]] = {
     "manual_open": (pb.EVENT_KIND_MANUAL_OPEN, "manual_open"),
     "badge_printed": (pb.EVENT_KIND_BADGE_PRINTED, "badge_printed"),
     "phone_lookup": (pb.EVENT_KIND_PHONE_LOOKUP, "phone_lookup"),
+    "boot": (pb.EVENT_KIND_BOOT, "boot"),
 }
 _KIND_OF_WIRE = {wire: (kind, case) for kind, (wire, case) in EVENT_KINDS.items()}
 #: Per payload case: its message class and {field name: repeated?}.

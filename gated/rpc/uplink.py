@@ -194,6 +194,8 @@ class Uplink:
         self._watch_acked_through = 0  # the journal's acknowledged prefix when the entitlement watch was opened
         #: After a snapshot: the journal seq up to which the live cache holds all local usage.
         self.snapshot_journal_seq: int | None = None
+        #: The registry's entitlement version named by its latest ack (every use it had counted then).
+        self.registry_version = 0
 
     # ------------------------------------------------------------ public
 
@@ -211,6 +213,16 @@ class Uplink:
     def connected(self) -> bool:
         """The stream to the registry is up right now."""
         return self._connected
+
+    @property
+    def registry_acked_seq(self) -> int:
+        """The highest seq the registry acknowledged on this uplink's streams."""
+        return self._registry_acked
+
+    @property
+    def unreachable(self) -> bool:
+        """Not connected, and the last attempt to reach the registry failed."""
+        return not self._connected and self._last_error is not None
 
     @property
     def journal_acked_seq(self) -> int:
@@ -434,6 +446,7 @@ class Uplink:
                                   note="protocol error: nothing marked; reconnecting")
                         raise _ProtocolError(f"registry acknowledged up to {ack.up_to_seq}, only {sent_high} was sent")
                     window.release()
+                    self.registry_version = max(self.registry_version, ack.version)
                     if ack.up_to_seq > self._registry_acked:
                         self._registry_acked = ack.up_to_seq
                         acked.set()

@@ -407,6 +407,31 @@ class Validator:
         signal = self._admit.get(category, self._admit_default)
         return _decision(_OK, lane.id, now, v.ticket_id, category, v.kind, signal, lane.zone, lane.direction, benefit, False, attendee, False)
 
+    def limited_entry(self, decision: Decision) -> bool:
+        """An admitted entry of a ticket with a limited number of entries: what usage a gate
+        may have lost (a journal tail) changes."""
+        if decision.reason is not _OK or decision.benefit is not None or decision.direction is not _IN:
+            return False
+        table = self.cache.table
+        row = -1 if decision.ticket_id is None else table.row_of(decision.ticket_id)
+        return row >= 0 and table.profiles[table.profile[row]].max_entries > 0
+
+    def decide_again(self, decision: Decision, lane: Lane, clock_trusted: bool = True) -> Decision:
+        """The entitlement checks of an admission run again on the cache as it is now (the code was
+        verified already), at the decision's own time: for an admission held while the cache caught up
+        with the registry. The lane's memory keeps the new answer."""
+        if decision.reason is not _OK or decision.ticket_id is None:
+            return decision
+        table = self.cache.table
+        row = table.row_of(decision.ticket_id)
+        serial = table.serial[row] if row >= 0 else None
+        again = self._entitle(Verified(_OK, decision.kind, None, decision.ticket_id, None, serial), lane, decision.at,
+                              clock_trusted, decision.benefit)
+        mem = self._lanes.get(decision.lane_id)
+        if mem is not None and mem.last_decision is decision:
+            mem.last_decision = again
+        return again
+
     def zone_capacity(self, zone: str) -> int:
         """The capacity `zone_full` checks: this gate's policy, else the registry's (0 = unlimited)."""
         capacity = self._capacity.get(zone)

@@ -196,7 +196,7 @@ def test_typed_payloads_carry_what_the_gate_journaled_for_every_kind():
     assert set(KINDS) == set(convert.EVENT_KINDS)
     assert {v for v in pb.EventKind.values() if v} == {wire for wire, _ in convert.EVENT_KINDS.values()}
     journaled = {
-        "decision": {"code_kind": "dynamic", "category": "vip", "zone": "hall-a", "direction": "in", "mode": "handheld",
+        "decision": {"code_kind": "wallet", "purpose": "check", "category": "vip", "zone": "hall-a", "direction": "in", "mode": "handheld",
                      "source": "screen", "identified": True, "benefit": "lunch_day1", "redemption_id": "ab" * 16,
                      "authority": "registry", "registry_remaining": 0, "lookup_seq": 12, "length": 54, "truncated": False},
         "passage": {"ticket_id": REG_NO, "zone": "hall-a", "direction": "in", "entries_used": 1, "inside": ["hall-a"],
@@ -209,6 +209,7 @@ def test_typed_payloads_carry_what_the_gate_journaled_for_every_kind():
         "manual_open": {"source": "admin"},
         "badge_printed": {"serial": 3, "kid": 1, "printer": "file", "size": "a6"},
         "phone_lookup": {"matches": 2, "ticket_ids": [3_000_017, 5_000_001]},
+        "boot": {"after": "no_clean_stop", "catchup_wait_s": 3.0},
     }
     assert set(journaled) == set(KINDS)
     for seq, (kind, payload) in enumerate(journaled.items(), 1):

@@ -19,6 +19,7 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_KIND_MANUAL_OPEN: _ClassVar[EventKind]
     EVENT_KIND_BADGE_PRINTED: _ClassVar[EventKind]
     EVENT_KIND_PHONE_LOOKUP: _ClassVar[EventKind]
+    EVENT_KIND_BOOT: _ClassVar[EventKind]
 
 class TicketState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -44,6 +45,7 @@ EVENT_KIND_EMERGENCY: EventKind
 EVENT_KIND_MANUAL_OPEN: EventKind
 EVENT_KIND_BADGE_PRINTED: EventKind
 EVENT_KIND_PHONE_LOOKUP: EventKind
+EVENT_KIND_BOOT: EventKind
 TICKET_STATE_UNSPECIFIED: TicketState
 TICKET_STATE_ACTIVE: TicketState
 TICKET_STATE_REVOKED: TicketState
@@ -55,7 +57,7 @@ REDEEM_OUTCOME_UNKNOWN_TICKET: RedeemOutcome
 REDEEM_OUTCOME_REVOKED: RedeemOutcome
 
 class Event(_message.Message):
-    __slots__ = ("event_id", "seq", "at", "kind", "lane", "ticket_id", "reason", "decision", "passage", "not_passed", "unexpected_passage", "redemption", "emergency", "manual_open", "badge_printed", "phone_lookup", "extra_json")
+    __slots__ = ("event_id", "seq", "at", "kind", "lane", "ticket_id", "reason", "decision", "passage", "not_passed", "unexpected_passage", "redemption", "emergency", "manual_open", "badge_printed", "phone_lookup", "boot", "extra_json")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +74,7 @@ class Event(_message.Message):
     MANUAL_OPEN_FIELD_NUMBER: _ClassVar[int]
     BADGE_PRINTED_FIELD_NUMBER: _ClassVar[int]
     PHONE_LOOKUP_FIELD_NUMBER: _ClassVar[int]
+    BOOT_FIELD_NUMBER: _ClassVar[int]
     EXTRA_JSON_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     seq: int
@@ -89,11 +92,12 @@ class Event(_message.Message):
     manual_open: ManualOpen
     badge_printed: BadgePrinted
     phone_lookup: PhoneLookup
+    boot: Boot
     extra_json: str
-    def __init__(self, event_id: _Optional[str] = ..., seq: _Optional[int] = ..., at: _Optional[float] = ..., kind: _Optional[_Union[EventKind, str]] = ..., lane: _Optional[str] = ..., ticket_id: _Optional[int] = ..., reason: _Optional[str] = ..., decision: _Optional[_Union[Decision, _Mapping]] = ..., passage: _Optional[_Union[Passage, _Mapping]] = ..., not_passed: _Optional[_Union[NotPassed, _Mapping]] = ..., unexpected_passage: _Optional[_Union[UnexpectedPassage, _Mapping]] = ..., redemption: _Optional[_Union[Redemption, _Mapping]] = ..., emergency: _Optional[_Union[Emergency, _Mapping]] = ..., manual_open: _Optional[_Union[ManualOpen, _Mapping]] = ..., badge_printed: _Optional[_Union[BadgePrinted, _Mapping]] = ..., phone_lookup: _Optional[_Union[PhoneLookup, _Mapping]] = ..., extra_json: _Optional[str] = ...) -> None: ...
+    def __init__(self, event_id: _Optional[str] = ..., seq: _Optional[int] = ..., at: _Optional[float] = ..., kind: _Optional[_Union[EventKind, str]] = ..., lane: _Optional[str] = ..., ticket_id: _Optional[int] = ..., reason: _Optional[str] = ..., decision: _Optional[_Union[Decision, _Mapping]] = ..., passage: _Optional[_Union[Passage, _Mapping]] = ..., not_passed: _Optional[_Union[NotPassed, _Mapping]] = ..., unexpected_passage: _Optional[_Union[UnexpectedPassage, _Mapping]] = ..., redemption: _Optional[_Union[Redemption, _Mapping]] = ..., emergency: _Optional[_Union[Emergency, _Mapping]] = ..., manual_open: _Optional[_Union[ManualOpen, _Mapping]] = ..., badge_printed: _Optional[_Union[BadgePrinted, _Mapping]] = ..., phone_lookup: _Optional[_Union[PhoneLookup, _Mapping]] = ..., boot: _Optional[_Union[Boot, _Mapping]] = ..., extra_json: _Optional[str] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("code_kind", "category", "zone", "direction", "mode", "source", "length", "truncated", "typed", "identified", "lookup_seq", "benefit", "redemption_id", "authority", "registry_remaining")
+    __slots__ = ("code_kind", "category", "zone", "direction", "mode", "source", "length", "truncated", "typed", "identified", "lookup_seq", "benefit", "redemption_id", "authority", "registry_remaining", "purpose")
     CODE_KIND_FIELD_NUMBER: _ClassVar[int]
     CATEGORY_FIELD_NUMBER: _ClassVar[int]
     ZONE_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +113,7 @@ class Decision(_message.Message):
     REDEMPTION_ID_FIELD_NUMBER: _ClassVar[int]
     AUTHORITY_FIELD_NUMBER: _ClassVar[int]
     REGISTRY_REMAINING_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
     code_kind: str
     category: str
     zone: str
@@ -124,7 +129,8 @@ class Decision(_message.Message):
     redemption_id: str
     authority: str
     registry_remaining: int
-    def __init__(self, code_kind: _Optional[str] = ..., category: _Optional[str] = ..., zone: _Optional[str] = ..., direction: _Optional[str] = ..., mode: _Optional[str] = ..., source: _Optional[str] = ..., length: _Optional[int] = ..., truncated: _Optional[bool] = ..., typed: _Optional[bool] = ..., identified: _Optional[bool] = ..., lookup_seq: _Optional[int] = ..., benefit: _Optional[str] = ..., redemption_id: _Optional[str] = ..., authority: _Optional[str] = ..., registry_remaining: _Optional[int] = ...) -> None: ...
+    purpose: str
+    def __init__(self, code_kind: _Optional[str] = ..., category: _Optional[str] = ..., zone: _Optional[str] = ..., direction: _Optional[str] = ..., mode: _Optional[str] = ..., source: _Optional[str] = ..., length: _Optional[int] = ..., truncated: _Optional[bool] = ..., typed: _Optional[bool] = ..., identified: _Optional[bool] = ..., lookup_seq: _Optional[int] = ..., benefit: _Optional[str] = ..., redemption_id: _Optional[str] = ..., authority: _Optional[str] = ..., registry_remaining: _Optional[int] = ..., purpose: _Optional[str] = ...) -> None: ...
 
 class Passage(_message.Message):
     __slots__ = ("ticket_id", "zone", "direction", "entries_used", "inside", "confirmed", "counted_locally", "decision_seq", "outcome")
@@ -238,6 +244,14 @@ class PhoneLookup(_message.Message):
     per_minute: int
     def __init__(self, matches: _Optional[int] = ..., ticket_ids: _Optional[_Iterable[int]] = ..., refused: _Optional[str] = ..., per_minute: _Optional[int] = ...) -> None: ...
 
+class Boot(_message.Message):
+    __slots__ = ("after", "catchup_wait_s")
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    CATCHUP_WAIT_S_FIELD_NUMBER: _ClassVar[int]
+    after: str
+    catchup_wait_s: float
+    def __init__(self, after: _Optional[str] = ..., catchup_wait_s: _Optional[float] = ...) -> None: ...
+
 class StreamEventsRequest(_message.Message):
     __slots__ = ("after_seq", "events", "journal_epoch")
     AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -249,10 +263,12 @@ class StreamEventsRequest(_message.Message):
     def __init__(self, after_seq: _Optional[int] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., journal_epoch: _Optional[int] = ...) -> None: ...
 
 class StreamEventsResponse(_message.Message):
-    __slots__ = ("up_to_seq",)
+    __slots__ = ("up_to_seq", "version")
     UP_TO_SEQ_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     up_to_seq: int
-    def __init__(self, up_to_seq: _Optional[int] = ...) -> None: ...
+    version: int
+    def __init__(self, up_to_seq: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
 
 class GateStatus(_message.Message):
     __slots__ = ("backlog", "cache_version", "cache_tickets", "clock_offset_ms", "clock_trusted", "at")

@@ -1,0 +1,90 @@
+"""After an unclean stop: no single-entry ticket is admitted on usage the gate may have lost.
+
+A power cut can take the journal's WAL tail with it (an SD card that said a
+flush was done): the gate's record of an admission is gone, and the saved
+cache never had it. The registry may still hold it: the passage itself, or
+only the admitted decision, which it counts as used once this boot's epoch
+reaches it (gated/registry/epochs.py). Until the gate's cache holds what the
+registry counted, an admission of a ticket with limited entries could be a
+second one.
+
+So, on a start that follows an unclean stop (the journal's `clean_stop` mark
+is not its end) or that finds the journal behind the saved cache (a rolled
+back card), the daemon journals a "boot" record before any lane runs, and
+`CatchUp` holds every admission of a limited-entry ticket at an entry lane
+(`Validator.limited_entry`) until one of:
+
+- caught up: the registry acknowledged the boot record (so it has closed the
+  earlier epochs and counted what they left open) and the cache holds the
+  version that ack named (every use counted by then, `EventAck.version`);
+  the held admission is then decided again on that cache
+  (`Validator.decide_again`);
+- the registry cannot be reached (the uplink's first attempt failed): the
+  gate is offline, and its offline policy decides as on any offline day;
+- `[uplink] catchup_wait_s` (default 3 s) has passed since the start.
+
+Everything else (denials, exits, unlimited tickets, staff) is decided at
+once. Why hold rather than refuse: online, the catch-up takes a connection
+and one round trip (tens of milliseconds on a LAN), well inside what a
+person at a turnstile notices, and refusing valid tickets at every restart
+would send people to the desk; offline the hold ends at the first failed
+attempt. Why only after an unclean stop: a clean stop wrote every outcome
+and flushed the journal; a card that loses a tail does so across a power cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger("gated.gate.catchup")
+
+CLEAN_STOP_MARK = "clean_stop"
+POLL_S = 0.01
+
+
+class CatchUp:
+    def __init__(self, boot_seq: int, wait_s: float, *, reason: str):
+        self.boot_seq = boot_seq
+        self.wait_s = wait_s
+        self.reason = reason  # why it is needed: "unclean_stop" or "journal_rolled_back"
+        self.outcome: str | None = None  # "caught_up", "registry_unreachable", "timed_out"
+        self.held = 0
+        self._done = asyncio.Event()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    async def wait(self) -> None:
+        self.held += 1
+        await self._done.wait()
+
+    async def run(self, uplink: Any, cache: Any, started: float) -> None:
+        """Watch the uplink until caught up, unreachable, or out of time (`started`: monotonic)."""
+        target: int | None = None
+        try:
+            while True:
+                if target is None and uplink.registry_acked_seq >= self.boot_seq:
+                    target = uplink.registry_version
+                if target is not None and cache.version >= target:
+                    self._finish("caught_up", started, registry_version=target)
+                    return
+                if uplink.unreachable:
+                    self._finish("registry_unreachable", started)
+                    return
+                if time.monotonic() - started >= self.wait_s:
+                    self._finish("timed_out", started, registry_version=target)
+                    return
+                await asyncio.sleep(POLL_S)
+        finally:
+            self._done.set()  # never leave a lane waiting, whatever ends this
+
+    def _finish(self, outcome: str, started: float, **fields: Any) -> None:
+        self.outcome = outcome
+        log_fn = log.info if outcome == "caught_up" else log.warning
+        log_fn("catchup_done", outcome=outcome, after=self.reason, seconds=round(time.monotonic() - started, 3),
+               admissions_held=self.held, **fields)
