@@ -220,21 +220,17 @@ def _grant(row: tuple) -> Grant:
 _GRANT_COLUMNS = "gate_id, redemption_id, ticket_id, benefit, lane, at, remaining, record_epoch, record_seq, received_at"
 
 
-def _has_release_columns(conn: sqlite3.Connection) -> bool:
-    return any(row[1] == "released_at" for row in conn.execute("PRAGMA table_info(redemptions)"))
-
-
-def _add_release_columns(conn: sqlite3.Connection) -> None:
-    """A file made before late grants were released: add the columns (inside the caller's transaction)."""
-    if not _has_release_columns(conn):
+def add_release_columns(conn: sqlite3.Connection) -> None:
+    """Schema 6 on an SQLite file made before late grants were released (inside the caller's transaction)."""
+    if not any(row[1] == "released_at" for row in conn.execute("PRAGMA table_info(redemptions)")):
         for column in _RELEASE_COLUMNS:
             conn.execute(f"ALTER TABLE redemptions ADD COLUMN {column}")
-        conn.execute("CREATE INDEX IF NOT EXISTS redemptions_unpaired ON redemptions(gate_id, received_at) "
-                     "WHERE outcome = 'ok' AND record_seq IS NULL")
+    conn.execute("CREATE INDEX IF NOT EXISTS redemptions_unpaired ON redemptions(gate_id, received_at) "
+                 "WHERE outcome = 'ok' AND record_seq IS NULL")
 
 
 def _not_released(conn: sqlite3.Connection) -> str:
-    return " AND released_at IS NULL" if _has_release_columns(conn) else ""
+    return " AND released_at IS NULL"
 
 
 def latest_grant(store: RegistryStore, ticket_id: int, benefit: str) -> Grant | None:
@@ -263,7 +259,6 @@ def settle_batch(store: RegistryStore, gate_id: str, db_epoch: int, events: Sequ
     if not events:
         return []
     conn = store.conn
-    _add_release_columns(conn)
     if release_after_s is None:
         release_after_s = LATE_GRANT_RELEASE_S
     ops: list[Op] = []

@@ -81,7 +81,7 @@ log = structlog.get_logger()
 
 BUSY_TIMEOUT_S = 30.0
 APPLICATION_ID = 0x67617452  # "gatR": tells our file apart from any other SQLite file
-SCHEMA_VERSION = 5  # 2: events and gates keyed by (gate_id, epoch, ...); 3: conflicts, revocations; 4: redemptions; 5: accounts, actors, check-in cursor; older files are migrated
+SCHEMA_VERSION = 6  # 2: events and gates keyed by (gate_id, epoch, ...); 3: conflicts, revocations; 4: redemptions; 5: accounts, actors, check-in cursor; 6: late grants released, closed epochs and implied uses; older files are migrated
 _U64 = 1 << 64
 
 _EVENT_COLUMNS = "event_id, gate_id, seq, at, kind, lane, ticket_id, reason, payload, received_at, epoch"
@@ -159,7 +159,7 @@ CREATE TABLE conflicts (
 CREATE TABLE revocations (ticket_id INTEGER PRIMARY KEY, at REAL NOT NULL);
 CREATE INDEX usage_by_ticket ON events(ticket_id, kind, at) WHERE kind IN ('passage', 'redemption');
 """
-_SCHEMA += _CONFLICT_SCHEMA + registry_redeem.SCHEMA
+_SCHEMA += _CONFLICT_SCHEMA + registry_redeem.SCHEMA + registry_epochs.SCHEMA
 
 # Schema 5: who may use the pages and the API (gated.registry.accounts), who made each change,
 # and a cursor over check-ins and check-outs a registration system can follow: the trigger gives
@@ -228,9 +228,19 @@ CREATE TABLE redemptions (
     gate_id TEXT NOT NULL, redemption_id TEXT NOT NULL, ticket_id BIGINT NOT NULL, benefit TEXT NOT NULL,
     lane TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, outcome TEXT NOT NULL, remaining BIGINT NOT NULL,
     version BIGINT NOT NULL, received_at DOUBLE PRECISION NOT NULL, record_epoch BIGINT, record_seq BIGINT,
+    decision_seq BIGINT, released_at DOUBLE PRECISION, released_why TEXT,
     PRIMARY KEY (gate_id, redemption_id)
 );
 CREATE INDEX redemptions_by_ticket ON redemptions(ticket_id, benefit, at);
+CREATE INDEX redemptions_unpaired ON redemptions(gate_id, received_at) WHERE outcome = 'ok' AND record_seq IS NULL;
+CREATE TABLE closed_epochs (
+    gate_id TEXT NOT NULL, epoch BIGINT NOT NULL, closed_at DOUBLE PRECISION NOT NULL, by_epoch BIGINT NOT NULL,
+    counted BIGINT NOT NULL, PRIMARY KEY (gate_id, epoch)
+);
+CREATE TABLE implied_uses (
+    gate_id TEXT NOT NULL, seq BIGINT NOT NULL, epoch BIGINT NOT NULL, ticket_id BIGINT NOT NULL,
+    counted_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (gate_id, seq, epoch)
+);
 CREATE TABLE users (
     username TEXT PRIMARY KEY, role TEXT NOT NULL, hash TEXT NOT NULL, failed BIGINT NOT NULL DEFAULT 0,
     locked_until DOUBLE PRECISION NOT NULL DEFAULT 0
@@ -371,7 +381,6 @@ class RegistryStore:
                 raise RegistryError(f"{self.path}: not a gated registry database")
             else:
                 self._migrate()
-            registry_epochs.create_tables(self.conn)  # closed epochs, implied uses (gated/registry/epochs.py)
         except (sqlite3.Error, OSError) as exc:
             raise RegistryError(f"{self.path}: cannot open the registry database: {exc}") from None
 
@@ -446,6 +455,11 @@ class RegistryStore:
                     "INSERT INTO checkin_log(gate_id, epoch, seq) SELECT gate_id, epoch, seq FROM events "
                     "WHERE kind = 'passage' ORDER BY received_at, gate_id, epoch, seq")
                 self._set_meta("schema", 5)
+        if schema < 6:
+            with self.transaction():
+                registry_redeem.add_release_columns(self.conn)
+                registry_epochs.create_tables(self.conn)
+                self._set_meta("schema", 6)
 
     def _add_accounts(self) -> None:
         """Schema 5's tables (inside the caller's transaction); the trigger is one statement."""

@@ -112,7 +112,7 @@ def test_an_older_registry_file_gains_accounts_and_a_checkin_cursor_over_its_pas
                                "VALUES (?, 'gate-a', ?, ?, ?, 'in-1', 5205320758, 'ok', ?, ?, 7)",
                                (f"gate-a:{seq}", seq, MORNING + seq, kind, '{"zone": "hall", "direction": "in"}', MORNING + seq))
     with RegistryStore(db) as store:
-        assert store._meta("schema") == SCHEMA_VERSION == 5
+        assert store._meta("schema") == SCHEMA_VERSION == 6
         assert [(c.cursor, c.event_id, c.direction) for c in store.checkins_after(0, 10)] == [(1, "gate-a:2", "in"), (2, "gate-a:4", "in")]
         Accounts(store).add_user("admin", "admin", "a long password")
 

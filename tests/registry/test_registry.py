@@ -223,7 +223,7 @@ def test_registry_serve_runs_from_the_command_line_with_mtls(tmp_path, registry_
         assert abs(reply.unix_nanos / 1e9 - time.time()) < 5
     finally:
         proc.terminate()
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=10) == 0, proc.stderr.read()[-2000:]
 
 
 def test_records_split_where_csv_says_and_errors_name_the_line_where_the_record_starts(tmp_path):
