@@ -44,6 +44,8 @@ class PolicySection:
     colors: Mapping[str, str]  # category -> "#RRGGBB" (upper case), defaults merged in
     default_color: str  # for categories not in `colors`
     zones: Mapping[str, int]  # zone -> capacity, 0 = unlimited; empty = no capacities
+    # a cache the registry has not confirmed for [uplink] stale_after_s: "admit" | "deny_static" | "deny"
+    when_stale: str = "admit"
 
     def color_for(self, category: str) -> str:
         return self.colors.get(category, self.default_color)
@@ -63,6 +65,7 @@ class UplinkSection:
     cert: Path | None
     key: Path | None
     reconnect_max_s: float
+    stale_after_s: float = 300.0  # unconfirmed by the registry this long: the cache is stale
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,15 @@ class AdminSection:
     socket: Path | None
     host: str | None
     port: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSection:
+    """Where `/metrics` (Prometheus text) is served: loopback unless `allow_remote`."""
+
+    host: str
+    port: int
+    allow_remote: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,5 +212,6 @@ class Config:
     admin: AdminSection
     emergency: EmergencySection | None
     lanes: tuple[LaneConfig, ...]
+    metrics: MetricsSection | None = None  # None: no /metrics
 
 

@@ -48,6 +48,7 @@ from gated.drivers.gpio import (
 from gated.errors import GatedError, JournalError
 from gated.gate import sdnotify
 from gated.gate.control import GateControl, policy_from_config
+from gated.gate.freshness import Freshness
 from gated.gate.lane import LaneOutputs, LaneRunner, LaneServices
 from gated.gate.outcomes import (
     SETTLED_MARK,
@@ -99,6 +100,9 @@ class Gate(GateControl):
         self._service_tasks: list[asyncio.Task] = []
         self.screens: dict[str, Any] = {}  # lane id -> OperatorScreen (handheld lanes with a [lane.screen])
         self.cache_changed_at: float | None = None  # wall time the cache last changed from the registry
+        self.freshness: Any = None  # `gated.gate.freshness.Freshness` when there is a registry to confirm the cache
+        self.metrics: Any = None  # `gated.metrics.GateMetrics` when [metrics] is set
+        self._metrics_server: Any = None
 
     # ---- start ----
 
@@ -120,6 +124,11 @@ class Gate(GateControl):
             raise
         self._pending_outcomes = PendingOutcomes(self.journal.mark(SETTLED_MARK))
         self.validator = Validator(self.keyring, cache, policy_from_config(cfg))
+        if cfg.uplink is not None:
+            # The saved cache was last written after the registry's last change: its age, at most.
+            age = None if self.cache_changed_at is None else time.time() - self.cache_changed_at
+            self.freshness = Freshness(cfg.uplink.stale_after_s, age_at_start_s=age)
+            self.freshness.start(self.loop)
         if self._pin_factory is None:
             self._pin_factory = make_pin_factory(cfg.gate.gpio)
         try:
@@ -176,7 +185,7 @@ class Gate(GateControl):
         return LaneServices(
             validator=self.validator, journal=self.journal, clock=self.clock, monotonic=time.monotonic,
             spawn=self.spawn, on_journal_failure=self.journal_failed, on_record=self.after_record,
-            redeem=self._redeem,
+            redeem=self._redeem, freshness=self.freshness,
         )
 
     async def _redeem(self, ask):
@@ -227,6 +236,7 @@ class Gate(GateControl):
             self.uplink = Uplink(
                 self.gate_id, self.journal, self.validator.cache, self.keyring, self.clock, self.config.uplink,
                 on_cache_changed=self._mark_cache_dirty, on_keys_changed=self._keys_changed,
+                on_confirmed=self.freshness.confirmed,
             )
             self._service_task(self.uplink.run(), "uplink")
         else:
@@ -235,7 +245,24 @@ class Gate(GateControl):
         address = None if admin.socket is not None else f"{admin.host}:{admin.port}"
         self.admin = AdminServer(self, socket_path=admin.socket, address=address)
         await self.admin.start()
+        await self._start_metrics()
         await self._start_screens()
+
+    async def _start_metrics(self) -> None:
+        """`/metrics` when [metrics] says where (prometheus_client and aiohttp load only then)."""
+        m = self.config.metrics
+        if m is None:
+            return
+        from gated.metrics import GateMetrics, MetricsServer
+
+        self.metrics = GateMetrics(self)
+        self.metrics.attach(self.lanes)
+        self._metrics_server = MetricsServer(m.host, m.port, self.metrics.exposition, allow_remote=m.allow_remote)
+        await self._metrics_server.start()
+
+    async def _stop_metrics(self) -> None:
+        if self._metrics_server is not None:
+            await self._metrics_server.stop()
 
     async def _start_screens(self) -> None:
         """The operator screen of each handheld lane that has one (aiohttp loads only then)."""
@@ -353,6 +380,9 @@ class Gate(GateControl):
             task.cancel()
         await asyncio.gather(*self._input_tasks, return_exceptions=True)
         await self._stop_screens()
+        await self._stop_metrics()
+        if self.freshness is not None:
+            self.freshness.stop()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=STOP_GRACE_S)
         for lane in self.lanes.values():
@@ -387,6 +417,9 @@ class Gate(GateControl):
             task.cancel()
         await asyncio.gather(*self._input_tasks, *self._service_tasks, return_exceptions=True)
         await self._stop_screens()
+        await self._stop_metrics()
+        if self.freshness is not None:
+            self.freshness.stop()
         if self.admin is not None:
             await self.admin.stop()
         self._close_outputs()
