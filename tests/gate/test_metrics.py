@@ -176,3 +176,21 @@ def test_metrics_beyond_loopback_only_when_the_config_says_so(tmp_path):
     path.write_text(text.replace('address = "127.0.0.1:9108"', 'address = "127.0.0.1:0"'))
     with pytest.raises(ConfigError):
         load_config(path)
+
+
+def test_freshness_turns_stale_past_the_limit_and_back_on_confirmation():
+    """The clock is an input: a fake monotonic clock walks a gate through a night with no registry."""
+    from gated.gate.freshness import Freshness
+
+    now = [1000.0]
+    fresh = Freshness(300.0, age_at_start_s=120.0, monotonic=lambda: now[0])  # the saved cache: 2 min old
+    assert not fresh.stale and fresh.age_s() == 120.0
+    now[0] += 179.0
+    assert not fresh.check() and fresh.status() == {"stale": False, "age_s": 299.0, "stale_after_s": 300.0}
+    now[0] += 2.0
+    assert fresh.check() and fresh.stale and fresh.transitions == 1
+    assert fresh.check() and fresh.transitions == 1  # said once, not at every look
+    fresh.confirmed()  # a heartbeat: "you are current"
+    assert not fresh.stale and fresh.age_s() == 0.0 and fresh.transitions == 2
+    never = Freshness(300.0, age_at_start_s=None, monotonic=lambda: now[0])  # no saved cache at all
+    assert never.stale and never.age_s() is None and never.status()["age_s"] is None

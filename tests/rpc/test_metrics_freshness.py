@@ -30,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gated.config import load_config
 from gated.gate.daemon import Gate
+from gated.gate.screen import unit_status_of
 from gated.registry.store import RegistryStore
 from gated.rpc.admin import AdminClient, admin_target
 from gated.validation import TicketRecord
@@ -169,6 +170,7 @@ def test_a_registry_counts_a_streaming_gate_and_the_gate_goes_stale_without_it(t
             stale_in = await until(lambda: gate.freshness.stale, timeout=STALE_AFTER_S + 10)
             assert stale_in < STALE_AFTER_S + 5
             status = await asyncio.to_thread(admin.status)
+            assert unit_status_of(gate)()["cache_stale"] is True  # the operator screen's state line
             assert status["cache_freshness"]["stale"] is True and status["cache_freshness"]["age_s"] >= STALE_AFTER_S
             mine, _ = await scrape(gate_url)
             assert value(mine, "gated_cache_stale", **g) == 1 and value(mine, "gated_uplink_connected", **g) == 0
