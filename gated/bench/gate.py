@@ -22,6 +22,13 @@ def _gate_dir(root: str, lanes: int, snapshot: bytes) -> str:
     from gated.keyfile import save_keyfile
     from gated.gate.state import StateStore
 
+    def free_port() -> int:  # the gate serves /metrics, as instrumented as in the field
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
     root_path = Path(root)
     save_keyfile(root_path / "keys.json", KeyRing({1: bytes(range(32))}), overwrite=True)
     StateStore(root_path / "state").save_cache(snapshot, 0)
@@ -53,6 +60,8 @@ rate_burst = 1000
 rate_per_s = 1000
 [admin]
 socket = "admin.sock"
+[metrics]
+address = "127.0.0.1:{free_port()}"
 {lane_tables}"""
     )
     return str(root_path / "gate.toml")

@@ -72,6 +72,7 @@ def cmd_registry_serve(args) -> int:
                     store.add_key(kid, ring.get(kid), actor=_actor())
 
     http = _http_settings(args, tls)
+    metrics = _metrics_address(args)
 
     async def main() -> None:
         from gated.registry.accounts import Accounts
@@ -82,7 +83,7 @@ def cmd_registry_serve(args) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
         server = RegistryServer(args.db, args.listen, tls=tls)
-        pages = None
+        pages = scrape = None
         try:
             await server.start()
             host = args.listen.rpartition(":")[0]
@@ -97,8 +98,19 @@ def cmd_registry_serve(args) -> int:
                 if not await pages.registry.accounts.run(lambda store: Accounts(store).users()):
                     print("no accounts yet: create the first admin with "
                           f"`gated registry users add NAME --role admin --db {args.db}`, then sign in", flush=True)
+            if metrics is not None:
+                from gated.metrics import MetricsError, MetricsServer
+
+                scrape = MetricsServer(*metrics, server.service.metrics.exposition, allow_remote=args.metrics_allow_remote)
+                try:
+                    await scrape.start()
+                except MetricsError as exc:
+                    raise UsageError(f"gated registry serve: --metrics: {exc}") from None
+                print(f"registry metrics at {scrape.url}", flush=True)
             await stopping.wait()
         finally:
+            if scrape is not None:
+                await scrape.stop()
             if pages is not None:
                 await pages.stop()
             await server.stop()
@@ -108,6 +120,22 @@ def cmd_registry_serve(args) -> int:
 
 
 DEFAULT_HTTP = "127.0.0.1:8443"
+
+
+def _metrics_address(args) -> tuple[str, int] | None:
+    """`--metrics HOST:PORT`: loopback unless `--metrics-allow-remote` (gated.metrics says why)."""
+    from gated.metrics import listen_problem
+
+    if args.metrics is None:
+        return None
+    host, _, port = args.metrics.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(f"gated registry serve: --metrics {args.metrics}: expected HOST:PORT (like 127.0.0.1:9109)")
+    problem = listen_problem(host, args.metrics_allow_remote)
+    if problem:
+        raise UsageError(f"gated registry serve: --metrics {args.metrics}: {problem}")
+    return host, int(port)
 
 
 def _http_settings(args, tls):
@@ -336,6 +364,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--keys", metavar="KEYFILE", help="serve the event keys of this key file too")
     p.add_argument("--http", metavar="HOST:PORT", help=f"the staff pages and the API (default {DEFAULT_HTTP}; "
                    "beyond loopback only with --tls-*; 'off': none)")
+    p.add_argument("--metrics", metavar="HOST:PORT", help="Prometheus /metrics on its own address, no sign-in "
+                   "(loopback; the pages serve /metrics too, to a viewer's token)")
+    p.add_argument("--metrics-allow-remote", action="store_true", help="let --metrics listen beyond loopback")
     p.set_defaults(func=cmd_registry_serve)
     p = reg.add_parser("import", parents=[db], help="import attendees from a CSV file (all or nothing)")
     p.add_argument("file", metavar="FILE.csv")

@@ -35,6 +35,7 @@ from gated.config.schema import (
     JournalSection,
     LaneConfig,
     LightConfig,
+    MetricsSection,
     PassageConfig,
     PolicySection,
     PrinterConfig,
@@ -51,7 +52,7 @@ from gated.web.security import is_loopback
 # The schema, one reader per table
 # --------------------------------------------------------------------------
 
-_TOP_TABLES = ("gate", "policy", "journal", "uplink", "admin", "emergency", "lane", "modules")
+_TOP_TABLES = ("gate", "policy", "journal", "uplink", "admin", "emergency", "lane", "modules", "metrics")
 
 
 def _read_gate(root: Section) -> GateSection:
@@ -79,7 +80,7 @@ def _read_color(sec: Section, key: str) -> str:
 def _read_policy(root: Section) -> PolicySection:
     sec = root.section_or_empty(
         "policy",
-        ("skew_steps", "debounce_s", "rate_burst", "rate_per_s", "anti_passback", "colors", "zones"),
+        ("skew_steps", "debounce_s", "rate_burst", "rate_per_s", "anti_passback", "colors", "zones", "when_stale"),
     )
 
     colors = dict(DEFAULT_COLORS)
@@ -113,6 +114,7 @@ def _read_policy(root: Section) -> PolicySection:
         colors=MappingProxyType(colors),
         default_color=default_color,
         zones=MappingProxyType(zones),
+        when_stale=sec.get_str("when_stale", "admit", choices=("admit", "deny_static", "deny")),
     )
 
 
@@ -143,7 +145,8 @@ def _split_host_port(sec: Section, key: str, value: str) -> tuple[str, int]:
 
 
 def _read_uplink(root: Section) -> UplinkSection | None:
-    sec = root.section("uplink", ("target", "plaintext", "ca", "cert", "key", "reconnect_max_s", "catchup_wait_s"))
+    sec = root.section("uplink", ("target", "plaintext", "ca", "cert", "key", "reconnect_max_s", "catchup_wait_s",
+                                  "stale_after_s"))
     if sec is None:
         return None
     target = sec.get_str("target", what='"host:port" of the registry')
@@ -174,6 +177,7 @@ def _read_uplink(root: Section) -> UplinkSection | None:
         key=key_path,
         reconnect_max_s=sec.get_float("reconnect_max_s", 30.0, 1.0, 3600.0),
         catchup_wait_s=sec.get_float("catchup_wait_s", 3.0, 0.0, 60.0),
+        stale_after_s=sec.get_float("stale_after_s", 300.0, 1.0, 7 * 86400.0),
     )
 
 
@@ -202,6 +206,25 @@ def _read_admin(root: Section) -> AdminSection:
             "the admin service has no authentication",
         )
     return AdminSection(socket=None, host=host, port=port)
+
+
+def _read_metrics(root: Section) -> MetricsSection | None:
+    """`[metrics] address`: loopback, or any address with `allow_remote = true`. The figures
+    hold no secrets but show the traffic at the door, so leaving the machine is a choice said
+    out loud (a venue's Prometheus on the staff network), never a default."""
+    sec = root.section("metrics", ("address", "allow_remote"))
+    if sec is None:
+        return None
+    address = sec.get_str("address", what='"host:port" (loopback unless allow_remote = true)')
+    host, port = _split_host_port(sec, "address", address)
+    allow_remote = sec.get_bool("allow_remote", False)
+    if not allow_remote and not is_loopback(host):
+        sec.fail(
+            "address",
+            f"must be a loopback address (127.0.0.1, [::1] or localhost), got {show(address)}; "
+            "set allow_remote = true to let another machine scrape the gate's traffic figures",
+        )
+    return MetricsSection(host=host, port=port, allow_remote=allow_remote)
 
 
 def _read_emergency(root: Section, modules: dict[str, IoModuleConfig]) -> EmergencySection | None:
@@ -655,6 +678,7 @@ def load_config(path: str | Path, *, check_files: bool = False) -> Config:
     modules = _read_modules(root)
     emergency = _read_emergency(root, modules)
     lanes = _read_lanes(root, policy, gate.offline_policy, modules)
+    metrics = _read_metrics(root)
     return Config(
         path=path,
         gate=gate,
@@ -665,6 +689,7 @@ def load_config(path: str | Path, *, check_files: bool = False) -> Config:
         emergency=emergency,
         lanes=lanes,
         modules=MappingProxyType(modules),
+        metrics=metrics,
     )
 
 

@@ -45,6 +45,8 @@ class PolicySection:
     colors: Mapping[str, str]  # category -> "#RRGGBB" (upper case), defaults merged in
     default_color: str  # for categories not in `colors`
     zones: Mapping[str, int]  # zone -> capacity, 0 = unlimited; empty = no capacities
+    # a cache the registry has not confirmed for [uplink] stale_after_s: "admit" | "deny_static" | "deny"
+    when_stale: str = "admit"
 
     def color_for(self, category: str) -> str:
         return self.colors.get(category, self.default_color)
@@ -65,6 +67,7 @@ class UplinkSection:
     key: Path | None
     reconnect_max_s: float
     catchup_wait_s: float = 3.0  # after an unclean stop: how long single-entry admissions wait for the registry
+    stale_after_s: float = 300.0  # unconfirmed by the registry this long: the cache is stale
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,15 @@ class AdminSection:
     socket: Path | None
     host: str | None
     port: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSection:
+    """Where `/metrics` (Prometheus text) is served: loopback unless `allow_remote`."""
+
+    host: str
+    port: int
+    allow_remote: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,5 +238,6 @@ class Config:
     emergency: EmergencySection | None
     lanes: tuple[LaneConfig, ...]
     modules: Mapping[str, IoModuleConfig] = field(default_factory=lambda: MappingProxyType({}))  # [modules.NAME], by name
+    metrics: MetricsSection | None = None  # None: no /metrics
 
 

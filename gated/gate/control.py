@@ -43,6 +43,7 @@ def policy_from_config(config: Config) -> Policy:
         colors=dict(p.colors),
         default_color=p.default_color,
         zone_capacity=dict(p.zones),
+        when_stale=p.when_stale,
     )
 
 
@@ -58,6 +59,7 @@ class GateControl:
     keyring: KeyRing
     validator: Validator
     uplink: Any
+    freshness: Any  # gated.gate.freshness.Freshness, None without an uplink
     fault: str | None
     emergency_active: bool
     _emergency_sources: set[str]  # "input", "admin": open while any is asserted
@@ -78,6 +80,8 @@ class GateControl:
             "fault": self.fault,
             "cache_version": cache.version,
             "cache_tickets": len(cache),
+            # the registry's confirmation of the cache (and keys): stale past [uplink] stale_after_s
+            "cache_freshness": None if self.freshness is None else self.freshness.status(),
             "keys": self.keyring.kids(),
             "clock": dataclasses.asdict(clock),
             "journal_backlog": self._backlog(),

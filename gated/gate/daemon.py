@@ -66,6 +66,7 @@ from gated.errors import GatedError, JournalError
 from gated.gate import sdnotify
 from gated.gate.catchup import CLEAN_STOP_MARK, CatchUp
 from gated.gate.control import GateControl, policy_from_config
+from gated.gate.freshness import Freshness
 from gated.gate.lane import LaneOutputs, LaneRunner, LaneServices
 from gated.gate.outcomes import (
     SETTLED_MARK,
@@ -120,6 +121,9 @@ class Gate(GateControl):
         self.cache_changed_at: float | None = None  # wall time the cache last changed from the registry
         self.catchup: CatchUp | None = None  # after an unclean stop, until caught up with the registry
         self._started_monotonic = 0.0
+        self.freshness: Any = None  # `gated.gate.freshness.Freshness` when there is a registry to confirm the cache
+        self.metrics: Any = None  # `gated.metrics.GateMetrics` when [metrics] is set
+        self._metrics_server: Any = None
 
     # ---- start ----
 
@@ -148,6 +152,11 @@ class Gate(GateControl):
             raise
         self._pending_outcomes = PendingOutcomes(self.journal.mark(SETTLED_MARK))
         self.validator = Validator(self.keyring, cache, policy_from_config(cfg))
+        if cfg.uplink is not None:
+            # The saved cache was last written after the registry's last change: its age, at most.
+            age = None if self.cache_changed_at is None else time.time() - self.cache_changed_at
+            self.freshness = Freshness(cfg.uplink.stale_after_s, age_at_start_s=age)
+            self.freshness.start(self.loop)
         if self._pin_factory is None:
             self._pin_factory = make_pin_factory(cfg.gate.gpio)
         try:
@@ -252,7 +261,7 @@ class Gate(GateControl):
         return LaneServices(
             validator=self.validator, journal=self.journal, clock=self.clock, monotonic=time.monotonic,
             spawn=self.spawn, on_journal_failure=self.journal_failed, on_record=self.after_record,
-            redeem=self._redeem, hold=None if self.catchup is None else self._hold,
+            redeem=self._redeem, hold=None if self.catchup is None else self._hold, freshness=self.freshness,
         )
 
     async def _redeem(self, ask):
@@ -304,6 +313,7 @@ class Gate(GateControl):
             self.uplink = Uplink(
                 self.gate_id, self.journal, self.validator.cache, self.keyring, self.clock, self.config.uplink,
                 on_cache_changed=self._mark_cache_dirty, on_keys_changed=self._keys_changed,
+                on_confirmed=self.freshness.confirmed,
             )
             self._service_task(self.uplink.run(), "uplink")
         else:
@@ -312,7 +322,24 @@ class Gate(GateControl):
         address = None if admin.socket is not None else f"{admin.host}:{admin.port}"
         self.admin = AdminServer(self, socket_path=admin.socket, address=address)
         await self.admin.start()
+        await self._start_metrics()
         await self._start_screens()
+
+    async def _start_metrics(self) -> None:
+        """`/metrics` when [metrics] says where (prometheus_client and aiohttp load only then)."""
+        m = self.config.metrics
+        if m is None:
+            return
+        from gated.metrics import GateMetrics, MetricsServer
+
+        self.metrics = GateMetrics(self)
+        self.metrics.attach(self.lanes)
+        self._metrics_server = MetricsServer(m.host, m.port, self.metrics.exposition, allow_remote=m.allow_remote)
+        await self._metrics_server.start()
+
+    async def _stop_metrics(self) -> None:
+        if self._metrics_server is not None:
+            await self._metrics_server.stop()
 
     async def _start_screens(self) -> None:
         """The operator screen of each handheld lane that has one (aiohttp loads only then)."""
@@ -430,6 +457,9 @@ class Gate(GateControl):
             task.cancel()
         await asyncio.gather(*self._input_tasks, return_exceptions=True)
         await self._stop_screens()
+        await self._stop_metrics()
+        if self.freshness is not None:
+            self.freshness.stop()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=STOP_GRACE_S)
         for lane in self.lanes.values():
@@ -469,6 +499,9 @@ class Gate(GateControl):
             task.cancel()
         await asyncio.gather(*self._input_tasks, *self._service_tasks, return_exceptions=True)
         await self._stop_screens()
+        await self._stop_metrics()
+        if self.freshness is not None:
+            self.freshness.stop()
         if self.admin is not None:
             await self.admin.stop()
         self._close_outputs()

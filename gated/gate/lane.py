@@ -73,6 +73,7 @@ class LaneServices:
     on_record: Callable[[], None]  # a record reached the journal
     redeem: Redeemer | None = None  # the registry's Redeem through the uplink (None: no uplink)
     hold: Callable[[Decision], Coroutine[Any, Any, Decision]] | None = None  # an admission waits for the catch-up (gated.gate.catchup)
+    freshness: Any = None  # `gated.gate.freshness.Freshness`: its `stale` goes into every decision (None: never stale)
 
 
 @dataclass
@@ -102,6 +103,7 @@ class LaneCounters:
     last_ticket: int | None = None
     last_at: float | None = None
     by_reason: dict[str, int] = field(default_factory=dict)
+    faults: int = 0  # an output device that failed, a decision the journal refused
 
 
 class LaneRunner:
@@ -119,6 +121,8 @@ class LaneRunner:
         self.last_decision: Decision | None = None
         self._expiry_handle: asyncio.TimerHandle | None = None
         self.observers: list[Callable[[Decision], None]] = []  # hear each journaled decision (the operator screen)
+        #: hears the seconds from a read to its relay pulse (`gated.metrics`: a histogram's `observe`)
+        self.scan_to_relay: Callable[[float], object] | None = None
 
     # ---- inputs (called on the loop thread) ----
 
@@ -141,13 +145,15 @@ class LaneRunner:
             log.warning("scan_refused_lane_fault", lane=self.id, fault=fault, source=read.source)
             self._show_fault()
             return None
-        decision = s.validator.decide(read.text, self.spec, s.clock.now(), clock_trusted=s.clock.trusted(), benefit=benefit)
+        f = s.freshness
+        decision = s.validator.decide(read.text, self.spec, s.clock.now(), clock_trusted=s.clock.trusted(), benefit=benefit,
+                                      cache_stale=f is not None and f.stale)
         if decision.repeat:
             self.counters.repeats += 1
             return decision
         decision, redemption = await self._settle(decision)
         await self._record_and_act(decision, {"source": read.source, "length": len(read.text), "truncated": read.truncated},
-                                   redemption)
+                                   redemption, read_at=read.at)
         return decision
 
     async def handle_manual(self, entry: ManualEntry | ManualEntryInvalid, benefit: str | None = None) -> Decision | None:
@@ -157,7 +163,9 @@ class LaneRunner:
             self._guarded("light", lambda light: light.deny(SIGNAL_SECONDS))
             self._guarded("buzzer", lambda buzzer: buzzer.play("deny"))
             return None
-        decision = s.validator.decide_manual(entry.ticket_id, entry.digits, self.spec, s.clock.now(), clock_trusted=s.clock.trusted(), benefit=benefit)
+        f = s.freshness
+        decision = s.validator.decide_manual(entry.ticket_id, entry.digits, self.spec, s.clock.now(), clock_trusted=s.clock.trusted(),
+                                             benefit=benefit, cache_stale=f is not None and f.stale)
         decision, redemption = await self._settle(decision)
         await self._record_and_act(decision, {"source": entry.source, "typed": True}, redemption)
         return decision
@@ -173,7 +181,9 @@ class LaneRunner:
         """Decide for a ticket an operator identified without a code (`Validator.decide_ticket`):
         journaled with `source` saying how ("screen" for a redemption, "phone" for a pick)."""
         s = self.services
-        decision = s.validator.decide_ticket(ticket_id, self.spec, s.clock.now(), clock_trusted=s.clock.trusted(), benefit=benefit)
+        f = s.freshness
+        decision = s.validator.decide_ticket(ticket_id, self.spec, s.clock.now(), clock_trusted=s.clock.trusted(), benefit=benefit,
+                                             cache_stale=f is not None and f.stale)
         decision, redemption = await self._settle(decision)
         await self._record_and_act(decision, {"source": source, "identified": True, **(extra or {})}, redemption)
         return decision
@@ -186,7 +196,7 @@ class LaneRunner:
         return await settle(decision, s.validator, s.redeem, offline_local=self.config.offline_redemption == "local")
 
     async def _record_and_act(self, decision: Decision, extra: dict[str, Any],
-                              redemption: Redemption | None = None) -> None:
+                              redemption: Redemption | None = None, read_at: float | None = None) -> None:
         s = self.services
         payload = {
             "code_kind": decision.kind,
@@ -208,6 +218,7 @@ class LaneRunner:
             )
         except JournalError as exc:
             # No record, no entry: the turnstile stays shut and the lane shows a fault.
+            self.counters.faults += 1
             s.on_journal_failure(exc)
             self._guarded("light", lambda light: light.deny(SIGNAL_SECONDS))
             self._guarded("buzzer", lambda buzzer: buzzer.play("deny"))
@@ -216,6 +227,8 @@ class LaneRunner:
             relay = self.outputs.relay
             if relay is not None:
                 self._guarded("relay", lambda r: r.pulse())
+                if read_at is not None and self.scan_to_relay is not None:
+                    self.scan_to_relay(s.monotonic() - read_at)
         self._show(decision)
         if decision.admitted and not decision.check:
             if self.window is not None and decision.benefit is None:
@@ -244,6 +257,7 @@ class LaneRunner:
         try:
             return action(device)
         except Exception as exc:
+            self.counters.faults += 1
             log.error("output_failed", lane=self.id, output=name, error=repr(exc))
             return None
 
@@ -369,7 +383,7 @@ class LaneRunner:
             "id": self.id, "zone": self.spec.zone, "direction": str(self.spec.direction), "mode": str(self.spec.mode),
             "purpose": str(self.spec.purpose),
             "decisions": c.decisions, "admitted": c.admitted, "denied": c.denied, "repeats": c.repeats,
-            "passages": c.passages, "not_passed": c.not_passed, "last_reason": c.last_reason, "last_ticket": c.last_ticket,
+            "passages": c.passages, "not_passed": c.not_passed, "faults": c.faults, "last_reason": c.last_reason, "last_ticket": c.last_ticket,
             "by_reason": dict(c.by_reason),
             "relay_energized": None if relay is None else relay.is_energized,
             "light": None if light is None else "#%02X%02X%02X" % tuple(round(x * 255) for x in light.current_color),

@@ -349,6 +349,7 @@ def unit_status_of(gate: Any) -> Callable[[], dict[str, Any]]:
             "cache_tickets": len(cache),
             "cache_age_s": None if changed is None else max(0.0, round(time.time() - changed, 1)),
             "clock_trusted": gate.clock.trusted(),
+            "cache_stale": bool(getattr(gate, "freshness", None) is not None and gate.freshness.check()),
             "fault": gate.fault,
         }
 

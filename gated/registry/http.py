@@ -150,11 +150,24 @@ def make_registry_app(registry: Registry, settings: WebSettings, *, pages: Seque
     app = make_app(settings, accounts=SignIn(_ACCOUNT_FIELDS, check, bearer))
     app[REGISTRY] = registry
     api.add_routes(app, registry)
+    app.router.add_get("/metrics", _metrics)
     for add in pages:
         add(app, registry)
     if not any(getattr(r, "canonical", None) == "/" for r in app.router.resources()):
         app.router.add_get("/", _index)
     return app
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    """Prometheus text (`gated.registry.metrics`) for a viewer: a session, or an API token a scraper sends
+    as `Authorization: Bearer` (these pages may face the staff network; `serve --metrics` is the loopback one)."""
+    if principal(request) is None:
+        raise web.HTTPUnauthorized(text="send an API token: Authorization: Bearer TOKEN\n", headers={"WWW-Authenticate": "Bearer"})
+    require(request, "viewer")
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    body = await request.app[REGISTRY].service.metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def _index(request: web.Request) -> web.Response:

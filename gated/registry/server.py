@@ -27,6 +27,9 @@ How it keeps the contract:
 - Fan-out: a new passage or redemption moves the registry's usage count,
   bumps the version and goes to every watching gate (the sender included) as
   a delta with absolute values.
+- Heartbeats: a gate that asks (`current_every_s`) hears `current_version`
+  when its watch has been quiet that long (and at once when it needs
+  nothing at the start): how it knows its cache is current, not stale.
 - Redeem: checked and taken in one store transaction (gated/registry/redeem.py),
   answered once per (gate, redemption_id), a grant fanned out like usage.
 - Entitlement watch: a gate at the current version gets only new deltas; one
@@ -88,6 +91,7 @@ from gated.validation.token import Reason
 from gated.validation.cache import Delta, EntitlementCache, Op, Reissue, SetState, Upsert, encode_snapshot
 from gated.registry import redeem as registry_redeem
 from gated.registry.engine import is_url as is_database_url
+from gated.registry.metrics import RegistryMetrics
 from gated.registry.store import Change, EventConflict, IncomingEvent, RegistryStore, StoredBatch
 
 log = structlog.get_logger()
@@ -108,6 +112,8 @@ _RESYNC = object()
 #: A watcher this far behind is dropped; it reconnects and gets a snapshot.
 WATCHER_QUEUE_LIMIT = 10_000
 MAX_MESSAGE_BYTES = 8 << 20
+#: What a gate may ask of `current_every_s`: at most one heartbeat a second, at least one an hour.
+HEARTBEAT_MIN_S, HEARTBEAT_MAX_S = 1.0, 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +193,7 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
         self.largest_update_bytes = 0
         #: The latest ReportStatus of each gate (in memory: gates report again within 5 s).
         self.gate_status: dict[str, GateStatus] = {}
+        self.metrics = RegistryMetrics(self)
 
     async def _exclusive(self, fn, *args, then=None):
         """Run `fn(*args)` in a worker thread while nothing else uses the store or the mirror.
@@ -215,7 +222,10 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
 
     def _snapshot_now(self) -> tuple[int, bytes]:
         if self._snapshot is None or self._snapshot[0] != self.cache.version:
+            started = time.perf_counter()
             self._snapshot = (self.cache.version, self.cache.to_snapshot())
+            self.metrics.snapshot_builds.inc()
+            self.metrics.snapshot_seconds.observe(time.perf_counter() - started)
         return self._snapshot
 
     async def snapshot(self) -> tuple[int, bytes]:
@@ -268,6 +278,10 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
     def check_ops(self, ops: tuple[Op, ...]) -> None:
         """ValueError when the mirror (and so every gate) could not take `ops` whole."""
         self.cache._check_delta(ops)
+
+    async def conflict_counts(self) -> dict[str, int]:
+        """The conflicts the store holds, by kind (for `/metrics`)."""
+        return await self._exclusive(self.store.conflict_counts)
 
     def watching_gates(self) -> frozenset[str]:
         """The gates watching entitlements now (connected), for the dashboard."""
@@ -383,9 +397,11 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
         stored = self.store.store_events(gate_id, events, time.time(), epoch=epoch, check=self.check_ops)
         return stored, None if stored.delta is None else self._prepare(stored.delta)
 
-    def _hand_out_batch(self, result: tuple[StoredBatch, _Published | None]) -> None:
+    def _hand_out_batch(self, result: tuple[StoredBatch, _Published | None], received: float | None = None) -> None:
         if result[1] is not None:
             self._hand_out(result[1])
+            if received is not None:
+                self.metrics.fanout.observe(time.perf_counter() - received)
 
     def _gate_known(self, gate_id: str, epoch: int) -> tuple[int, list[int]]:
         return self.store.acked_seq(gate_id, epoch), self.store.gate_epochs(gate_id)
@@ -396,6 +412,7 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
         epoch: int | None = None
         last_ack = 0
         async for batch in request_iterator:
+            received = time.perf_counter()
             if not batch.events:
                 # Answered like any batch (a client may count acks), and nothing else checked.
                 yield pb.StreamEventsResponse(up_to_seq=last_ack)
@@ -441,8 +458,10 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
             elif batch.after_seq != expect_after:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"gap: batch follows {batch.after_seq}, expected {expect_after}; resend")
             try:
-                stored, _published = await self._exclusive(self._store_batch, gate_id, events, epoch, then=self._hand_out_batch)
+                stored, _published = await self._exclusive(
+                    self._store_batch, gate_id, events, epoch, then=lambda result: self._hand_out_batch(result, received))
             except EventConflict as conflict:
+                self.metrics.event_conflicts.inc()
                 log.error("registry_event_conflict", gate=gate_id, epoch=f"{epoch:#018x}", seq=conflict.seq, error=str(conflict),
                           note="batch refused, nothing stored: the gate reused seqs it had already sent")
                 await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(conflict),
@@ -451,6 +470,9 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
                 log.error("registry_usage_refused", gate=gate_id, first_seq=events[0].seq, last_seq=events[-1].seq,
                           error=stored.usage_refused, note="events stored; their usage is not fanned out")
             self.events_stored += stored.new_events
+            self.metrics.events_stored.inc(stored.new_events)
+            if len(events) > stored.new_events:
+                self.metrics.duplicates.inc(len(events) - stored.new_events)
             expect_after = events[-1].seq
             last_ack = stored.acked_seq
             # The version every use counted so far is in (handed out already): a gate catching up waits for it.
@@ -465,6 +487,8 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
             self._watchers.add(watcher)
             have, sent = request.have_version, self._published_version
             catch_up = self._deltas_since(have) if have != sent else []
+            every = request.current_every_s
+            every = min(max(every, HEARTBEAT_MIN_S), HEARTBEAT_MAX_S) if every > 0 else None
             if catch_up is None:
                 version, data = await self.snapshot()  # this version or later: later deltas are skipped below
                 log.info("registry_sending_snapshot", gate=gate_id, have=have, version=version, size=len(data))
@@ -474,8 +498,18 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
             else:
                 for update in catch_up:
                     yield update
+                if every is not None and not catch_up:
+                    yield pb.WatchEntitlementsResponse(current_version=sent)  # current from the start
             while True:
-                item = await watcher.queue.get()
+                if every is None:
+                    item = await watcher.queue.get()
+                else:
+                    try:
+                        item = await asyncio.wait_for(watcher.queue.get(), every)
+                    except TimeoutError:
+                        # Quiet that long, nothing queued: the gate holds everything up to `sent`.
+                        yield pb.WatchEntitlementsResponse(current_version=sent)
+                        continue
                 if watcher.overflowed:
                     await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too far behind; reconnect for a snapshot")
                 if item is _RESYNC:
@@ -544,6 +578,8 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
         except ValueError as exc:  # the mirror refused the grant: rolled back, nothing taken
             log.error("registry_redeem_refused", gate=gate_id, error=str(exc))
             await context.abort(grpc.StatusCode.INTERNAL, "the registry could not apply this redemption")
+        if not result.replayed:
+            self.metrics.redeem.labels(outcome=str(result.outcome)).inc()
         log.info("registry_redeem", gate=gate_id, lane=req.lane, ticket_id=req.ticket_id, benefit=benefit,
                  outcome=result.outcome, remaining=result.remaining, replayed=result.replayed, version=result.version)
         return pb.RedeemResponse(outcome=REDEEM_OUTCOMES[Reason(result.outcome)], remaining=result.remaining,

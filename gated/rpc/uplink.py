@@ -46,6 +46,10 @@ Rules it keeps:
   samples, measured at every connect and every `time_sync_every_s`. The
   clock itself decides when an old offset is no longer trusted
   (`clock_unsynced`).
+- Freshness: every delta or snapshot applied, and every `current_version`
+  heartbeat that names the cache's own version, confirms the cache
+  (`on_confirmed`, see `gated.gate.freshness`). The watch asks for a
+  heartbeat every third of `stale_after_s` (at least 1 s, at most 60 s).
 - Redeem (a handheld's redemption, `gated.redeem`) is asked only on
   the live session: not connected, it answers None at once; a failed call or
   an answer it cannot read is None too, and the lane's offline policy
@@ -156,6 +160,7 @@ class Uplink:
         *,
         on_cache_changed: Callable[..., None] | None = None,
         on_keys_changed: Callable[[], None] | None = None,
+        on_confirmed: Callable[[], None] | None = None,
         batch_size: int = 2000,
         max_in_flight: int = 8,
         time_sync_every_s: float = 60.0,
@@ -172,6 +177,9 @@ class Uplink:
         self.config = uplink_config
         self.on_cache_changed = on_cache_changed
         self.on_keys_changed = on_keys_changed
+        self.on_confirmed = on_confirmed
+        stale_after_s = getattr(uplink_config, "stale_after_s", 300.0)
+        self.current_every_s = min(60.0, max(1.0, stale_after_s / 3))
         self.batch_size = batch_size
         self.max_in_flight = max_in_flight
         self.time_sync_every_s = time_sync_every_s
@@ -190,6 +198,8 @@ class Uplink:
         self._journal_acked = 0  # highest seq written to the journal as acknowledged
         self._sent_seq = 0
         self._refused_updates = 0
+        self.sessions = 0  # sessions that reached the registry; reconnects = sessions - 1
+        self.confirmations = 0  # updates and heartbeats that confirmed the cache
         self._resend_after: int | None = None  # set when the registry says it holds less than we thought
         self._watch_acked_through = 0  # the journal's acknowledged prefix when the entitlement watch was opened
         #: After a snapshot: the journal seq up to which the live cache holds all local usage.
@@ -242,6 +252,7 @@ class Uplink:
             "cache_version": self.cache.version,
             "cache_tickets": len(self.cache),
             "refused_updates": self._refused_updates,
+            "reconnects": max(0, self.sessions - 1),
             "last_error": self._last_error,
             "clock": {"offset_s": clock.offset_s, "trusted": clock.trusted, "age_s": clock.age_s, "rtt_s": clock.rtt_s},
             "status_reports": self._status_reports,
@@ -305,6 +316,7 @@ class Uplink:
         await self._sync_time(stub)
         self._stub = stub
         self._connected = True
+        self.sessions += 1
         self._last_error = None
         outage = None if outage_since is None else round(time.monotonic() - outage_since, 3)
         log.info("uplink_connected", target=self.config.target, outage_s=outage, backlog=self.journal.backlog())
@@ -530,7 +542,7 @@ class Uplink:
         refusals = 0
         while True:
             self._watch_acked_through = self.journal.acked_through()  # a snapshot includes at least these
-            request = pb.WatchEntitlementsRequest(have_version=self.cache.version)
+            request = pb.WatchEntitlementsRequest(have_version=self.cache.version, current_every_s=self.current_every_s)
             call = stub.WatchEntitlements(request, metadata=self._metadata)
             assembler = convert.SnapshotAssembler()
             try:
@@ -562,6 +574,14 @@ class Uplink:
                 raise convert.MalformedUpdate("a delta in the middle of a snapshot")
             await self._apply_delta(update.delta)
             self._cache_changed(snapshot=False)
+            self._confirmed()
+        elif which == "current_version":
+            if assembler.in_progress:
+                raise convert.MalformedUpdate("a heartbeat in the middle of a snapshot")
+            if update.current_version == self.cache.version:
+                self._confirmed()
+            else:
+                log.debug("entitlement_heartbeat_other_version", said=update.current_version, have=self.cache.version)
         else:
             raise convert.MalformedUpdate("an update with neither snapshot nor delta")
 
@@ -634,6 +654,16 @@ class Uplink:
         log.info("entitlement_snapshot_loaded", version=version, tickets=len(self.cache), size=len(data),
                  local_usage_reapplied=reapplied + late, journal_seq=late_to)
         self._cache_changed(snapshot=True)
+        self._confirmed()
+
+    def _confirmed(self) -> None:
+        """The registry says the cache is current (on the loop thread)."""
+        self.confirmations += 1
+        if self.on_confirmed is not None:
+            try:
+                self.on_confirmed()
+            except Exception as exc:
+                log.error("confirmed_callback_failed", error=repr(exc))
 
     def _reapply_since(self, cache: EntitlementCache, after_seq: int) -> tuple[int, int]:
         """Count local usage journaled after `after_seq` on `cache`; (the last seq read, how many applied)."""

@@ -17,6 +17,11 @@ The rules, in the order they are applied (the first that fails is the reason):
     unknown_ticket
     exits         stop here (an `out` lane with no benefit named): leaving is
                   never refused to the holder of a genuine ticket
+    cache_stale   `cache_stale` (the registry has not confirmed this cache for
+                  [uplink] stale_after_s) and `when_stale` says deny: "deny"
+                  every entry and redemption, "deny_static" those of codes
+                  that never expire (printed badges, operator-identified
+                  tickets); "admit" (the default) decides from the cache as is
     revoked, superseded_badge (static code, other serial)
     outside_validity  (clock_unsynced instead if the ticket has windows and
                   the clock is not trusted, unless `admit_static_when_unsynced`)
@@ -51,7 +56,9 @@ in the turnstile), until `commit()` counts it or `release()` says nobody
 walked through.
 
 Nothing here reads a clock or does I/O; `now` is unix time as the gate
-believes it, `clock_trusted` says whether it believes it.
+believes it, `clock_trusted` says whether it believes it, `cache_stale`
+whether the registry confirmed the cache recently enough (the gate's
+`gated.gate.freshness` says).
 """
 
 from __future__ import annotations
@@ -123,6 +130,7 @@ class Policy:
     zone_capacity: Mapping[str, int] = field(default_factory=dict)
     default_color: str = "#FFFFFF"
     deny_color: str = "#FF0000"
+    when_stale: str = "admit"  # "admit" | "deny_static" | "deny": see cache_stale above
 
 
 class Signal(NamedTuple):
@@ -206,6 +214,14 @@ class _LaneMemory:
 
 _ASCII_WHITESPACE = " \t\n\r\x0b\x0c"
 
+WHEN_STALE = ("admit", "deny_static", "deny")
+# the code kinds each when_stale refuses on a stale cache (None: a ticket an operator identified)
+_STALE_DENIES: Mapping[str, frozenset] = MappingProxyType({
+    "admit": frozenset(),
+    "deny_static": frozenset({CodeKind.STATIC, None}),
+    "deny": frozenset({CodeKind.DYNAMIC, CodeKind.STATIC, CodeKind.MANUAL, CodeKind.WALLET, None}),
+})
+
 
 class Validator:
     """Decides for every lane of one gate, from one key ring and one cache."""
@@ -227,6 +243,9 @@ class Validator:
         self._debounce_s, self._skew_steps = p.debounce_s, p.skew_steps
         self._rate_burst, self._rate_per_s = float(p.rate_burst), p.rate_per_s
         self._anti_passback = p.anti_passback
+        if p.when_stale not in WHEN_STALE:
+            raise ValueError(f"when_stale: one of {', '.join(WHEN_STALE)}, got {p.when_stale!r}")
+        self._stale_denies = _STALE_DENIES[p.when_stale]
 
     # ---- deciding ----
 
@@ -238,6 +257,7 @@ class Validator:
         *,
         clock_trusted: bool = True,
         benefit: str | None = None,
+        cache_stale: bool = False,
     ) -> Decision:
         """Decide on a scanned code. Never raises for any `code`."""
         if not isinstance(code, str):
@@ -258,7 +278,7 @@ class Validator:
             verified = verify_code(code, self.keyring.keys, now, self._skew_steps)
             if verified.kind is _WALLET and verified.reason is _OK:
                 verified = self._only_the_newest(verified, now)
-        decision = self._entitle(verified, lane, now, clock_trusted, benefit)
+        decision = self._entitle(verified, lane, now, clock_trusted, benefit, cache_stale)
         mem.last_text, mem.last_at, mem.last_decision = key, now, decision
         return decision
 
@@ -271,6 +291,7 @@ class Validator:
         *,
         clock_trusted: bool = True,
         benefit: str | None = None,
+        cache_stale: bool = False,
     ) -> Decision:
         """Decide on a typed ticket id + 8-digit code (the keypad fallback)."""
         mem = self._memory(lane, now)
@@ -280,7 +301,7 @@ class Validator:
             verified = verify_manual(ticket_id, digits, self.keyring.keys, now, self._skew_steps)
             if verified.reason is Reason.OK and not clock_trusted:
                 verified = verified._replace(reason=Reason.CLOCK_UNSYNCED)
-        decision = self._entitle(verified, lane, now, clock_trusted, benefit)
+        decision = self._entitle(verified, lane, now, clock_trusted, benefit, cache_stale)
         mem.last_text, mem.last_at, mem.last_decision = None, now, decision
         return decision
 
@@ -292,6 +313,7 @@ class Validator:
         *,
         clock_trusted: bool = True,
         benefit: str | None = None,
+        cache_stale: bool = False,
     ) -> Decision:
         """Decide for a ticket an operator identified without a code: a benefit redeemed
         for the holder just scanned, or the holder picked after a phone-digit search.
@@ -306,7 +328,7 @@ class Validator:
             verified = Verified(Reason.RATE_LIMITED)
         else:
             verified = Verified(_OK, None, None, ticket_id)
-        decision = self._entitle(verified, lane, now, clock_trusted, benefit)
+        decision = self._entitle(verified, lane, now, clock_trusted, benefit, cache_stale)
         mem.last_text, mem.last_at, mem.last_decision = None, now, decision
         return decision
 
@@ -349,7 +371,8 @@ class Validator:
         check = benefit is None and lane.purpose is _CHECK
         return _decision(reason, lane.id, now, v.ticket_id, category, v.kind, self._deny, lane.zone, lane.direction, benefit, False, attendee, check)
 
-    def _entitle(self, v: Verified, lane: Lane, now: float, clock_trusted: bool, benefit: str | None) -> Decision:
+    def _entitle(self, v: Verified, lane: Lane, now: float, clock_trusted: bool, benefit: str | None,
+                 cache_stale: bool = False) -> Decision:
         """Step 5 of the verifier order: the entitlement checks against the cache."""
         if v.reason is not _OK:
             return self._deny_with(v.reason, lane, now, v)
@@ -362,6 +385,8 @@ class Validator:
         category = profile.category
         attendee = self._attendee(row, profile) if lane.mode is _HANDHELD else None
         if lane.direction is _IN or benefit is not None:
+            if cache_stale and v.kind in self._stale_denies:
+                return self._deny_with(Reason.CACHE_STALE, lane, now, v, category, benefit, attendee)
             if table.state[row] != _ACTIVE:
                 return self._deny_with(Reason.REVOKED, lane, now, v, category, benefit, attendee)
             if v.kind is _STATIC and v.serial != table.serial[row]:

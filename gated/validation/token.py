@@ -82,6 +82,7 @@ class Reason(StrEnum):
     RATE_LIMITED = "rate_limited"
     CLOCK_UNSYNCED = "clock_unsynced"
     REGISTRY_UNREACHABLE = "registry_unreachable"  # a redemption the registry must grant, offline and policy "refuse"
+    CACHE_STALE = "cache_stale"  # the registry has not confirmed the cache for too long, and the policy denies
 
 
 class CodeKind(StrEnum):

@@ -109,7 +109,7 @@ def make_app(settings: WebSettings, *, sessions: Sessions | None = None, account
             return web.json_response({"error": "refused: this request did not come from this page"}, status=403)
         public = any(request.path == p or (p.endswith("/") and request.path.startswith(p)) for p in PUBLIC_PATHS)
         if signs_in and not public and not sessions.valid(request.cookies.get(cookie)):
-            if request.path.startswith("/api/") or request.path == "/events":
+            if request.path.startswith("/api/") or request.path in ("/events", "/metrics"):  # a program: 401, no page
                 return web.json_response({"error": "sign in first", "signin": True}, status=401)
             raise web.HTTPSeeOther(f"/signin?next={quote(request.path_qs, safe='')}")
         request[PRINCIPAL] = sessions.principal(request.cookies.get(cookie))

@@ -190,6 +190,28 @@ def test_clock_unsynced(gate):
     assert lenient.decide(badge(1), HALL, NOW, clock_trusted=False).admitted
 
 
+def test_a_stale_cache_decides_as_the_venue_chose(gate):
+    """The registry has not confirmed the cache for too long: "admit" decides from it as is,
+    "deny_static" refuses the codes that never expire, "deny" every entry; leaving stays free."""
+    assert gate.decide(phone(1), HALL, NOW, cache_stale=True).admitted  # the default: admit
+    static_only = Validator(gate.keyring, gate.cache, Policy(when_stale="deny_static"))
+    assert static_only.decide(phone(1), Lane("s1", "hall-a"), NOW, cache_stale=True).admitted  # a phone's code expires
+    d = static_only.decide(badge(1), Lane("s2", "hall-a"), NOW, cache_stale=True)
+    assert (d.reason, d.ticket_id, d.signal.pattern) == (Reason.CACHE_STALE, 1, "deny")
+    assert static_only.decide_ticket(1, DESK, NOW, cache_stale=True).reason is Reason.CACHE_STALE  # picked by an operator
+    assert static_only.decide(badge(1), Lane("s3", "hall-a"), NOW, cache_stale=False).admitted  # confirmed again
+    deny = Validator(gate.keyring, gate.cache, Policy(when_stale="deny"))
+    assert deny.decide(phone(1), Lane("d1", "hall-a"), NOW, cache_stale=True).reason is Reason.CACHE_STALE
+    assert deny.decide(badge(2), DESK, NOW, benefit="lunch_day1", cache_stale=True).reason is Reason.CACHE_STALE
+    assert deny.decide_manual(2, manual_code(KEY, 2, NOW), Lane("d2", "hall-a", mode=Mode.HANDHELD), NOW,
+                              cache_stale=True).reason is Reason.CACHE_STALE
+    assert deny.decide(phone(1, NOW + 10), HALL_OUT, NOW + 10, cache_stale=True).admitted  # leaving is never refused
+    assert deny.decide("GT1:NOPE", Lane("d3", "hall-a"), NOW, cache_stale=True).reason is Reason.BAD_FORMAT  # forged stays forged
+    assert deny.decide(phone(999), Lane("d4", "hall-a"), NOW, cache_stale=True).reason is Reason.UNKNOWN_TICKET
+    with pytest.raises(ValueError):
+        Validator(gate.keyring, gate.cache, Policy(when_stale="sometimes"))
+
+
 def test_handheld_shows_the_attendee_and_redeems_benefits(gate):
     d = gate.decide(badge(2), DESK, NOW, benefit="lunch_day1")
     assert d.admitted and d.attendee.name == "Li Wei" and d.attendee.company == "Daily News"
@@ -224,7 +246,7 @@ def test_manual_fallback(gate):
 
 
 def test_every_reason_is_reachable_by_these_scenarios():
-    """The contract lists 19 reasons; this file exercises each by name."""
+    """The contract lists 20 reasons; this file exercises each by name."""
     source = open(__file__, encoding="utf-8").read()
     assert all(f"Reason.{r.name}" in source for r in Reason)
 

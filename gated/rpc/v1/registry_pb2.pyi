@@ -297,18 +297,22 @@ class ReportStatusResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class WatchEntitlementsRequest(_message.Message):
-    __slots__ = ("have_version",)
+    __slots__ = ("have_version", "current_every_s")
     HAVE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_EVERY_S_FIELD_NUMBER: _ClassVar[int]
     have_version: int
-    def __init__(self, have_version: _Optional[int] = ...) -> None: ...
+    current_every_s: float
+    def __init__(self, have_version: _Optional[int] = ..., current_every_s: _Optional[float] = ...) -> None: ...
 
 class WatchEntitlementsResponse(_message.Message):
-    __slots__ = ("snapshot", "delta")
+    __slots__ = ("snapshot", "delta", "current_version")
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     snapshot: SnapshotChunk
     delta: Delta
-    def __init__(self, snapshot: _Optional[_Union[SnapshotChunk, _Mapping]] = ..., delta: _Optional[_Union[Delta, _Mapping]] = ...) -> None: ...
+    current_version: int
+    def __init__(self, snapshot: _Optional[_Union[SnapshotChunk, _Mapping]] = ..., delta: _Optional[_Union[Delta, _Mapping]] = ..., current_version: _Optional[int] = ...) -> None: ...
 
 class SnapshotChunk(_message.Message):
     __slots__ = ("version", "total_size", "offset", "data")

@@ -106,7 +106,8 @@
       const s = u.cache_age_s;
       age = s < 90 ? Math.round(s) + " s" : s < 5400 ? Math.round(s / 60) + " min" : Math.round(s / 3600) + " h";
     }
-    text("cache", "cache v" + u.cache_version + (age ? " · " + age + " old" : "") + " · " + u.cache_tickets + " tickets");
+    text("cache", (u.cache_stale ? "STALE " : "") + "cache v" + u.cache_version + (age ? " · " + age + " old" : "") + " · " + u.cache_tickets + " tickets");
+    $("cache").className = "pill" + (u.cache_stale ? " bad" : "");
     const clock = $("clock");
     clock.textContent = u.clock_trusted ? "clock ok" : "CLOCK NOT TRUSTED";
     clock.className = "pill " + (u.clock_trusted ? "good" : "bad");
