@@ -247,7 +247,7 @@ def screenshot(path: Path) -> None:
             time.sleep(0.3)
             record_light_colours(driver, "in-1")
             present(driver, "in-1", "valid")
-            time.sleep(0.15)
+            time.sleep(0.5)  # the gate's own status (4 a second) catches up with the coils, the light still lit
             driver.save_screenshot(str(path))
         finally:
             driver.quit()
