@@ -4,7 +4,8 @@ Registering it imports nothing heavy; the simulator itself, and the packages
 only it needs (`pip install 'gated[sim]'`), are imported when the command runs.
 
 `gated sim` runs the rehearsal (hw_sim.run): the gate as its own process,
-driven through the control API whose address it prints; `--scenario FILE`
+driven from the web console (and its control API) whose address it prints
+first, then the registry's dashboard with the demo account's password; `--scenario FILE`
 runs a scripted day headless; `--in-process` is the older simulator with the
 gate inside this process and its full-screen console (hw_sim.sim).
 """
@@ -21,8 +22,9 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "sim", help="the whole gate on this machine: the gate as its own process on virtual devices, faults, scripted days",
         description="Run the simulated gate: the real daemon as its own process, fed by virtual scanners, its registry "
-                    "behind a proxy that can be cut, a crowd; driven through a control HTTP API on 127.0.0.1 (the address "
-                    "is printed). With --scenario FILE: a scripted day, headless, and its summary.",
+                    "behind a proxy that can be cut, a crowd; driven from a web console on 127.0.0.1 (its address is "
+                    "printed first, then the registry dashboard's with the demo account's password). With --scenario "
+                    "FILE: a scripted day, headless, and its summary.",
     )
     p.add_argument("--run-dir", default=DEFAULT_RUN_DIR, metavar="DIR",
                    help=f"where the run's files go (default {DEFAULT_RUN_DIR}; cleared at each start except keys.json)")
@@ -34,7 +36,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--scenario", metavar="FILE", help="run a scripted day (TOML, see scenarios/) headless and print its summary")
     p.add_argument("--json", action="store_true", help="with --scenario: the summary as one JSON object")
     p.add_argument("--api-port", type=int, default=DEFAULT_API_PORT, metavar="PORT",
-                   help=f"the control API's port on 127.0.0.1 (default {DEFAULT_API_PORT}; a free one if busy; 0: any)")
+                   help=f"the console's and control API's port on 127.0.0.1 (default {DEFAULT_API_PORT}; a free one if busy; 0: any)")
     p.add_argument("--in-process", action="store_true",
                    help="the older simulator: the gate inside this process, with the full-screen console")
     p.set_defaults(func=cmd_sim)
@@ -68,3 +70,4 @@ def cmd_sim(args) -> int:
     if args.scenario:
         return main_scripted(args.scenario, args.run_dir, as_json=args.json, template=args.config)
     return main_live(args.run_dir, duration=args.duration, rate=args.rate, api_port=args.api_port, template=args.config)
+

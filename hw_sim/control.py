@@ -1,14 +1,17 @@
-"""The rehearsal's control API: what scripts, tests and (later) the web console drive, on 127.0.0.1 only.
+"""The rehearsal's web console and its control API, on 127.0.0.1 only: what technicians, scripts and tests drive.
 
 Built on gated's one web stack (`gated.web.make_app`), so it keeps its rules:
 loopback only, and every POST must carry this server's own Origin (a page
 of it, or a script saying `-H "Origin: http://127.0.0.1:PORT"`): another
 site open in the same browser cannot cut the gate's power.
 
+    GET  /                               the console (hw_sim/static/console.*: served from the package, no CDN,
+                                         no build step), drawn from /api/events, every button a POST below
     GET  /api/state                      the whole picture, one JSON object (Rehearsal.state())
     GET  /api/events                     server-sent events: `state` (the same object, 4 a second),
                                          `record` (each journal record the gate wrote), `fault`
-    GET  /api/kinds                      what /api/present and /api/fault/... accept
+    GET  /api/kinds                      what /api/present and /api/fault/... accept; the lanes with a camera, the
+                                         category colours, the registry's staff pages (what the console draws once)
     POST /api/present                    {lane, kind: valid|badge|forged|expired|...} or {lane, code}; optional
                                          ticket, via: "scanner" (default) | "camera" (the lane's IP camera)
                                          -> the decision: {lane, kind, via, ticket, reason, decided, seq, latency_ms, relay_ms}
@@ -28,15 +31,18 @@ request the rehearsal cannot do, 404 for an unknown action.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from gated.web import Broadcast, WebServer, WebSettings, make_app
 from hw_sim.rehearsal import BAD_KINDS, FAULTS, PRESENT_KINDS, Presentation, Rehearsal, RehearsalError
+from hw_sim.sim import DEMO_USER
 
 DEFAULT_API_PORT = 8091
 _MAX_BODY = 16 * 1024
+CONSOLE_DIR = Path(__file__).resolve().parent / "static"  # served at /console/; gated.web's own files at /static/
 
 
 def _presentation(p: Presentation) -> dict[str, Any]:
@@ -91,6 +97,9 @@ class ControlApi:
         self.settings = WebSettings(host="127.0.0.1", port=port, title="gated sim")
         self.events = Broadcast()
         app = make_app(self.settings)
+        self._page = (CONSOLE_DIR / "console.html").read_text(encoding="utf-8")
+        app.router.add_get("/", self._console)
+        app.router.add_static("/console/", CONSOLE_DIR, follow_symlinks=False)
         app.router.add_get("/api/state", self._state)
         app.router.add_get("/api/events", self._events)
         app.router.add_get("/api/kinds", self._kinds)
@@ -115,6 +124,9 @@ class ControlApi:
 
     # ---- handlers ----
 
+    async def _console(self, request: web.Request) -> web.Response:
+        return web.Response(text=self._page, content_type="text/html")
+
     async def _state(self, request: web.Request) -> web.Response:
         return web.json_response(self.rehearsal.state(), dumps=lambda o: json.dumps(o, default=str))
 
@@ -122,8 +134,14 @@ class ControlApi:
         return await self.events.respond(request, initial=lambda: [("state", json.loads(json.dumps(self.rehearsal.state(), default=str)))])
 
     async def _kinds(self, request: web.Request) -> web.Response:
+        r = self.rehearsal
+        config = getattr(r, "config", None)
+        pages = r.staff_pages.url if r.staff_pages is not None else None
         return web.json_response({"present": PRESENT_KINDS, "bad": list(BAD_KINDS), "faults": list(FAULTS),
-                                  "registry": ["revoke", "reprint"], "lanes": self.rehearsal.lane_ids()})
+                                  "registry": ["revoke", "reprint"], "lanes": r.lane_ids(), "cameras": sorted(r.cameras),
+                                  "colors": {} if config is None else {**config.policy.colors, "default": config.policy.default_color},
+                                  "staff_pages": None if pages is None else {"desk": pages, "dashboard": pages + "dashboard",
+                                                                             "account": DEMO_USER}})
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
         if request.content_length and request.content_length > _MAX_BODY:
@@ -141,6 +159,8 @@ class ControlApi:
 
     async def _answer(self, request: web.Request, action) -> web.Response:
         try:
+            if self.rehearsal.gate is None:
+                raise RehearsalError("the rehearsal is still starting: try again in a few seconds")
             body = await self._body(request)
             result = await action(body)
         except RehearsalError as exc:

@@ -58,7 +58,7 @@ from hw_sim import attendees as demo
 from hw_sim.devices import VirtualSerialScanner
 from hw_sim.gateproc import GateProcess, GateProcessError
 from hw_sim.proxy import CUT_MODES, CuttableProxy
-from hw_sim.sim import KEPT, MARKER, SIM_CONFIG, SimError, _free_port, generate_config, to_toml
+from hw_sim.sim import KEPT, MARKER, SIM_CONFIG, SimError, _free_port, generate_config, start_staff_pages, to_toml
 
 log = structlog.get_logger("hw_sim.rehearsal")
 
@@ -137,7 +137,7 @@ class Rehearsal:
 
     def __init__(self, run_dir: str | os.PathLike, *, template: str | os.PathLike | None = None,
                  passage_timeout_s: float | None = 2.0, seed: int = 1,
-                 say: Callable[[str, str], object] | None = None) -> None:
+                 say: Callable[[str, str], object] | None = None, staff_pages_port: int | None = None) -> None:
         self.run_dir = Path(run_dir).resolve()
         self.template = Path(template) if template is not None else SIM_CONFIG
         self.passage_timeout_s = passage_timeout_s
@@ -153,6 +153,9 @@ class Rehearsal:
         self.suffix: dict[str, bytes] = {}
         self.lanes: list[dict[str, Any]] = []
         self.registry: Any = None
+        self.staff_pages_port = staff_pages_port  # None: the registry's staff pages are not served (0: any free port)
+        self.staff_pages: Any = None  # gated.registry.http.RegistryWeb, behind the demo account
+        self.demo_password: str | None = None
         self.proxy: CuttableProxy | None = None
         self.gate: GateProcess | None = None
         self.admin_target: str | None = None
@@ -241,6 +244,8 @@ class Rehearsal:
             store.close()
         self.registry = RegistryServer(db, f"127.0.0.1:{_free_port()}")
         await self.registry.start()
+        if self.staff_pages_port is not None:
+            self.staff_pages, self.demo_password = await start_staff_pages(self.registry, self.staff_pages_port)
         self.proxy = CuttableProxy("127.0.0.1", self.registry.port)
         await self.proxy.start()
         data["uplink"]["target"] = self.proxy.address
@@ -894,6 +899,10 @@ class Rehearsal:
         for camera in self.cameras.values():
             with contextlib.suppress(Exception):
                 await camera.stop()
+        if self.staff_pages is not None:
+            with contextlib.suppress(Exception):
+                await self.staff_pages.stop()
+            self.staff_pages = None
         if self.registry is not None:
             with contextlib.suppress(Exception):
                 await self.registry.stop()

@@ -2,8 +2,9 @@
 
 Two ways to run (hw_sim.command picks):
 
-- `run_live`: the gate, its registry behind the proxy, the control API on
-  127.0.0.1 (its address printed first, then one plain line per event), and a
+- `run_live`: the gate, its registry behind the proxy, the console and its
+  control API on 127.0.0.1, the registry's staff pages behind the demo account
+  (their addresses printed first, then one plain line per event), and a
   crowd at `--rate` (the entry lane, a quarter of that leaving, a few bad
   codes) until Ctrl-C, SIGTERM or `--duration`. `gated sim --in-process` is the
   older simulator, the gate inside this process with its full-screen console.
@@ -29,6 +30,12 @@ from typing import TextIO
 from hw_sim.control import DEFAULT_API_PORT, start_api
 from hw_sim.rehearsal import SIM_LOG, Rehearsal, RehearsalError
 from hw_sim.scenario import Scenario, ScenarioError, ScenarioRun, failed, format_summary, load, summarize
+from hw_sim.sim import STAFF_PAGES_PORT, dashboard_line
+
+
+def _print(out: TextIO, line: str) -> None:
+    with contextlib.suppress(OSError):
+        print(line, file=out, flush=True)
 
 
 def _printer(out: TextIO):
@@ -81,13 +88,16 @@ async def run_live(run_dir: str, *, duration: float | None, rate: float, api_por
     say = _printer(out)
     stop = asyncio.Event()
     signals = _stop_on_signals(stop)
-    rehearsal = Rehearsal(run_dir, template=template, say=say)
+    rehearsal = Rehearsal(run_dir, template=template, say=say, staff_pages_port=STAFF_PAGES_PORT)
     api = None
     crowd = None
     try:
+        # The console first: it shows the gate booting, then running.
+        api = await start_api(rehearsal, api_port)
+        _print(out, f"console: {api.url}")
         say("", f"starting in {run_dir}: the gate as its own process, the registry behind a proxy ...")
         await rehearsal.start()
-        api = await start_api(rehearsal, api_port)
+        _print(out, dashboard_line(rehearsal.staff_pages.url, rehearsal.demo_password))
         say("", f"control API: {api.url}api/state  (live: {api.url}api/events; POST /api/present, /api/fault/..., /api/registry/...)")
         say("", f"gate log: {rehearsal.gate.log_path}  journal: {rehearsal.journal_path}")
         rehearsal.listeners.append(lambda event, data: _echo(say, event, data))

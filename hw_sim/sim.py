@@ -209,6 +209,40 @@ class Feed:
 
 
 # --------------------------------------------------------------------------
+# The registry's staff pages, in both simulators
+
+
+async def start_staff_pages(registry: Any, port: int = STAFF_PAGES_PORT) -> tuple[Any, str]:
+    """The registry's desk pages and live dashboard on loopback beside a running `RegistryServer`, behind a
+    real `demo` account whose password is made afresh here (the run directory, and its registry, is new at
+    each start): (the started `RegistryWeb`, the password). `port`, or a free one when it is busy."""
+    import secrets
+
+    from gated.registry.accounts import Accounts
+    from gated.registry.http import RegistryWeb
+    from gated.registry.pages import staff_pages
+    from gated.registry.store import RegistryStore
+    from gated.web import WebSettings
+
+    password = secrets.token_urlsafe(9)
+
+    def add_demo_account() -> None:
+        with RegistryStore(registry.db, create=False) as store:
+            Accounts(store).add_user(DEMO_USER, DEMO_ROLE, password)
+
+    await asyncio.to_thread(add_demo_account)
+    port = port if port and _port_free("127.0.0.1", port) else _free_port()
+    pages = RegistryWeb(registry, WebSettings(host="127.0.0.1", port=port, title="registry (demo)"), pages=staff_pages())
+    await pages.start()
+    return pages, password
+
+
+def dashboard_line(url: str, password: str) -> str:
+    """What both simulators print for the staff pages (tests read it back)."""
+    return f"registry dashboard: {url}dashboard  (demo account: {DEMO_USER}, password {password}, role {DEMO_ROLE})"
+
+
+# --------------------------------------------------------------------------
 # The simulator
 
 
@@ -313,31 +347,12 @@ class Simulator:
             store.close()
         self.registry = RegistryServer(db, uplink["target"])
         await self.registry.start()
-        await self._start_staff_pages(db)
+        await self._start_staff_pages()
 
-    async def _start_staff_pages(self, db: Path) -> None:
+    async def _start_staff_pages(self) -> None:
         """The registry's desk pages and live dashboard on loopback, behind the demo account's sign-in."""
-        import secrets
-
-        from gated.registry.accounts import Accounts
-        from gated.registry.http import RegistryWeb
-        from gated.registry.pages import staff_pages
-        from gated.registry.store import RegistryStore
-        from gated.web import WebSettings
-
-        password = secrets.token_urlsafe(9)  # the run directory (and its registry) is new at each start
-
-        def add_demo_account() -> None:
-            with RegistryStore(db, create=False) as store:
-                Accounts(store).add_user(DEMO_USER, DEMO_ROLE, password)
-
-        await asyncio.to_thread(add_demo_account)
-        port = STAFF_PAGES_PORT if _port_free("127.0.0.1", STAFF_PAGES_PORT) else _free_port()
-        settings = WebSettings(host="127.0.0.1", port=port, title="registry (demo)")
-        self.staff_pages = RegistryWeb(self.registry, settings, pages=staff_pages())
-        await self.staff_pages.start()
-        self.feed.add("", f"registry dashboard: {self.staff_pages.url}dashboard  "
-                          f"(demo account: {DEMO_USER}, password {password}, role {DEMO_ROLE})", "info")
+        self.staff_pages, password = await start_staff_pages(self.registry)
+        self.feed.add("", dashboard_line(self.staff_pages.url, password), "info")
 
     async def start(self) -> None:
         self.prepare_run_dir()

@@ -456,13 +456,16 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def test_gated_sim_serves_its_api_and_stops_leaving_no_process_or_port(tmp_path):
+def test_gated_sim_serves_its_console_and_api_and_stops_leaving_no_process_or_port(tmp_path):
+    import re
+    import urllib.parse
     import urllib.request
+    from http.cookiejar import CookieJar
 
     proc = subprocess.Popen([GATED, "sim", "--run-dir", str(tmp_path / "run"), "--api-port", "0", "--rate", "30"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        url = None
+        url = console = dashboard = None
         deadline = time.monotonic() + 60
         lines = []
         while url is None and time.monotonic() < deadline:
@@ -470,15 +473,47 @@ def test_gated_sim_serves_its_api_and_stops_leaving_no_process_or_port(tmp_path)
             if not line:
                 break
             lines.append(line)
+            if line.startswith("console: "):
+                console = line.split()[1]
+            found = re.search(r"registry dashboard: (http://127\.0\.0\.1:\d+/)dashboard +\(demo account: demo, password (\S+),", line)
+            if found:
+                dashboard, password = found.groups()
             if "control API: " in line:
                 url = line.split("control API: ", 1)[1].split()[0]
         assert url, "".join(lines) + proc.stderr.read() if proc.poll() is not None else "".join(lines)
+        # The console's address is the first line, before the gate starts; then the dashboard with its password.
+        assert lines[0] == f"console: {console}\n" and url == console + "api/state", lines
+        assert dashboard is not None and dashboard != console, lines
+
+        # The console page, its script and its style, all from the package.
+        with urllib.request.urlopen(console, timeout=5) as resp:
+            page = resp.read().decode()
+            assert resp.headers["Content-Type"].startswith("text/html")
+            assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
+        assert 'src="/console/console.js"' in page and 'href="/console/console.css"' in page and "http" not in page.split("<body>")[0]
+        for asset, kind in (("console/console.js", "javascript"), ("console/console.css", "text/css")):
+            with urllib.request.urlopen(console + asset, timeout=5) as resp:
+                assert resp.status == 200 and kind in resp.headers["Content-Type"] and len(resp.read()) > 1000
+        with urllib.request.urlopen(console + "api/kinds", timeout=5) as resp:
+            kinds = json.loads(resp.read())
+        assert kinds["staff_pages"]["dashboard"] == dashboard + "dashboard" and kinds["cameras"] == ["in-1"]
+
+        # The registry's dashboard behind the demo account's sign-in, with the printed password.
+        jar = CookieJar()
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        with browser.open(dashboard + "dashboard", timeout=10) as resp:
+            assert "/signin" in resp.url
+        form = urllib.parse.urlencode({"username": "demo", "password": password, "next": "/dashboard"}).encode()
+        with browser.open(urllib.request.Request(dashboard + "signin", data=form, headers={"Origin": dashboard.rstrip("/")}),
+                          timeout=10) as resp:
+            assert resp.status == 200 and resp.url.endswith("/dashboard") and b"chart.umd.js" in resp.read()
+
         with urllib.request.urlopen(url, timeout=5) as resp:
             state = json.loads(resp.read())
         gate_pid = state["gate"]["pid"]
         assert state["gate"]["state"] == "running" and Path(f"/proc/{gate_pid}").exists()
         ports = [int(url.split(":")[2].split("/")[0]), int(state["network"]["listen"].rsplit(":", 1)[1]),
-                 int(state["registry"]["listen"].rsplit(":", 1)[1])]
+                 int(state["registry"]["listen"].rsplit(":", 1)[1]), int(dashboard.split(":")[2].strip("/"))]
         assert all(_listening(port) for port in ports)
         assert _children(proc.pid) == [gate_pid]
 
