@@ -98,7 +98,8 @@ function drawTop(s) {
   stat("st-cache", s.cache_version === null || s.cache_version === undefined ? "—" : `v${s.cache_version} · ${s.cache_tickets}`);
   const offset = s.clock.offset_s;
   const apart = s.clock.set_apart_s || 0;
-  let clock = offset === null || offset === undefined ? "—" : `${offset >= 0 ? "+" : ""}${offset.toFixed(2)} s`;
+  const shown = offset === null || offset === undefined ? null : Math.abs(offset) < 0.005 ? 0 : offset;  // never "-0.00"
+  let clock = shown === null ? "—" : `${shown >= 0 ? "+" : ""}${shown.toFixed(2)} s`;
   if (apart) clock += ` (set ${apart > 0 ? "+" : ""}${apart} s)`;
   stat("st-clock", clock, offset === null || offset === undefined ? undefined : s.clock.trusted === false ? "bad" : Math.abs(offset) > 5 ? "warn" : "good");
   const io = s.io_module;
