@@ -40,6 +40,25 @@ function check(condition, message) {
   if (!condition) throw new SnapshotError(message);
 }
 
+/** A u64 as a decimal string: exact past 2^53, where a JavaScript number is not. */
+function u64String(data, at) {
+  const high = data.readUInt32LE(at + 4);
+  // Below 2^53 a number holds it exactly, and is much cheaper than a BigInt.
+  return high < 0x200000 ? String(high * 0x100000000 + data.readUInt32LE(at)) : data.readBigUInt64LE(at).toString();
+}
+
+/** The zone names of an `inside` bitmask given as its low and high 32 bits; no bit beyond the zones declared. */
+function zonesIn(low, high, zoneNames, row) {
+  if (low === 0 && high === 0) return [];
+  const names = [];
+  for (let bit = 0; bit < 64; bit++) {
+    if (((bit < 32 ? low >>> bit : high >>> (bit - 32)) & 1) === 0) continue;
+    check(bit < zoneNames.length, `ticket row ${row}: inside names zone ${bit}, beyond the ${zoneNames.length} declared`);
+    names.push(zoneNames[bit]);
+  }
+  return names;
+}
+
 /**
  * Decode a whole snapshot.
  * @param {Buffer} data the chunks' data, appended in offset order
@@ -99,19 +118,17 @@ function decodeSnapshot(data) {
     const [category, ticketType, ticketZones, windows, maxEntries, benefitNames] = p;
     const stateByte = data[state + i];
     check(stateByte in STATES[format], `ticket row ${i}: state byte ${stateByte} is neither active nor revoked`);
-    const mask = data.readBigUInt64LE(inside + 8 * i);
-    check(mask >> BigInt(zoneNames.length) === 0n, `ticket row ${i}: inside names a zone beyond the ${zoneNames.length} declared`);
-    const insideNames = zoneNames.filter((_, bit) => (mask >> BigInt(bit)) & 1n);
+    const insideNames = zonesIn(data.readUInt32LE(inside + 8 * i), data.readUInt32LE(inside + 8 * i + 4), zoneNames, i);
     const phoneValue = data.readUInt16LE(phone + 2 * i);
     check(phoneValue === NO_PHONE || phoneValue <= 9999, `ticket row ${i}: phone suffix ${phoneValue} is not 4 digits`);
     const tOff = data.readUInt32LE(textOff + 4 * i), tLen = data.readUInt16LE(textLen + 2 * i);
     check(tOff + tLen <= textBytes && tLen <= MAX_TEXT_BYTES, `ticket row ${i}: text out of range`);
-    const text = data.subarray(textStart + tOff, textStart + tOff + tLen).toString('utf8');
+    const text = tLen === 0 ? '' : data.subarray(textStart + tOff, textStart + tOff + tLen).toString('utf8');
     const cut = text.indexOf('\x1f');
     const bOff = data.readUInt32LE(benOff + 4 * i);
     check(bOff + benefitNames.length <= benefitCount, `ticket row ${i}: benefits out of range`);
     tickets[i] = {
-      ticket_id: data.readBigUInt64LE(tid + 8 * i).toString(),
+      ticket_id: u64String(data, tid + 8 * i),
       category,
       ticket_type: ticketType,
       zones: ticketZones,

@@ -140,8 +140,8 @@ def test_a_node_gate_loads_the_contract_unchanged_and_plays_a_day_against_the_re
     assert [p["progress"] for p in progress][:2] == ["snapshot", "delta"]
 
 
-def test_the_node_snapshot_reader_passes_the_contract_vectors():
-    """docs/snapshot-vectors.json read by the Node gate's decoder (node --test examples/node-gate/test/)."""
+def test_the_node_gates_own_checks_pass_the_contract_vectors_and_deltas_all_or_nothing():
+    """node --test examples/node-gate/test/: the snapshot vectors of docs/snapshot-vectors.json, deltas whole or refused."""
     done = subprocess.run([NODE, "--test", "test/"], cwd=EXAMPLE, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "# fail 0" in done.stdout and "# pass 0" not in done.stdout
