@@ -7,6 +7,7 @@ BIN    := $(VENV)/bin
 STAMP_SIM  := $(VENV)/.installed-sim
 STAMP_TEST := $(VENV)/.installed-test
 BUF    := tools/node_modules/.bin/buf
+NODE_GATE := examples/node-gate/node_modules/.package-lock.json
 
 .PHONY: run test bench demo clean proto check-nosim reliability
 
@@ -27,7 +28,7 @@ $(STAMP_TEST): pyproject.toml | $(BIN)/python
 run: $(STAMP_SIM)
 	$(BIN)/gated sim
 
-test: $(STAMP_TEST) $(BUF)
+test: $(STAMP_TEST) $(BUF) $(NODE_GATE)
 	$(BIN)/lint-imports --no-cache
 	$(BUF) lint
 	$(BUF) breaking --against proto/v1.binpb
@@ -38,6 +39,12 @@ test: $(STAMP_TEST) $(BUF)
 $(BUF): tools/package.json tools/package-lock.json
 	cd tools && npm ci --no-audit --no-fund --loglevel=error
 	touch $(BUF)
+
+# The Node gate of tests/rpc/test_node_client.py (examples/node-gate): @grpc/grpc-js and
+# @grpc/proto-loader from the npm registry, pinned by its package-lock.json (offline once cached).
+$(NODE_GATE): examples/node-gate/package.json examples/node-gate/package-lock.json
+	cd examples/node-gate && npm ci --prefer-offline --no-audit --no-fund --loglevel=error
+	touch $(NODE_GATE)
 
 # The generated gRPC code in gated/rpc/v1 is committed (a fresh clone runs
 # without grpcio-tools); regenerate it after editing proto/gated/v1/*.proto.
@@ -80,7 +87,7 @@ check-nosim:
 	  echo "check-nosim: OK"
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info tools/node_modules
+	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info tools/node_modules examples/node-gate/node_modules
 
 # The HID tests on a real /dev/uinput, in a VM (reliability/hid_vm.sh: needs
 # qemu-system-x86, busybox-static and kmod; caches its kernel in ~/.cache/gated-vm).
