@@ -415,7 +415,7 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
             received = time.perf_counter()
             if not batch.events:
                 # Answered like any batch (a client may count acks), and nothing else checked.
-                yield pb.StreamEventsResponse(up_to_seq=last_ack)
+                yield pb.StreamEventsResponse(up_to_seq=last_ack, version=self._published_version)
                 continue
             if epoch is None:
                 epoch = batch.journal_epoch
