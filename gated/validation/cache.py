@@ -1165,9 +1165,14 @@ def _pack_records(records: Iterable[TicketRecord], where: str, zone_capacity: di
         table.capacity[zone] = cap
     seen: set[int] = set()
     profile_of_raw: dict[tuple, int] = {}  # as given (unsorted) -> interned profile: checked once
+    mask_of_inside: dict[tuple, int] = {(): 0}
+    # The columns' appends, looked up once: this loop runs for every ticket of an import.
+    tid, profile, used, serial, state = table.tid.append, table.profile.append, table.used.append, table.serial.append, table.state.append
+    inside, phone, text_off, text_len = table.inside.append, table.phone.append, table.text_off.append, table.text_len.append
+    ben_off, ben, text = table.ben_off.append, table.ben, table.text
     for n, rec in enumerate(records):
         try:
-            raw = (rec.category, rec.ticket_type, rec.zones, rec.windows, rec.max_entries, tuple(b[0] for b in rec.benefits))
+            raw = (rec.category, rec.ticket_type, rec.zones, rec.windows, rec.max_entries, tuple([b[0] for b in rec.benefits]))
             profile_idx = profile_of_raw.get(raw)
         except (AttributeError, TypeError, IndexError):  # not a record, or unhashable parts: the full check says why
             raw, profile_idx = None, None
@@ -1176,22 +1181,29 @@ def _pack_records(records: Iterable[TicketRecord], where: str, zone_capacity: di
             profile_idx = table.intern(rec)
             if raw is not None:
                 profile_of_raw[raw] = profile_idx
-        if rec.ticket_id in seen:
-            raise ValueError(f"{where} {n}: ticket {rec.ticket_id} appears twice")
-        seen.add(rec.ticket_id)
-        table.tid.append(rec.ticket_id)
-        table.profile.append(profile_idx)
-        table.used.append(rec.entries_used)
-        table.serial.append(rec.badge_serial)
-        table.state.append(int(rec.state))
-        table.inside.append(table.mask_of(rec.inside))
-        table.phone.append(int(rec.phone_last4) if rec.phone_last4 else NO_PHONE)
+        ticket_id = rec.ticket_id
+        if ticket_id in seen:
+            raise ValueError(f"{where} {n}: ticket {ticket_id} appears twice")
+        seen.add(ticket_id)
+        tid(ticket_id)
+        profile(profile_idx)
+        used(rec.entries_used)
+        serial(rec.badge_serial)
+        state(rec.state)
+        hashable = type(rec.inside) is tuple
+        mask = mask_of_inside.get(rec.inside) if hashable else None
+        if mask is None:
+            mask = table.mask_of(rec.inside)
+            if hashable:
+                mask_of_inside[rec.inside] = mask
+        inside(mask)
+        phone(int(rec.phone_last4) if rec.phone_last4 else NO_PHONE)
         blob = (rec.name + "\x1f" + rec.company).encode("utf-8", "surrogatepass") if (rec.name or rec.company) else b""
-        table.text_off.append(len(table.text))
-        table.text_len.append(len(blob))
-        table.text += blob
-        table.ben_off.append(len(table.ben))
-        table.ben.extend([remaining for _, remaining in rec.benefits])
+        text_off(len(text))
+        text_len(len(blob))
+        text += blob
+        ben_off(len(ben))
+        ben.extend([remaining for _, remaining in rec.benefits])
     return table
 
 
