@@ -196,7 +196,7 @@ def parse_batch(body: bytes) -> list[tuple[TicketRecord, str]]:
 # an odd type, a bad field) takes the whole `check_row` path, so a bad row is named exactly as
 # that path names it.
 _SHARED = ("category", "ticket_type", "zones", "validity", "valid_from", "valid_until", "max_entries", "benefits")
-_OWN = frozenset(("ticket_id", "name", "company", "phone"))
+_FIELDS = frozenset(("ticket_id", "name", "company", "phone", *_SHARED))  # a row's own fields, then the shared ones
 
 
 def _shape_key(row: dict) -> str:
@@ -225,7 +225,7 @@ def _known_shape(row: object, shared: dict[str, tuple]) -> tuple[TicketRecord, s
         form = shared.get(_shape_key(row))
     except RecursionError:
         return None
-    if form is None or any(k not in _OWN and k not in _SHARED for k in row):
+    if form is None or not _FIELDS.issuperset(row):
         return None
     tid, name, company, phone = row.get("ticket_id"), row.get("name", ""), row.get("company", ""), row.get("phone", "")
     if type(tid) is int:
