@@ -79,7 +79,7 @@ from gated.rpc.convert import (
 from gated.rpc.v1 import registry_pb2 as pb
 from gated.rpc.v1 import registry_pb2_grpc as pb_grpc
 from gated.validation.token import Reason
-from gated.validation.cache import CheckedOps, Delta, EntitlementCache, Op, Reissue, SetState, Upsert, encode_snapshot
+from gated.validation.cache import IN_PLACE_MAX_OPS, CheckedOps, Delta, EntitlementCache, Op, Reissue, SetState, Upsert, encode_snapshot
 from gated.registry import redeem as registry_redeem
 from gated.registry.store import Change, EventConflict, IncomingEvent, RegistryStore, StoredBatch
 
@@ -296,16 +296,16 @@ class RegistryService(pb_grpc.RegistryServicer):
         upserted: set[int] = set()
         for n, (change, rec) in enumerate(pending):
             if change.kind in ("ticket", "state", "reissue") and rec is not None:
+                if rec.ticket_id in upserted:
+                    continue  # this delta carries the ticket as it is now already: each ticket once
+                    # keeps an import's delta on the gates' fast path
                 if change.kind == "ticket":
-                    if rec.ticket_id in upserted:
-                        continue  # the ticket as it is now is in this delta already (and each ticket once
-                        # keeps an import's delta on the gates' fast path)
                     upserted.add(rec.ticket_id)
                 ops.append(SetState(rec.ticket_id, rec.state) if change.kind == "state"
                            else Reissue(rec.ticket_id, rec.badge_serial) if change.kind == "reissue"
                            else Upsert(rec))
                 op_change.append(n)
-        wire = [op_to_proto(op) for op in ops]
+        wire = [op_to_proto(op) for op in ops[: _upserts_apart(ops)]]
         take = ops_that_fit(wire)
         covered = [change for change, _ in (pending if take == len(ops) else pending[: op_change[take]])]
         ops, wire = tuple(ops[:take]), wire[:take]
@@ -531,6 +531,24 @@ class RegistryService(pb_grpc.RegistryServicer):
 
     async def GetTime(self, request, context) -> pb.TimeReply:
         return pb.TimeReply(unix_nanos=time.time_ns())
+
+
+def _upserts_apart(ops: list[Op]) -> int:
+    """How many of `ops` to publish in this step so that a long run of upserts (an import) travels
+    in deltas of its own: a gate merges a delta of upserts only in whole-array steps, and takes a
+    delta with any other op one op at a time. Runs a gate applies in place anyway (at most
+    IN_PLACE_MAX_OPS ops) are left where they are."""
+    start = None
+    for i, op in enumerate(ops):
+        if type(op) is Upsert:
+            start = i if start is None else start
+            continue
+        if start is not None and i - start > IN_PLACE_MAX_OPS:
+            return start or i  # the ops before the run, or the run itself
+        start = None
+    if start and len(ops) - start > IN_PLACE_MAX_OPS:
+        return start
+    return len(ops)
 
 
 def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
