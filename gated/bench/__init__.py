@@ -164,6 +164,10 @@ def _table(report: dict) -> str:
         from gated.bench.dashboard import format_dashboard
 
         lines += ["", format_dashboard(report["dashboard"])]
+    if "api_batch" in report:
+        from gated.bench.api_batch import format_api_batch
+
+        lines += ["", format_api_batch(report["api_batch"])]
     lines += ["", "targets:"]
     for name, ok in report["targets"].items():
         lines.append(f"  [{'met' if ok else 'MISSED'}] {name}")
@@ -226,6 +230,10 @@ def run_bench(*, as_json: bool = False, tickets: int = 1_000_000, quick: bool = 
         size = 50_000 if quick else 1_000_000
         report["dashboard"] = bench_dashboard(size, size, rounds=30 if quick else 200)
         report["dashboard"]["wall_s"] = round(time.perf_counter() - t0, 1)
+    if "api_batch" in sections:
+        from gated.bench.api_batch import bench_api_batch
+
+        report["api_batch"] = bench_api_batch(rounds=2 if quick else 5)
     report["targets"] = {name: bool(check(report)) for name, check in TARGETS}
     if as_json:
         print(json.dumps(report))

@@ -38,5 +38,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--tickets", type=int, default=1_000_000, help="cache size (default 1,000,000)")
     p.add_argument("--quick", action="store_true", help="fewer iterations (for smoke tests)")
     p.add_argument("--sections", default=SECTIONS, help="comma-separated: decide (always), gate, idle, camera, rpc, redeem, cache, delta, screen; "
-                   "and, only when named, store (the registry's store on SQLite and, with GATED_BENCH_POSTGRES=URL, PostgreSQL), dashboard (the registry's pages at 1,000,000 tickets and check-ins, ~3 min)")
+                   "and, only when named, store (the registry's store on SQLite and, with GATED_BENCH_POSTGRES=URL, PostgreSQL), dashboard (the registry's pages at 1,000,000 tickets and check-ins, ~3 min), "
+                   "api_batch (a 50,000-attendee API batch through the registry, stage by stage, ~1 min)")
     p.set_defaults(func=cmd_bench)

@@ -88,7 +88,7 @@ from gated.rpc.convert import (
 from gated.rpc.v1 import registry_pb2 as pb
 from gated.rpc.v1 import registry_pb2_grpc as pb_grpc
 from gated.validation.token import Reason
-from gated.validation.cache import Delta, EntitlementCache, Op, Reissue, SetState, Upsert, encode_snapshot
+from gated.validation.cache import IN_PLACE_MAX_OPS, CheckedOps, Delta, EntitlementCache, Op, Reissue, SetState, Upsert, encode_snapshot
 from gated.registry import redeem as registry_redeem
 from gated.registry.engine import is_url as is_database_url
 from gated.registry.metrics import RegistryMetrics
@@ -236,9 +236,13 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
         table = self.cache.table
         return 39 * len(self.cache) + 2 * len(table.ben) + len(table.text) + 4096
 
-    def _prepare(self, delta: Delta, ops: list[pb.DeltaOp] | None = None) -> _Published:
-        """Apply a delta the store has committed to the mirror; its wire form (worker thread)."""
-        self.cache.apply(delta)
+    def _prepare(self, delta: Delta, ops: list[pb.DeltaOp] | None = None, checked: CheckedOps | None = None) -> _Published:
+        """Apply a delta the store has committed to the mirror (not checked again when `checked`
+        is what the mirror's `check` made of its ops); its wire form (worker thread)."""
+        if checked is None:
+            self.cache.apply(delta)
+        else:
+            self.cache.apply_checked(delta, checked)
         if ops is None:
             ops = [op_to_proto(op) for op in delta.ops]
         update = pb.WatchEntitlementsResponse(delta=pb.Delta(base_version=delta.base_version, version=delta.version, ops=ops))
@@ -318,30 +322,37 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
             return [], False
         ops: list[Op] = []
         op_change: list[int] = []  # the index in `pending` of each op's change
+        upserted: set[int] = set()
         for n, (change, rec) in enumerate(pending):
             if change.kind in ("ticket", "state", "reissue") and rec is not None:
+                if rec.ticket_id in upserted:
+                    continue  # this delta carries the ticket as it is now already: each ticket once
+                    # keeps an import's delta on the gates' fast path
+                if change.kind == "ticket":
+                    upserted.add(rec.ticket_id)
                 ops.append(SetState(rec.ticket_id, rec.state) if change.kind == "state"
                            else Reissue(rec.ticket_id, rec.badge_serial) if change.kind == "reissue"
                            else Upsert(rec))
                 op_change.append(n)
-        wire = [op_to_proto(op) for op in ops]
+        wire = [op_to_proto(op) for op in ops[: _upserts_apart(ops)]]
         take = ops_that_fit(wire)
         covered = [change for change, _ in (pending if take == len(ops) else pending[: op_change[take]])]
-        ops, wire = ops[:take], wire[:take]
+        ops, wire = tuple(ops[:take]), wire[:take]
         more = len(covered) < len(pending) or len(pending) == CHANGES_PER_STEP
+        checked = None
         try:
-            self.check_ops(tuple(ops))
+            checked = self.cache.check(ops)  # once: the mirror applies what it checked
         except ValueError as exc:
             # The commands check before they commit; this is the last line: never bump
             # the version past what the mirror holds (every later delta would be refused).
             log.error("registry_changes_refused", error=str(exc), changes=len(covered),
                       note="not sent to the gates; fix the tickets with a new import")
-            ops, wire = [], []
+            ops, wire = (), []
         keys = self._key_change(covered)
         delta = self.store.apply_changes(covered, ops)
         published = []
         if delta is not None:
-            published.append(self._prepare(delta, wire))
+            published.append(self._prepare(delta, wire, checked))
             log.info("registry_changes_published", version=delta.version, ops=len(delta.ops),
                      bytes=published[0].size, more=more)
         if keys is not None:
@@ -598,6 +609,24 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
     def gate_states(self) -> dict[str, GateStatus]:
         """The latest status each gate reported (since this registry started), for the dashboard."""
         return dict(self.gate_status)
+
+
+def _upserts_apart(ops: list[Op]) -> int:
+    """How many of `ops` to publish in this step so that a long run of upserts (an import) travels
+    in deltas of its own: a gate merges a delta of upserts only in whole-array steps, and takes a
+    delta with any other op one op at a time. Runs a gate applies in place anyway (at most
+    IN_PLACE_MAX_OPS ops) are left where they are."""
+    start = None
+    for i, op in enumerate(ops):
+        if type(op) is Upsert:
+            start = i if start is None else start
+            continue
+        if start is not None and i - start > IN_PLACE_MAX_OPS:
+            return start or i  # the ops before the run, or the run itself
+        start = None
+    if start and len(ops) - start > IN_PLACE_MAX_OPS:
+        return start
+    return len(ops)
 
 
 def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:

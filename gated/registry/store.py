@@ -51,6 +51,7 @@ Owns every read and write of the registry's file, for the server and for the
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sqlite3
@@ -551,7 +552,7 @@ class RegistryStore:
             max_entries=max_entries,
             entries_used=used,
             badge_serial=serial,
-            state=TicketState(state),
+            state=_STATES[state] if state in _STATES else TicketState(state),
             inside=self._parsed(inside),
             benefits=self._parsed_pairs(benefits),
             name=name,
@@ -1018,10 +1019,26 @@ class _Found:
 
 
 def _ticket_row(rec: TicketRecord, phone: str) -> tuple:
-    return (u64_to_sqlite(rec.ticket_id), rec.category, rec.ticket_type, json.dumps(list(rec.zones)),
-            json.dumps([list(w) for w in rec.windows]), rec.max_entries, rec.entries_used,
-            json.dumps(list(rec.inside)), rec.badge_serial, int(rec.state),
-            json.dumps([list(b) for b in rec.benefits]), rec.name, rec.company, phone)
+    return (u64_to_sqlite(rec.ticket_id), rec.category, rec.ticket_type, _json_of(rec.zones),
+            _json_of(rec.windows), rec.max_entries, rec.entries_used,
+            _json_of(rec.inside), rec.badge_serial, int(rec.state),
+            _json_of(rec.benefits), rec.name, rec.company, phone)
+
+
+def _json_of(value) -> str:
+    """Names, or pairs, as the JSON list the columns hold."""
+    try:
+        return _json_of_tuple(value)
+    except TypeError:  # not hashable: a list
+        return json.dumps([list(v) if isinstance(v, (tuple, list)) else v for v in value])
+
+
+@functools.lru_cache(maxsize=4096)  # the tickets of a list share a few zones, windows and benefits
+def _json_of_tuple(value: tuple) -> str:
+    return json.dumps([list(v) if isinstance(v, (tuple, list)) else v for v in value])
+
+
+_STATES = {int(s): s for s in TicketState}  # the column's values
 
 
 def _log_conflict(c: Conflict) -> None:

@@ -778,6 +778,45 @@ class EntitlementCache:
         """ValueError for the first op that could not be applied in full (the registry's mirror asks)."""
         _check_delta(self.table, ops)
 
+    def check(self, ops: tuple[Op, ...]) -> CheckedOps:
+        """Check `ops` against the cache as it is now, once: ValueError for the first op that
+        could not be applied in full, else the token `apply_checked` takes (the registry's
+        mirror checks before the store commits, then applies without checking again).
+
+        Upserts only, each ticket once (an import, an API batch): the records are packed into
+        columns as they are checked, and `apply_checked` merges them in whole-array steps."""
+        ops = tuple(ops)
+        table = self.table
+        if ops and all(type(op) is Upsert for op in ops) and len({op.record.ticket_id for op in ops}) == len(ops):
+            bulk = _pack_records((op.record for op in ops), "op")
+            zones = set(table.zone_names).union(bulk.zone_names)
+            if len(zones) > MAX_ZONES:
+                raise ValueError(f"more than {MAX_ZONES} zones")
+            if len(table.text) + len(bulk.text) > 0xFFFFFFFF or len(table.ben) + len(bulk.ben) > 0xFFFFFFFF:
+                raise ValueError("the cache's text or benefit area would pass 4 GiB")
+            return CheckedOps(ops, table, self.version, bulk)
+        _check_delta(table, ops)
+        return CheckedOps(ops, table, self.version, None)
+
+    def apply_checked(self, delta: Delta, checked: CheckedOps) -> None:
+        """`apply` for a delta whose operations `check` passed on this cache as it is: not
+        checked again. Refused (`DeltaRefused`, cache unchanged) when the header does not
+        follow, the ops are not the ones checked, or the cache changed since the check."""
+        self._check_header(delta)
+        if checked.table is not self.table or checked.version != self.version or (
+                checked.ops is not delta.ops and checked.ops != delta.ops):
+            raise DeltaRefused(f"delta {delta.base_version}->{delta.version} refused: not the operations checked on this cache")
+        if self._copies:
+            for op in delta.ops:
+                if not isinstance(op, SetZone):
+                    self._note(op.record.ticket_id if isinstance(op, Upsert) else op.ticket_id)
+        if checked.bulk is not None:
+            _merge_upserts(self.table, checked.bulk)  # checked above: cannot fail half-way
+        else:
+            _apply_ops(self.table, delta.ops)
+        checked.table = None  # a token applies once
+        self.version = delta.version
+
     def _check_header(self, delta: Delta) -> None:
         if not isinstance(delta, Delta):
             raise DeltaRefused("not a Delta")
@@ -785,6 +824,15 @@ class EntitlementCache:
             raise DeltaRefused(f"delta builds on version {delta.base_version}, cache is at {self.version}")
         if not isinstance(delta.version, int) or delta.version <= delta.base_version:
             raise DeltaRefused(f"delta version {delta.version} does not follow {delta.base_version}")
+
+
+class CheckedOps:
+    """Operations `EntitlementCache.check` passed, for `apply_checked` on the same cache."""
+
+    __slots__ = ("ops", "table", "version", "bulk")
+
+    def __init__(self, ops: tuple, table: _Table, version: int, bulk: _Table | None) -> None:
+        self.ops, self.table, self.version, self.bulk = ops, table, version, bulk
 
 
 class CacheCopy:
@@ -1114,40 +1162,58 @@ def encode_snapshot(version: int, records: Iterable[TicketRecord], zone_capacity
 
     Raises ValueError naming the first bad record.
     """
+    return _encode_table(version, _pack_records(records, "record", zone_capacity))
+
+
+def _pack_records(records: Iterable[TicketRecord], where: str, zone_capacity: dict[str, int] | None = None) -> _Table:
+    """`records` (each ticket once) checked and packed as a table's columns, without its
+    index; ValueError names the first bad one as `where` and its position."""
     table = _Table(capacity=11)
     for zone, cap in (zone_capacity or {}).items():
         table.zone_index(zone)
         table.capacity[zone] = cap
     seen: set[int] = set()
     profile_of_raw: dict[tuple, int] = {}  # as given (unsorted) -> interned profile: checked once
+    mask_of_inside: dict[tuple, int] = {(): 0}
+    # The columns' appends, looked up once: this loop runs for every ticket of an import.
+    tid, profile, used, serial, state = table.tid.append, table.profile.append, table.used.append, table.serial.append, table.state.append
+    inside, phone, text_off, text_len = table.inside.append, table.phone.append, table.text_off.append, table.text_len.append
+    ben_off, ben, text = table.ben_off.append, table.ben, table.text
     for n, rec in enumerate(records):
         try:
-            raw = (rec.category, rec.ticket_type, rec.zones, rec.windows, rec.max_entries, tuple(b[0] for b in rec.benefits))
+            raw = (rec.category, rec.ticket_type, rec.zones, rec.windows, rec.max_entries, tuple([b[0] for b in rec.benefits]))
             profile_idx = profile_of_raw.get(raw)
         except (AttributeError, TypeError, IndexError):  # not a record, or unhashable parts: the full check says why
             raw, profile_idx = None, None
-        _check_record(rec, f"record {n}", shared_checked=profile_idx is not None)
+        _check_record(rec, f"{where} {n}", shared_checked=profile_idx is not None)
         if profile_idx is None:
             profile_idx = table.intern(rec)
             if raw is not None:
                 profile_of_raw[raw] = profile_idx
-        if rec.ticket_id in seen:
-            raise ValueError(f"record {n}: ticket {rec.ticket_id} appears twice")
-        seen.add(rec.ticket_id)
-        table.tid.append(rec.ticket_id)
-        table.profile.append(profile_idx)
-        table.used.append(rec.entries_used)
-        table.serial.append(rec.badge_serial)
-        table.state.append(int(rec.state))
-        table.inside.append(table.mask_of(rec.inside))
-        table.phone.append(int(rec.phone_last4) if rec.phone_last4 else NO_PHONE)
+        ticket_id = rec.ticket_id
+        if ticket_id in seen:
+            raise ValueError(f"{where} {n}: ticket {ticket_id} appears twice")
+        seen.add(ticket_id)
+        tid(ticket_id)
+        profile(profile_idx)
+        used(rec.entries_used)
+        serial(rec.badge_serial)
+        state(rec.state)
+        hashable = type(rec.inside) is tuple
+        mask = mask_of_inside.get(rec.inside) if hashable else None
+        if mask is None:
+            mask = table.mask_of(rec.inside)
+            if hashable:
+                mask_of_inside[rec.inside] = mask
+        inside(mask)
+        phone(int(rec.phone_last4) if rec.phone_last4 else NO_PHONE)
         blob = (rec.name + "\x1f" + rec.company).encode("utf-8", "surrogatepass") if (rec.name or rec.company) else b""
-        table.text_off.append(len(table.text))
-        table.text_len.append(len(blob))
-        table.text += blob
-        table.ben_off.append(len(table.ben))
-        table.ben.extend(remaining for _, remaining in rec.benefits)
-    return _encode_table(version, table)
+        text_off(len(text))
+        text_len(len(blob))
+        text += blob
+        ben_off(len(ben))
+        ben.extend([remaining for _, remaining in rec.benefits])
+    return table
 
 
 def _decode_snapshot(data: bytes | bytearray | memoryview) -> tuple[int, _Table]:

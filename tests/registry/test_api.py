@@ -219,3 +219,116 @@ def test_the_openapi_description_is_valid_and_describes_every_api_route(tmp_path
     validate(served)
     described = {(method, path) for path, item in served["paths"].items() for method in item}
     assert routes == described == {(r.method.lower(), r.path) for r in ROUTES}
+
+
+# A CRM's batch repeats a few forms (category, zones, validity, benefits) over thousands of rows:
+# those are checked once per form. A bad value in any field of any row, in a row whose form was
+# seen before or not, must still be named exactly as the row-by-row check names it.
+BAD_VALUES = {
+    "ticket_id": ["", "-1", "18446744073709551616", True, 1.5, None, "12a"],
+    "name": [True, 1.0, "\ud800 lone surrogate", "x" * 5000],
+    "company": [["a"], "é" * 2100],
+    "phone": ["12", "abc", True],
+    "max_entries": [True, 1.0, "-1", "x"],
+    "category": ["", True, "\udfff"],
+    "zones": [[], ["a;b"], [True], "hall-a;hall-a", [1]],
+    "benefits": [{"lunch_day1": True}, {"lunch_day1": 1.0}, {"lunch_day1": -1}, ["lunch_day1"], {"a=b": 1}],
+    "validity": [[[True, 2]], [["2025-06-01T08:00:00+08:00", "2025-06-01T07:00:00+08:00"]], [[1, 2, 3]]],
+    "valid_from": ["2025-06-01T08:00:00+08:00"],
+    "seat": ["A12"],
+}
+
+
+def _row_by_row(rows: list[dict]) -> str | None:
+    from gated.registry.api import RowError, _row_cells, check_row
+
+    seen: dict[int, int] = {}
+    for index, row in enumerate(rows):
+        try:
+            rec, _phone = check_row(*_row_cells(row))
+            if rec.ticket_id in seen:
+                raise RowError("ticket_id", f"{rec.ticket_id} is already row {seen[rec.ticket_id]}")
+        except RowError as exc:
+            return f"attendees[{index}].{exc.column}: {exc.problem}"
+        seen[rec.ticket_id] = index
+    return None
+
+
+@pytest.mark.parametrize("field,value", [(f, v) for f, values in BAD_VALUES.items() for v in values])
+def test_a_bad_field_deep_in_a_batch_of_repeated_forms_is_named_as_row_by_row(field, value):
+    from gated.registry.api import BatchError, check_row, _row_cells, parse_batch
+
+    shapes = [(c, z, d) for c in ("guest", "media", "vip") for z in (["hall-a"], ["hall-a", "press"]) for d in (0, 2)]
+    ids = [7_000_001 + n for n in range(100)] + [5_205_320_758 + 13 * n for n in range(100)] + \
+          [1_000_000 * k + n for k in (3, 4) for n in range(1, 51)] + [(n * 0x9E3779B97F4A7C15) % (1 << 63) for n in range(1, 101)]
+    rows = [attendee(tid, n, category=shapes[n % 12][0], zones=shapes[n % 12][1],
+                     benefits={"lunch_day1": 1, "dinner": shapes[n % 12][2]},
+                     validity=[["2025-06-01T08:00:00+08:00", "2025-06-03T18:00:00+08:00"]]) for n, tid in enumerate(ids)]
+    assert [rec for rec, _ in parse_batch(json.dumps({"attendees": rows}).encode())] == \
+        [check_row(*_row_cells(r))[0] for r in rows]  # good rows: the same records either way
+    for index in (3, 250, 399):  # a form seen before; deep in the batch; the last row
+        bad = [dict(r) for r in rows]
+        bad[index][field] = value
+        expected = _row_by_row(bad)
+        assert expected is not None and expected.startswith(f"attendees[{index}].")
+        with pytest.raises(BatchError) as refused:
+            parse_batch(json.dumps({"attendees": bad}).encode())
+        assert (str(refused.value), refused.value.row) == (expected, index)
+
+
+def test_a_batch_changed_again_before_it_is_published_goes_out_once_per_ticket_on_the_gates_fast_path(tmp_path):
+    """Batches land faster than the registry publishes them: a ticket changed twice between two
+    publishing steps goes out once, as it is now, so every delta of upserts stays on the gates'
+    fast path (each ticket once), and the mirror and a gate following the deltas hold exactly
+    what the store holds, for every id layout; ids never registered stay absent."""
+    from gated.registry.api import parse_batch, store_batch
+    from gated.registry.server import RegistryService
+    from gated.registry.store import RegistryStore
+    from gated.rpc import convert
+    from gated.validation import EntitlementCache, TicketRecord
+
+    ids = [7_000_001 + n for n in range(300)] + [REG_NUMBER + 7919 * n for n in range(300)] + \
+          [1_000_000 * k + n for k in (21, 22, 23) for n in range(1, 101)] + [(n * 0x9E3779B97F4A7C15) % (1 << 63) for n in range(1, 301)]
+    absent = [7_000_000, REG_NUMBER - 1, 21_000_000, 1 << 63]
+    earlier = [100_001 + n for n in range(10)]  # registered before: at the gate already
+    with RegistryStore(tmp_path / "r.db") as desk:
+        desk.put_tickets([(TicketRecord(ticket_id=tid, category="guest", zones=("hall-a",)), "") for tid in earlier])
+    service = RegistryService(RegistryStore(tmp_path / "r.db"), tls=False)
+    service.load()
+    gate = EntitlementCache()
+    gate.load_snapshot(service.cache.to_snapshot())
+    with RegistryStore(tmp_path / "r.db") as crm:
+        body = json.dumps({"attendees": [attendee(tid, n) for n, tid in enumerate(ids)]}).encode()
+        assert store_batch(crm, parse_batch(body), "token:crm") == (len(ids), 0, 0)
+        again = json.dumps({"attendees": [attendee(tid, n, name=f"Renamed {n}") for n, tid in enumerate(ids) if n % 2]}).encode()
+        assert store_batch(crm, parse_batch(again), "token:crm") == (0, len(ids) // 2, 0)
+        crm.revoke(ids[5], actor="token:crm")
+        crm.reissue(ids[6], actor="token:crm")
+        crm.revoke(earlier[3], actor="token:crm")  # not in the batch: goes in a delta of its own
+        held = {tid: crm.ticket(tid) for tid in ids + earlier}
+    updates = []
+    while True:
+        published, more = service._changes_step()
+        updates += [p.update.delta for p in published if p.update is not None]
+        if not more:
+            break
+    fast = 0
+    for delta in updates:
+        tickets = [op.upsert.ticket_id if op.WhichOneof("op") == "upsert" else None for op in delta.ops]
+        if None not in tickets:
+            assert len(set(tickets)) == len(tickets)
+            columns = convert.bulk_upserts(delta.SerializeToString())
+            assert isinstance(columns, bytes)
+            staging = gate.stage_bulk(delta.base_version, delta.version, columns)
+            staging.build()
+            gate.swap(staging)
+            fast += len(tickets)
+        else:
+            gate.apply(convert.delta_from_proto(delta))
+    assert fast == len(ids) and len(updates[-1].ops) == 1  # only the earlier ticket's revocation went the other way
+    assert gate.version == service.cache.version == updates[-1].version
+    for tid in ids + earlier:
+        assert service.cache.get(tid) == gate.get(tid) == held[tid], tid
+    assert gate.get(ids[5]).state is TicketState.REVOKED and gate.get(earlier[3]).state is TicketState.REVOKED
+    assert gate.get(ids[6]).badge_serial == 1 and gate.get(ids[1]).name == "Renamed 1"
+    assert all(service.cache.get(tid) is None and gate.get(tid) is None for tid in absent)

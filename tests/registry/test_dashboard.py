@@ -168,7 +168,7 @@ def test_install_on_an_existing_file_fills_the_tables_as_the_triggers_would(tmp_
         store.conn.execute("DELETE FROM meta WHERE key = 'dashboard_schema'")
         for table in ("dash_hourly", "dash_zone_hourly", "dash_denials", "dash_attended", "dash_category"):
             store.conn.execute(f"DROP TABLE {table}")
-        for index in ("tickets_name_nocase", "tickets_company_nocase", "tickets_phone_last4", "tickets_category"):
+        for index in ("tickets_name_nocase", "tickets_company_nocase", "tickets_phone_last4"):
             store.conn.execute(f"DROP INDEX {index}")
         assert dashdata.install(store.conn)
         rebuilt = dashdata.dashboard(store.conn)
