@@ -12,11 +12,13 @@ def cmd_certs_make(args) -> int:
     if not gate_ids:
         raise UsageError("gated certs make: --gate-ids needs at least one gate id")
     hosts = [h.strip() for h in (args.hosts or "").split(",") if h.strip()]
+    api_clients = [a.strip() for a in (args.api_clients or "").split(",") if a.strip()]
     try:
-        venue = make_venue_certs(args.out, gate_ids, hosts)
+        venue = make_venue_certs(args.out, gate_ids, hosts, api_clients)
     except ValueError as exc:
         raise UsageError(f"gated certs make: {exc}") from None
-    print(f"wrote {venue.ca}, {venue.registry.cert} and {len(venue.gates)} gate certificate(s) in {args.out}")
+    extra = f" and {len(api_clients)} API client certificate(s) (api-NAME.pem)" if api_clients else ""
+    print(f"wrote {venue.ca}, {venue.registry.cert}, {len(venue.gates)} gate certificate(s){extra} in {args.out}")
     return EXIT_OK
 
 
@@ -26,4 +28,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--gate-ids", required=True, metavar="A,B,...")
     p.add_argument("--hosts", metavar="H1,H2", help="extra registry host names or addresses")
+    p.add_argument("--api-clients", metavar="N1,N2",
+                   help="registration systems: a client certificate each (CN api:NAME) for the registry's HTTP API")
     p.set_defaults(func=cmd_certs_make)

@@ -151,7 +151,8 @@ def _http_settings(args, tls):
     if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise UsageError(f"gated registry serve: --http {text}: expected HOST:PORT (like {DEFAULT_HTTP}) or off")
     settings = WebSettings(host, int(port), tls_cert=None if tls is None else tls.cert,
-                           tls_key=None if tls is None else tls.key, title="registry")
+                           tls_key=None if tls is None else tls.key, title="registry",
+                           tls_client_ca=None if tls is None else tls.ca)  # API clients may use the venue CA's certificates
     try:
         check_settings(settings, sign_in=True)
     except WebError as exc:

@@ -231,6 +231,11 @@ class Accounts:
         """(name, role, created_at) of every token, by name."""
         return self.conn.execute("SELECT name, role, created_at FROM api_tokens ORDER BY name").fetchall()
 
+    def integration(self, name: str) -> Principal | None:
+        """The integration `name` (its token's role), authenticated another way (a client certificate)."""
+        row = self.conn.execute("SELECT name, role FROM api_tokens WHERE name = ?", (name,)).fetchone()
+        return None if row is None else Principal(row[0], row[1], "cert")
+
     def token_principal(self, token: str) -> Principal | None:
         if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
             return None

@@ -105,6 +105,9 @@ class Registry:
             worker.close()
 
 
+API_CERT_PREFIX = "api:"  # the subject CN of an API integration's client certificate (gated certs make --api-clients)
+
+
 def principal(request: web.Request) -> Principal | None:
     """Who is asking: the signed-in account, or the API token's integration."""
     who = request.get(PRINCIPAL)
@@ -147,7 +150,15 @@ def make_registry_app(registry: Registry, settings: WebSettings, *, pages: Seque
     async def bearer(token: str) -> Principal | None:
         return await registry.accounts.run(lambda store: Accounts(store).token_principal(token))
 
-    app = make_app(settings, accounts=SignIn(_ACCOUNT_FIELDS, check, bearer))
+    async def client_cert(cn: str) -> Principal | None:
+        """A venue CA's certificate with CN "api:NAME" signs in API integration NAME (made with
+        `gated registry tokens add NAME --role R`); gates' certificates name no integration."""
+        name = cn.removeprefix(API_CERT_PREFIX)
+        if name == cn or not name:
+            return None
+        return await registry.accounts.run(lambda store: Accounts(store).integration(name))
+
+    app = make_app(settings, accounts=SignIn(_ACCOUNT_FIELDS, check, bearer, client_cert))
     app[REGISTRY] = registry
     api.add_routes(app, registry)
     app.router.add_get("/metrics", _metrics)

@@ -76,7 +76,7 @@ def openapi() -> dict:
         },
     }
     ticket_param = {"name": "ticket_id", "in": "path", "required": True, "schema": _TICKET_ID}
-    change = {"parameters": [ticket_param], "security": [{"bearer": []}], "responses": {
+    change = {"parameters": [ticket_param], "security": [{"bearer": []}, {"mtls": []}], "responses": {
         "200": _json({"$ref": "#/components/schemas/Attendee"}, "The attendee after the change"),
         **_errors(400, 401, 403, 404, 409)}}
     return {
@@ -85,7 +85,7 @@ def openapi() -> dict:
                  "description": "For registration systems: push attendees, revoke, reissue, follow check-ins. "
                                 "Every change reaches the gates as deltas, all or nothing, with the token as its actor."},
         "servers": [{"url": "/"}],
-        "security": [{"bearer": []}],
+        "security": [{"bearer": []}, {"mtls": []}],
         "paths": {
             "/api/v1/attendees": {"put": {
                 "operationId": "upsertAttendees",
@@ -122,7 +122,12 @@ def openapi() -> dict:
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "description": "gated registry tokens add NAME --role desk --db FILE"}},
+                                           "description": "gated registry tokens add NAME --role desk --db FILE"},
+                                "mtls": {"type": "mutualTLS",
+                                         "description": "a client certificate of the venue CA with CN api:NAME "
+                                                        "(gated certs make --api-clients NAME), NAME an integration "
+                                                        "made with gated registry tokens add; served by "
+                                                        "gated registry serve with --tls-*"}},
             "schemas": {
                 "Attendee": attendee, "CheckIn": checkin,
                 "Error": {"type": "object", "required": ["error"], "properties": {

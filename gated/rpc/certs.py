@@ -100,14 +100,16 @@ def _issue(
     return cert, key
 
 
-def make_venue_certs(out: str | os.PathLike[str], gate_ids: Sequence[str], hosts: Sequence[str] = ()) -> VenueCerts:
-    """Write a CA, the registry's server certificate and one client certificate per gate."""
+def make_venue_certs(out: str | os.PathLike[str], gate_ids: Sequence[str], hosts: Sequence[str] = (),
+                     api_clients: Sequence[str] = ()) -> VenueCerts:
+    """Write a CA, the registry's server certificate, one client certificate per gate, and one per
+    API integration (subject CN "api:NAME": the registry's HTTP API takes it instead of a token)."""
     out = Path(out)
-    for gate_id in gate_ids:
+    for gate_id in (*gate_ids, *api_clients):
         if not GATE_ID_RE.fullmatch(gate_id):
-            raise ValueError(f"gate id {gate_id!r} must be 1 to 64 characters from A-Z a-z 0-9 _ . -")
-    if len(set(gate_ids)) != len(gate_ids):
-        raise ValueError("a gate id appears twice")
+            raise ValueError(f"gate id or API client {gate_id!r} must be 1 to 64 characters from A-Z a-z 0-9 _ . -")
+    if len(set(gate_ids)) != len(gate_ids) or len(set(api_clients)) != len(api_clients):
+        raise ValueError("a gate id or API client appears twice")
     out.mkdir(parents=True, exist_ok=True)
 
     def save(stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> CertPaths:
@@ -121,4 +123,6 @@ def make_venue_certs(out: str | os.PathLike[str], gate_ids: Sequence[str], hosts
     names = ["localhost", "127.0.0.1", "::1", *hosts]
     registry = save("registry", *_issue("gated registry", ca_cert, ca_key, server_names=names))
     gates = {gid: save(f"gate-{gid}", *_issue(gid, ca_cert, ca_key, client=True)) for gid in gate_ids}
+    for name in api_clients:
+        save(f"api-{name}", *_issue(f"api:{name}", ca_cert, ca_key, client=True))
     return VenueCerts(ca.cert, ca.key, registry, gates)

@@ -39,6 +39,9 @@ class WebSettings:
     port: int
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # set (with TLS): a client certificate signed by this CA may be presented (browsers need none);
+    # `SignIn.client_cert` says whom a verified one names (a registration system's mTLS)
+    tls_client_ca: Path | None = None
     pin_hash: str | None = None  # set: every page but /signin and /static needs a session
     session_minutes: float = 480.0
     title: str = "gated"
@@ -68,6 +71,9 @@ class SignIn:
     fields: str
     check: Callable[[Mapping[str, str]], Awaitable[tuple[Any, str]]]
     bearer: Callable[[str], Awaitable[Any]] | None = None
+    # `client_cert(cn)`: whom a verified client certificate names (None: 401), for a request to /api/
+    # with no Authorization header and no Origin or Referer (a program, not a browser page)
+    client_cert: Callable[[str], Awaitable[Any]] | None = None
 
 
 def check_settings(settings: WebSettings, *, sign_in: bool = False) -> None:
@@ -102,6 +108,15 @@ def make_app(settings: WebSettings, *, sessions: Sessions | None = None, account
             if request[PRINCIPAL] is None:
                 return web.json_response({"error": "unknown or revoked token"}, status=401,
                                          headers={"WWW-Authenticate": "Bearer"})
+            return _secured(await handler(request))
+        if (accounts is not None and accounts.client_cert is not None and request.path.startswith("/api/")
+                and not request.headers.get("Origin") and not request.headers.get("Referer")
+                and (cn := client_cert_cn(request)) is not None):
+            # A browser sends Origin on every cross-site POST and could send a client certificate on
+            # its own: a program's request carries neither Origin nor Referer.
+            request[PRINCIPAL] = await accounts.client_cert(cn)
+            if request[PRINCIPAL] is None:
+                return web.json_response({"error": f"the client certificate {cn!r} names no API integration"}, status=401)
             return _secured(await handler(request))
         if request.method not in SAFE_METHODS and not same_origin(
             request.headers.get("Origin"), request.headers.get("Referer"), request.scheme, request.host
@@ -193,7 +208,24 @@ def ssl_context(settings: WebSettings) -> ssl.SSLContext | None:
         context.load_cert_chain(settings.tls_cert, settings.tls_key)
     except (OSError, ssl.SSLError) as exc:
         raise WebError(f"{settings.tls_cert}: cannot load the TLS certificate and key: {exc}") from None
+    if settings.tls_client_ca is not None:
+        try:
+            context.load_verify_locations(settings.tls_client_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise WebError(f"{settings.tls_client_ca}: cannot load the client CA: {exc}") from None
+        context.verify_mode = ssl.CERT_OPTIONAL  # a certificate presented must verify; none is fine (a browser)
     return context
+
+
+def client_cert_cn(request: web.Request) -> str | None:
+    """The subject CN of the client certificate this TLS connection verified, if any."""
+    transport = request.transport
+    peer = transport.get_extra_info("peercert") if transport is not None else None
+    for rdn in (peer or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return value
+    return None
 
 
 class WebServer:
