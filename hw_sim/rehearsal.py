@@ -42,23 +42,21 @@ import random
 import sqlite3
 import termios
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import structlog
 
-from gated.errors import GatedError, KeyFileError
+from gated.errors import GatedError
 from gated.gate.state import StateStore
-from gated.keyfile import load_keyfile, new_key, save_keyfile
-from gated.validation import KeyRing, TicketState, encode_snapshot
+from gated.validation import TicketState, encode_snapshot
 from gated.validation.token import mint_dynamic, mint_static
 from hw_sim import attendees as demo
 from hw_sim.devices import VirtualSerialScanner
 from hw_sim.gateproc import GateProcess, GateProcessError
 from hw_sim.proxy import CUT_MODES, CuttableProxy
-from hw_sim.sim import KEPT, MARKER, SIM_CONFIG, SimError, _free_port, generate_config, start_staff_pages, to_toml
+from hw_sim.sim import KEPT, MARKER, SIM_CONFIG, SimError, _free_port, generate_config, run_key, start_staff_pages, to_toml
 
 log = structlog.get_logger("hw_sim.rehearsal")
 
@@ -191,16 +189,6 @@ class Rehearsal:
 
     # ---- setting up ----
 
-    def _key(self) -> tuple[int, bytes]:
-        path = self.run_dir / "keys.json"
-        try:
-            ring = load_keyfile(path)
-        except KeyFileError:
-            ring = KeyRing({1: new_key()})
-            save_keyfile(path, ring, overwrite=True)
-        kid = ring.kids()[0]
-        return kid, ring.get(kid)
-
     async def start(self) -> None:
         """Everything up, the gate serving; RehearsalError (one line) if something cannot start."""
         try:
@@ -216,7 +204,7 @@ class Rehearsal:
         from gated.registry.store import RegistryStore
 
         _prepare_run_dir(self.run_dir)
-        self.kid, self.key = self._key()
+        self.kid, self.key = run_key(self.run_dir)
         self.people = demo.population()
         self.by_id = {p.ticket_id: p for p in self.people}
         self.serials = {p.ticket_id: p.record.badge_serial for p in self.people}

@@ -133,6 +133,18 @@ def _host_port(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def run_key(run_dir: Path) -> tuple[int, bytes]:
+    """The run directory's event key (the one file a new run keeps): made on the first run."""
+    path = run_dir / "keys.json"
+    try:
+        ring = load_keyfile(path)
+    except KeyFileError:
+        ring = KeyRing({1: new_key()})
+        save_keyfile(path, ring, overwrite=True)
+    kid = ring.kids()[0]
+    return kid, ring.get(kid)
+
+
 def generate_config(template: Path, run_dir: Path, *, uplink: bool = True) -> tuple[dict[str, Any], list[str]]:
     """The template's settings with every file in `run_dir` and busy loopback ports replaced.
 
@@ -307,16 +319,6 @@ class Simulator:
         configure("info", stream=self._log_file)
         logging.captureWarnings(True)
 
-    def _key(self) -> tuple[int, bytes]:
-        path = self.run_dir / "keys.json"
-        try:
-            ring = load_keyfile(path)
-        except KeyFileError:
-            ring = KeyRing({1: new_key()})
-            save_keyfile(path, ring, overwrite=True)
-        kid = ring.kids()[0]
-        return kid, ring.get(kid)
-
     async def _start_registry(self, config_data: dict[str, Any], kid: int, key: bytes) -> None:
         uplink = config_data.get("uplink")
         if not self.use_registry or not uplink:
@@ -357,7 +359,7 @@ class Simulator:
     async def start(self) -> None:
         self.prepare_run_dir()
         self._configure_logging()
-        kid, key = self._key()
+        kid, key = run_key(self.run_dir)
         self.people = demo.population()
         self.names = {p.ticket_id: p.record.name for p in self.people}
         demo.write_csv(self.run_dir / "attendees.csv", self.people)
