@@ -87,6 +87,7 @@ from gated.rpc.v1 import registry_pb2_grpc as pb_grpc
 from gated.validation.token import Reason
 from gated.validation.cache import Delta, EntitlementCache, Op, Reissue, SetState, Upsert, encode_snapshot
 from gated.registry import redeem as registry_redeem
+from gated.registry.changelog import Follower
 from gated.registry.engine import is_url as is_database_url
 from gated.registry.store import Change, EventConflict, IncomingEvent, RegistryStore, StoredBatch
 
@@ -187,6 +188,8 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
         self.largest_update_bytes = 0
         #: The latest ReportStatus of each gate (in memory: gates report again within 5 s).
         self.gate_status: dict[str, GateStatus] = {}
+        #: On PostgreSQL: this instance follows every instance's change log (gated/registry/changelog.py).
+        self.follower = Follower(self, store.path) if store.dialect == "postgres" else None
 
     async def _exclusive(self, fn, *args, then=None):
         """Run `fn(*args)` in a worker thread while nothing else uses the store or the mirror.
@@ -208,7 +211,10 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
 
     def load(self) -> None:
         """Build the mirror from the database (applying changes made while stopped)."""
-        self.store.mark_all_changes_applied()
+        if self.follower is not None:
+            self.follower.prepare()  # pending changes are published as deltas: other instances follow them
+        else:
+            self.store.mark_all_changes_applied()
         self.cache.load_snapshot(encode_snapshot(self.store.version, self.store.records()))
         self._data_version = self.store.data_version()
         self._published_version = self.cache.version
@@ -228,6 +234,8 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
 
     def _prepare(self, delta: Delta, ops: list[pb.DeltaOp] | None = None) -> _Published:
         """Apply a delta the store has committed to the mirror; its wire form (worker thread)."""
+        if self.follower is not None and delta.base_version != self.cache.version:
+            self.follower.catch_up_to(delta.base_version)  # another instance wrote first
         self.cache.apply(delta)
         if ops is None:
             ops = [op_to_proto(op) for op in delta.ops]
@@ -236,6 +244,8 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
 
     def _hand_out(self, published: _Published) -> None:
         """Log an update and give it to every watcher (on the loop, still under the lock)."""
+        if self.follower is not None:
+            self.follower.hand_out_caught_up()  # what other instances wrote before it, first
         update = published.update
         if update is not None:
             self._published_version = update.delta.version
@@ -260,6 +270,14 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
             wire = key_change_to_proto(published.keys)
             for watcher in self._key_watchers:
                 watcher.offer(wire)
+
+    def _resync_watchers(self) -> None:
+        """The mirror was reloaded from the database: no delta reaches back past it; everyone gets a snapshot."""
+        self._log.clear()
+        self._log_bytes = 0
+        self._published_version = self.cache.version
+        for watcher in self._watchers:
+            watcher.offer(_RESYNC)
 
     def _hand_out_all(self, result: tuple[list[_Published], bool]) -> None:
         for published in result[0]:
@@ -324,7 +342,7 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
                       note="not sent to the gates; fix the tickets with a new import")
             ops, wire = [], []
         keys = self._key_change(covered)
-        delta = self.store.apply_changes(covered, ops)
+        delta = self.store.apply_changes(covered, ops, keys)
         published = []
         if delta is not None:
             published.append(self._prepare(delta, wire))
@@ -459,6 +477,8 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
     async def WatchEntitlements(self, request, context) -> AsyncIterator[pb.WatchEntitlementsResponse]:
         gate_id = await self._identify(context)
         watcher = _Watcher(gate_id)
+        if self.follower is not None and request.have_version > self._published_version:
+            await self.follower.follow_now()  # a gate from another instance: its version is in the log
         try:
             # Watching, the version and the log are read with no await between them (and
             # only the loop changes them): nothing handed out later is missed.
@@ -622,6 +642,8 @@ class RegistryServer:
         self.port = port
         await self._server.start()
         self._poller = asyncio.create_task(self.service.poll_forever(), name="registry-change-poll")
+        if self.service.follower is not None:
+            self.service.follower.start()
         log.info("registry_listening", listen=self.listen, port=port, tls=self.tls is not None, version=self.service.cache.version, tickets=len(self.service.cache))
         return port
 
@@ -634,6 +656,8 @@ class RegistryServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
             self._poller = None
+        if self.service.follower is not None:
+            await self.service.follower.stop()
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
