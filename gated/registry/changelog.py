@@ -22,7 +22,8 @@ Rules it keeps:
   watchers when it follows the mirror's version; at or below it, it is this
   instance's own (already handed out) or already covered; above it, rows are
   missing (pruned, or a row without a delta): the mirror is reloaded from
-  the database and every watcher gets a snapshot.
+  the database and every watcher gets a snapshot. So is a mirror still
+  behind the version the database held before the rows were read.
 - An instance's own write whose base is past its mirror (another instance
   committed first) first follows the log up to that base
   (`Follower.catch_up_to`, in the same worker step), so the mirror and the
@@ -176,14 +177,20 @@ class Follower:
         self.reloads += 1
         log.warning("registry_mirror_reloaded", why=why, version=service.cache.version)
 
-    def catch_up_to(self, base: int) -> None:
-        """Before this instance's own delta from `base`: the other instances' deltas up to it."""
+    def catch_up_to(self, base: int) -> bool:
+        """Before this instance's own delta from `base`: the other instances' deltas up to it.
+        False when the mirror had to be reloaded, past that delta (the watchers get a snapshot)."""
         self._read(up_to_version=base)
-        if self.service.cache.version != base:
-            self._reload(f"own delta from {base}, mirror at {self.service.cache.version} after following")
+        if self.service.cache.version == base:
+            return True
+        self._reload(f"own delta from {base}, mirror at {self.service.cache.version} after following")
+        return False
 
     def _step(self) -> None:
+        committed = self.service.store.version  # read before the rows: every row up to it is committed
         self._read()
+        if self.service.cache.version < committed:
+            self._reload(f"the log ends before version {committed} (pruned past this instance)")
         self._steps += 1
         if self._steps % _PRUNE_EVERY == 0:
             self.service.store.conn.execute("DELETE FROM change_log WHERE id < ?", (self.last_id - KEEP_ROWS,))

@@ -235,7 +235,8 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
     def _prepare(self, delta: Delta, ops: list[pb.DeltaOp] | None = None) -> _Published:
         """Apply a delta the store has committed to the mirror; its wire form (worker thread)."""
         if self.follower is not None and delta.base_version != self.cache.version:
-            self.follower.catch_up_to(delta.base_version)  # another instance wrote first
+            if not self.follower.catch_up_to(delta.base_version):  # another instance wrote first
+                return _Published()  # the mirror was reloaded with this delta in it
         self.cache.apply(delta)
         if ops is None:
             ops = [op_to_proto(op) for op in delta.ops]
