@@ -24,10 +24,12 @@ Rules it keeps:
   missing (pruned, or a row without a delta): the mirror is reloaded from
   the database and every watcher gets a snapshot. So is a mirror still
   behind the version the database held before the rows were read.
-- An instance's own write whose base is past its mirror (another instance
-  committed first) first follows the log up to that base
-  (`Follower.catch_up_to`, in the same worker step), so the mirror and the
-  watchers see versions in order.
+- A writer checks its ops against the mirror inside its transaction; the
+  mirror first follows every row committed before (`Follower.catch_up`), so
+  the check sees the other instances' writes and the writer's delta follows
+  the mirror. Should its base still be past the mirror, it follows the log up
+  to that base (`Follower.catch_up_to`) in the same worker step. Either way
+  the watchers get versions in order: what was followed is handed out first.
 - A gate asking for a version newer than this instance has handed out (it
   came from another instance) waits for this instance to follow the log first;
   its in-memory delta log then covers it, or it gets a snapshot.
@@ -176,6 +178,11 @@ class Follower:
         self._caught_up.append(None)  # None: every watcher gets a snapshot
         self.reloads += 1
         log.warning("registry_mirror_reloaded", why=why, version=service.cache.version)
+
+    def catch_up(self) -> None:
+        """Every row committed so far (in a writer's transaction, before its check: the mirror
+        then holds what the others wrote, and this writer's delta follows it)."""
+        self._read()
 
     def catch_up_to(self, base: int) -> bool:
         """Before this instance's own delta from `base`: the other instances' deltas up to it.

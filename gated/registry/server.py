@@ -283,9 +283,13 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
     def _hand_out_all(self, result: tuple[list[_Published], bool]) -> None:
         for published in result[0]:
             self._hand_out(published)
+        if self.follower is not None:
+            self.follower.hand_out_caught_up()
 
     def check_ops(self, ops: tuple[Op, ...]) -> None:
         """ValueError when the mirror (and so every gate) could not take `ops` whole."""
+        if self.follower is not None:
+            self.follower.catch_up()  # checked against what the other instances committed first
         self.cache._check_delta(ops)
 
     def watching_gates(self) -> frozenset[str]:
@@ -405,6 +409,8 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
     def _hand_out_batch(self, result: tuple[StoredBatch, _Published | None]) -> None:
         if result[1] is not None:
             self._hand_out(result[1])
+        elif self.follower is not None:
+            self.follower.hand_out_caught_up()  # what the step followed, with nothing of its own
 
     def _gate_known(self, gate_id: str, epoch: int) -> tuple[int, list[int]]:
         return self.store.acked_seq(gate_id, epoch), self.store.gate_epochs(gate_id)
