@@ -64,9 +64,9 @@ class UplinkSection:
     cert: Path | None
     key: Path | None
     reconnect_max_s: float
-    catchup_wait_s: float = 3.0  # after an unclean stop: how long single-entry admissions wait for the registry
     #: Every registry instance the gate may use, tried in turn when one is unreachable (target is the first).
     targets: tuple[str, ...] = ()
+    catchup_wait_s: float = 3.0  # after an unclean stop: how long single-entry admissions wait for the registry
 
 
 @dataclass(frozen=True, slots=True)

@@ -215,7 +215,7 @@ class Follower:
                     self.service._hand_out(published)
 
     async def follow_now(self) -> None:
-        await self.service._exclusive(self._step, then=lambda _r: self.hand_out_caught_up())
+        await self.service._exclusive(self._step)  # handed out as every step's followed rows are
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._listen(), name="registry-changelog-listen"),

@@ -181,6 +181,8 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
         self._key_watchers: set[_Watcher] = set()
         self._snapshot: tuple[int, bytes] | None = None
         self._data_version = -1
+        #: On PostgreSQL: this instance follows every instance's change log (gated/registry/changelog.py).
+        self.follower = Follower(self, store.path) if store.dialect == "postgres" else None
         self._published_version = 0  # the version of the last update handed to the watchers
         self._lock = asyncio.Lock()
         self._poll_now = asyncio.Event()
@@ -188,8 +190,6 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
         self.largest_update_bytes = 0
         #: The latest ReportStatus of each gate (in memory: gates report again within 5 s).
         self.gate_status: dict[str, GateStatus] = {}
-        #: On PostgreSQL: this instance follows every instance's change log (gated/registry/changelog.py).
-        self.follower = Follower(self, store.path) if store.dialect == "postgres" else None
 
     async def _exclusive(self, fn, *args, then=None):
         """Run `fn(*args)` in a worker thread while nothing else uses the store or the mirror.
@@ -203,6 +203,8 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
                 result = await asyncio.to_thread(fn, *args)
                 if then is not None:
                     then(result)
+                if self.follower is not None:  # what the step followed of other instances, if `then` did not
+                    self.follower.hand_out_caught_up()
                 return result
 
         return await asyncio.shield(critical())
@@ -283,8 +285,6 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
     def _hand_out_all(self, result: tuple[list[_Published], bool]) -> None:
         for published in result[0]:
             self._hand_out(published)
-        if self.follower is not None:
-            self.follower.hand_out_caught_up()
 
     def check_ops(self, ops: tuple[Op, ...]) -> None:
         """ValueError when the mirror (and so every gate) could not take `ops` whole."""
@@ -409,8 +409,6 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
     def _hand_out_batch(self, result: tuple[StoredBatch, _Published | None]) -> None:
         if result[1] is not None:
             self._hand_out(result[1])
-        elif self.follower is not None:
-            self.follower.hand_out_caught_up()  # what the step followed, with nothing of its own
 
     def _gate_known(self, gate_id: str, epoch: int) -> tuple[int, list[int]]:
         return self.store.acked_seq(gate_id, epoch), self.store.gate_epochs(gate_id)
