@@ -694,7 +694,7 @@ def describe(config: Config) -> str:
     if config.uplink is None:
         uplink = "offline (no uplink)"
     else:
-        uplink = f"uplink {config.uplink.target} ({'plaintext' if config.uplink.plaintext else 'TLS'})"
+        uplink = f"uplink {', '.join(config.uplink.targets or (config.uplink.target,))} ({'plaintext' if config.uplink.plaintext else 'TLS'})"
     return (
         f"gate {config.gate.id}, {count} lane{'s' if count != 1 else ''} ({lanes}), "
         f"{uplink}, gpio {config.gate.gpio}"

@@ -49,7 +49,7 @@ import structlog
 
 from gated.rpc.convert import KeyChange, delta_from_proto, delta_to_proto
 from gated.rpc.v1 import registry_pb2 as pb
-from gated.validation.cache import Op, encode_snapshot
+from gated.validation.cache import Delta, Op, encode_snapshot
 
 if TYPE_CHECKING:
     from gated.registry.server import RegistryService
@@ -87,8 +87,6 @@ class ChangeLog:
         """A version bump; `ops` None: no delta to send (followers reload their mirrors)."""
         blob = None
         if ops is not None:
-            from gated.validation.cache import Delta
-
             blob = delta_to_proto(Delta(base, version, tuple(ops))).SerializeToString()
         conn.execute("INSERT INTO change_log(instance, base_version, version, delta) VALUES (?, ?, ?, ?)",
                      (self.instance, base, version, blob))
@@ -111,7 +109,7 @@ class Follower:
     def __init__(self, service: RegistryService, url: str) -> None:
         self.service = service
         self.url = url
-        self.log = ChangeLog(f"{secrets.token_hex(4)}")
+        self.log = ChangeLog(secrets.token_hex(4))  # this process, in the rows it writes
         self.last_id = 0
         self._caught_up: list = []  # publications applied in a worker step, to hand out next on the loop
         self._wake = asyncio.Event()

@@ -16,7 +16,6 @@ import re
 import signal
 import sys
 
-import psycopg
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
