@@ -144,13 +144,31 @@ def _split_host_port(sec: Section, key: str, value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _uplink_targets(sec: Section) -> tuple[str, ...]:
+    """`target` ("host:port", or several comma-separated) or `targets` (an array): the registry
+    instances a gate may use, in the order it tries them."""
+    if "target" in sec and "targets" in sec:
+        sec.fail("targets", "give target or targets, not both")
+    if "targets" in sec:
+        key, targets = "targets", sec.get_str_list("targets", what='"host:port" of a registry instance')
+    else:
+        key = "target"
+        text = sec.get_str("target", what='"host:port" of the registry (several: comma-separated, or targets = [...])')
+        targets = tuple(part.strip() for part in text.split(","))
+    for target in targets:
+        _split_host_port(sec, key, target)
+    if len(set(targets)) != len(targets):
+        sec.fail(key, f"an address is listed twice: {', '.join(targets)}")
+    return targets
+
+
 def _read_uplink(root: Section) -> UplinkSection | None:
-    sec = root.section("uplink", ("target", "plaintext", "ca", "cert", "key", "reconnect_max_s", "catchup_wait_s",
+    sec = root.section("uplink", ("target", "targets", "plaintext", "ca", "cert", "key", "reconnect_max_s", "catchup_wait_s",
                                   "stale_after_s"))
     if sec is None:
         return None
-    target = sec.get_str("target", what='"host:port" of the registry')
-    _split_host_port(sec, "target", target)
+    targets = _uplink_targets(sec)
+    target = targets[0]
     plaintext = sec.get_bool("plaintext", False)
     tls_keys = ("ca", "cert", "key")
     if plaintext:
@@ -171,6 +189,7 @@ def _read_uplink(root: Section) -> UplinkSection | None:
         key_path = sec.get_path("key", must_exist=True)
     return UplinkSection(
         target=target,
+        targets=targets,
         plaintext=plaintext,
         ca=ca,
         cert=cert,
@@ -700,7 +719,7 @@ def describe(config: Config) -> str:
     if config.uplink is None:
         uplink = "offline (no uplink)"
     else:
-        uplink = f"uplink {config.uplink.target} ({'plaintext' if config.uplink.plaintext else 'TLS'})"
+        uplink = f"uplink {', '.join(config.uplink.targets or (config.uplink.target,))} ({'plaintext' if config.uplink.plaintext else 'TLS'})"
     return (
         f"gate {config.gate.id}, {count} lane{'s' if count != 1 else ''} ({lanes}), "
         f"{uplink}, gpio {config.gate.gpio}"

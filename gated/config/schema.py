@@ -66,6 +66,8 @@ class UplinkSection:
     cert: Path | None
     key: Path | None
     reconnect_max_s: float
+    #: Every registry instance the gate may use, tried in turn when one is unreachable (target is the first).
+    targets: tuple[str, ...] = ()
     catchup_wait_s: float = 3.0  # after an unclean stop: how long single-entry admissions wait for the registry
     stale_after_s: float = 300.0  # unconfirmed by the registry this long: the cache is stale
 

@@ -173,7 +173,7 @@ def redeem(store: RegistryStore, gate_id: str, req: RedeemRequest,
                 ops = (SetBenefit(req.ticket_id, req.benefit, remaining),)
                 if check is not None:
                     check(ops)
-                base, version = store._bump_version()
+                base, version = store._bump_version(ops)
                 delta = Delta(base, version, ops)
         conn.execute(
             "INSERT INTO redemptions(gate_id, redemption_id, ticket_id, benefit, lane, at, outcome, remaining, version, "

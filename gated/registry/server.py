@@ -90,6 +90,7 @@ from gated.rpc.v1 import registry_pb2_grpc as pb_grpc
 from gated.validation.token import Reason
 from gated.validation.cache import IN_PLACE_MAX_OPS, CheckedOps, Delta, EntitlementCache, Op, Reissue, SetState, Upsert, encode_snapshot
 from gated.registry import redeem as registry_redeem
+from gated.registry.changelog import Follower
 from gated.registry.engine import is_url as is_database_url
 from gated.registry.metrics import RegistryMetrics
 from gated.registry.store import Change, EventConflict, IncomingEvent, RegistryStore, StoredBatch
@@ -186,6 +187,8 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
         self._key_watchers: set[_Watcher] = set()
         self._snapshot: tuple[int, bytes] | None = None
         self._data_version = -1
+        #: On PostgreSQL: this instance follows every instance's change log (gated/registry/changelog.py).
+        self.follower = Follower(self, store.path) if store.dialect == "postgres" else None
         self._published_version = 0  # the version of the last update handed to the watchers
         self._lock = asyncio.Lock()
         self._poll_now = asyncio.Event()
@@ -207,6 +210,8 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
                 result = await asyncio.to_thread(fn, *args)
                 if then is not None:
                     then(result)
+                if self.follower is not None:  # what the step followed of other instances, if `then` did not
+                    self.follower.hand_out_caught_up()
                 return result
 
         return await asyncio.shield(critical())
@@ -215,7 +220,10 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
 
     def load(self) -> None:
         """Build the mirror from the database (applying changes made while stopped)."""
-        self.store.mark_all_changes_applied()
+        if self.follower is not None:
+            self.follower.prepare()  # pending changes are published as deltas: other instances follow them
+        else:
+            self.store.mark_all_changes_applied()
         self.cache.load_snapshot(encode_snapshot(self.store.version, self.store.records()))
         self._data_version = self.store.data_version()
         self._published_version = self.cache.version
@@ -239,6 +247,10 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
     def _prepare(self, delta: Delta, ops: list[pb.DeltaOp] | None = None, checked: CheckedOps | None = None) -> _Published:
         """Apply a delta the store has committed to the mirror (not checked again when `checked`
         is what the mirror's `check` made of its ops); its wire form (worker thread)."""
+        if self.follower is not None and delta.base_version != self.cache.version:
+            if not self.follower.catch_up_to(delta.base_version):  # another instance wrote first
+                return _Published()  # the mirror was reloaded with this delta in it
+            checked = None  # the mirror moved since the check
         if checked is None:
             self.cache.apply(delta)
         else:
@@ -250,6 +262,8 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
 
     def _hand_out(self, published: _Published) -> None:
         """Log an update and give it to every watcher (on the loop, still under the lock)."""
+        if self.follower is not None:
+            self.follower.hand_out_caught_up()  # what other instances wrote before it, first
         update = published.update
         if update is not None:
             self._published_version = update.delta.version
@@ -275,12 +289,22 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
             for watcher in self._key_watchers:
                 watcher.offer(wire)
 
+    def _resync_watchers(self) -> None:
+        """The mirror was reloaded from the database: no delta reaches back past it; everyone gets a snapshot."""
+        self._log.clear()
+        self._log_bytes = 0
+        self._published_version = self.cache.version
+        for watcher in self._watchers:
+            watcher.offer(_RESYNC)
+
     def _hand_out_all(self, result: tuple[list[_Published], bool]) -> None:
         for published in result[0]:
             self._hand_out(published)
 
     def check_ops(self, ops: tuple[Op, ...]) -> None:
         """ValueError when the mirror (and so every gate) could not take `ops` whole."""
+        if self.follower is not None:
+            self.follower.catch_up()  # checked against what the other instances committed first
         self.cache._check_delta(ops)
 
     async def conflict_counts(self) -> dict[str, int]:
@@ -341,6 +365,8 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
         more = len(covered) < len(pending) or len(pending) == CHANGES_PER_STEP
         checked = None
         try:
+            if self.follower is not None:
+                self.follower.catch_up()  # checked against what the other instances committed first
             checked = self.cache.check(ops)  # once: the mirror applies what it checked
         except ValueError as exc:
             # The commands check before they commit; this is the last line: never bump
@@ -349,7 +375,7 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
                       note="not sent to the gates; fix the tickets with a new import")
             ops, wire = (), []
         keys = self._key_change(covered)
-        delta = self.store.apply_changes(covered, ops)
+        delta = self.store.apply_changes(covered, ops, keys)
         published = []
         if delta is not None:
             published.append(self._prepare(delta, wire, checked))
@@ -492,6 +518,8 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
     async def WatchEntitlements(self, request, context) -> AsyncIterator[pb.WatchEntitlementsResponse]:
         gate_id = await self._identify(context)
         watcher = _Watcher(gate_id)
+        if self.follower is not None and request.have_version > self._published_version:
+            await self.follower.follow_now()  # a gate from another instance: its version is in the log
         try:
             # Watching, the version and the log are read with no await between them (and
             # only the loop changes them): nothing handed out later is missed.
@@ -687,6 +715,8 @@ class RegistryServer:
         self.port = port
         await self._server.start()
         self._poller = asyncio.create_task(self.service.poll_forever(), name="registry-change-poll")
+        if self.service.follower is not None:
+            self.service.follower.start()
         log.info("registry_listening", listen=self.listen, port=port, tls=self.tls is not None, version=self.service.cache.version, tickets=len(self.service.cache))
         return port
 
@@ -699,6 +729,8 @@ class RegistryServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
             self._poller = None
+        if self.service.follower is not None:
+            await self.service.follower.stop()
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None

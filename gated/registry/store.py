@@ -352,6 +352,8 @@ class RegistryStore:
     def __init__(self, path: str | Path, *, create: bool = True) -> None:
         """`path`: an SQLite file, or a ``postgresql://`` URL (gated.registry.engine)."""
         self._zone_json: dict[str, tuple[str, ...]] = {}
+        #: Set by a registry instance on PostgreSQL: where version bumps are logged for the others.
+        self.change_log: Any = None
         self._pairs_json: dict[str, tuple[tuple, ...]] = {}
         if engine.is_url(path):
             self.path = path
@@ -518,9 +520,13 @@ class RegistryStore:
     def version(self) -> int:
         return int(self._meta("version"))
 
-    def _bump_version(self) -> tuple[int, int]:
+    def _bump_version(self, ops: Sequence[Op] | None = None) -> tuple[int, int]:
+        """Inside a write transaction: the next version, for `ops` (None: no delta to send).
+        With several instances the bump goes to their change log too (gated/registry/changelog.py)."""
         base = int(self._meta("version"))
         self._set_meta("version", base + 1)
+        if self.change_log is not None:
+            self.change_log.append_delta(self.conn, base, base + 1, ops)
         return base, base + 1
 
     # ------------------------------------------------------------- tickets
@@ -742,15 +748,20 @@ class RegistryStore:
             for cid, kind, tid, kid, *ticket in rows
         ]
 
-    def apply_changes(self, changes: Sequence[Change], ops: Sequence[Op]) -> Delta | None:
-        """Mark `changes` applied and, when they changed tickets, bump the version for `ops`."""
+    def apply_changes(self, changes: Sequence[Change], ops: Sequence[Op], keys: Any = None) -> Delta | None:
+        """Mark `changes` applied and, when they changed tickets, bump the version for `ops`.
+        `keys`: the key change they make, for the other instances' change log."""
         if not changes:
             return None
         with self.transaction():
+            if self.change_log is not None and int(self._meta("applied_change")) >= changes[-1].id:
+                return None  # another instance published them first (its log row reaches this one)
             self._set_meta("applied_change", changes[-1].id)
+            if keys is not None and self.change_log is not None:
+                self.change_log.append_keys(self.conn, keys)
             if not ops:
                 return None
-            base, version = self._bump_version()
+            base, version = self._bump_version(ops)
         return Delta(base, version, tuple(ops))
 
     def mark_all_changes_applied(self) -> bool:
@@ -851,7 +862,7 @@ class RegistryStore:
                 except ValueError as exc:
                     raise _UsageRefused(str(exc)) from None
             if ops:
-                base, version = self._bump_version()
+                base, version = self._bump_version(ops)
                 delta = Delta(base, version, tuple(ops))
         for conflict in conflicts:  # logged once committed: a rolled-back batch found nothing
             _log_conflict(conflict)

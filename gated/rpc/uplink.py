@@ -23,6 +23,12 @@ Rules it keeps:
   acknowledged before or not. Sending is driven by `wake()`,
   which the daemon calls after each append; a slow safety sweep catches
   records appended by another process.
+- Several registry instances (`[uplink] targets`, or a comma list in
+  `target`): a session that fails to start or ends moves to the next
+  instance, after the same backoff. Every instance shares one database, so
+  the new session resends from the journal's first unacknowledged record
+  and the registry stores each (gate, epoch, seq) once; the watch resumes
+  from the cache's version. One warning per switch (`uplink_switched`).
 - Key updates: a malformed one is refused whole and the key watch is
   reopened (the registry always starts it with the complete ring).
 - Entitlement updates are applied whole or not at all: a malformed or
@@ -193,6 +199,8 @@ class Uplink:
         self._wake = asyncio.Event()
         self._connected = False
         self._stub: pb_grpc.RegistryServiceStub | None = None  # the live session's, for Redeem
+        self._target = self.targets[0]  # the registry instance tried or in use now
+        self._instance: str | None = None  # the one the latest session that connected used
         self._last_error: str | None = None
         self._registry_acked = 0  # highest seq the registry acknowledged
         self._journal_acked = 0  # highest seq written to the journal as acknowledged
@@ -243,7 +251,7 @@ class Uplink:
         clock = self.clock.status()
         return {
             "connected": self._connected,
-            "target": self.config.target,
+            "target": self._target,
             "plaintext": self.config.plaintext,
             "last_acked_seq": self._registry_acked,
             "journal_acked_seq": self._journal_acked,
@@ -263,15 +271,18 @@ class Uplink:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         credentials = self._credentials()
+        targets = self.targets
         if self.config.plaintext:
-            log.warning("uplink_plaintext", target=self.config.target, note="no TLS: the simulator's loopback only")
+            log.warning("uplink_plaintext", target=",".join(targets), note="no TLS: the simulator's loopback only")
         attempt = 0
         outage_since: float | None = None
+        index = 0
         while True:
+            target = self._target = targets[index]
             channel = (
-                grpc.aio.insecure_channel(self.config.target, options=channel_options())
+                grpc.aio.insecure_channel(target, options=channel_options())
                 if credentials is None
-                else grpc.aio.secure_channel(self.config.target, credentials, options=channel_options())
+                else grpc.aio.secure_channel(target, credentials, options=channel_options())
             )
             try:
                 await self._session(channel, outage_since)
@@ -282,19 +293,26 @@ class Uplink:
                 if self._connected:  # a session that worked has ended
                     attempt = 0
                     outage_since = time.monotonic()
-                    log.warning("uplink_disconnected", target=self.config.target, error=self._last_error)
+                    log.warning("uplink_disconnected", target=target, error=self._last_error)
                 elif outage_since is None:
                     outage_since = time.monotonic()
-                    log.warning("uplink_unreachable", target=self.config.target, error=self._last_error)
+                    log.warning("uplink_unreachable", target=target, error=self._last_error)
                 else:
-                    log.debug("uplink_retry_failed", target=self.config.target, error=self._last_error)
+                    log.debug("uplink_retry_failed", target=target, error=self._last_error)
                 self._connected = False
+                index = (index + 1) % len(targets)  # failover: the next instance (it resends from the last ack)
             finally:
                 self._connected = False
                 await channel.close(grace=None)
             delay = random.uniform(0.0, min(self.config.reconnect_max_s, self.reconnect_base_s * 2**attempt))
             attempt = min(attempt + 1, 30)
             await asyncio.sleep(delay)
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The registry instances this gate may use, in the order it tries them."""
+        configured = tuple(getattr(self.config, "targets", ()) or ())
+        return configured or tuple(part.strip() for part in self.config.target.split(",") if part.strip())
 
     # ----------------------------------------------------------- session
 
@@ -319,7 +337,11 @@ class Uplink:
         self.sessions += 1
         self._last_error = None
         outage = None if outage_since is None else round(time.monotonic() - outage_since, 3)
-        log.info("uplink_connected", target=self.config.target, outage_s=outage, backlog=self.journal.backlog())
+        log.info("uplink_connected", target=self._target, outage_s=outage, backlog=self.journal.backlog())
+        if self._instance is not None and self._instance != self._target:
+            log.warning("uplink_switched", previous=self._instance, target=self._target, outage_s=outage,
+                        note="another registry instance: events resent from the last acknowledged record")
+        self._instance = self._target
         tasks = [
             asyncio.create_task(self._send_events(stub), name="uplink-events"),
             asyncio.create_task(self._watch_entitlements(stub), name="uplink-entitlements"),
@@ -751,7 +773,7 @@ class Uplink:
                                             metadata=self._metadata)
                 except grpc.aio.AioRpcError as exc:
                     if exc.code() is grpc.StatusCode.UNIMPLEMENTED:
-                        log.info("uplink_status_unsupported", target=self.config.target,
+                        log.info("uplink_status_unsupported", target=self._target,
                                  note="this registry takes no status reports")
                         return
                     log.debug("uplink_status_failed", error=_describe(exc))
