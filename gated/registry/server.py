@@ -108,6 +108,8 @@ _RESYNC = object()
 #: A watcher this far behind is dropped; it reconnects and gets a snapshot.
 WATCHER_QUEUE_LIMIT = 10_000
 MAX_MESSAGE_BYTES = 8 << 20
+#: How often a running registry keeps its snapshot when the version moved (and at stop).
+KEEP_SNAPSHOT_EVERY_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +181,8 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
         self._watchers: set[_Watcher] = set()
         self._key_watchers: set[_Watcher] = set()
         self._snapshot: tuple[int, bytes] | None = None
+        #: The version of the snapshot kept in the database (None: none of ours).
+        self.kept_version: int | None = None
         self._data_version = -1
         self._published_version = 0  # the version of the last update handed to the watchers
         self._lock = asyncio.Lock()
@@ -207,11 +211,26 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
     # ------------------------------------------------------------ state
 
     def load(self) -> None:
-        """Build the mirror from the database (applying changes made while stopped)."""
+        """Build the mirror from the database (applying changes made while stopped).
+
+        From the kept snapshot when it is of the database's version (a second for a million
+        tickets, and it is what the first gate gets); else from every ticket's row.
+        """
         self.store.mark_all_changes_applied()
-        self.cache.load_snapshot(encode_snapshot(self.store.version, self.store.records()))
+        version = self.store.version
+        kept = self.store.kept_snapshot()
+        if kept is not None and kept[0] == version:
+            data = kept[1]
+            self.kept_version = version
+        else:
+            data = encode_snapshot(version, self.store.records())
+        self.cache.load_snapshot(data)
+        self._snapshot = (self.cache.version, data)
         self._data_version = self.store.data_version()
         self._published_version = self.cache.version
+
+    def kept_is_stale(self) -> bool:
+        return self.kept_version != self.cache.version
 
     def _snapshot_now(self) -> tuple[int, bytes]:
         if self._snapshot is None or self._snapshot[0] != self.cache.version:
@@ -587,6 +606,33 @@ class RegistryServer:
         self._server: grpc.aio.Server | None = None
         self._health = None
         self._poller: asyncio.Task | None = None
+        self._keeper: asyncio.Task | None = None
+
+    async def keep_snapshot(self) -> bool:
+        """Keep the mirror's snapshot in the database (so the next start serves it at once).
+
+        Cut under the service's lock (the same snapshot a gate would get), written on a
+        connection of its own outside it: event batches go on meanwhile."""
+        if not self.service.kept_is_stale():
+            return False
+        version, data = await self.service.snapshot()
+
+        def write() -> bool:
+            with RegistryStore(self.db, create=False) as keeper:
+                return keeper.keep_snapshot(version, data)
+
+        kept = await asyncio.to_thread(write)
+        if kept:
+            self.service.kept_version = version
+        return kept
+
+    async def _keep_forever(self) -> None:
+        while True:  # at once when the mirror was built from the rows, then whenever the version moved
+            try:
+                await self.keep_snapshot()
+            except Exception:  # a busy file: try again next time
+                log.exception("registry_keep_snapshot_failed")
+            await asyncio.sleep(KEEP_SNAPSHOT_EVERY_S)
 
     async def import_attendees(self, path: str | Path) -> int:
         """`gated registry import` from inside this process: off the loop, on a connection of its own.
@@ -622,6 +668,7 @@ class RegistryServer:
         self.port = port
         await self._server.start()
         self._poller = asyncio.create_task(self.service.poll_forever(), name="registry-change-poll")
+        self._keeper = asyncio.create_task(self._keep_forever(), name="registry-keep-snapshot")
         log.info("registry_listening", listen=self.listen, port=port, tls=self.tls is not None, version=self.service.cache.version, tickets=len(self.service.cache))
         return port
 
@@ -629,6 +676,13 @@ class RegistryServer:
         if self._health is not None:
             await standard.set_not_serving(self._health)
             self._health = None
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+            self._keeper = None
+            with contextlib.suppress(Exception):
+                await self.keep_snapshot()
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -262,6 +262,16 @@ CREATE TRIGGER checkin_logged AFTER INSERT ON events FOR EACH ROW WHEN (NEW.kind
 """
 
 
+# The mirror's last encoded snapshot, kept so a restart serves its first gate without reading
+# every ticket (gated/registry/server.py). A cache of the tickets table, not part of the schema's
+# version: created when missing, dropped whole by any put of tickets, trusted only at its version.
+_KEPT_SNAPSHOT_DDL = {
+    engine.SQLITE: "CREATE TABLE IF NOT EXISTS kept_snapshot (slot INTEGER PRIMARY KEY CHECK (slot = 0), "
+                   "version INTEGER NOT NULL, data BLOB NOT NULL)",
+    engine.POSTGRES: "CREATE TABLE IF NOT EXISTS kept_snapshot (slot BIGINT PRIMARY KEY CHECK (slot = 0), "
+                     "version BIGINT NOT NULL, data BYTEA NOT NULL)",
+}
+
 
 class _UsageRefused(Exception):
     """The usage a batch would fan out is refused by the mirror: roll it back, keep the events."""
@@ -381,6 +391,7 @@ class RegistryStore:
                 raise RegistryError(f"{self.path}: not a gated registry database")
             else:
                 self._migrate()
+            self.conn.execute(_KEPT_SNAPSHOT_DDL[engine.SQLITE])
         except (sqlite3.Error, OSError) as exc:
             raise RegistryError(f"{self.path}: cannot open the registry database: {exc}") from None
 
@@ -405,6 +416,8 @@ class RegistryStore:
                     schema = int(self._meta("schema"))
                     if schema != SCHEMA_VERSION:
                         raise RegistryError(f"{where}: registry schema {schema}; this gated supports {SCHEMA_VERSION}")
+                if not self.conn.execute("SELECT to_regclass('kept_snapshot') IS NOT NULL").fetchone()[0]:
+                    self.conn.execute(_KEPT_SNAPSHOT_DDL[engine.POSTGRES])
         except RegistryError:
             self.conn.close()
             raise
@@ -624,6 +637,7 @@ class RegistryStore:
             "company=excluded.company, phone=excluded.phone",
             rows,
         )
+        self.conn.execute("DELETE FROM kept_snapshot")  # it no longer says what the tickets are
         if record_changes:
             self.conn.executemany("INSERT INTO changes(kind, ticket_id, actor) VALUES ('ticket', ?, ?)",
                                   ((r[0], actor) for r in rows))
@@ -689,6 +703,28 @@ class RegistryStore:
                                direction if direction in ("in", "out") else None,
                                fields.get("outcome") if isinstance(fields.get("outcome"), str) else None))
         return out
+
+    # ------------------------------------------------------ kept snapshot
+
+    def kept_snapshot(self) -> tuple[int, bytes] | None:
+        """The snapshot last kept, with the version it was cut at (None: none kept)."""
+        row = self.conn.execute("SELECT version, data FROM kept_snapshot WHERE slot = 0").fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
+    def kept_version(self) -> int | None:
+        row = self.conn.execute("SELECT version FROM kept_snapshot WHERE slot = 0").fetchone()
+        return None if row is None else int(row[0])
+
+    def keep_snapshot(self, version: int, data: bytes) -> bool:
+        """Keep `data`, the mirror's snapshot at `version`, unless the database has moved past it
+        (or a later one is kept: several instances may keep theirs). True when kept."""
+        with self.transaction():
+            if self.version != version:
+                return False
+            return bool(self.conn.execute(
+                "INSERT INTO kept_snapshot(slot, version, data) VALUES (0, ?, ?) ON CONFLICT(slot) DO UPDATE "
+                "SET version = excluded.version, data = excluded.data WHERE kept_snapshot.version < excluded.version",
+                (version, data)).rowcount)
 
     # ---------------------------------------------------------------- keys
 
