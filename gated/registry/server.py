@@ -439,7 +439,7 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
                 previous = ev.seq
                 events.append(IncomingEvent(
                     ev.event_id, ev.seq, ev.at, kind, ev.lane,
-                    ev.ticket_id if ev.HasField("ticket_id") else None, ev.reason, _encode_payload(payload),
+                    ev.ticket_id if ev.HasField("ticket_id") else None, ev.reason, _encode_payload(payload), payload,
                 ))
             if expect_after is None:
                 known, epochs = await self._exclusive(self._gate_known, gate_id, epoch)
