@@ -17,7 +17,7 @@ def test_five_gates_scanning_for_three_seconds_lose_and_double_nothing():
     for key in ("events_per_s", "ack_p50_ms", "ack_p99_ms", "fanout_p50_ms", "fanout_p99_ms", "registry_cpu_percent",
                 "lost", "duplicated"):
         assert key in report, key
-    assert report["lost"] == 0 and report["duplicated"] == 0 and report["errors"] == []
+    assert report["lost"] == 0 and report["duplicated"] == 0 and report["unacked"] == 0 and report["errors"] == []
     assert report["events_sent"] == 5 * 2 * 3 * 2  # a decision and a passage per scan
     assert report["events_per_s"] * 3 == report["events_sent"]  # every one stored, counted in the database
     assert report["fanout_samples"] == 30 and report["fanout_missed"] == 0
