@@ -35,7 +35,7 @@ def cmd_bench_fleet(args) -> int:
         return 2
     try:
         if args.sweep:
-            sizes = sorted({n for n in (25, 50, 100, 200, 300, 400, 500, 700, 1000) if n <= args.gates} | {args.gates})
+            sizes = sorted({n for n in (5, 10, 25, 50, 100, 200, 300, 400, 500, 700, 1000) if n <= args.gates} | {args.gates})
             report = sweep(args.scans_per_s, args.seconds, args.store, sizes)
         else:
             report = run_fleet(args.gates, args.scans_per_s, args.seconds, store=args.store)
