@@ -98,6 +98,8 @@ GATE_ID_METADATA = "gated-gate-id"
 ACKED_SEQ_TRAILER = "gated-acked-seq"
 CONFLICT_SEQ_TRAILER = "gated-conflict-seq"
 CHANGE_POLL_S = 0.2
+#: How often a running registry keeps its snapshot when the version moved (and at stop).
+KEEP_SNAPSHOT_EVERY_S = 30.0
 DELTA_LOG_SIZE = 1000
 #: The delta log holds at most this many bytes of updates (older ones are dropped: snapshot).
 DELTA_LOG_BYTES = 64 << 20
@@ -108,8 +110,6 @@ _RESYNC = object()
 #: A watcher this far behind is dropped; it reconnects and gets a snapshot.
 WATCHER_QUEUE_LIMIT = 10_000
 MAX_MESSAGE_BYTES = 8 << 20
-#: How often a running registry keeps its snapshot when the version moved (and at stop).
-KEEP_SNAPSHOT_EVERY_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
