@@ -103,6 +103,8 @@ GATE_ID_METADATA = "gated-gate-id"
 ACKED_SEQ_TRAILER = "gated-acked-seq"
 CONFLICT_SEQ_TRAILER = "gated-conflict-seq"
 CHANGE_POLL_S = 0.2
+#: How often a running registry keeps its snapshot when the version moved (and at stop).
+KEEP_SNAPSHOT_EVERY_S = 30.0
 DELTA_LOG_SIZE = 1000
 #: The delta log holds at most this many bytes of updates (older ones are dropped: snapshot).
 DELTA_LOG_BYTES = 64 << 20
@@ -186,6 +188,8 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
         self._watchers: set[_Watcher] = set()
         self._key_watchers: set[_Watcher] = set()
         self._snapshot: tuple[int, bytes] | None = None
+        #: The version of the snapshot kept in the database (None: none of ours).
+        self.kept_version: int | None = None
         self._data_version = -1
         #: On PostgreSQL: this instance follows every instance's change log (gated/registry/changelog.py).
         self.follower = Follower(self, store.path) if store.dialect == "postgres" else None
@@ -219,14 +223,31 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
     # ------------------------------------------------------------ state
 
     def load(self) -> None:
-        """Build the mirror from the database (applying changes made while stopped)."""
+        """Build the mirror from the database (applying changes made while stopped).
+
+        From the kept snapshot when it is of the database's version (a second for a million
+        tickets, and it is what the first gate gets); else from every ticket's row.
+        """
         if self.follower is not None:
             self.follower.prepare()  # pending changes are published as deltas: other instances follow them
         else:
             self.store.mark_all_changes_applied()
-        self.cache.load_snapshot(encode_snapshot(self.store.version, self.store.records()))
-        self._data_version = self.store.data_version()
+        version = self.store.version
+        kept = self.store.kept_snapshot()
+        if kept is not None and kept[0] == version:
+            data = kept[1]
+            self.kept_version = version
+        else:
+            data = encode_snapshot(version, self.store.records())
+        self.cache.load_snapshot(data)
+        self._snapshot = (self.cache.version, data)
+        # PostgreSQL: changes made while every instance was stopped are still pending: the first
+        # poll must look (-1), not take the database's change count as already published.
+        self._data_version = -1 if self.follower is not None else self.store.data_version()
         self._published_version = self.cache.version
+
+    def kept_is_stale(self) -> bool:
+        return self.kept_version != self.cache.version
 
     def _snapshot_now(self) -> tuple[int, bytes]:
         if self._snapshot is None or self._snapshot[0] != self.cache.version:
@@ -474,7 +495,7 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
                 previous = ev.seq
                 events.append(IncomingEvent(
                     ev.event_id, ev.seq, ev.at, kind, ev.lane,
-                    ev.ticket_id if ev.HasField("ticket_id") else None, ev.reason, _encode_payload(payload),
+                    ev.ticket_id if ev.HasField("ticket_id") else None, ev.reason, _encode_payload(payload), payload,
                 ))
             if expect_after is None:
                 known, epochs = await self._exclusive(self._gate_known, gate_id, epoch)
@@ -680,6 +701,33 @@ class RegistryServer:
         self._server: grpc.aio.Server | None = None
         self._health = None
         self._poller: asyncio.Task | None = None
+        self._keeper: asyncio.Task | None = None
+
+    async def keep_snapshot(self) -> bool:
+        """Keep the mirror's snapshot in the database (so the next start serves it at once).
+
+        Cut under the service's lock (the same snapshot a gate would get), written on a
+        connection of its own outside it: event batches go on meanwhile."""
+        if not self.service.kept_is_stale():
+            return False
+        version, data = await self.service.snapshot()
+
+        def write() -> bool:
+            with RegistryStore(self.db, create=False) as keeper:
+                return keeper.keep_snapshot(version, data)
+
+        kept = await asyncio.to_thread(write)
+        if kept:
+            self.service.kept_version = version
+        return kept
+
+    async def _keep_forever(self) -> None:
+        while True:  # at once when the mirror was built from the rows, then whenever the version moved
+            try:
+                await self.keep_snapshot()
+            except Exception:  # a busy file: try again next time
+                log.exception("registry_keep_snapshot_failed")
+            await asyncio.sleep(KEEP_SNAPSHOT_EVERY_S)
 
     async def import_attendees(self, path: str | Path) -> int:
         """`gated registry import` from inside this process: off the loop, on a connection of its own.
@@ -717,6 +765,7 @@ class RegistryServer:
         self._poller = asyncio.create_task(self.service.poll_forever(), name="registry-change-poll")
         if self.service.follower is not None:
             self.service.follower.start()
+        self._keeper = asyncio.create_task(self._keep_forever(), name="registry-keep-snapshot")
         log.info("registry_listening", listen=self.listen, port=port, tls=self.tls is not None, version=self.service.cache.version, tickets=len(self.service.cache))
         return port
 
@@ -724,6 +773,13 @@ class RegistryServer:
         if self._health is not None:
             await standard.set_not_serving(self._health)
             self._health = None
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+            self._keeper = None
+            with contextlib.suppress(Exception):
+                await self.keep_snapshot()
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -56,6 +56,7 @@ import json
 import os
 import sqlite3
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -263,6 +264,17 @@ CREATE TRIGGER checkin_logged AFTER INSERT ON events FOR EACH ROW WHEN (NEW.kind
 """
 
 
+# The mirror's last encoded snapshot, kept so a restart serves its first gate without reading
+# every ticket (gated/registry/server.py). A cache of the tickets table, not part of the schema's
+# version: created when missing, dropped whole by any put of tickets, trusted only at its version.
+_KEPT_SNAPSHOT_DDL = {
+    engine.SQLITE: "CREATE TABLE IF NOT EXISTS kept_snapshot (slot INTEGER PRIMARY KEY CHECK (slot = 0), "
+                   "version INTEGER NOT NULL, data BLOB NOT NULL)",
+    engine.POSTGRES: "CREATE TABLE IF NOT EXISTS kept_snapshot (slot BIGINT PRIMARY KEY CHECK (slot = 0), "
+                     "version BIGINT NOT NULL, data BYTEA NOT NULL); "
+                     "ALTER TABLE kept_snapshot ALTER COLUMN data SET STORAGE EXTERNAL",  # compressed by us (below)
+}
+
 
 class _UsageRefused(Exception):
     """The usage a batch would fan out is refused by the mirror: roll it back, keep the events."""
@@ -280,6 +292,8 @@ class IncomingEvent:
     ticket_id: int | None
     reason: str
     payload_json: str
+    #: `payload_json` already parsed (the server has it from the typed payload): not parsed again.
+    payload: dict | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,6 +398,7 @@ class RegistryStore:
                 raise RegistryError(f"{self.path}: not a gated registry database")
             else:
                 self._migrate()
+            self.conn.execute(_KEPT_SNAPSHOT_DDL[engine.SQLITE])
         except (sqlite3.Error, OSError) as exc:
             raise RegistryError(f"{self.path}: cannot open the registry database: {exc}") from None
 
@@ -408,6 +423,8 @@ class RegistryStore:
                     schema = int(self._meta("schema"))
                     if schema != SCHEMA_VERSION:
                         raise RegistryError(f"{where}: registry schema {schema}; this gated supports {SCHEMA_VERSION}")
+                if not self.conn.execute("SELECT to_regclass('kept_snapshot') IS NOT NULL").fetchone()[0]:
+                    self.conn.script(_KEPT_SNAPSHOT_DDL[engine.POSTGRES])
         except RegistryError:
             self.conn.close()
             raise
@@ -631,6 +648,7 @@ class RegistryStore:
             "company=excluded.company, phone=excluded.phone",
             rows,
         )
+        self.conn.execute("DELETE FROM kept_snapshot")  # it no longer says what the tickets are
         if record_changes:
             self.conn.executemany("INSERT INTO changes(kind, ticket_id, actor) VALUES ('ticket', ?, ?)",
                                   ((r[0], actor) for r in rows))
@@ -696,6 +714,41 @@ class RegistryStore:
                                direction if direction in ("in", "out") else None,
                                fields.get("outcome") if isinstance(fields.get("outcome"), str) else None))
         return out
+
+    # ------------------------------------------------------ kept snapshot
+
+    def kept_snapshot(self) -> tuple[int, bytes] | None:
+        """The snapshot last kept, with the version it was cut at (None: none kept)."""
+        sql = "SELECT version, data FROM kept_snapshot WHERE slot = 0"
+        if self.dialect == engine.POSTGRES:  # in binary: as text, bytea travels hex-encoded, twice its size
+            with self.conn.raw.cursor(binary=True) as cur:
+                row = cur.execute(sql).fetchone()
+        else:
+            row = self.conn.execute(sql).fetchone()
+        if row is None:
+            return None
+        data = row[1]
+        return int(row[0]), zlib.decompress(data) if self.dialect == engine.POSTGRES else bytes(data)
+
+    def kept_version(self) -> int | None:
+        row = self.conn.execute("SELECT version FROM kept_snapshot WHERE slot = 0").fetchone()
+        return None if row is None else int(row[0])
+
+    def keep_snapshot(self, version: int, data: bytes) -> bool:
+        """Keep `data`, the mirror's snapshot at `version`, unless the database has moved past it
+        (or a later one is kept: several instances may keep theirs). True when kept.
+
+        On PostgreSQL it is kept compressed (zlib, fast level): a bytea of 80 MB comes back
+        from its TOAST chunks several times slower than a sixth of that plus zlib."""
+        if self.dialect == engine.POSTGRES:
+            data = zlib.compress(data, 1)
+        with self.transaction():
+            if self.version != version:
+                return False
+            return bool(self.conn.execute(
+                "INSERT INTO kept_snapshot(slot, version, data) VALUES (0, ?, ?) ON CONFLICT(slot) DO UPDATE "
+                "SET version = excluded.version, data = excluded.data WHERE kept_snapshot.version < excluded.version",
+                (version, data)).rowcount)
 
     # ---------------------------------------------------------------- keys
 
@@ -816,33 +869,36 @@ class RegistryStore:
             return StoredBatch(stored.acked_seq, stored.new_events, None, str(refused))
 
     def _store_events(self, gate_id, epoch, events, received_at, check, *, count_usage: bool) -> StoredBatch:
+        # Set-wise, not event by event: which of the batch's seqs are held already is one
+        # query, the new rows one executemany, and the tickets their usage moves are read in
+        # one query and written back in one executemany. (Inside the write lock: nothing
+        # else stores this gate's events meanwhile, on either engine.)
         conn = self.conn
         db_epoch = u64_to_sqlite(epoch)
         ops: list[Op] = []
-        new = 0
         conflicts: list[Conflict] = []
         with self.transaction():
-            plain = []
-            for ev in events:
-                row = (ev.event_id, gate_id, ev.seq, ev.at, ev.kind, ev.lane,
-                       None if ev.ticket_id is None else u64_to_sqlite(ev.ticket_id), ev.reason, ev.payload_json, received_at,
-                       db_epoch)
-                if ev.kind in USAGE_KINDS:
-                    if conn.execute(_INSERT_EVENT, row).rowcount:
-                        new += 1
-                        op = self._count_usage(ev, gate_id, db_epoch, conflicts) if count_usage else None
-                        if op is not None:
-                            ops.append(op)
-                    else:
-                        self._check_same(gate_id, epoch, row)
+            rows = [(ev.event_id, gate_id, ev.seq, ev.at, ev.kind, ev.lane,
+                     None if ev.ticket_id is None else u64_to_sqlite(ev.ticket_id), ev.reason, ev.payload_json, received_at,
+                     db_epoch) for ev in events]
+            held = self._held_seqs(gate_id, db_epoch, events)
+            fresh, counted, again = [], [], []  # a seq twice in one batch: the second is a resend of the first
+            for ev, row in zip(events, rows):
+                if ev.seq in held:
+                    again.append(row)
                 else:
-                    plain.append(row)
-            if plain:
-                inserted = conn.executemany(_INSERT_EVENT, plain).rowcount
-                new += inserted
-                if inserted < len(plain):  # some were resent: each must be what is stored
-                    for row in plain:
-                        self._check_same(gate_id, epoch, row)
+                    held.add(ev.seq)
+                    fresh.append(row)
+                    counted.append(ev)
+            new = conn.executemany(_INSERT_EVENT, fresh).rowcount if fresh else 0
+            if new != len(fresh):
+                raise RegistryError(f"events of {gate_id} were stored meanwhile outside the write lock; batch rolled back")
+            for row in again:  # resent: each must be what is stored
+                self._check_same(gate_id, epoch, row)
+            if count_usage:
+                usage = [ev for ev in counted if ev.kind in USAGE_KINDS]
+                if usage:
+                    ops += self._count_usages(usage, gate_id, db_epoch, conflicts)
             if count_usage and events:
                 # A record of this epoch closes the gate's earlier ones (gated/registry/epochs.py).
                 ops += registry_epochs.close_earlier_epochs(
@@ -868,6 +924,46 @@ class RegistryStore:
             _log_conflict(conflict)
         return StoredBatch(last, new, delta)
 
+    def _held_seqs(self, gate_id: str, db_epoch: int, events: Sequence[IncomingEvent]) -> set[int]:
+        """The seqs of `events` (increasing) this gate's epoch has stored already: a resend."""
+        if not events:
+            return set()
+        return {seq for (seq,) in self.conn.execute(
+            "SELECT seq FROM events WHERE gate_id = ? AND epoch = ? AND seq BETWEEN ? AND ?",
+            (gate_id, db_epoch, events[0].seq, events[-1].seq))}
+
+    def _count_usages(self, usage: list[IncomingEvent], gate_id: str, db_epoch: int, conflicts: list[Conflict]) -> list[Op]:
+        """`_count_usage` of each new usage event in order, on its tickets read at once and written back at once."""
+        ids = set()
+        for ev in usage:
+            payload = self._payload_of(ev)
+            tid = payload.get("ticket_id", ev.ticket_id) if payload is not None else None
+            if isinstance(tid, int) and 0 <= tid < _U64:
+                ids.add(u64_to_sqlite(tid))
+        tickets: dict[int, list] = {}
+        ordered = sorted(ids)
+        for i in range(0, len(ordered), 500):
+            chunk = ordered[i:i + 500]
+            for tid, *row in self.conn.execute(
+                    "SELECT ticket_id, entries_used, inside, benefits, zones, max_entries, state FROM tickets "
+                    f"WHERE ticket_id IN ({','.join('?' * len(chunk))})", chunk):
+                tickets[tid] = [*row, False]  # the last item: changed
+        ops = [op for ev in usage if (op := self._count_usage(ev, gate_id, db_epoch, conflicts, tickets)) is not None]
+        changed = [(row[0], row[1], row[2], tid) for tid, row in tickets.items() if row[6]]
+        if changed:
+            self.conn.executemany("UPDATE tickets SET entries_used = ?, inside = ?, benefits = ? WHERE ticket_id = ?", changed)
+        return ops
+
+    @staticmethod
+    def _payload_of(ev: IncomingEvent) -> dict | None:
+        payload = ev.payload
+        if payload is None:
+            try:
+                payload = json.loads(ev.payload_json)
+            except (ValueError, RecursionError):  # a gate's payload, nested past the recursion limit or not JSON
+                return None
+        return payload if isinstance(payload, dict) else None
+
     def _check_same(self, gate_id: str, epoch: int, row: tuple) -> None:
         """Raise `EventConflict` when the stored event under this row's key differs from it."""
         _event_id, _gate, seq, at, kind, lane, ticket_id, reason, payload, _received, db_epoch = row
@@ -890,27 +986,31 @@ class RegistryStore:
             if not same:
                 raise EventConflict(gate_id, epoch, seq, "payload")
 
-    def _count_usage(self, ev: IncomingEvent, gate_id: str, db_epoch: int, conflicts: list[Conflict]) -> Op | None:
+    def _count_usage(self, ev: IncomingEvent, gate_id: str, db_epoch: int, conflicts: list[Conflict],
+                     tickets: dict[int, list] | None = None) -> Op | None:
         """The usage change of a new passage or redemption, as an absolute-value op.
 
         Appends to `conflicts` what this usage overdrew (it is counted all the same).
+        `tickets` (see `_count_usages`): the batch's tickets as read, changed in place and
+        written back by the caller; None: read and written here.
         """
-        try:
-            payload = json.loads(ev.payload_json)
-        except (ValueError, RecursionError):  # a gate's payload, nested past the recursion limit or not JSON
-            return None
-        if not isinstance(payload, dict):
+        payload = self._payload_of(ev)
+        if payload is None:
             return None
         ticket_id = payload.get("ticket_id", ev.ticket_id)
         if not isinstance(ticket_id, int) or not 0 <= ticket_id < _U64:
             return None
-        row = self.conn.execute(
-            "SELECT entries_used, inside, benefits, zones, max_entries, state FROM tickets WHERE ticket_id = ?",
-            (u64_to_sqlite(ticket_id),),
-        ).fetchone()
+        if tickets is None:
+            row = self.conn.execute(
+                "SELECT entries_used, inside, benefits, zones, max_entries, state FROM tickets WHERE ticket_id = ?",
+                (u64_to_sqlite(ticket_id),),
+            ).fetchone()
+            held = None
+        else:
+            row = held = tickets.get(u64_to_sqlite(ticket_id))
         if row is None:
             return None
-        used, inside_json, benefits_json, zones_json, max_entries, state = row
+        used, inside_json, benefits_json, zones_json, max_entries, state = row[:6]
         if registry_epochs.counted_on_closing(self, gate_id, ticket_id, payload):
             return None  # its decision was counted when its epoch closed without it: not twice
         found = _Found(self, ev, gate_id, db_epoch, ticket_id, conflicts)
@@ -926,7 +1026,10 @@ class RegistryStore:
                     if state == TicketState.REVOKED:
                         found.conflict("revoked_use", benefit)
                     pair[1] = max(0, pair[1] - 1)
-                    self.conn.execute("UPDATE tickets SET benefits = ? WHERE ticket_id = ?", (json.dumps(benefits), u64_to_sqlite(ticket_id)))
+                    if held is None:
+                        self.conn.execute("UPDATE tickets SET benefits = ? WHERE ticket_id = ?", (json.dumps(benefits), u64_to_sqlite(ticket_id)))
+                    else:
+                        held[2], held[6] = json.dumps(benefits), True
                     return SetBenefit(ticket_id, benefit, pair[1])
             return None
         zone, direction = payload.get("zone"), payload.get("direction")
@@ -945,10 +1048,13 @@ class RegistryStore:
                 inside.append(zone)
         elif zone in inside:
             inside.remove(zone)
-        self.conn.execute(
-            "UPDATE tickets SET entries_used = ?, inside = ? WHERE ticket_id = ?",
-            (used, json.dumps(inside), u64_to_sqlite(ticket_id)),
-        )
+        if held is None:
+            self.conn.execute(
+                "UPDATE tickets SET entries_used = ?, inside = ? WHERE ticket_id = ?",
+                (used, json.dumps(inside), u64_to_sqlite(ticket_id)),
+            )
+        else:
+            held[0], held[1], held[6] = used, json.dumps(inside), True
         return SetUsage(ticket_id, used, tuple(inside))
 
     # ----------------------------------------------------------- conflicts
@@ -1009,7 +1115,7 @@ class _Found:
                 "SELECT event_id, gate_id, epoch, seq, lane, at FROM events "
                 "WHERE ticket_id = ? AND kind IN ('passage', 'redemption') "
                 "AND CASE WHEN json_valid(payload) THEN json_extract(payload, ?) END = ? "
-                "AND NOT (gate_id = ? AND epoch = ? AND seq = ?) ORDER BY at DESC LIMIT 1",
+                "AND NOT (gate_id = ? AND epoch = ? AND seq >= ?) ORDER BY at DESC LIMIT 1",
                 (tid, field, value, self.gate_id, self.db_epoch, ev.seq),
             ).fetchone()
             held = row or (None,) * 6  # usage counted before the registry kept its events
