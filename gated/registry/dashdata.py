@@ -134,27 +134,64 @@ INSERT INTO dash_category(category, registered, attended)
     GROUP BY t.category;
 """
 
-# The same tables, indexes, triggers and backfill on PostgreSQL (gated.registry.engine), created whole
-# at DASHBOARD_SCHEMA. The triggers are PL/pgSQL functions reading the payload as jsonb once; an hour
-# is trunc(at / HOUR) * HOUR as SQLite's CAST truncates (a cast to BIGINT would round). The search's
-# case-insensitive prefixes are indexes on lower(...) (text_pattern_ops: LIKE 'abc%' seeks), the
-# phone's last four digits on right(phone, 4).
+# The same figures on PostgreSQL (gated.registry.engine), created whole at DASHBOARD_SCHEMA and read by
+# the same queries. What differs from SQLite:
+# - A counter row updated again and again in one transaction is slow there (each update leaves a
+#   version, and an index entry, the next one must step over until the transaction ends: a
+#   50,000-attendee batch bumping one category's count is quadratic, minutes instead of seconds).
+#   So the triggers only append what they count to `dash_*_new`; `dash_fold()` moves those rows
+#   into `dash_*_sum` (one update per counter, however many rows), and `dash_hourly`,
+#   `dash_category`... are views adding the two: always exact, folded or not. The dashboard's
+#   read folds first (`dashboard`), in its own short transaction.
+# - When a change was made is a column default of `changes` (no trigger); `dash_change_at` its view.
+# - The triggers are PL/pgSQL functions reading the payload as jsonb once; an hour is
+#   trunc(at / HOUR) * HOUR as SQLite's CAST truncates (a cast to BIGINT would round).
+# - The search's case-insensitive prefixes are indexes on lower(...) (text_pattern_ops: LIKE 'abc%'
+#   seeks), the phone's last four digits on right(phone, 4).
+#: pg_try_advisory_xact_lock key of `dash_fold()`: one fold at a time, a busy one is skipped ("gatD")
+FOLD_LOCK = 0x67617444
 _PG_HOUR = f"trunc(at / {HOUR})::bigint * {HOUR}"
-_PG_DASHBOARD = f"""
-CREATE TABLE dash_hourly (
-    hour BIGINT NOT NULL, gate_id TEXT NOT NULL, lane TEXT NOT NULL,
-    ins BIGINT NOT NULL DEFAULT 0, outs BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (hour, gate_id, lane)
-);
-CREATE TABLE dash_zone_hourly (
-    hour BIGINT NOT NULL, zone TEXT NOT NULL, ins BIGINT NOT NULL DEFAULT 0, outs BIGINT NOT NULL DEFAULT 0,
-    PRIMARY KEY (hour, zone)
-);
-CREATE TABLE dash_denials (reason TEXT PRIMARY KEY, n BIGINT NOT NULL);
+_PG_COUNTERS = {  # name: (key columns, counted columns)
+    "dash_hourly": ("hour BIGINT, gate_id TEXT, lane TEXT", "ins BIGINT, outs BIGINT"),
+    "dash_zone_hourly": ("hour BIGINT, zone TEXT", "ins BIGINT, outs BIGINT"),
+    "dash_denials": ("reason TEXT", "n BIGINT"),
+    "dash_category": ("category TEXT", "registered BIGINT, attended BIGINT"),
+}
+
+
+def _pg_counters() -> str:
+    ddl, folds = [], []
+    for name, (key, counted) in _PG_COUNTERS.items():
+        keys = [c.split()[0] for c in key.split(", ")]
+        values = [c.split()[0] for c in counted.split(", ")]
+        k, v = ", ".join(keys), ", ".join(values)
+        sums = ", ".join(f"sum({c})::bigint AS {c}" for c in values)
+        ddl.append(f"""
+CREATE TABLE {name}_sum ({", ".join(c + " NOT NULL" for c in key.split(", "))},
+    {", ".join(c + " NOT NULL" for c in counted.split(", "))}, PRIMARY KEY ({k}));
+CREATE TABLE {name}_new ({key}, {counted});
+CREATE VIEW {name} AS SELECT {k}, {sums}
+    FROM (SELECT {k}, {v} FROM {name}_sum UNION ALL SELECT {k}, {v} FROM {name}_new) c GROUP BY {k};""")
+        folds.append(f"""
+    WITH moved AS (DELETE FROM {name}_new RETURNING *)
+    INSERT INTO {name}_sum AS t ({k}, {v}) SELECT {k}, {", ".join(f"sum({c})" for c in values)} FROM moved GROUP BY {k}
+        ON CONFLICT ({k}) DO UPDATE SET {", ".join(f"{c} = t.{c} + excluded.{c}" for c in values)};""")
+    return "".join(ddl) + f"""
+CREATE FUNCTION dash_fold() RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT pg_try_advisory_xact_lock({FOLD_LOCK}) THEN
+        RETURN false;
+    END IF;{"".join(folds)}
+    RETURN true;
+END $$;
+"""
+
+
+_PG_DASHBOARD = _pg_counters() + f"""
 CREATE TABLE dash_attended (ticket_id BIGINT PRIMARY KEY);
-CREATE TABLE dash_category (
-    category TEXT PRIMARY KEY, registered BIGINT NOT NULL DEFAULT 0, attended BIGINT NOT NULL DEFAULT 0
-);
-CREATE TABLE dash_change_at (change_id BIGINT PRIMARY KEY, at DOUBLE PRECISION NOT NULL);
+ALTER TABLE changes ADD COLUMN dash_at DOUBLE PRECISION;  -- NULL: written before the times were kept
+ALTER TABLE changes ALTER COLUMN dash_at SET DEFAULT extract(epoch FROM clock_timestamp());
+CREATE VIEW dash_change_at AS SELECT id AS change_id, dash_at AS at FROM changes WHERE dash_at IS NOT NULL;
 CREATE INDEX tickets_name_lower ON tickets(lower(name) text_pattern_ops);
 CREATE INDEX tickets_company_lower ON tickets(lower(company) text_pattern_ops);
 CREATE INDEX tickets_phone_last4 ON tickets(right(phone, 4));
@@ -166,23 +203,23 @@ CREATE TEMP TABLE dash_passages ON COMMIT DROP AS
            CASE WHEN jsonb_typeof(doc -> 'zone') = 'string' THEN doc ->> 'zone' END AS z
     FROM (SELECT at, gate_id, lane, ticket_id, CASE WHEN json_valid(payload) THEN payload::jsonb END AS doc
           FROM events WHERE kind = 'passage') p;
-INSERT INTO dash_denials(reason, n)
+INSERT INTO dash_denials_sum(reason, n)
     SELECT reason, count(*) FROM events WHERE kind = 'decision' AND reason <> 'ok' GROUP BY reason;
-INSERT INTO dash_hourly(hour, gate_id, lane, ins, outs)
+INSERT INTO dash_hourly_sum(hour, gate_id, lane, ins, outs)
     SELECT {_PG_HOUR} AS h, gate_id, lane, count(*) FILTER (WHERE d = 'in'), count(*) FILTER (WHERE d = 'out')
     FROM dash_passages WHERE d IN ('in', 'out') GROUP BY h, gate_id, lane;
-INSERT INTO dash_zone_hourly(hour, zone, ins, outs)
+INSERT INTO dash_zone_hourly_sum(hour, zone, ins, outs)
     SELECT {_PG_HOUR} AS h, z, count(*) FILTER (WHERE d = 'in'), count(*) FILTER (WHERE d = 'out')
     FROM dash_passages WHERE d IN ('in', 'out') AND z <> '' GROUP BY h, z;
 INSERT INTO dash_attended(ticket_id)
     SELECT DISTINCT ticket_id FROM dash_passages WHERE ticket_id IS NOT NULL AND d = 'in';
-INSERT INTO dash_category(category, registered, attended)
+INSERT INTO dash_category_sum(category, registered, attended)
     SELECT t.category, count(*), count(a.ticket_id) FROM tickets t LEFT JOIN dash_attended a ON a.ticket_id = t.ticket_id
     GROUP BY t.category;
 
 CREATE FUNCTION dash_denial() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO dash_denials AS t (reason, n) VALUES (NEW.reason, 1) ON CONFLICT (reason) DO UPDATE SET n = t.n + 1;
+    INSERT INTO dash_denials_new(reason, n) VALUES (NEW.reason, 1);
     RETURN NULL;
 END $$;
 CREATE TRIGGER dash_denial AFTER INSERT ON events FOR EACH ROW WHEN (NEW.kind = 'decision' AND NEW.reason <> 'ok')
@@ -202,13 +239,9 @@ BEGIN
     IF d IS NULL OR d NOT IN ('in', 'out') THEN
         RETURN NULL;
     END IF;
-    INSERT INTO dash_hourly AS t (hour, gate_id, lane, ins, outs)
-        VALUES (h, NEW.gate_id, NEW.lane, (d = 'in')::int, (d = 'out')::int)
-        ON CONFLICT (hour, gate_id, lane) DO UPDATE SET ins = t.ins + excluded.ins, outs = t.outs + excluded.outs;
+    INSERT INTO dash_hourly_new(hour, gate_id, lane, ins, outs) VALUES (h, NEW.gate_id, NEW.lane, (d = 'in')::int, (d = 'out')::int);
     IF jsonb_typeof(doc -> 'zone') = 'string' AND doc ->> 'zone' <> '' THEN
-        INSERT INTO dash_zone_hourly AS t (hour, zone, ins, outs)
-            VALUES (h, doc ->> 'zone', (d = 'in')::int, (d = 'out')::int)
-            ON CONFLICT (hour, zone) DO UPDATE SET ins = t.ins + excluded.ins, outs = t.outs + excluded.outs;
+        INSERT INTO dash_zone_hourly_new(hour, zone, ins, outs) VALUES (h, doc ->> 'zone', (d = 'in')::int, (d = 'out')::int);
     END IF;
     IF NEW.ticket_id IS NOT NULL AND d = 'in' THEN
         INSERT INTO dash_attended(ticket_id) VALUES (NEW.ticket_id) ON CONFLICT DO NOTHING;
@@ -219,26 +252,20 @@ CREATE TRIGGER dash_passage AFTER INSERT ON events FOR EACH ROW WHEN (NEW.kind =
     EXECUTE FUNCTION dash_passage();
 CREATE FUNCTION dash_attend() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE dash_category SET attended = attended + 1
-        WHERE category = (SELECT category FROM tickets WHERE ticket_id = NEW.ticket_id);
+    INSERT INTO dash_category_new(category, registered, attended)
+        SELECT category, 0, 1 FROM tickets WHERE ticket_id = NEW.ticket_id;
     RETURN NULL;
 END $$;
 CREATE TRIGGER dash_attend AFTER INSERT ON dash_attended FOR EACH ROW EXECUTE FUNCTION dash_attend();
-CREATE FUNCTION dash_ticket_count(of_category text, of_ticket bigint, sign int) RETURNS void LANGUAGE plpgsql AS $$
-DECLARE
-    seen int := (EXISTS (SELECT 1 FROM dash_attended a WHERE a.ticket_id = of_ticket))::int;
-BEGIN
-    INSERT INTO dash_category AS c (category, registered, attended) VALUES (of_category, sign, sign * seen)
-        ON CONFLICT (category) DO UPDATE SET registered = c.registered + excluded.registered,
-                                             attended = c.attended + excluded.attended;
-END $$;
 CREATE FUNCTION dash_ticket() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        PERFORM dash_ticket_count(OLD.category, OLD.ticket_id, -1);
+        INSERT INTO dash_category_new(category, registered, attended)
+            VALUES (OLD.category, -1, -(EXISTS (SELECT 1 FROM dash_attended WHERE ticket_id = OLD.ticket_id))::int);
     END IF;
     IF TG_OP IN ('UPDATE', 'INSERT') THEN
-        PERFORM dash_ticket_count(NEW.category, NEW.ticket_id, 1);
+        INSERT INTO dash_category_new(category, registered, attended)
+            VALUES (NEW.category, 1, (EXISTS (SELECT 1 FROM dash_attended WHERE ticket_id = NEW.ticket_id))::int);
     END IF;
     RETURN NULL;
 END $$;
@@ -246,13 +273,6 @@ CREATE TRIGGER dash_ticket_add AFTER INSERT ON tickets FOR EACH ROW EXECUTE FUNC
 CREATE TRIGGER dash_ticket_category AFTER UPDATE OF category ON tickets FOR EACH ROW
     WHEN (OLD.category <> NEW.category) EXECUTE FUNCTION dash_ticket();
 CREATE TRIGGER dash_ticket_remove AFTER DELETE ON tickets FOR EACH ROW EXECUTE FUNCTION dash_ticket();
-CREATE FUNCTION dash_change_time() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO dash_change_at AS t (change_id, at) VALUES (NEW.id, extract(epoch FROM clock_timestamp()))
-        ON CONFLICT (change_id) DO UPDATE SET at = excluded.at;
-    RETURN NULL;
-END $$;
-CREATE TRIGGER dash_change_time AFTER INSERT ON changes FOR EACH ROW EXECUTE FUNCTION dash_change_time();
 """
 
 
@@ -430,6 +450,8 @@ def unpaired_grants(conn: sqlite3.Connection, limit: int = 20) -> dict:
 def dashboard(conn: sqlite3.Connection, connected: set[str] | frozenset[str] = frozenset(), *, version: int | None = None,
               reported: Mapping[str, Any] | None = None) -> dict:
     """Everything the dashboard draws, as one JSON-ready dict (a read transaction: one consistent picture)."""
+    if engine.dialect(conn) == engine.POSTGRES:
+        conn.execute("SELECT dash_fold()")  # its own transaction (autocommit): the counters since the last read
     conn.execute("BEGIN" if engine.dialect(conn) == engine.SQLITE else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     try:
         data = {

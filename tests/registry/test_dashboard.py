@@ -164,17 +164,19 @@ def test_install_on_an_existing_file_fills_the_tables_as_the_triggers_would(regi
         store.store_events("gate-a", passages("gate-a", 17, guests[:3], "out"), 3.0)
         kept = dashdata.dashboard(store.conn)
         store.conn.execute("DELETE FROM meta WHERE key = 'dashboard_schema'")
-        for table in ("dash_hourly", "dash_zone_hourly", "dash_denials", "dash_attended", "dash_category"):
-            store.conn.execute(f"DROP TABLE {table}")
-        case = "nocase" if store.dialect == "sqlite" else "lower"
-        for index in (f"tickets_name_{case}", f"tickets_company_{case}", "tickets_phone_last4", "tickets_category"):
-            store.conn.execute(f"DROP INDEX {index}")
-        if store.dialect == "postgres":  # created whole there: the rest of the install goes too
-            store.conn.execute("DROP TABLE dash_change_at")
-            store.conn.execute("DROP INDEX changes_by_ticket")
-            for function in ("dash_denial", "dash_passage", "dash_attend", "dash_ticket", "dash_change_time"):
-                store.conn.execute(f"DROP FUNCTION {function}() CASCADE")
-            store.conn.execute("DROP FUNCTION dash_ticket_count")
+        if store.dialect == "sqlite":
+            for table in ("dash_hourly", "dash_zone_hourly", "dash_denials", "dash_attended", "dash_category"):
+                store.conn.execute(f"DROP TABLE {table}")
+            for index in ("tickets_name_nocase", "tickets_company_nocase", "tickets_phone_last4", "tickets_category"):
+                store.conn.execute(f"DROP INDEX {index}")
+        else:  # created whole there: all of it goes
+            store.conn.execute("DROP TABLE " + ", ".join(f"{table}_{part}" for table in (
+                "dash_hourly", "dash_zone_hourly", "dash_denials", "dash_category") for part in ("sum", "new")) + ", dash_attended CASCADE")
+            for index in ("tickets_name_lower", "tickets_company_lower", "tickets_phone_last4", "tickets_category", "changes_by_ticket"):
+                store.conn.execute(f"DROP INDEX {index}")
+            store.conn.execute("ALTER TABLE changes DROP COLUMN dash_at CASCADE")
+            for function in ("dash_denial", "dash_passage", "dash_attend", "dash_ticket", "dash_fold"):
+                store.conn.execute(f"DROP FUNCTION {function} CASCADE")
         assert dashdata.install(store.conn)
         rebuilt = dashdata.dashboard(store.conn)
         for key in ("hourly", "occupancy", "categories", "unique_attendees"):
