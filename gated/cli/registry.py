@@ -89,9 +89,6 @@ def cmd_registry_serve(args) -> int:
             host = args.listen.rpartition(":")[0]
             print(f"registry listening on {host}:{server.port} ({'plaintext' if tls is None else 'mTLS'})", flush=True)
             settings = http
-            if settings is not None and args.http is None and server.store.dialect != "sqlite":
-                print("registry pages: off (their figures run on SQLite only so far; PostgreSQL serves gRPC)", flush=True)
-                settings = None
             if settings is not None:
                 pages = await _start_pages(server, settings, explicit=args.http is not None)
                 print(f"registry pages at {pages.url} (API: {pages.url}api/openapi.json)", flush=True)

@@ -22,7 +22,7 @@ import time
 
 from aiohttp import web
 
-from gated.registry import dashdata
+from gated.registry import dashdata, engine
 from gated.registry.http import Registry
 from gated.registry.pages import STATIC_DIR, allowed, nav
 from gated.web import Broadcast
@@ -63,7 +63,7 @@ def add_dashboard_pages(app: web.Application, registry: Registry) -> None:
         })
         await response.prepare(request)
         # Its own connection and thread: a long export never holds the pages' reads worker.
-        conn = await asyncio.to_thread(sqlite3.connect, str(registry.db), check_same_thread=False)
+        conn = await asyncio.to_thread(_connect, registry.db)
         rows = dashdata.checkins_csv(conn)
         try:
             while True:
@@ -111,3 +111,8 @@ def add_dashboard_pages(app: web.Application, registry: Registry) -> None:
     app.router.add_get("/dashboard/events", stream)
     app.router.add_get("/export/checkins.csv", checkins_csv)
     app.router.add_get("/export/report.pdf", report_pdf)
+
+
+def _connect(db):
+    """A connection of the export's own, to the registry's database on either engine."""
+    return engine.connect_postgres(db) if engine.is_url(db) else sqlite3.connect(str(db), check_same_thread=False)

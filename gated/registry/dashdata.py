@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gated.journal import u64_from_sqlite, u64_to_sqlite
+from gated.registry import engine
 
 DASHBOARD_SCHEMA = 3  # 2: dash_change_at and the index of changes by ticket; 3: no index of tickets by category
 # (nothing read through it, and it cost a fifth of the time a 50,000-attendee batch holds the write lock)
@@ -133,6 +134,147 @@ INSERT INTO dash_category(category, registered, attended)
     GROUP BY t.category;
 """
 
+# The same figures on PostgreSQL (gated.registry.engine), created whole at DASHBOARD_SCHEMA and read by
+# the same queries. What differs from SQLite:
+# - A counter row updated again and again in one transaction is slow there (each update leaves a
+#   version, and an index entry, the next one must step over until the transaction ends: a
+#   50,000-attendee batch bumping one category's count is quadratic, minutes instead of seconds).
+#   So the triggers only append what they count to `dash_*_new`; `dash_fold()` moves those rows
+#   into `dash_*_sum` (one update per counter, however many rows), and `dash_hourly`,
+#   `dash_category`... are views adding the two: always exact, folded or not. The dashboard's
+#   read folds first (`dashboard`), in its own short transaction.
+# - When a change was made is a column default of `changes` (no trigger); `dash_change_at` its view.
+# - The triggers are PL/pgSQL functions reading the payload as jsonb once; an hour is
+#   trunc(at / HOUR) * HOUR as SQLite's CAST truncates (a cast to BIGINT would round).
+# - The search's case-insensitive prefixes are indexes on lower(...) (text_pattern_ops: LIKE 'abc%'
+#   seeks), the phone's last four digits on right(phone, 4).
+#: pg_try_advisory_xact_lock key of `dash_fold()`: one fold at a time, a busy one is skipped ("gatD")
+FOLD_LOCK = 0x67617444
+_PG_HOUR = f"trunc(at / {HOUR})::bigint * {HOUR}"
+_PG_COUNTERS = {  # name: (key columns, counted columns)
+    "dash_hourly": ("hour BIGINT, gate_id TEXT, lane TEXT", "ins BIGINT, outs BIGINT"),
+    "dash_zone_hourly": ("hour BIGINT, zone TEXT", "ins BIGINT, outs BIGINT"),
+    "dash_denials": ("reason TEXT", "n BIGINT"),
+    "dash_category": ("category TEXT", "registered BIGINT, attended BIGINT"),
+}
+
+
+def _pg_counters() -> str:
+    ddl, folds = [], []
+    for name, (key, counted) in _PG_COUNTERS.items():
+        keys = [c.split()[0] for c in key.split(", ")]
+        values = [c.split()[0] for c in counted.split(", ")]
+        k, v = ", ".join(keys), ", ".join(values)
+        sums = ", ".join(f"sum({c})::bigint AS {c}" for c in values)
+        ddl.append(f"""
+CREATE TABLE {name}_sum ({", ".join(c + " NOT NULL" for c in key.split(", "))},
+    {", ".join(c + " NOT NULL" for c in counted.split(", "))}, PRIMARY KEY ({k}));
+CREATE TABLE {name}_new ({key}, {counted});
+CREATE VIEW {name} AS SELECT {k}, {sums}
+    FROM (SELECT {k}, {v} FROM {name}_sum UNION ALL SELECT {k}, {v} FROM {name}_new) c GROUP BY {k};""")
+        folds.append(f"""
+    WITH moved AS (DELETE FROM {name}_new RETURNING *)
+    INSERT INTO {name}_sum AS t ({k}, {v}) SELECT {k}, {", ".join(f"sum({c})" for c in values)} FROM moved GROUP BY {k}
+        ON CONFLICT ({k}) DO UPDATE SET {", ".join(f"{c} = t.{c} + excluded.{c}" for c in values)};""")
+    return "".join(ddl) + f"""
+CREATE FUNCTION dash_fold() RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT pg_try_advisory_xact_lock({FOLD_LOCK}) THEN
+        RETURN false;
+    END IF;{"".join(folds)}
+    RETURN true;
+END $$;
+"""
+
+
+_PG_DASHBOARD = _pg_counters() + f"""
+CREATE TABLE dash_attended (ticket_id BIGINT PRIMARY KEY);
+ALTER TABLE changes ADD COLUMN dash_at DOUBLE PRECISION;  -- NULL: written before the times were kept
+ALTER TABLE changes ALTER COLUMN dash_at SET DEFAULT extract(epoch FROM clock_timestamp());
+CREATE VIEW dash_change_at AS SELECT id AS change_id, dash_at AS at FROM changes WHERE dash_at IS NOT NULL;
+CREATE INDEX tickets_name_lower ON tickets(lower(name) text_pattern_ops);
+CREATE INDEX tickets_company_lower ON tickets(lower(company) text_pattern_ops);
+CREATE INDEX tickets_phone_last4 ON tickets(right(phone, 4));
+CREATE INDEX tickets_category ON tickets(category);
+CREATE INDEX changes_by_ticket ON changes(ticket_id) WHERE ticket_id IS NOT NULL;
+
+CREATE TEMP TABLE dash_passages ON COMMIT DROP AS
+    SELECT at, gate_id, lane, ticket_id, doc ->> 'direction' AS d,
+           CASE WHEN jsonb_typeof(doc -> 'zone') = 'string' THEN doc ->> 'zone' END AS z
+    FROM (SELECT at, gate_id, lane, ticket_id, CASE WHEN json_valid(payload) THEN payload::jsonb END AS doc
+          FROM events WHERE kind = 'passage') p;
+INSERT INTO dash_denials_sum(reason, n)
+    SELECT reason, count(*) FROM events WHERE kind = 'decision' AND reason <> 'ok' GROUP BY reason;
+INSERT INTO dash_hourly_sum(hour, gate_id, lane, ins, outs)
+    SELECT {_PG_HOUR} AS h, gate_id, lane, count(*) FILTER (WHERE d = 'in'), count(*) FILTER (WHERE d = 'out')
+    FROM dash_passages WHERE d IN ('in', 'out') GROUP BY h, gate_id, lane;
+INSERT INTO dash_zone_hourly_sum(hour, zone, ins, outs)
+    SELECT {_PG_HOUR} AS h, z, count(*) FILTER (WHERE d = 'in'), count(*) FILTER (WHERE d = 'out')
+    FROM dash_passages WHERE d IN ('in', 'out') AND z <> '' GROUP BY h, z;
+INSERT INTO dash_attended(ticket_id)
+    SELECT DISTINCT ticket_id FROM dash_passages WHERE ticket_id IS NOT NULL AND d = 'in';
+INSERT INTO dash_category_sum(category, registered, attended)
+    SELECT t.category, count(*), count(a.ticket_id) FROM tickets t LEFT JOIN dash_attended a ON a.ticket_id = t.ticket_id
+    GROUP BY t.category;
+
+CREATE FUNCTION dash_denial() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO dash_denials_new(reason, n) VALUES (NEW.reason, 1);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER dash_denial AFTER INSERT ON events FOR EACH ROW WHEN (NEW.kind = 'decision' AND NEW.reason <> 'ok')
+    EXECUTE FUNCTION dash_denial();
+CREATE FUNCTION dash_passage() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    doc jsonb;
+    d text;
+    h bigint := trunc(NEW.at / {HOUR})::bigint * {HOUR};
+BEGIN
+    BEGIN
+        doc := NEW.payload::jsonb;
+    EXCEPTION WHEN others THEN
+        RETURN NULL;  -- not JSON: not counted, as on SQLite
+    END;
+    d := doc ->> 'direction';
+    IF d IS NULL OR d NOT IN ('in', 'out') THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO dash_hourly_new(hour, gate_id, lane, ins, outs) VALUES (h, NEW.gate_id, NEW.lane, (d = 'in')::int, (d = 'out')::int);
+    IF jsonb_typeof(doc -> 'zone') = 'string' AND doc ->> 'zone' <> '' THEN
+        INSERT INTO dash_zone_hourly_new(hour, zone, ins, outs) VALUES (h, doc ->> 'zone', (d = 'in')::int, (d = 'out')::int);
+    END IF;
+    IF NEW.ticket_id IS NOT NULL AND d = 'in' THEN
+        INSERT INTO dash_attended(ticket_id) VALUES (NEW.ticket_id) ON CONFLICT DO NOTHING;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER dash_passage AFTER INSERT ON events FOR EACH ROW WHEN (NEW.kind = 'passage')
+    EXECUTE FUNCTION dash_passage();
+CREATE FUNCTION dash_attend() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO dash_category_new(category, registered, attended)
+        SELECT category, 0, 1 FROM tickets WHERE ticket_id = NEW.ticket_id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER dash_attend AFTER INSERT ON dash_attended FOR EACH ROW EXECUTE FUNCTION dash_attend();
+CREATE FUNCTION dash_ticket() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        INSERT INTO dash_category_new(category, registered, attended)
+            VALUES (OLD.category, -1, -(EXISTS (SELECT 1 FROM dash_attended WHERE ticket_id = OLD.ticket_id))::int);
+    END IF;
+    IF TG_OP IN ('UPDATE', 'INSERT') THEN
+        INSERT INTO dash_category_new(category, registered, attended)
+            VALUES (NEW.category, 1, (EXISTS (SELECT 1 FROM dash_attended WHERE ticket_id = NEW.ticket_id))::int);
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER dash_ticket_add AFTER INSERT ON tickets FOR EACH ROW EXECUTE FUNCTION dash_ticket();
+CREATE TRIGGER dash_ticket_category AFTER UPDATE OF category ON tickets FOR EACH ROW
+    WHEN (OLD.category <> NEW.category) EXECUTE FUNCTION dash_ticket();
+CREATE TRIGGER dash_ticket_remove AFTER DELETE ON tickets FOR EACH ROW EXECUTE FUNCTION dash_ticket();
+"""
+
 
 def _statements(script: str) -> Iterator[str]:
     """The statements of a script, a trigger's body kept whole (it holds semicolons)."""
@@ -158,6 +300,8 @@ def install(conn: sqlite3.Connection) -> bool:
     A file installed at an earlier schema gains only what came since."""
     if installed(conn):
         return False
+    if engine.dialect(conn) == engine.POSTGRES:
+        return _install_postgres(conn)
     conn.execute("BEGIN IMMEDIATE")
     try:
         schema = _schema(conn)  # another process may have done it while we waited for the lock
@@ -179,6 +323,21 @@ def install(conn: sqlite3.Connection) -> bool:
         raise
     conn.execute("COMMIT")
     return True
+
+
+def _install_postgres(conn) -> bool:
+    conn.execute("BEGIN IMMEDIATE")  # every instance's writers' lock: one of them installs
+    try:
+        done = _schema(conn) >= DASHBOARD_SCHEMA
+        if not done:
+            conn.script(_PG_DASHBOARD)
+            conn.execute("INSERT INTO meta(key, value) VALUES ('dashboard_schema', ?) "
+                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (DASHBOARD_SCHEMA,))
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return not done
 
 
 def changes_of(conn: sqlite3.Connection, ticket_id: int, limit: int = 200) -> list[dict]:
@@ -293,7 +452,9 @@ def unpaired_grants(conn: sqlite3.Connection, limit: int = 20) -> dict:
 def dashboard(conn: sqlite3.Connection, connected: set[str] | frozenset[str] = frozenset(), *, version: int | None = None,
               reported: Mapping[str, Any] | None = None) -> dict:
     """Everything the dashboard draws, as one JSON-ready dict (a read transaction: one consistent picture)."""
-    conn.execute("BEGIN")
+    if engine.dialect(conn) == engine.POSTGRES:
+        conn.execute("SELECT dash_fold()")  # its own transaction (autocommit): the counters since the last read
+    conn.execute("BEGIN" if engine.dialect(conn) == engine.SQLITE else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     try:
         data = {
             "at": time.time(),
@@ -331,7 +492,7 @@ def checkins_csv(conn: sqlite3.Connection, chunk: int = 20_000) -> Iterator[byte
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CHECKIN_CSV_HEADER)
     valid = "json_valid(e.payload)"
-    cur = conn.execute(
+    cur = _pg_checkins(conn) if engine.dialect(conn) == engine.POSTGRES else conn.execute(
         "SELECT strftime('%Y-%m-%d %H:%M:%S', e.at, 'unixepoch'), printf('%.3f', e.at), e.gate_id, e.lane, "
         f"coalesce(CASE WHEN {valid} THEN json_extract(e.payload, '$.zone') END, ''), "
         f"coalesce(CASE WHEN {valid} THEN json_extract(e.payload, '$.direction') END, ''), "
@@ -346,6 +507,23 @@ def checkins_csv(conn: sqlite3.Connection, chunk: int = 20_000) -> Iterator[byte
         yield out.getvalue().encode()
         out.seek(0)
         out.truncate()
+
+
+_PG_CHECKINS = (
+    "SELECT to_char(to_timestamp(e.at) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), round(e.at::numeric, 3)::text, "
+    "e.gate_id, e.lane, coalesce(json_extract(e.payload, '$.zone'), ''), coalesce(json_extract(e.payload, '$.direction'), ''), "
+    "e.ticket_id, coalesce(t.category, ''), coalesce(t.ticket_type, ''), e.event_id "
+    "FROM events e LEFT JOIN tickets t ON t.ticket_id = e.ticket_id WHERE e.kind = 'passage' ORDER BY e.at"
+)
+
+
+def _pg_checkins(conn):
+    """The check-ins through a server-side cursor (its own transaction, ended when the connection
+    closes): a million rows arrive chunk by chunk, as they do from SQLite."""
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    cur = conn.raw.cursor(name="checkins_csv")
+    cur.execute(_PG_CHECKINS)
+    return cur
 
 
 # ------------------------------------------------------------------ the desk's reads
@@ -366,15 +544,25 @@ def search(conn: sqlite3.Connection, query: str, limit: int = SEARCH_LIMIT) -> l
         for row in conn.execute(f"SELECT {cols} FROM tickets WHERE {sql} LIMIT ?", (*args, limit)):
             rows.setdefault(row[0], row)
 
+    postgres = engine.dialect(conn) == engine.POSTGRES
     if query.isdigit():
         if len(query) == 4:
-            take("substr(phone, -4) = ?", (query,))
+            take("right(phone, 4) = ?" if postgres else "substr(phone, -4) = ?", (query,))
         number = int(query)
         if number < 1 << 64:
             take("ticket_id = ?", (u64_to_sqlite(number),))
     pattern = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    if postgres:  # LIKE is case-sensitive there: the lower-cased prefix, on the lower(...) indexes
+        pattern = pattern.lower()
+        take("lower(name) LIKE ? ESCAPE '\\'", (pattern,))
+        take("lower(company) LIKE ? ESCAPE '\\'", (pattern,))
+        return _found(rows, limit)
     take("name LIKE ? ESCAPE '\\'", (pattern,))
     take("company LIKE ? ESCAPE '\\'", (pattern,))
+    return _found(rows, limit)
+
+
+def _found(rows: dict[int, tuple], limit: int) -> list[dict]:
     return [
         {"ticket_id": str(u64_from_sqlite(tid)), "name": name, "company": company, "category": category,
          "ticket_type": ticket_type, "revoked": bool(state), "badge_serial": serial}

@@ -39,10 +39,10 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from gated.registry import dashdata, engine
+from gated.registry import dashdata
 from gated.registry.accounts import Accounts, Principal
 from gated.registry.server import RegistryServer, RegistryService
-from gated.registry.store import RegistryError, RegistryStore
+from gated.registry.store import RegistryStore
 from gated.web import PRINCIPAL, SignIn, WebServer, WebSettings, make_app
 from gated.web.server import SESSIONS
 
@@ -213,12 +213,7 @@ class RegistryWeb:
     async def start(self) -> None:
         try:
             # The dashboard's figures, the search's indexes and the time of each change (once per file).
-            def install(store) -> None:
-                if store.dialect != engine.SQLITE:
-                    raise RegistryError("the registry's pages and API keep their figures with SQLite triggers: on PostgreSQL "
-                                        "serve gRPC only for now (without --http)")
-                dashdata.install(store.conn)
-            await self.registry.writes.run(install)
+            await self.registry.writes.run(lambda store: dashdata.install(store.conn))
             await self._web.start()
         except BaseException:
             await asyncio.to_thread(self.registry.close)

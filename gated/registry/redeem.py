@@ -244,7 +244,7 @@ def latest_grant(store: RegistryStore, ticket_id: int, benefit: str) -> Grant | 
 def unpaired_grants(store: RegistryStore | sqlite3.Connection) -> list[Grant]:
     """Ok grants no journal record has reported yet and not given back (in flight, answered
     late, or lost with a power cut), oldest first."""
-    conn = store if isinstance(store, sqlite3.Connection) else store.conn
+    conn = getattr(store, "conn", store)  # a store, or a connection of either engine
     return [_grant(r) for r in conn.execute(
         f"SELECT {_GRANT_COLUMNS} FROM redemptions WHERE outcome = 'ok' AND record_seq IS NULL{_not_released(conn)} "
         "ORDER BY received_at")]

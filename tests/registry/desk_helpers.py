@@ -11,10 +11,14 @@ and send that session's cookie.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from gated.bench.screen import free_port
 from gated.registry.accounts import Accounts
@@ -24,6 +28,7 @@ from gated.validation import Lane, TicketRecord
 from gated.validation import Validator
 from gated.validation.policy import Direction, Policy
 from gated.web import WebSettings
+from tests.conftest import POSTGRES_ENV, fresh_postgres_db
 from tests.rpc_helpers import Gate, start_registry
 
 HALL_IN = Lane("in-1", "hall")
@@ -47,14 +52,30 @@ STAFF = {"viewer": "lead", "desk": "li.desk", "admin": "anna"}  # role -> the ac
 PASSWORD = "registration desk 1"
 
 
+ENGINES = ["sqlite", "postgres"]
+
+
+def venue_db(engine: str, root: Path) -> Iterator[Path | str]:
+    """`registry_db` for a module's venue: an SQLite file under `root`, or a fresh PostgreSQL database
+    (skipped, saying why, without GATED_TEST_POSTGRES)."""
+    if engine == "sqlite":
+        yield root / "registry.db"
+        return
+    admin_url = os.environ.get(POSTGRES_ENV)
+    if not admin_url:
+        pytest.skip(f"no PostgreSQL: set {POSTGRES_ENV} (.ci/postgres.sh starts one)")
+    yield from fresh_postgres_db(admin_url)
+
+
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):
         return None
 
 
 class DeskVenue:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, db: Path | str | None = None) -> None:
         self.root = root
+        self.db = root / "registry.db" if db is None else db
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="venue", daemon=True)
         self.gates: dict[str, Gate] = {}
@@ -74,7 +95,7 @@ class DeskVenue:
         return self
 
     async def _start(self) -> None:
-        self.registry = await start_registry(self.root / "registry.db", None, tickets=())
+        self.registry = await start_registry(self.db, None, tickets=())
         self.registry.store.put_tickets([(t, PHONES.get(t.ticket_id, "")) for t in TICKETS])
         self.registry.service.wake()
         for gate_id in ("gate-a", "gate-b"):

@@ -117,8 +117,7 @@ def test_an_older_registry_file_gains_accounts_and_a_checkin_cursor_over_its_pas
         Accounts(store).add_user("admin", "admin", "a long password")
 
 
-def test_the_pages_sign_in_with_an_account_and_lock_after_three_wrong_passwords(tmp_path):
-    registry_db = tmp_path / "registry.db"  # the pages' dashboard data is SQLite-only so far (dashdata)
+def test_the_pages_sign_in_with_an_account_and_lock_after_three_wrong_passwords(registry_db):
     clock = Clock(MORNING)
 
     async def day():
@@ -171,8 +170,8 @@ def test_the_pages_sign_in_with_an_account_and_lock_after_three_wrong_passwords(
     asyncio.run(asyncio.wait_for(day(), 60))
 
 
-def test_the_commands_add_users_and_tokens_and_serve_prints_the_address_of_its_pages(tmp_path):
-    db = str(tmp_path / "registry.db")  # serve --http installs the dashboard's data: SQLite-only so far
+def test_the_commands_add_users_and_tokens_and_serve_prints_the_address_of_its_pages(registry_db):
+    db = str(registry_db)
     gated = [sys.executable, "-m", "gated", "registry"]
     first = subprocess.Popen([*gated, "serve", "--plaintext", "--db", db, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"],
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

@@ -1,8 +1,8 @@
 """A registration system drives the registry over its HTTP API while gates work the doors.
 
 Real parts: the registry's gRPC service and its HTTP application on loopback,
-gates with real uplinks (tests/rpc_helpers.Gate), a real SQLite file, an
-aiohttp client sending what a CRM sends.
+gates with real uplinks (tests/rpc_helpers.Gate), the registry's database on
+each engine (`registry_db`), an aiohttp client sending what a CRM sends.
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ class Crm:
 
 
 @contextlib.asynccontextmanager
-async def venue(tmp_path, gates=("gate-a",), clock=time.time):
-    """A registry with its pages and API, gates watching it, and a CRM client per role."""
-    registry = await start_registry(tmp_path / "registry.db", None)
+async def venue(tmp_path, db, gates=("gate-a",), clock=time.time):
+    """A registry (on `db`: either engine) with its pages and API, gates watching it, and a CRM client per role."""
+    registry = await start_registry(db, None)
     accounts = Accounts(registry.store)
     tokens = {role: accounts.add_token(f"crm-{role}", role, time.time()) for role in ROLES}
     web = RegistryWeb(registry, WebSettings("127.0.0.1", 0, title="registry"), clock=clock)
@@ -78,9 +78,9 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 100))
 
 
-def test_without_a_token_nothing_is_answered_and_a_viewer_token_cannot_write(tmp_path):
+def test_without_a_token_nothing_is_answered_and_a_viewer_token_cannot_write(tmp_path, registry_db):
     async def day():
-        async with venue(tmp_path) as (registry, _web, _gates, crm, session):
+        async with venue(tmp_path, registry_db) as (registry, _web, _gates, crm, session):
             anonymous, forged = Crm(session, None), Crm(session, "gtd_" + "x" * 43)
             assert (await anonymous.call("GET", f"/api/v1/attendees/{ALICE.ticket_id}"))[0] == 401
             assert (await forged.call("GET", f"/api/v1/attendees/{ALICE.ticket_id}"))[0] == 401
@@ -98,9 +98,9 @@ def test_without_a_token_nothing_is_answered_and_a_viewer_token_cannot_write(tmp
     run(day())
 
 
-def test_a_batch_with_one_bad_row_changes_nothing_and_names_the_row_and_field(tmp_path):
+def test_a_batch_with_one_bad_row_changes_nothing_and_names_the_row_and_field(tmp_path, registry_db):
     async def day():
-        async with venue(tmp_path) as (registry, _web, gates, crm, _session):
+        async with venue(tmp_path, registry_db) as (registry, _web, gates, crm, _session):
             rows = [attendee(REG_NUMBER + n, n) for n in range(500)]
             version, changes = registry.store.version, registry.store.conn.execute("SELECT count(*) FROM changes").fetchone()
             for index, bad, field in (
@@ -128,9 +128,9 @@ def test_a_batch_with_one_bad_row_changes_nothing_and_names_the_row_and_field(tm
     run(day())
 
 
-def test_a_batch_sent_twice_is_stored_once_and_reaches_the_gates_once(tmp_path):
+def test_a_batch_sent_twice_is_stored_once_and_reaches_the_gates_once(tmp_path, registry_db):
     async def day():
-        async with venue(tmp_path, gates=("gate-a", "gate-b")) as (registry, _web, gates, crm, _session):
+        async with venue(tmp_path, registry_db, gates=("gate-a", "gate-b")) as (registry, _web, gates, crm, _session):
             rows = [attendee(1_000_000 * k + n, n, category=("guest", "media", "vip")[k % 3]) for k in range(1, 4) for n in range(1, 101)]
             status, body = await crm["desk"].call("PUT", "/api/v1/attendees", {"attendees": rows})
             assert status == 200 and body == {"received": 300, "created": 300, "updated": 0, "unchanged": 0}
@@ -151,9 +151,9 @@ def test_a_batch_sent_twice_is_stored_once_and_reaches_the_gates_once(tmp_path):
     run(day())
 
 
-def test_revoke_and_reissue_reach_every_gate_with_who_did_it(tmp_path):
+def test_revoke_and_reissue_reach_every_gate_with_who_did_it(tmp_path, registry_db):
     async def day():
-        async with venue(tmp_path, gates=("gate-a", "gate-b")) as (registry, _web, gates, crm, _session):
+        async with venue(tmp_path, registry_db, gates=("gate-a", "gate-b")) as (registry, _web, gates, crm, _session):
             status, bob = await crm["desk"].call("POST", f"/api/v1/attendees/{BOB.ticket_id}/revoke")
             assert status == 200 and bob["state"] == "revoked"
             status, alice = await crm["desk"].call("POST", f"/api/v1/attendees/{ALICE.ticket_id}/reissue")
@@ -175,9 +175,9 @@ def test_revoke_and_reissue_reach_every_gate_with_who_did_it(tmp_path):
     run(day())
 
 
-def test_a_crm_follows_every_checkin_and_checkout_by_cursor(tmp_path):
+def test_a_crm_follows_every_checkin_and_checkout_by_cursor(tmp_path, registry_db):
     async def day():
-        async with venue(tmp_path, gates=("gate-a", "gate-b")) as (registry, _web, (a, b), crm, _session):
+        async with venue(tmp_path, registry_db, gates=("gate-a", "gate-b")) as (registry, _web, (a, b), crm, _session):
             await a.pass_through(phone_code(ALICE.ticket_id))
             await b.pass_through(phone_code(BOB.ticket_id))
             await b.pass_through(phone_code(ALICE.ticket_id), HALL_OUT)
@@ -204,11 +204,11 @@ def test_a_crm_follows_every_checkin_and_checkout_by_cursor(tmp_path):
     run(day())
 
 
-def test_the_openapi_description_is_valid_and_describes_every_api_route(tmp_path):
+def test_the_openapi_description_is_valid_and_describes_every_api_route(tmp_path, registry_db):
     from openapi_spec_validator import validate
 
     async def day():
-        async with venue(tmp_path) as (_registry, web, _gates, crm, _session):
+        async with venue(tmp_path, registry_db) as (_registry, web, _gates, crm, _session):
             status, served = await crm["viewer"].call("GET", "/api/openapi.json")
             routes = {(r.method.lower(), r.resource.canonical) for r in web.app.router.routes()
                       if r.resource is not None and r.resource.canonical.startswith("/api/") and r.method != "HEAD"}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sqlite3
 
 import pytest
 
@@ -15,7 +14,7 @@ from gated.registry.report import checkin_report
 from gated.registry.store import IncomingEvent, RegistryStore
 from gated.validation.token import mint_static
 from tests.conftest import wait_until
-from tests.registry.desk_helpers import BIG, BLOCK, HUGE, HALL_OUT, LOUNGE_IN, TICKETS, WANG, DeskVenue
+from tests.registry.desk_helpers import BIG, BLOCK, ENGINES, HUGE, HALL_OUT, LOUNGE_IN, TICKETS, WANG, DeskVenue, venue_db
 from tests.rpc_helpers import KEY, KID
 
 
@@ -23,10 +22,12 @@ def badge(ticket_id: int, serial: int = 0) -> str:
     return mint_static(KEY, KID, ticket_id, serial)
 
 
-@pytest.fixture(scope="module")
-def venue(tmp_path_factory):
-    with DeskVenue(tmp_path_factory.mktemp("desk")) as venue:
-        yield venue
+@pytest.fixture(scope="module", params=ENGINES)
+def venue(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp("desk")
+    for db in venue_db(request.param, root):
+        with DeskVenue(root, db) as venue:
+            yield venue
 
 
 def data(venue) -> dict:
@@ -98,11 +99,8 @@ def test_the_exports_hold_every_check_in(venue):
 
 def test_search_finds_by_number_phone_name_and_company(venue):
     def found(query: str) -> set[str]:
-        conn = sqlite3.connect(venue.registry.db)
-        try:
-            return {r["ticket_id"] for r in dashdata.search(conn, query)}
-        finally:
-            conn.close()
+        with RegistryStore(venue.registry.db, create=False) as store:  # a connection of its own, as the pages' reads
+            return {r["ticket_id"] for r in dashdata.search(store.conn, query)}
 
     assert found(str(WANG)) == {str(WANG)}
     assert found(str(BIG)) == {str(BIG)}  # a 63-bit id
@@ -148,10 +146,10 @@ def test_roles_decide_who_may_change_what_and_the_attendee_page_says_who_did(ven
     assert "UTC" in changes.split("user:li.desk")[0]  # the time of the newest change
 
 
-def test_install_on_an_existing_file_fills_the_tables_as_the_triggers_would(tmp_path):
-    """A registry file from before the dashboard: the tables are filled from its events at install,
+def test_install_on_an_existing_file_fills_the_tables_as_the_triggers_would(registry_db):
+    """A registry database from before the dashboard: the tables are filled from its events at install,
     then kept by the triggers; both give the figures computed from scratch."""
-    with RegistryStore(tmp_path / "r.db") as store:
+    with RegistryStore(registry_db) as store:
         store.put_tickets([(t, "") for t in TICKETS])
 
         def passages(gate, first_seq, ids, direction="in", zone="hall"):
@@ -166,10 +164,19 @@ def test_install_on_an_existing_file_fills_the_tables_as_the_triggers_would(tmp_
         store.store_events("gate-a", passages("gate-a", 17, guests[:3], "out"), 3.0)
         kept = dashdata.dashboard(store.conn)
         store.conn.execute("DELETE FROM meta WHERE key = 'dashboard_schema'")
-        for table in ("dash_hourly", "dash_zone_hourly", "dash_denials", "dash_attended", "dash_category"):
-            store.conn.execute(f"DROP TABLE {table}")
-        for index in ("tickets_name_nocase", "tickets_company_nocase", "tickets_phone_last4"):
-            store.conn.execute(f"DROP INDEX {index}")
+        if store.dialect == "sqlite":
+            for table in ("dash_hourly", "dash_zone_hourly", "dash_denials", "dash_attended", "dash_category"):
+                store.conn.execute(f"DROP TABLE {table}")
+            for index in ("tickets_name_nocase", "tickets_company_nocase", "tickets_phone_last4"):
+                store.conn.execute(f"DROP INDEX {index}")
+        else:  # created whole there: all of it goes
+            store.conn.execute("DROP TABLE " + ", ".join(f"{table}_{part}" for table in (
+                "dash_hourly", "dash_zone_hourly", "dash_denials", "dash_category") for part in ("sum", "new")) + ", dash_attended CASCADE")
+            for index in ("tickets_name_lower", "tickets_company_lower", "tickets_phone_last4", "tickets_category", "changes_by_ticket"):
+                store.conn.execute(f"DROP INDEX {index}")
+            store.conn.execute("ALTER TABLE changes DROP COLUMN dash_at CASCADE")
+            for function in ("dash_denial", "dash_passage", "dash_attend", "dash_ticket", "dash_fold"):
+                store.conn.execute(f"DROP FUNCTION {function} CASCADE")
         assert dashdata.install(store.conn)
         rebuilt = dashdata.dashboard(store.conn)
         for key in ("hourly", "occupancy", "categories", "unique_attendees"):

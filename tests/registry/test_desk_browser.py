@@ -21,7 +21,7 @@ from gated.registry import dashdata
 from gated.validation import Lane
 from gated.validation.token import mint_static
 from tests.conftest import wait_until
-from tests.registry.desk_helpers import HALL_OUT, PASSWORD, STAFF, TICKETS, DeskVenue
+from tests.registry.desk_helpers import ENGINES, HALL_OUT, PASSWORD, STAFF, TICKETS, DeskVenue, venue_db
 from tests.rpc_helpers import KEY, KID
 
 pytestmark = pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing()))
@@ -29,10 +29,14 @@ pytestmark = pytest.mark.skipif(browser_missing() is not None, reason=str(browse
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 
 
-@pytest.fixture(scope="module")
-def venue(tmp_path_factory):
-    with DeskVenue(tmp_path_factory.mktemp("desk-browser")) as venue:
-        yield venue
+@pytest.fixture(scope="module", params=ENGINES)
+def venue(request, tmp_path_factory):
+    """The desk in a browser on each engine: the walk-in, the reprint and the live dashboard read and
+    write the registry's database through the same pages (the browser-only tests, test_pages_browser, stay on SQLite)."""
+    root = tmp_path_factory.mktemp("desk-browser")
+    for db in venue_db(request.param, root):
+        with DeskVenue(root, db) as venue:
+            yield venue
 
 
 @pytest.fixture(scope="module")
