@@ -120,14 +120,18 @@ def bench_api_batch(rounds: int = 5) -> dict:
     """Median CPU and wall seconds of each stage over `rounds` fresh registries."""
     import structlog
 
+    previous = structlog.get_config()  # the caller's logging comes back (a test process keeps running)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    body = json.dumps({"attendees": attendees(batch_ids())}).encode()
-    runs = []
-    load = [os.getloadavg()[0]]
-    for _ in range(rounds):
-        with tempfile.TemporaryDirectory(prefix="gated-bench-api-") as tmp:
-            runs.append(_round(body, Path(tmp)))
-        load.append(os.getloadavg()[0])
+    try:
+        body = json.dumps({"attendees": attendees(batch_ids())}).encode()
+        runs = []
+        load = [os.getloadavg()[0]]
+        for _ in range(rounds):
+            with tempfile.TemporaryDirectory(prefix="gated-bench-api-") as tmp:
+                runs.append(_round(body, Path(tmp)))
+            load.append(os.getloadavg()[0])
+    finally:
+        structlog.configure(**previous)
     stages = {s: {"cpu_s": round(statistics.median(r[s][0] for r in runs), 3),
                   "wall_s": round(statistics.median(r[s][1] for r in runs), 3)} for s in STAGES}
     to_gate = ("parse", "store", "publish", "gate")
