@@ -238,7 +238,10 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
             data = kept[1]
             self.kept_version = version
         else:
+            started = time.perf_counter()
             data = encode_snapshot(version, self.store.records())
+            self.metrics.snapshot_builds.inc()  # the snapshot the first gate gets, built from the rows
+            self.metrics.snapshot_seconds.observe(time.perf_counter() - started)
         self.cache.load_snapshot(data)
         self._snapshot = (self.cache.version, data)
         # PostgreSQL: changes made while every instance was stopped are still pending: the first
