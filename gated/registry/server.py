@@ -93,7 +93,7 @@ from gated.registry import redeem as registry_redeem
 from gated.registry.changelog import Follower
 from gated.registry.engine import is_url as is_database_url
 from gated.registry.metrics import RegistryMetrics
-from gated.registry.store import Change, EventConflict, IncomingEvent, RegistryStore, StoredBatch
+from gated.registry.store import Change, EventBatch, EventConflict, IncomingEvent, RegistryStore, StoredBatch
 
 log = structlog.get_logger()
 
@@ -106,6 +106,9 @@ CHANGE_POLL_S = 0.2
 #: How often a running registry keeps its snapshot when the version moved (and at stop).
 KEEP_SNAPSHOT_EVERY_S = 30.0
 DELTA_LOG_SIZE = 1000
+#: Events one group commit takes at most (it takes at least one batch whatever its size): a
+#: usage op on the wire is ~30 bytes, so the group's delta stays far under MAX_UPDATE_BYTES.
+GROUP_EVENTS = 8192
 #: The delta log holds at most this many bytes of updates (older ones are dropped: snapshot).
 DELTA_LOG_BYTES = 64 << 20
 #: Changes read per publishing step: bounds how long one step holds the store (~0.1 s).
@@ -160,6 +163,15 @@ def peer_gate_id(context: grpc.aio.ServicerContext, tls: bool) -> str | None:
     return _metadata_gate_id(context)
 
 
+@dataclass(slots=True)
+class _Pending:
+    """A gate's batch waiting for the next group commit, and where its result goes."""
+
+    batch: EventBatch
+    received: float  # perf_counter when it arrived (fan-out latency starts there)
+    future: asyncio.Future
+
+
 @dataclass(frozen=True, slots=True)
 class _Published:
     """What one store step produced, for the loop to hand to the watchers."""
@@ -195,6 +207,8 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
         self.follower = Follower(self, store.path) if store.dialect == "postgres" else None
         self._published_version = 0  # the version of the last update handed to the watchers
         self._lock = asyncio.Lock()
+        self._pending: collections.deque[_Pending] = collections.deque()  # batches for the next group commit
+        self._writer: asyncio.Task | None = None
         self._poll_now = asyncio.Event()
         self.events_stored = 0
         self.largest_update_bytes = 0
@@ -453,16 +467,56 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
                                     f"{GATE_ID_METADATA} {claimed!r} is not this certificate's gate {gate_id!r}")
         return gate_id
 
-    def _store_batch(self, gate_id: str, events: list[IncomingEvent], epoch: int) -> tuple[StoredBatch, _Published | None]:
-        """Store one batch and apply its usage to the mirror (worker thread)."""
-        stored = self.store.store_events(gate_id, events, time.time(), epoch=epoch, check=self.check_ops)
-        return stored, None if stored.delta is None else self._prepare(stored.delta)
+    async def _store_grouped(self, gate_id: str, events: list[IncomingEvent], epoch: int, received: float) -> StoredBatch:
+        """Store one gate's batch in the next group commit; its result (EventConflict raised).
 
-    def _hand_out_batch(self, result: tuple[StoredBatch, _Published | None], received: float | None = None) -> None:
+        Batches that arrive while a group is being stored wait for the next
+        one, which takes them all (up to GROUP_EVENTS events) in one
+        transaction and hands their usage out as one delta."""
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(EventBatch(gate_id, epoch, events), received, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_groups())
+        return await future
+
+    async def _write_groups(self) -> None:
+        """Group commits while batches wait; ends when none does (the next batch starts another)."""
+        while self._pending:
+            group: list[_Pending] = []
+            events = 0
+            while self._pending and (not group or events + len(self._pending[0].batch.events) <= GROUP_EVENTS):
+                item = self._pending.popleft()
+                group.append(item)
+                events += len(item.batch.events)
+            try:
+                results = await self._exclusive(self._store_group, [item.batch for item in group],
+                                                then=lambda result, group=group: self._hand_out_group(result, group))
+            except Exception as exc:  # the store failed as a whole (a database error): every batch hears it
+                for item in group:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                continue
+            for item, result in zip(group, results[0]):
+                if item.future.done():  # its stream ended meanwhile: stored all the same
+                    continue
+                if isinstance(result, BaseException):
+                    item.future.set_exception(result)
+                else:
+                    item.future.set_result(result)
+
+    def _store_group(self, batches: list[EventBatch]) -> tuple[list[StoredBatch | EventConflict], _Published | None]:
+        """Store a group of batches and apply their usage to the mirror (worker thread)."""
+        results, delta = self.store.store_event_batches(batches, time.time(), check=self.check_ops)
+        return results, None if delta is None else self._prepare(delta)
+
+    def _hand_out_group(self, result: tuple[list, _Published | None], group: list[_Pending]) -> None:
         if result[1] is not None:
             self._hand_out(result[1])
-            if received is not None:
-                self.metrics.fanout.observe(time.perf_counter() - received)
+            self.metrics.fanout.observe(time.perf_counter() - min(item.received for item in group))
+
+    def _hand_out_batch(self, result: tuple[object, _Published | None]) -> None:
+        if result[1] is not None:
+            self._hand_out(result[1])
 
     def _gate_known(self, gate_id: str, epoch: int) -> tuple[int, list[int]]:
         return self.store.acked_seq(gate_id, epoch), self.store.gate_epochs(gate_id)
@@ -519,8 +573,7 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
             elif batch.after_seq != expect_after:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"gap: batch follows {batch.after_seq}, expected {expect_after}; resend")
             try:
-                stored, _published = await self._exclusive(
-                    self._store_batch, gate_id, events, epoch, then=lambda result: self._hand_out_batch(result, received))
+                stored = await self._store_grouped(gate_id, events, epoch, received)
             except EventConflict as conflict:
                 self.metrics.event_conflicts.inc()
                 log.error("registry_event_conflict", gate=gate_id, epoch=f"{epoch:#018x}", seq=conflict.seq, error=str(conflict),

@@ -60,7 +60,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 
@@ -313,6 +313,14 @@ class StoredBatch:
     delta: Delta | None
     #: Why the batch's usage fan-out was refused (the events are stored all the same), or None.
     usage_refused: str | None = None
+
+
+class EventBatch(NamedTuple):
+    """One gate's batch as it arrived: its journal epoch and its events, seqs increasing."""
+
+    gate_id: str
+    epoch: int
+    events: Sequence[IncomingEvent]
 
 
 @dataclass(frozen=True, slots=True)
@@ -861,68 +869,115 @@ class RegistryStore:
         raises ValueError the usage changes and the version bump are rolled
         back and the events are stored without them (`usage_refused` says
         why): the database never moves to a version the mirror refused.
+        An `EventConflict` rolls the whole batch back.
         """
-        try:
-            return self._store_events(gate_id, epoch, events, received_at, check, count_usage=True)
-        except _UsageRefused as refused:
-            stored = self._store_events(gate_id, epoch, events, received_at, None, count_usage=False)
-            return StoredBatch(stored.acked_seq, stored.new_events, None, str(refused))
+        (result,), delta = self.store_event_batches([EventBatch(gate_id, epoch, events)], received_at, check=check)
+        if isinstance(result, BaseException):
+            raise result
+        return StoredBatch(result.acked_seq, result.new_events, delta, result.usage_refused)
 
-    def _store_events(self, gate_id, epoch, events, received_at, check, *, count_usage: bool) -> StoredBatch:
-        # Set-wise, not event by event: which of the batch's seqs are held already is one
-        # query, the new rows one executemany, and the tickets their usage moves are read in
-        # one query and written back in one executemany. (Inside the write lock: nothing
-        # else stores this gate's events meanwhile, on either engine.)
+    def store_event_batches(
+        self,
+        batches: Sequence[EventBatch],
+        received_at: float,
+        *,
+        check: Callable[[tuple[Op, ...]], None] | None = None,
+    ) -> tuple[list[StoredBatch | EventConflict], Delta | None]:
+        """Store several gates' batches in one transaction (group commit); one version for all their usage.
+
+        Each batch is stored as `store_events` would, inside its own savepoint:
+        a batch holding a conflicting (gate, epoch, seq) is rolled back alone
+        and its place in the result is the `EventConflict`; a batch whose
+        usage the mirror refuses (`check`) is stored without it. The others
+        commit together, with one fsync, and their usage goes out as one
+        delta (returned; each `StoredBatch.delta` is None). Why: with many
+        gates each sending small batches, one commit and one delta per batch
+        bound the registry at a few hundred batches a second and send every
+        gate a delta per batch; grouped, both scale with the rounds instead.
+        """
         conn = self.conn
-        db_epoch = u64_to_sqlite(epoch)
+        results: list[StoredBatch | EventConflict] = []
         ops: list[Op] = []
         conflicts: list[Conflict] = []
+        delta = None
         with self.transaction():
-            rows = [(ev.event_id, gate_id, ev.seq, ev.at, ev.kind, ev.lane,
-                     None if ev.ticket_id is None else u64_to_sqlite(ev.ticket_id), ev.reason, ev.payload_json, received_at,
-                     db_epoch) for ev in events]
-            held = self._held_seqs(gate_id, db_epoch, events)
-            fresh, counted, again = [], [], []  # a seq twice in one batch: the second is a resend of the first
-            for ev, row in zip(events, rows):
-                if ev.seq in held:
-                    again.append(row)
-                else:
-                    held.add(ev.seq)
-                    fresh.append(row)
-                    counted.append(ev)
-            new = conn.executemany(_INSERT_EVENT, fresh).rowcount if fresh else 0
-            if new != len(fresh):
-                raise RegistryError(f"events of {gate_id} were stored meanwhile outside the write lock; batch rolled back")
-            for row in again:  # resent: each must be what is stored
-                self._check_same(gate_id, epoch, row)
-            if count_usage:
-                usage = [ev for ev in counted if ev.kind in USAGE_KINDS]
-                if usage:
-                    ops += self._count_usages(usage, gate_id, db_epoch, conflicts)
-            if count_usage and events:
-                # A record of this epoch closes the gate's earlier ones (gated/registry/epochs.py).
-                ops += registry_epochs.close_earlier_epochs(
-                    self, gate_id, db_epoch, conflicts, lambda ev, epoch: self._count_usage(ev, gate_id, epoch, conflicts))
-            if count_usage:  # late Redeem grants this batch proves nobody received: given back
-                ops += registry_redeem.settle_batch(self, gate_id, db_epoch, events, received_at)
-            last = events[-1].seq if events else 0
-            conn.execute(
-                "INSERT INTO gates(gate_id, epoch, acked_seq) VALUES (?, ?, ?) "
-                "ON CONFLICT(gate_id, epoch) DO UPDATE SET acked_seq = max(gates.acked_seq, excluded.acked_seq)",
-                (gate_id, db_epoch, last),
-            )
-            delta = None
-            if ops and check is not None:
+            for batch in batches:
+                conn.execute("SAVEPOINT batch")
+                mine: list[Conflict] = []
                 try:
-                    check(tuple(ops))
-                except ValueError as exc:
-                    raise _UsageRefused(str(exc)) from None
+                    try:
+                        stored, batch_ops = self._store_events(batch, received_at, check, mine, count_usage=True)
+                    except _UsageRefused as refused:
+                        conn.execute("ROLLBACK TO SAVEPOINT batch")
+                        mine.clear()
+                        stored, batch_ops = self._store_events(batch, received_at, None, mine, count_usage=False)
+                        stored = StoredBatch(stored.acked_seq, stored.new_events, None, str(refused))
+                except EventConflict as conflict:
+                    conn.execute("ROLLBACK TO SAVEPOINT batch")
+                    conn.execute("RELEASE SAVEPOINT batch")
+                    results.append(conflict)
+                    continue
+                conn.execute("RELEASE SAVEPOINT batch")
+                results.append(stored)
+                ops += batch_ops
+                conflicts += mine
             if ops:
                 base, version = self._bump_version(ops)
                 delta = Delta(base, version, tuple(ops))
         for conflict in conflicts:  # logged once committed: a rolled-back batch found nothing
             _log_conflict(conflict)
-        return StoredBatch(last, new, delta)
+        return results, delta
+
+    def _store_events(self, batch: EventBatch, received_at, check, conflicts: list[Conflict], *,
+                      count_usage: bool) -> tuple[StoredBatch, list[Op]]:
+        """One batch, inside the caller's transaction: its result and the usage ops it made."""
+        # Set-wise, not event by event: which of the batch's seqs are held already is one
+        # query, the new rows one executemany, and the tickets their usage moves are read in
+        # one query and written back in one executemany. (Inside the write lock: nothing
+        # else stores this gate's events meanwhile, on either engine.)
+        conn = self.conn
+        gate_id, epoch, events = batch
+        db_epoch = u64_to_sqlite(epoch)
+        ops: list[Op] = []
+        rows = [(ev.event_id, gate_id, ev.seq, ev.at, ev.kind, ev.lane,
+                 None if ev.ticket_id is None else u64_to_sqlite(ev.ticket_id), ev.reason, ev.payload_json, received_at,
+                 db_epoch) for ev in events]
+        held = self._held_seqs(gate_id, db_epoch, events)
+        fresh, counted, again = [], [], []  # a seq twice in one batch: the second is a resend of the first
+        for ev, row in zip(events, rows):
+            if ev.seq in held:
+                again.append(row)
+            else:
+                held.add(ev.seq)
+                fresh.append(row)
+                counted.append(ev)
+        new = conn.executemany(_INSERT_EVENT, fresh).rowcount if fresh else 0
+        if new != len(fresh):
+            raise RegistryError(f"events of {gate_id} were stored meanwhile outside the write lock; batch rolled back")
+        for row in again:  # resent: each must be what is stored
+            self._check_same(gate_id, epoch, row)
+        if count_usage:
+            usage = [ev for ev in counted if ev.kind in USAGE_KINDS]
+            if usage:
+                ops += self._count_usages(usage, gate_id, db_epoch, conflicts)
+        if count_usage and events:
+            # A record of this epoch closes the gate's earlier ones (gated/registry/epochs.py).
+            ops += registry_epochs.close_earlier_epochs(
+                self, gate_id, db_epoch, conflicts, lambda ev, epoch: self._count_usage(ev, gate_id, epoch, conflicts))
+        if count_usage:  # late Redeem grants this batch proves nobody received: given back
+            ops += registry_redeem.settle_batch(self, gate_id, db_epoch, events, received_at)
+        last = events[-1].seq if events else 0
+        conn.execute(
+            "INSERT INTO gates(gate_id, epoch, acked_seq) VALUES (?, ?, ?) "
+            "ON CONFLICT(gate_id, epoch) DO UPDATE SET acked_seq = max(gates.acked_seq, excluded.acked_seq)",
+            (gate_id, db_epoch, last),
+        )
+        if ops and check is not None:
+            try:
+                check(tuple(ops))
+            except ValueError as exc:
+                raise _UsageRefused(str(exc)) from None
+        return StoredBatch(last, new, None), ops
 
     def _held_seqs(self, gate_id: str, db_epoch: int, events: Sequence[IncomingEvent]) -> set[int]:
         """The seqs of `events` (increasing) this gate's epoch has stored already: a resend."""

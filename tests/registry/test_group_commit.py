@@ -1,0 +1,171 @@
+"""Group commit: batches from many gates stored in one transaction, their usage out as one delta.
+
+A batch that holds a conflicting (gate, epoch, seq) is refused alone; a batch
+whose usage the mirror refuses is stored without it; the others commit
+together. Over real gRPC, gates streaming at once are each acknowledged for
+exactly their own records, and every usage reaches every watching gate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+
+import pytest
+
+from gated.registry.store import EventBatch, EventConflict, IncomingEvent, RegistryStore
+from gated.rpc.v1 import registry_pb2 as pb
+from gated.rpc.v1 import registry_pb2_grpc as pb_grpc
+from gated.validation import SetUsage, TicketRecord
+from tests.rpc_helpers import start_registry, until
+
+pytestmark = pytest.mark.timeout(90)
+
+# The shapes a show brings: consecutive ids, 10-digit registration numbers, blocks, random 63-bit ids.
+_rng = random.Random(14)
+TICKETS = ([100_001 + i for i in range(10)] + [5205320758 + i for i in range(10)]
+           + [1_000_000 * k + 7 for k in range(1, 11)] + [_rng.getrandbits(63) for _ in range(10)])
+
+
+def passage(gate: str, seq: int, ticket_id: int) -> IncomingEvent:
+    payload = {"ticket_id": ticket_id, "zone": "hall-a", "direction": "in", "entries_used": 1, "inside": ["hall-a"],
+               "benefit": None, "benefit_remaining": None}
+    return IncomingEvent(f"{gate}:{seq}", seq, 1.0, "passage", "in-1", ticket_id, "", json.dumps(payload))
+
+
+def decision(gate: str, seq: int, ticket_id: int) -> IncomingEvent:
+    return IncomingEvent(f"{gate}:{seq}", seq, 1.0, "decision", "in-1", ticket_id, "ok", "{}")
+
+
+def put(store: RegistryStore) -> None:
+    store.put_tickets([(TicketRecord(tid, "guest", zones=("hall-a",), max_entries=1), "") for tid in TICKETS],
+                      record_changes=False)
+
+
+def test_one_transaction_one_version_and_a_conflicting_batch_refused_alone(registry_db):
+    with RegistryStore(registry_db) as store:
+        put(store)
+        store.store_events("b", [decision("b", 1, TICKETS[0])], 1.0, epoch=5)  # gate b's seq 1, as stored before
+        before = store.version
+        batches = [
+            EventBatch("a", 7, [passage("a", s, tid) for s, tid in enumerate(TICKETS[:10], 1)]),
+            EventBatch("b", 5, [decision("b", 1, TICKETS[1]), passage("b", 2, TICKETS[10])]),  # seq 1 with another ticket
+            EventBatch("c", 9, [passage("c", s, tid) for s, tid in enumerate(TICKETS[20:40], 1)]),
+            EventBatch("d", 3, [passage("d", 1, TICKETS[0])]),  # the ticket gate a admitted: a second entry
+        ]
+        results, delta = store.store_event_batches(batches, 2.0)
+        a, b, c, d = results
+        assert isinstance(b, EventConflict) and b.seq == 1 and b.gate_id == "b"
+        assert [(r.acked_seq, r.new_events) for r in (a, c, d)] == [(10, 10), (20, 20), (1, 1)]
+        # one version for every batch's usage, in the order the batches came
+        assert store.version == before + 1 and (delta.base_version, delta.version) == (before, before + 1)
+        used = [op.ticket_id for op in delta.ops if isinstance(op, SetUsage)]
+        assert used == TICKETS[:10] + TICKETS[20:40] + [TICKETS[0]]
+        assert delta.ops[-1].entries_used == 2  # counted all the same, and recorded as a conflict
+        assert store.conflict_counts().get("over_entry") == 1
+        # gate b: nothing of the refused batch, not even its new seq 2
+        assert store.event_count("b") == 1 and store.acked_seq("b", 5) == 1
+        assert store.event_count("a") == 10 and store.event_count("c") == 20 and store.event_count("d") == 1
+        again, delta = store.store_event_batches([EventBatch("a", 7, batches[0].events)], 3.0)  # a lost ack: resent
+        assert (again[0].new_events, again[0].acked_seq, delta) == (0, 10, None)
+
+
+def test_a_batch_whose_usage_the_mirror_refuses_is_stored_without_it_and_the_others_keep_theirs(registry_db):
+    refused_ticket = TICKETS[15]
+
+    def check(ops):
+        if any(getattr(op, "ticket_id", None) == refused_ticket for op in ops):
+            raise ValueError(f"ticket {refused_ticket} is not in the cache")
+
+    with RegistryStore(registry_db) as store:
+        put(store)
+        results, delta = store.store_event_batches([
+            EventBatch("a", 1, [passage("a", 1, TICKETS[11])]),
+            EventBatch("b", 1, [passage("b", 1, refused_ticket), passage("b", 2, TICKETS[12])]),
+            EventBatch("c", 1, [passage("c", 1, TICKETS[13])]),
+        ], 1.0, check=check)
+        assert results[1].usage_refused and results[1].new_events == 2  # stored, usage not counted
+        assert results[0].usage_refused is None and results[2].usage_refused is None
+        assert [op.ticket_id for op in delta.ops] == [TICKETS[11], TICKETS[13]]
+        assert store.ticket(TICKETS[12]).entries_used == 0 and store.ticket(TICKETS[13]).entries_used == 1
+
+
+def test_batches_waiting_together_are_one_group_commit_and_one_delta(tmp_path, registry_db):
+    """What waits while the store is busy goes in the next transaction: gathered here before the writer runs."""
+
+    async def day():
+        registry = await start_registry(registry_db, None, tickets=[
+            TicketRecord(tid, "guest", zones=("hall-a",), max_entries=1) for tid in TICKETS])
+        service = registry.service
+        before = service.store.version
+        try:
+            results = await asyncio.gather(*(
+                service._store_grouped(f"gate-{n}", [passage(f"gate-{n}", 1, tid)], 11, 0.0)
+                for n, tid in enumerate(TICKETS)))
+            assert [(r.acked_seq, r.new_events) for r in results] == [(1, 1)] * len(TICKETS)
+            assert service.store.version == before + 1  # forty gates, one version
+            assert all(service.cache.get(tid).entries_used == 1 for tid in TICKETS)
+        finally:
+            await registry.stop()
+
+    asyncio.run(asyncio.wait_for(day(), 60))
+
+
+def test_many_gates_streaming_at_once_each_acked_for_its_own_records_and_every_usage_at_every_gate(tmp_path, registry_db):
+    gates = 24
+
+    async def day():
+        registry = await start_registry(registry_db, None, tickets=[
+            TicketRecord(tid, "guest", zones=("hall-a",), max_entries=3) for tid in TICKETS])
+        import grpc
+
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{registry.port}") as channel:
+                stub = pb_grpc.RegistryServiceStub(channel)
+                watcher = stub.WatchEntitlements(pb.WatchEntitlementsRequest(have_version=0),
+                                                 metadata=(("gated-gate-id", "watcher"),))
+                seen: dict[int, int] = {}
+
+                async def watch():
+                    async for update in watcher:
+                        if update.WhichOneof("update") == "delta":
+                            for op in update.delta.ops:
+                                if op.WhichOneof("op") == "set_usage":
+                                    seen[op.set_usage.ticket_id] = op.set_usage.entries_used
+
+                watching = asyncio.create_task(watch())
+
+                async def gate(n: int) -> list[int]:
+                    call = stub.StreamEvents(metadata=(("gated-gate-id", f"gate-{n}"),))
+                    acks, after = [], 0
+                    for round_ in range(3):  # three batches in turn, each waiting for its ack
+                        seqs = range(after + 1, after + 4)
+                        events = [pb.Event(event_id=f"gate-{n}:{s}", seq=s, at=1.0, kind=pb.EVENT_KIND_DECISION,
+                                           lane="in-1", reason="ok") for s in seqs]
+                        tid = TICKETS[(n + round_ * gates) % len(TICKETS)]
+                        events.append(pb.Event(event_id=f"gate-{n}:{after + 4}", seq=after + 4, at=1.0, kind=pb.EVENT_KIND_PASSAGE,
+                                               lane="in-1", ticket_id=tid,
+                                               passage=pb.Passage(ticket_id=tid, zone="hall-a", direction="in")))
+                        await call.write(pb.StreamEventsRequest(after_seq=after, journal_epoch=100 + n, events=events))
+                        acks.append((await call.read()).up_to_seq)
+                        after += 4
+                    await call.done_writing()
+                    return acks
+
+                acks = await asyncio.gather(*(gate(n) for n in range(gates)))
+                assert acks == [[4, 8, 12]] * gates
+                counts: dict[int, int] = {}
+                for n in range(gates):
+                    for round_ in range(3):
+                        tid = TICKETS[(n + round_ * gates) % len(TICKETS)]
+                        counts[tid] = counts.get(tid, 0) + 1
+                await until(lambda: seen == counts, 30, "every usage at the watching gate")
+                watching.cancel()
+            with RegistryStore(registry_db, create=False) as store:
+                assert sum(store.event_count(f"gate-{n}") for n in range(gates)) == gates * 12
+                assert {tid: store.ticket(tid).entries_used for tid in counts} == counts
+        finally:
+            await registry.stop()
+
+    asyncio.run(asyncio.wait_for(day(), 80))
