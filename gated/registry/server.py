@@ -117,6 +117,7 @@ CHANGES_PER_STEP = 2048
 _RESYNC = object()
 #: A watcher this far behind is dropped; it reconnects and gets a snapshot.
 WATCHER_QUEUE_LIMIT = 10_000
+MERGED_RUNS_KEPT = 64
 MAX_MESSAGE_BYTES = 8 << 20
 #: What a gate may ask of `current_every_s`: at most one heartbeat a second, at least one an hour.
 HEARTBEAT_MIN_S, HEARTBEAT_MAX_S = 1.0, 3600.0
@@ -209,6 +210,8 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
         self._lock = asyncio.Lock()
         self._pending: collections.deque[_Pending] = collections.deque()  # batches for the next group commit
         self._writer: asyncio.Task | None = None
+        #: Runs of deltas merged for watchers that fell behind, by (base, version): built once each.
+        self._merged_runs: collections.OrderedDict[tuple[int, int], pb.WatchEntitlementsResponse] = collections.OrderedDict()
         self._poll_now = asyncio.Event()
         self.events_stored = 0
         self.largest_update_bytes = 0
@@ -321,7 +324,7 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
                 while self._log and (len(self._log) > DELTA_LOG_SIZE or self._log_bytes > DELTA_LOG_BYTES):
                     self._log_bytes -= self._log.popleft()[3]
                 for watcher in self._watchers:
-                    watcher.offer((published.base, update))
+                    watcher.offer((published.base, update, published.size))
         if published.keys is not None:
             wire = key_change_to_proto(published.keys)
             for watcher in self._key_watchers:
@@ -616,8 +619,11 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
                     yield update
                 if every is not None and not catch_up:
                     yield pb.WatchEntitlementsResponse(current_version=sent)  # current from the start
+            held = None  # taken from the queue while merging, not mergeable: sent next
             while True:
-                if every is None:
+                if held is not None:
+                    item, held = held, None
+                elif every is None:
                     item = await watcher.queue.get()
                 else:
                     try:
@@ -635,13 +641,39 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
                         yield update
                     sent = version
                     continue
-                base, update = item
-                if base < sent:
+                if item[0] < sent:
                     continue
+                # A watcher that fell behind (a slow link, a busy gate, hundreds of gates) gets the
+                # deltas queued meanwhile as one: fewer messages the further behind, never over 1 MiB.
+                run = [item]
+                size = item[2]
+                while not watcher.queue.empty():
+                    following = watcher.queue.get_nowait()
+                    if (following is _RESYNC or following[0] != run[-1][1].delta.version
+                            or size + following[2] > MAX_UPDATE_BYTES):
+                        held = following
+                        break
+                    run.append(following)
+                    size += following[2]
+                update = run[0][1] if len(run) == 1 else self._merged(run)
                 sent = update.delta.version
                 yield update
         finally:
             self._watchers.discard(watcher)
+
+    def _merged(self, run: list[tuple[int, pb.WatchEntitlementsResponse, int]]) -> pb.WatchEntitlementsResponse:
+        """Consecutive deltas as one (the first's base, the last's version, every op in order).
+
+        Watchers behind by the same run share the message: built once, not per gate."""
+        key = (run[0][0], run[-1][1].delta.version)
+        merged = self._merged_runs.get(key)
+        if merged is None:
+            ops = [op for _base, update, _size in run for op in update.delta.ops]
+            merged = pb.WatchEntitlementsResponse(delta=pb.Delta(base_version=key[0], version=key[1], ops=ops))
+            self._merged_runs[key] = merged
+            while len(self._merged_runs) > MERGED_RUNS_KEPT:
+                self._merged_runs.popitem(last=False)
+        return merged
 
     def _deltas_since(self, have: int) -> list[pb.WatchEntitlementsResponse] | None:
         """The logged deltas that bring `have` up to date, or None when a snapshot is needed:

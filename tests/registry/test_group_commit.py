@@ -169,3 +169,40 @@ def test_many_gates_streaming_at_once_each_acked_for_its_own_records_and_every_u
             await registry.stop()
 
     asyncio.run(asyncio.wait_for(day(), 80))
+
+
+def test_a_watcher_behind_gets_the_queued_deltas_merged_and_a_gate_applies_them(tmp_path, registry_db):
+    """Eighty deltas handed out while the watchers could not run: one message of eighty versions."""
+    from tests.rpc_helpers import Gate
+
+    async def day():
+        registry = await start_registry(registry_db, None, tickets=[
+            TicketRecord(tid, "guest", zones=("hall-a",), max_entries=3) for tid in TICKETS])
+        service = registry.service
+        import grpc
+
+        gate = Gate(tmp_path, "gate-w", registry.port, None).start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{registry.port}") as channel:
+                stub = pb_grpc.RegistryServiceStub(channel)
+                watch = stub.WatchEntitlements(pb.WatchEntitlementsRequest(have_version=service.store.version),
+                                               metadata=(("gated-gate-id", "raw"),))
+                await until(lambda: len(service.watching_gates()) == 2 and gate.cache.version == service.store.version,
+                            20, "both watching")
+                start = service.store.version
+                # On the loop, no await: every delta is queued before any watcher runs.
+                for n, tid in enumerate(TICKETS * 2):  # every ticket twice
+                    _results, published = service._store_group([EventBatch(f"door-{n}", 1, [passage(f"door-{n}", 1, tid)])])
+                    service._hand_out(published)
+                end = service.store.version
+                assert end - start == 80
+                update = await watch.read()
+                assert (update.delta.base_version, update.delta.version, len(update.delta.ops)) == (start, end, 80)
+                await until(lambda: gate.cache.version == end, 20, "the gate at the merged delta's version")
+                assert all(gate.cache.get(tid).entries_used == 2 for tid in TICKETS)
+                watch.cancel()
+        finally:
+            await gate.stop()
+            await registry.stop()
+
+    asyncio.run(asyncio.wait_for(day(), 60))
