@@ -9,6 +9,7 @@ exactly their own records, and every usage reaches every watching gate.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 
@@ -38,9 +39,11 @@ def decision(gate: str, seq: int, ticket_id: int) -> IncomingEvent:
     return IncomingEvent(f"{gate}:{seq}", seq, 1.0, "decision", "in-1", ticket_id, "ok", "{}")
 
 
-def put(store: RegistryStore) -> None:
-    store.put_tickets([(TicketRecord(tid, "guest", zones=("hall-a",), max_entries=1), "") for tid in TICKETS],
-                      record_changes=False)
+def put(store: RegistryStore, unlimited_from: int | None = None) -> None:
+    """Every ticket single-entry (or, from `unlimited_from` on, unlimited)."""
+    store.put_tickets([(TicketRecord(tid, "guest", zones=("hall-a",),
+                                     max_entries=0 if unlimited_from is not None and i >= unlimited_from else 1), "")
+                       for i, tid in enumerate(TICKETS)], record_changes=False)
 
 
 def test_one_transaction_one_version_and_a_conflicting_batch_refused_alone(registry_db):
@@ -206,3 +209,60 @@ def test_a_watcher_behind_gets_the_queued_deltas_merged_and_a_gate_applies_them(
             await registry.stop()
 
     asyncio.run(asyncio.wait_for(day(), 60))
+
+
+def _state(store: RegistryStore) -> tuple:
+    conn = store.conn
+    return (
+        conn.execute("SELECT gate_id, epoch, seq, event_id, kind, ticket_id, payload FROM events ORDER BY gate_id, epoch, seq").fetchall(),
+        conn.execute("SELECT ticket_id, entries_used, inside, benefits FROM tickets ORDER BY ticket_id").fetchall(),
+        conn.execute("SELECT gate_id, epoch, acked_seq FROM gates ORDER BY gate_id, epoch").fetchall(),
+        sorted((c.kind, c.ticket_id) for c in store.conflicts()),
+    )
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_group_stores_exactly_what_its_batches_stored_one_by_one_would(tmp_path, registry_db, seed):
+    """The set-wise path (the common case) and the batch-by-batch one (resends, conflicts, a gate
+    with two batches, a new epoch closing an old one) leave the same rows, usage and conflicts."""
+    rng = random.Random(seed)
+    other = tmp_path / "one-by-one.db"
+    tickets = TICKETS[:40]
+    stores = [RegistryStore(registry_db), RegistryStore(other)]
+    try:
+        for store in stores:
+            put(store, unlimited_from=4)  # over-entries on four tickets only: most groups go set-wise
+        seqs: dict[str, int] = {}
+        epochs: dict[str, int] = {}
+        sent: list[EventBatch] = []
+        for round_ in range(30):
+            group = []
+            for gate in rng.sample([f"g{n}" for n in range(12)], rng.randint(1, 8)):
+                if rng.random() < 0.05:
+                    epochs[gate] = epochs.get(gate, 1) + 1  # a reboot: a new epoch
+                    seqs[gate] = 0
+                epoch = epochs.setdefault(gate, 1)
+                if sent and rng.random() < 0.1:
+                    group.append(rng.choice(sent))  # a resend after a lost ack
+                    continue
+                events = []
+                for _ in range(rng.randint(1, 4)):
+                    seqs[gate] = seqs.get(gate, 0) + 1
+                    tid = rng.choice(tickets)
+                    events.append(decision(gate, seqs[gate], tid) if rng.random() < 0.4 else passage(gate, seqs[gate], tid))
+                    events[-1] = dataclasses.replace(events[-1], event_id=f"{gate}:{epoch}:{seqs[gate]}")
+                group.append(EventBatch(gate, epoch, events))
+            sent += group
+            grouped, _delta = stores[0].store_event_batches(group, float(round_))
+            for batch, result in zip(group, grouped):
+                try:
+                    alone = stores[1].store_events(batch.gate_id, batch.events, float(round_), epoch=batch.epoch)
+                except EventConflict as conflict:
+                    alone = conflict
+                assert type(alone) is type(result)
+                if not isinstance(alone, EventConflict):
+                    assert (alone.acked_seq, alone.new_events) == (result.acked_seq, result.new_events)
+        assert _state(stores[0]) == _state(stores[1])
+    finally:
+        for store in stores:
+            store.close()
