@@ -36,8 +36,9 @@ the one it holds the other records under) and the cache holds the version
 that ack named. The registry answered a moment ago, and the conflict itself
 ends the uplink's session, so here "cannot be reached" means a later session
 reached it and ended too; a registry that does not come back at all ends the
-hold at `catchup_wait_s`. A catch-up already running keeps going: its record
-moved too.
+hold at `catchup_wait_s`. A catch-up still running whose record moves with
+them covers them; one whose record came before them is followed by a new
+one, and a held admission waits for both.
 
 Everything else (denials, exits, unlimited tickets, staff) is decided at
 once. Why hold rather than refuse: online, the catch-up takes a connection

@@ -222,9 +222,12 @@ class Gate(GateControl):
     async def _registry_conflict(self, from_seq: int) -> None:
         """The registry holds other records under this gate's seqs from `from_seq` on, which the
         uplink moves to a new epoch next: it may hold admissions the cache lacks, so catch up
-        again, unless a catch-up is still running (`gated.gate.catchup`)."""
-        if self.catchup is not None and not self.catchup.done:
-            return
+        again, unless the one still running covers them (`gated.gate.catchup`)."""
+        running = self.catchup
+        if running is not None and not running.done:
+            running.ended_session = self.uplink.sessions  # the conflict ends this session: no sign of an unreachable registry
+            if running.boot_seq >= from_seq:
+                return  # its record moves with them: acknowledged after them
         started = time.monotonic()
         catchup = await self._begin_catchup("registry_conflict", ended_session=self.uplink.sessions)
         self.catchup = catchup
@@ -237,7 +240,9 @@ class Gate(GateControl):
         catchup = self.catchup
         if catchup is None or catchup.done or not self.validator.limited_entry(decision):
             return decision
-        await catchup.wait()
+        while catchup is not None and not catchup.done:  # a conflict may begin another meanwhile
+            await catchup.wait()
+            catchup = self.catchup
         lane = self.lanes.get(decision.lane_id)
         if lane is None:
             return decision
