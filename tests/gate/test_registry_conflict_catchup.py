@@ -19,10 +19,12 @@ import time
 import pytest
 from structlog.testing import capture_logs
 
+from gated.journal import Journal
 from gated.registry.store import IncomingEvent, RegistryStore
 from gated.validation import TicketRecord
 from tests.conftest import until
 from tests.gate.test_daemon import RELAY_IN, Door, phone
+from tests.gatekit import make_gate_dir
 from tests.rpc_helpers import start_registry
 
 pytestmark = pytest.mark.timeout(60)
@@ -98,6 +100,45 @@ def test_a_conflict_at_the_registry_holds_single_entry_admissions_until_the_gate
             with RegistryStore(registry_db, create=False) as store:
                 assert store.ticket(USED_ELSEWHERE).entries_used == 1  # counted once: the lost admission
                 assert store.ticket(NEVER_USED).entries_used == 1
+        finally:
+            await registry.stop()
+
+    asyncio.run(asyncio.wait_for(day(), 50))
+
+
+def test_a_conflict_in_the_first_session_after_a_power_cut_keeps_the_boot_catch_up_holding(tmp_path, registry_db):
+    """The boot's catch-up is still running when the registry refuses the older epoch's records: the
+    session the conflict ends is not an unreachable registry, and the boot record (moved along) covers them."""
+    async def day():
+        registry = await start_registry(registry_db, None, tickets=TICKETS)
+        uplink = f'target = "127.0.0.1:{registry.port}"\nplaintext = true\nreconnect_max_s = 1\ncatchup_wait_s = 10'
+        make_gate_dir(tmp_path, tickets=TICKETS, passage=False, emergency=False, rate_burst=1000, uplink=uplink)
+        # Yesterday's epoch, as the card kept it: three denials never sent, and no clean stop.
+        with Journal(tmp_path / "state" / "journal.db", GATE) as yesterday:
+            for n in range(3):
+                yesterday.append("decision", at=time.time() - 3600, lane="in-1", ticket_id=ABSENT + n, reason="unknown_ticket",
+                                 payload={"code_kind": "dynamic", "zone": "hall", "direction": "in", "mode": "turnstile"})
+            old_epoch = yesterday.epoch
+        with RegistryStore(registry_db, create=False) as store:  # under its first seq the registry holds an admission
+            store.store_events(GATE, [the_lost_admission(1)], time.time(), epoch=old_epoch)
+
+        try:
+            with capture_logs() as logs:
+                async with Door(tmp_path, reboot=True) as door:
+                    gate = door.gate
+                    assert gate.catchup.reason == "unclean_stop"
+                    await until(lambda: gate.journal.epoch_span(1)[0] != old_epoch, timeout=10, step=0.001,
+                                what="yesterday's records moved to a new epoch")
+                    door.scan_in.send(phone(USED_ELSEWHERE))
+                    await until(lambda: USED_ELSEWHERE in {r.ticket_id for r in door.records("decision")}, timeout=15,
+                                what="the used ticket decided")
+                    assert door.records("decision")[-1].reason in {"entries_exhausted", "already_inside"}
+                    assert (gate.catchup.reason, gate.catchup.outcome, gate.catchup.held) == ("unclean_stop", "caught_up", 1)
+                    assert gate.journal.epoch_span(gate.catchup.boot_seq)[0] != old_epoch
+                    assert [s.state for s in door.pin(RELAY_IN).states].count(True) == 0
+            assert [e for e in logs if e["event"] == "catchup_started"] == []  # the boot's catch-up covered the moved records
+            with RegistryStore(registry_db, create=False) as store:
+                assert store.ticket(USED_ELSEWHERE).entries_used == 1
         finally:
             await registry.stop()
 
