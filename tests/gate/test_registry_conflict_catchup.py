@@ -8,6 +8,11 @@ registry knows that ticket was used, and it counts the use once the gate's
 records come back under a new epoch (the old one closes). The ticket's holder
 scans again right then: the gate holds the admission until its cache holds
 what the registry counted, then refuses it; it is not let in twice.
+
+Before a conflict started a catch-up, both days below let that holder in a
+second time (every run, on both engines): the clean start had left the lanes
+without the hold, and the catch-up of a start after a power cut took the
+session the conflict ended for an unreachable registry and stopped holding.
 """
 
 from __future__ import annotations
