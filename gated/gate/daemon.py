@@ -119,7 +119,7 @@ class Gate(GateControl):
         self._service_tasks: list[asyncio.Task] = []
         self.screens: dict[str, Any] = {}  # lane id -> OperatorScreen (handheld lanes with a [lane.screen])
         self.cache_changed_at: float | None = None  # wall time the cache last changed from the registry
-        self.catchup: CatchUp | None = None  # after an unclean stop, until caught up with the registry
+        self.catchup: CatchUp | None = None  # after an unclean stop or a registry conflict, until caught up
         self._started_monotonic = 0.0
         self.freshness: Any = None  # `gated.gate.freshness.Freshness` when there is a registry to confirm the cache
         self.metrics: Any = None  # `gated.metrics.GateMetrics` when [metrics] is set
@@ -211,20 +211,38 @@ class Gate(GateControl):
         module = self._modules[io]
         return module, module.coil, module.input
 
-    async def _begin_catchup(self, reason: str) -> CatchUp:
+    async def _begin_catchup(self, reason: str, ended_session: int | None = None) -> CatchUp:
         """Journal this boot (its record opens the epoch that closes the earlier ones at the
         registry) and hold limited-entry admissions until caught up (`gated.gate.catchup`)."""
         wait_s = self.config.uplink.catchup_wait_s
         record = await self.journal.append_async("boot", at=self.clock.now(), payload={
             "after": reason, "catchup_wait_s": wait_s})
-        return CatchUp(record.seq, wait_s, reason=reason)
+        return CatchUp(record.seq, wait_s, reason=reason, ended_session=ended_session)
+
+    async def _registry_conflict(self, from_seq: int) -> None:
+        """The registry holds other records under this gate's seqs from `from_seq` on, which the
+        uplink moves to a new epoch next: it may hold admissions the cache lacks, so catch up
+        again, unless the one still running covers them (`gated.gate.catchup`)."""
+        running = self.catchup
+        if running is not None and not running.done:
+            running.ended_session = self.uplink.sessions  # the conflict ends this session: no sign of an unreachable registry
+            if running.boot_seq >= from_seq:
+                return  # its record moves with them: acknowledged after them
+        started = time.monotonic()
+        catchup = await self._begin_catchup("registry_conflict", ended_session=self.uplink.sessions)
+        self.catchup = catchup
+        self._service_task(catchup.run(self.uplink, self.validator.cache, started), "catch-up")
+        log.warning("catchup_started", after=catchup.reason, from_seq=from_seq, boot_seq=catchup.boot_seq,
+                    catchup_wait_s=catchup.wait_s, note="the registry holds other records under this gate's seqs")
 
     async def _hold(self, decision):
         """An admission while catching up: a limited-entry ticket waits, then is decided again."""
         catchup = self.catchup
         if catchup is None or catchup.done or not self.validator.limited_entry(decision):
             return decision
-        await catchup.wait()
+        while catchup is not None and not catchup.done:  # a conflict may begin another meanwhile
+            await catchup.wait()
+            catchup = self.catchup
         lane = self.lanes.get(decision.lane_id)
         if lane is None:
             return decision
@@ -261,7 +279,8 @@ class Gate(GateControl):
         return LaneServices(
             validator=self.validator, journal=self.journal, clock=self.clock, monotonic=time.monotonic,
             spawn=self.spawn, on_journal_failure=self.journal_failed, on_record=self.after_record,
-            redeem=self._redeem, hold=None if self.catchup is None else self._hold, freshness=self.freshness,
+            # With an uplink a catch-up may begin at any time (a registry conflict); `_hold` costs one await when none runs.
+            redeem=self._redeem, hold=None if self.config.uplink is None else self._hold, freshness=self.freshness,
         )
 
     async def _redeem(self, ask):
@@ -313,7 +332,7 @@ class Gate(GateControl):
             self.uplink = Uplink(
                 self.gate_id, self.journal, self.validator.cache, self.keyring, self.clock, self.config.uplink,
                 on_cache_changed=self._mark_cache_dirty, on_keys_changed=self._keys_changed,
-                on_confirmed=self.freshness.confirmed,
+                on_confirmed=self.freshness.confirmed, on_conflict=self._registry_conflict,
             )
             self._service_task(self.uplink.run(), "uplink")
         else:

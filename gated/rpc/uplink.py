@@ -72,7 +72,7 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -167,6 +167,7 @@ class Uplink:
         on_cache_changed: Callable[..., None] | None = None,
         on_keys_changed: Callable[[], None] | None = None,
         on_confirmed: Callable[[], None] | None = None,
+        on_conflict: Callable[[int], Awaitable[None]] | None = None,
         batch_size: int = 2000,
         max_in_flight: int = 8,
         time_sync_every_s: float = 60.0,
@@ -184,6 +185,7 @@ class Uplink:
         self.on_cache_changed = on_cache_changed
         self.on_keys_changed = on_keys_changed
         self.on_confirmed = on_confirmed
+        self.on_conflict = on_conflict
         stale_after_s = getattr(uplink_config, "stale_after_s", 300.0)
         self.current_every_s = min(60.0, max(1.0, stale_after_s / 3))
         self.batch_size = batch_size
@@ -527,7 +529,10 @@ class Uplink:
         """The registry holds other content under one of our (epoch, seq): it refused the batch.
 
         Nothing from that seq on was acknowledged, so those records move to a new epoch
-        and go up again as new events; both versions stay visible at the registry."""
+        and go up again as new events; both versions stay visible at the registry.
+        `on_conflict(seq)` is awaited first: the registry may hold admissions the cache
+        lacks, and the daemon holds limited-entry admissions from before the move on
+        (`gated.gate.catchup`), its own record moving with the rest."""
         seq = None
         for key, value in exc.trailing_metadata() or ():
             if key == CONFLICT_SEQ_TRAILER:
@@ -541,6 +546,11 @@ class Uplink:
             return
         if await asyncio.to_thread(self.journal.acked_through) >= seq:
             return
+        if self.on_conflict is not None:
+            try:
+                await self.on_conflict(seq)
+            except Exception as exc:
+                log.error("conflict_callback_failed", error=repr(exc))
         new = await asyncio.to_thread(self.journal.new_epoch_from, seq)
         log.warning("uplink_new_epoch", from_seq=seq, epoch=f"{new:#018x}", note="records from this seq are sent again under it")
 
