@@ -100,7 +100,7 @@ def close_earlier_epochs(store: RegistryStore, gate_id: str, db_epoch: int, conf
             "SELECT seq, event_id, at, lane, ticket_id, payload FROM events "
             "WHERE gate_id = ? AND epoch = ? AND kind = 'decision' AND reason = 'ok' AND ticket_id IS NOT NULL ORDER BY seq",
             (gate_id, epoch)).fetchall()
-        waiting = _without_outcome(conn, gate_id, decided, first or 0)
+        waiting = _without_outcome(conn, gate_id, epoch, decided, first or 0)
         counted = 0
         for seq, event_id, at, lane, db_ticket, payload_json in waiting:
             ev = _implied_outcome(IncomingEvent, store, seq, event_id, at, lane, u64_from_sqlite(db_ticket), payload_json)
@@ -120,22 +120,37 @@ def close_earlier_epochs(store: RegistryStore, gate_id: str, db_epoch: int, conf
     return ops
 
 
-def _without_outcome(conn, gate_id: str, decided: list[tuple], first_seq: int) -> list[tuple]:
-    """The admitted decisions no outcome record of the gate names (by decision_seq; an outcome
-    without one, from an older gated, takes the oldest decision of its lane and ticket)."""
+def _without_outcome(conn, gate_id: str, epoch: int, decided: list[tuple], first_seq: int) -> list[tuple]:
+    """The admitted decisions of `epoch` no outcome record of the gate names (by decision_seq; an
+    outcome without one, from an older gated, takes the oldest decision of its lane and ticket).
+
+    An outcome in another epoch names a decision of `epoch` only when its own epoch holds no
+    decision under that seq: records a conflict moved to a new epoch keep their seqs, so the
+    moved admission's passage names its own decision there, never the other content the
+    registry held under the same seq in `epoch` (whose use is then counted here)."""
     if not decided:
         return []
     named: set[int] = set()
+    elsewhere: set[tuple[int, int]] = set()  # (epoch, decision_seq) named by outcomes of other epochs
     legacy: dict[tuple, int] = {}
     # Outcomes come after their decision: in its epoch or a later one, whose seqs leap past it.
-    for seq_named, lane, ticket in conn.execute(
-            "SELECT CASE WHEN json_valid(payload) THEN json_extract(payload, '$.decision_seq') END, lane, ticket_id "
+    for seq_named, lane, ticket, outcome_epoch in conn.execute(
+            "SELECT CASE WHEN json_valid(payload) THEN json_extract(payload, '$.decision_seq') END, lane, ticket_id, epoch "
             "FROM events WHERE gate_id = ? AND seq >= ? AND kind IN ('passage', 'redemption', 'not_passed')",
             (gate_id, first_seq)):
         if isinstance(seq_named, int):
-            named.add(seq_named)
+            if outcome_epoch == epoch:
+                named.add(seq_named)
+            else:
+                elsewhere.add((outcome_epoch, seq_named))
         else:
             legacy[(lane, ticket)] = legacy.get((lane, ticket), 0) + 1
+    decided_seqs = {row[0] for row in decided}
+    for outcome_epoch, seq_named in elsewhere:
+        if seq_named in decided_seqs and seq_named not in named and conn.execute(
+                "SELECT 1 FROM events WHERE gate_id = ? AND epoch = ? AND seq = ? AND kind = 'decision'",
+                (gate_id, outcome_epoch, seq_named)).fetchone() is None:
+            named.add(seq_named)
     out = []
     for row in decided:
         if row[0] in named:
