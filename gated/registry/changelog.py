@@ -83,10 +83,13 @@ class ChangeLog:
     def __init__(self, instance: str) -> None:
         self.instance = instance
 
-    def append_delta(self, conn, base: int, version: int, ops: Sequence[Op] | None) -> None:
-        """A version bump; `ops` None: no delta to send (followers reload their mirrors)."""
+    def append_delta(self, conn, base: int, version: int, ops: Sequence[Op] | None, wire: Sequence | None = None) -> None:
+        """A version bump; `ops` None: no delta to send (followers reload their mirrors).
+        `wire`: the ops as `DeltaOp` messages already (an import's are converted once)."""
         blob = None
-        if ops is not None:
+        if ops is not None and wire is not None and len(wire) == len(ops):
+            blob = pb.Delta(base_version=base, version=version, ops=wire).SerializeToString()
+        elif ops is not None:
             blob = delta_to_proto(Delta(base, version, tuple(ops))).SerializeToString()
         conn.execute("INSERT INTO change_log(instance, base_version, version, delta) VALUES (?, ?, ?, ?)",
                      (self.instance, base, version, blob))

@@ -416,7 +416,7 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
                       note="not sent to the gates; fix the tickets with a new import")
             ops, wire = (), []
         keys = self._key_change(covered)
-        delta = self.store.apply_changes(covered, ops, keys)
+        delta = self.store.apply_changes(covered, ops, keys, wire)
         published = []
         if delta is not None:
             published.append(self._prepare(delta, wire, checked))
