@@ -121,25 +121,22 @@ async def _stop(task: asyncio.Task) -> None:
 # ------------------------------------------------------------------ replay
 
 
-def measure_backlog_replay(n: int = 100_000, batch_size: int = 2000) -> dict[str, Any]:
+def measure_backlog_replay(n: int = 100_000, batch_size: int = 2000, shape: str = "static") -> dict[str, Any]:
+    """`shape`: the records journaled (gated/bench/replay.py): "static", decisions with reason ok
+    and a static code; "day", a day at a door (passages by decision_seq, not_passed,
+    denials, redemptions, tickets in the four id shapes, held by the registry)."""
+    from gated.bench.replay import fill_journal, venue_tickets
     from gated.registry.store import RegistryStore
 
     with tempfile.TemporaryDirectory(prefix="gated-replay-") as tmp:
         tmp = Path(tmp)
         certs = make_venue_certs(tmp / "certs", ["gate-a"])
         journal = Journal(tmp / "journal.db", "gate-a", checkpoint_every_s=None)
-
-        async def fill() -> None:
-            now = time.time()
-            for start in range(0, n, 1000):  # a lane's day, committed in groups as the journal does
-                await asyncio.gather(*(
-                    journal.append_async("decision", at=now + i * 0.01, lane="in-1", ticket_id=1 + i % 5000,
-                                         reason="ok", payload={"code": "static", "lane_seq": i})
-                    for i in range(start, min(n, start + 1000))
-                ))
-
-        asyncio.run(fill())
-        last_seq = journal.stats()["last_seq"]
+        tickets = venue_tickets() if shape == "day" else None
+        if tickets is not None:
+            with RegistryStore(tmp / "registry.db") as store:
+                store.put_tickets(((t, "") for t in tickets), record_changes=False)
+        last_seq = fill_journal(journal, n, shape, tickets)
         with _registry_process(tmp / "registry.db", certs) as port:
             uplink = Uplink("gate-a", journal, EntitlementCache(), KeyRing(), GateClock(),
                             _settings(port, certs, "gate-a"), batch_size=batch_size)
@@ -160,6 +157,7 @@ def measure_backlog_replay(n: int = 100_000, batch_size: int = 2000) -> dict[str
             stored = store.event_count("gate-a")
     return {
         "events": n,
+        "shape": shape,
         "batch_size": batch_size,
         "seconds": round(elapsed, 3),
         "events_per_s": round(n / elapsed),
@@ -424,6 +422,9 @@ def bench_rpc(quick: bool, tickets: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gated.bench.rpc", description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--shape", choices=("static", "day"), default="static", help="the replayed records (gated/bench/replay.py)")
+    parser.add_argument("--batch-size", type=int, default=2000)
+    parser.add_argument("--replay-only", action="store_true", help="only the backlog replay")
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--tickets", type=int, default=1_000_000)
     parser.add_argument("--import-tickets", type=int, default=100_000)
@@ -441,8 +442,11 @@ def main(argv: list[str] | None = None) -> int:
     import structlog
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    if args.replay_only:
+        print(json.dumps(measure_backlog_replay(args.events, args.batch_size, args.shape), indent=2))
+        return 0
     out = {
-        "backlog_replay": measure_backlog_replay(args.events),
+        "backlog_replay": measure_backlog_replay(args.events, args.batch_size, args.shape),
         "propagation": measure_propagation(args.samples),
         "snapshot": measure_snapshot(args.tickets),
         "import": measure_import(args.import_tickets),
