@@ -92,7 +92,7 @@ from gated.validation.cache import IN_PLACE_MAX_OPS, CheckedOps, Delta, Entitlem
 from gated.registry import redeem as registry_redeem
 from gated.registry.changelog import Follower
 from gated.registry.engine import is_url as is_database_url
-from gated.registry.incoming import parse_batch
+from gated.registry.incoming import parse_ahead
 from gated.registry.metrics import RegistryMetrics
 from gated.registry.store import Change, EventConflict, IncomingEvent, RegistryStore, StoredBatch
 
@@ -473,7 +473,7 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
         expect_after: int | None = None
         epoch: int | None = None
         last_ack = 0
-        async for batch in request_iterator:
+        async for batch, events in parse_ahead(request_iterator, gate_id):  # the next batch parsed while this one is stored
             received = time.perf_counter()
             if not batch.events:
                 # Answered like any batch (a client may count acks), and nothing else checked.
@@ -484,10 +484,8 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
             elif batch.journal_epoch != epoch:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                     f"journal_epoch changed within a stream ({epoch:#x} -> {batch.journal_epoch:#x})")
-            try:
-                events = parse_batch(batch, gate_id)
-            except MalformedEvent as exc:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            if isinstance(events, MalformedEvent):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(events))
             if expect_after is None:
                 known, epochs = await self._exclusive(self._gate_known, gate_id, epoch)
                 if epoch not in epochs and epochs:

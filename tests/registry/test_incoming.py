@@ -110,3 +110,43 @@ def test_a_batch_that_breaks_the_contract_is_refused_naming_the_first_fault(bad,
 def test_a_64_character_event_id_of_four_byte_characters_is_just_within_the_limit():
     batch = on_the_wire(pb.StreamEventsRequest(events=[event(1, event_id="🎟" * 64)]))
     assert parsed(batch)[0].event_id == "🎟" * 64
+
+
+def test_batches_sent_back_to_back_are_stored_and_acked_in_order_and_a_bad_one_refused_only_after_those_before_it(registry_db):
+    """A gate's window of batches arrives at once: each is parsed while the one before it is stored;
+    the bad one is answered INVALID_ARGUMENT only once every earlier batch is stored and acknowledged."""
+    import asyncio
+
+    import grpc
+
+    from gated.registry.store import RegistryStore
+    from gated.rpc.v1 import registry_pb2_grpc as pb_grpc
+    from tests.rpc_helpers import start_registry
+
+    def passage(seq: int, ticket_id: int) -> pb.Event:
+        return event(seq, pb.EVENT_KIND_PASSAGE, passage=pb.Passage(ticket_id=ticket_id, zone="hall-a", direction="in"))
+
+    good = [pb.StreamEventsRequest(after_seq=100 * k, journal_epoch=9, events=[
+        passage(100 * k + i, 1001 + i % 3) if i % 2 else event(100 * k + i, decision=pb.Decision(zone="hall-a"))
+        for i in range(1, 101)]) for k in range(4)]
+    bad = pb.StreamEventsRequest(after_seq=400, journal_epoch=9, events=[event(401), event(402, extra_json="[]")])
+
+    async def day():
+        registry = await start_registry(registry_db, None)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{registry.port}") as channel:
+                call = pb_grpc.RegistryServiceStub(channel).StreamEvents(metadata=(("gated-gate-id", "vendor"),))
+                for batch in [*good, bad]:
+                    await call.write(batch)
+                acks = [(await call.read()).up_to_seq for _ in good]
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await call.read()
+            assert acks == [100, 200, 300, 400]
+            assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT and "extra_json" in refused.value.details()
+        finally:
+            await registry.stop()
+        with RegistryStore(registry_db, create=False) as store:
+            assert store.event_ids("vendor", 9) == [f"vendor:{seq}" for seq in range(1, 401)]
+            assert store.ticket(1001).entries_used + store.ticket(1002).entries_used + store.ticket(1003).entries_used == 200
+
+    asyncio.run(asyncio.wait_for(day(), 45))
