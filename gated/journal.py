@@ -129,6 +129,7 @@ _EPOCHS_TABLE = _SCHEMA[_SCHEMA.index("CREATE TABLE epochs"):].rstrip().rstrip("
 _PURGE_INDEX = "CREATE INDEX IF NOT EXISTS records_acked_at ON records(at) WHERE acked_at IS NOT NULL"
 
 _COLUMNS = "seq, at, kind, lane, ticket_id, reason, payload, acked_at"
+_ROW_COLUMNS = "seq, at, kind, lane, ticket_id, reason, payload"
 
 
 def u64_to_sqlite(value: int) -> int:
@@ -138,6 +139,11 @@ def u64_to_sqlite(value: int) -> int:
 
 def u64_from_sqlite(value: int) -> int:
     return value + _U64_LIMIT if value < 0 else value
+
+
+def _u64_rows(rows: list[tuple]) -> list[tuple]:
+    """Rows of `_ROW_COLUMNS` with ticket_id (stored as an i64) back to its u64."""
+    return [row if (t := row[4]) is None or t >= 0 else (*row[:4], t + _U64_LIMIT, *row[5:]) for row in rows]
 
 
 @dataclass(frozen=True, slots=True)
@@ -738,6 +744,19 @@ class Journal:
             (after_seq, limit),
         )
         return [self._row(r) for r in rows]
+
+    def unacked_rows(self, after_seq: int = 0, limit: int = 1000) -> list[tuple]:
+        """`unacked` as plain rows, for the uplink's sending: (seq, at, kind, lane, ticket_id,
+        reason, payload as its JSON text), ticket_id a u64 as in `Record`."""
+        return _u64_rows(self._read(
+            f"SELECT {_ROW_COLUMNS} FROM records WHERE acked_at IS NULL AND seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        ))
+
+    def rows_since(self, after_seq: int, limit: int) -> list[tuple]:
+        """The first `limit` records with seq > ``after_seq``, acknowledged or not, as `unacked_rows` gives them."""
+        return _u64_rows(self._read(
+            f"SELECT {_ROW_COLUMNS} FROM records WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)))
 
     def since(self, after_seq: int, kinds: tuple[str, ...] | None = None, batch: int = 5000) -> Iterator[Record]:
         """Every record with seq > ``after_seq`` (optionally of ``kinds``), oldest first, acked or not."""

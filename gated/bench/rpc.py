@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -64,9 +65,16 @@ def _percentile(samples: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, every thread) a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
-def _registry_process(db: Path, certs: VenueCerts) -> Iterator[int]:
-    """`gated registry serve` on an ephemeral loopback port, with mTLS; yields the port."""
+def _registry_process(db: Path, certs: VenueCerts, started: list | None = None) -> Iterator[int]:
+    """`gated registry serve` on an ephemeral loopback port, with mTLS; yields the port
+    (and appends the process to `started`)."""
     log_path = db.with_suffix(".log")
     with open(log_path, "w") as log_file:
         proc = subprocess.Popen(
@@ -74,6 +82,8 @@ def _registry_process(db: Path, certs: VenueCerts) -> Iterator[int]:
              "--tls-ca", str(certs.ca), "--tls-cert", str(certs.registry.cert), "--tls-key", str(certs.registry.key)],
             stdout=log_file, stderr=subprocess.STDOUT,
         )
+    if started is not None:
+        started.append(proc)
     try:
         deadline = time.monotonic() + _READY_TIMEOUT_S
         port = None
@@ -121,35 +131,39 @@ async def _stop(task: asyncio.Task) -> None:
 # ------------------------------------------------------------------ replay
 
 
-def measure_backlog_replay(n: int = 100_000, batch_size: int = 2000) -> dict[str, Any]:
+def measure_backlog_replay(n: int = 100_000, batch_size: int = 2000, shape: str = "static") -> dict[str, Any]:
+    """`shape`: the records journaled (gated/bench/replay.py): "static", decisions with reason ok
+    and a static code; "day", a day at a door (passages by decision_seq, not_passed,
+    denials, redemptions, tickets in the four id shapes, held by the registry)."""
+    from gated.bench.replay import fill_journal, venue_tickets
     from gated.registry.store import RegistryStore
 
     with tempfile.TemporaryDirectory(prefix="gated-replay-") as tmp:
         tmp = Path(tmp)
         certs = make_venue_certs(tmp / "certs", ["gate-a"])
         journal = Journal(tmp / "journal.db", "gate-a", checkpoint_every_s=None)
-
-        async def fill() -> None:
-            now = time.time()
-            for start in range(0, n, 1000):  # a lane's day, committed in groups as the journal does
-                await asyncio.gather(*(
-                    journal.append_async("decision", at=now + i * 0.01, lane="in-1", ticket_id=1 + i % 5000,
-                                         reason="ok", payload={"code": "static", "lane_seq": i})
-                    for i in range(start, min(n, start + 1000))
-                ))
-
-        asyncio.run(fill())
-        last_seq = journal.stats()["last_seq"]
-        with _registry_process(tmp / "registry.db", certs) as port:
+        tickets = venue_tickets() if shape == "day" else None
+        if tickets is not None:
+            with RegistryStore(tmp / "registry.db") as store:
+                store.put_tickets(((t, "") for t in tickets), record_changes=False)
+        last_seq = fill_journal(journal, n, shape, tickets)
+        registry: list[subprocess.Popen] = []
+        with _registry_process(tmp / "registry.db", certs, registry) as port:
             uplink = Uplink("gate-a", journal, EntitlementCache(), KeyRing(), GateClock(),
                             _settings(port, certs, "gate-a"), batch_size=batch_size)
+            cpu: dict[str, float] = {}
 
             async def replay() -> float:
+                pid = registry[0].pid
+                gate_cpu, registry_cpu = time.process_time(), _cpu_s(pid)
                 start = time.perf_counter()
                 task = asyncio.create_task(uplink.run())
-                await _until(lambda: uplink.status()["last_acked_seq"] >= last_seq, 600, "the last ack")
+                # (not status(): it counts the journal's backlog, a scan of every unacknowledged record, each poll)
+                await _until(lambda: uplink.registry_acked_seq >= last_seq, 600, "the last ack")
                 elapsed = time.perf_counter() - start
+                cpu["registry"] = _cpu_s(pid) - registry_cpu
                 await _until(lambda: uplink.journal_acked_seq >= last_seq, 60, "the journal to record the acks")
+                cpu["gate"] = time.process_time() - gate_cpu  # its journal's acks included
                 await _stop(task)
                 return elapsed
 
@@ -160,9 +174,14 @@ def measure_backlog_replay(n: int = 100_000, batch_size: int = 2000) -> dict[str
             stored = store.event_count("gate-a")
     return {
         "events": n,
+        "shape": shape,
         "batch_size": batch_size,
         "seconds": round(elapsed, 3),
         "events_per_s": round(n / elapsed),
+        # CPU each side spent per event (every thread; the gate's until its journal marked the last ack):
+        # what the replay costs, whatever else the machine is doing.
+        "gate_cpu_us_per_event": round(cpu["gate"] / n * 1e6, 2),
+        "registry_cpu_us_per_event": round(cpu["registry"] / n * 1e6, 2),
         "stored_once": stored == n,
         "journal_backlog_after": backlog,
         "transport": "gRPC over loopback, mTLS, registry in its own process",
@@ -424,6 +443,9 @@ def bench_rpc(quick: bool, tickets: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gated.bench.rpc", description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--shape", choices=("static", "day"), default="static", help="the replayed records (gated/bench/replay.py)")
+    parser.add_argument("--batch-size", type=int, default=2000)
+    parser.add_argument("--replay-only", action="store_true", help="only the backlog replay")
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--tickets", type=int, default=1_000_000)
     parser.add_argument("--import-tickets", type=int, default=100_000)
@@ -441,8 +463,11 @@ def main(argv: list[str] | None = None) -> int:
     import structlog
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    if args.replay_only:
+        print(json.dumps(measure_backlog_replay(args.events, args.batch_size, args.shape), indent=2))
+        return 0
     out = {
-        "backlog_replay": measure_backlog_replay(args.events),
+        "backlog_replay": measure_backlog_replay(args.events, args.batch_size, args.shape),
         "propagation": measure_propagation(args.samples),
         "snapshot": measure_snapshot(args.tickets),
         "import": measure_import(args.import_tickets),

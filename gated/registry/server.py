@@ -92,6 +92,7 @@ from gated.validation.cache import IN_PLACE_MAX_OPS, CheckedOps, Delta, Entitlem
 from gated.registry import redeem as registry_redeem
 from gated.registry.changelog import Follower
 from gated.registry.engine import is_url as is_database_url
+from gated.registry.incoming import parse_ahead
 from gated.registry.metrics import RegistryMetrics
 from gated.registry.store import Change, EventBatch, EventConflict, IncomingEvent, RegistryStore, StoredBatch
 
@@ -529,7 +530,7 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
         expect_after: int | None = None
         epoch: int | None = None
         last_ack = 0
-        async for batch in request_iterator:
+        async for batch, events in parse_ahead(request_iterator, gate_id):  # the next batch parsed while this one is stored
             received = time.perf_counter()
             if not batch.events:
                 # Answered like any batch (a client may count acks), and nothing else checked.
@@ -540,23 +541,8 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
             elif batch.journal_epoch != epoch:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                     f"journal_epoch changed within a stream ({epoch:#x} -> {batch.journal_epoch:#x})")
-            events = []
-            previous = batch.after_seq
-            for ev in batch.events:
-                # A record is (this caller's gate id, epoch, seq): event_id is opaque, never parsed.
-                if ev.seq <= previous:
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                        f"event {ev.event_id!r}: seq {ev.seq} does not follow {previous}")
-                try:
-                    kind, payload = check_event(ev)
-                except MalformedEvent as exc:
-                    log.warning("registry_event_refused", gate=gate_id, event_id=ev.event_id, seq=ev.seq, error=str(exc))
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-                previous = ev.seq
-                events.append(IncomingEvent(
-                    ev.event_id, ev.seq, ev.at, kind, ev.lane,
-                    ev.ticket_id if ev.HasField("ticket_id") else None, ev.reason, _encode_payload(payload), payload,
-                ))
+            if isinstance(events, MalformedEvent):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(events))
             if expect_after is None:
                 known, epochs = await self._exclusive(self._gate_known, gate_id, epoch)
                 if epoch not in epochs and epochs:

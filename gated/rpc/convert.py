@@ -55,6 +55,7 @@ __all__ = [
     "MalformedEvent",
     "check_event",
     "event_batch",
+    "event_batch_rows",
     "event_kind",
     "event_payload",
     "key_change_from_proto",
@@ -341,6 +342,35 @@ def key_change_from_proto(msg: pb.WatchKeysResponse) -> KeyChange:
 
 _encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
 
+
+def _made_once(encoder: json.JSONEncoder):
+    """`encoder.encode` for a dict, with the C encoder made once: `encode` makes a new one (and a
+    closure) at every call, which costs more than encoding a small payload. The same text."""
+    make = json.encoder.c_make_encoder
+    if make is None or encoder.indent is not None or encoder.check_circular:
+        return encoder.encode
+    strings = json.encoder.encode_basestring_ascii if encoder.ensure_ascii else json.encoder.encode_basestring
+    c_encoder = make(None, encoder.default, strings, None, encoder.key_separator, encoder.item_separator,
+                     encoder.sort_keys, encoder.skipkeys, encoder.allow_nan)
+    join = "".join
+    return lambda obj: join(c_encoder(obj, 0))
+
+
+#: `_encode_json` for a dict (what a payload and its extra_json are), for the event hot paths.
+payload_text = _made_once(json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False))
+_scan_once = json.JSONDecoder().scan_once
+
+
+def json_value(text: str):
+    """`json.loads(text)` without its per-call set-up (two regular expressions, three calls):
+    for a text that is one JSON value and nothing else, which is what the journal and gates
+    write. Anything else (spaces around it, an error) goes to `json.loads` itself."""
+    try:
+        value, end = _scan_once(text, 0)
+    except StopIteration:
+        return json.loads(text)
+    return value if end == len(text) else json.loads(text)
+
 #: A journal kind and the wire's EventKind and payload case, both ways. The
 #: journal's kinds (gated.journal.KINDS) are exactly these (a test keeps it so).
 EVENT_KINDS: dict[str, tuple[int, str]] = {
@@ -465,6 +495,85 @@ def check_event(event: pb.Event) -> tuple[str, dict]:
 def event_batch(after_seq: int, records: Sequence[Record], journal_epoch: int = 0) -> pb.StreamEventsRequest:
     """Journal records that directly follow `after_seq` in the journal `journal_epoch`, as one stream message."""
     return pb.StreamEventsRequest(after_seq=after_seq, events=[record_to_event(r) for r in records], journal_epoch=journal_epoch)
+
+
+#: Per payload case: the names of its typed fields.
+_FIELD_NAMES = {case: frozenset(fields) for case, (_cls, fields) in _PAYLOADS.items()}
+#: Journaled payload texts lately seen -> the Event keyword arguments that carry them (a door's
+#: decisions repeat the same few payloads all day: read once). Bounded; dropped whole when full.
+_SEEN_LIMIT = 4096
+_payload_kwargs_seen: dict[tuple[str, str], dict] = {}
+#: A batch whose payloads do not repeat (passages, each naming its decision) stops looking them
+#: up once this many missed with under a quarter as many found.
+_SEEN_TRIAL = 64
+
+
+def _payload_kwargs(case: str, payload_json: str) -> dict:
+    """The keyword arguments that put a journaled payload on an Event: {case: its typed fields, "extra_json": the rest}.
+
+    What `record_to_event` makes of it, in one step: typed fields as a dict the message takes
+    whole, the rest (and null values) as extra_json. A value the field does not take is found
+    by the caller (the message refuses the dict); `_payload_kwargs_field_by_field` then decides."""
+    payload = json_value(payload_json)
+    if not payload:
+        return {}
+    names = _FIELD_NAMES[case]
+    if payload.keys() <= names and None not in payload.values():
+        return {case: payload}
+    typed, extra = {}, {}
+    for key, value in payload.items():
+        if value is None or key not in names:
+            extra[key] = value
+        else:
+            typed[key] = value
+    if not typed and "\\" not in payload_json:
+        # All of it is extra, and the journal's text is already that object's text (its
+        # encoder differs from ours only in how it escapes, and there is nothing to escape).
+        return {case: typed, "extra_json": payload_json}
+    return {case: typed, "extra_json": payload_text(extra)}
+
+
+def _payload_kwargs_field_by_field(case: str, payload_json: str) -> dict:
+    msg, extra = _payload_message(case, json.loads(payload_json))
+    return {case: msg, "extra_json": _encode_json(extra)} if extra else {case: msg}
+
+
+def event_batch_rows(gate_id: str, after_seq: int, rows: Sequence[tuple], journal_epoch: int = 0) -> pb.StreamEventsRequest:
+    """`event_batch` for journal rows as `Journal.unacked_rows` reads them: the same message, built
+    with one constructor call per event (no Record, no attribute set one by one).
+
+    Raises ValueError for a kind the contract has no EventKind for."""
+    batch = pb.StreamEventsRequest(after_seq=after_seq, journal_epoch=journal_epoch)
+    add = batch.events.add
+    seen = _payload_kwargs_seen
+    looking, found, missed = True, 0, 0
+    prefix = f"{gate_id}:"
+    for seq, at, kind, lane, ticket_id, reason, payload_json in rows:
+        try:
+            wire_kind, case = EVENT_KINDS[kind]
+        except KeyError:
+            raise ValueError(f"journal record {seq}: kind {kind!r} has no EventKind in the contract") from None
+        key = (case, payload_json)
+        kwargs = seen.get(key) if looking else None
+        if kwargs is None:
+            kwargs = _payload_kwargs(case, payload_json)
+            if looking:
+                missed += 1
+                if missed >= _SEEN_TRIAL and found * 4 < missed:
+                    looking = False
+                if len(seen) >= _SEEN_LIMIT:
+                    seen.clear()
+                seen[key] = kwargs
+        else:
+            found += 1
+        try:
+            add(event_id=prefix + str(seq), seq=seq, at=at, kind=wire_kind, lane=lane or "", ticket_id=ticket_id,
+                reason=reason or "", **kwargs)
+        except (TypeError, ValueError):  # a value of another type than its field: kept, untyped (the message added nothing)
+            kwargs = seen[key] = _payload_kwargs_field_by_field(case, payload_json)
+            add(event_id=prefix + str(seq), seq=seq, at=at, kind=wire_kind, lane=lane or "", ticket_id=ticket_id,
+                reason=reason or "", **kwargs)
+    return batch
 
 
 

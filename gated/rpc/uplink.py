@@ -98,6 +98,8 @@ GATE_ID_METADATA = "gated-gate-id"
 ACKED_SEQ_TRAILER = "gated-acked-seq"
 CONFLICT_SEQ_TRAILER = "gated-conflict-seq"
 MAX_MESSAGE_BYTES = 8 << 20
+#: An event batch is cut at this many bytes: half of gRPC's default 4 MiB receive limit.
+MAX_BATCH_BYTES = 2 << 20
 _SAFETY_SWEEP_S = 30.0
 #: ReportStatus: every STATUS_EVERY_S, and within _STATUS_CHECK_S of a change.
 STATUS_EVERY_S = 5.0
@@ -400,9 +402,14 @@ class Uplink:
                 return 0
             width *= 4
 
-    def _records_since(self, after_seq: int, limit: int) -> list:
-        """Every record after `after_seq`, acknowledged or not (resending what the registry lost)."""
-        return list(itertools.islice(self.journal.since(after_seq, batch=limit), limit))
+    def _event_batch(self, after: int, rows: list[tuple], epoch: int) -> pb.StreamEventsRequest:
+        """The stream message for `rows` (journal rows, from the first): as many as fit in
+        MAX_BATCH_BYTES, so a registry with gRPC's default 4 MiB receive limit takes every batch."""
+        while True:
+            batch = convert.event_batch_rows(self.journal.gate_id, after, rows, epoch)
+            if len(rows) == 1 or batch.ByteSize() <= MAX_BATCH_BYTES:
+                return batch
+            rows = rows[: len(rows) // 2]
 
     async def _send_events(self, stub: pb_grpc.RegistryServiceStub) -> None:
         """One stream per journal epoch, oldest first: a stream carries a single epoch."""
@@ -427,44 +434,55 @@ class Uplink:
             nonlocal sent_high, epoch, epoch_first, finishing
             # From the journal's first unacknowledged record, or after what the registry says it holds.
             cursor = 0 if resend_after is None else resend_after
+            read_rows = self.journal.unacked_rows if resend_after is None else self.journal.rows_since
             after: int | None = None
             epoch_end: int | None = None
-            while True:
-                self._wake.clear()
-                if resend_after is None:
-                    records = await asyncio.to_thread(self.journal.unacked, cursor, self.batch_size)
-                else:
-                    records = await asyncio.to_thread(self._records_since, cursor, self.batch_size)
-                if not records:
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), _SAFETY_SWEEP_S)
-                    except TimeoutError:
-                        pass
-                    continue
-                if epoch is None:
-                    epoch, epoch_first, epoch_end = self.journal.epoch_span(records[0].seq)
-                elif epoch_end is None and epoch != self.journal.epoch:
-                    # An older epoch's tail: this boot's epoch may have begun since the stream took it
-                    # up. Read after the records, so a record seen here has its epoch row seen too.
-                    epoch_end = (await asyncio.to_thread(self.journal.epoch_span, epoch_first))[2]
-                if epoch_end is not None:
-                    records = [r for r in records if r.seq < epoch_end]
-                    if not records:
-                        # This epoch is all sent: once it is acknowledged, a new stream takes the next.
-                        finishing = True
-                        while self._registry_acked < sent_high:
-                            progress.clear()
-                            await progress.wait()
-                        await call.done_writing()
-                        return
-                if after is None:
-                    # Within the epoch: its first record follows nothing the registry holds of it.
-                    after = await asyncio.to_thread(self._previous_seq, records[0].seq, max(0, epoch_first - 1))
-                batch = convert.event_batch(after, records, epoch)
-                await window.acquire()
-                sent_high = self._sent_seq = records[-1].seq
-                await call.write(batch)
-                after = cursor = records[-1].seq
+            ahead: asyncio.Future | None = None  # the next batch's read, started before this batch goes out
+
+            def read_from(seq: int) -> asyncio.Future:
+                self._wake.clear()  # an append from now on wakes the sweep below, read or not
+                return asyncio.ensure_future(asyncio.to_thread(read_rows, seq, self.batch_size))
+
+            try:
+                while True:
+                    if ahead is None:
+                        ahead = read_from(cursor)
+                    rows, ahead = await ahead, None
+                    if not rows:
+                        try:
+                            await asyncio.wait_for(self._wake.wait(), _SAFETY_SWEEP_S)
+                        except TimeoutError:
+                            pass
+                        continue
+                    if epoch is None:
+                        epoch, epoch_first, epoch_end = self.journal.epoch_span(rows[0][0])
+                    elif epoch_end is None and epoch != self.journal.epoch:
+                        # An older epoch's tail: this boot's epoch may have begun since the stream took it
+                        # up. Read after the records, so a record seen here has its epoch row seen too.
+                        epoch_end = (await asyncio.to_thread(self.journal.epoch_span, epoch_first))[2]
+                    if epoch_end is not None:
+                        rows = [r for r in rows if r[0] < epoch_end]
+                        if not rows:
+                            # This epoch is all sent: once it is acknowledged, a new stream takes the next.
+                            finishing = True
+                            while self._registry_acked < sent_high:
+                                progress.clear()
+                                await progress.wait()
+                            await call.done_writing()
+                            return
+                    if after is None:
+                        # Within the epoch: its first record follows nothing the registry holds of it.
+                        after = await asyncio.to_thread(self._previous_seq, rows[0][0], max(0, epoch_first - 1))
+                    # Built off the loop (the lanes decide on it meanwhile), while the next batch is read.
+                    batch = await asyncio.to_thread(self._event_batch, after, rows, epoch)
+                    after = cursor = batch.events[-1].seq
+                    ahead = read_from(cursor)
+                    await window.acquire()
+                    sent_high = self._sent_seq = cursor
+                    await call.write(batch)
+            finally:
+                if ahead is not None:
+                    ahead.cancel()
 
         async def read() -> None:
             try:

@@ -1,0 +1,170 @@
+"""A gate's backlog on the wire: the batches built straight from journal rows (one constructor call an
+event, the next batch read while this one goes out) carry exactly what record-by-record conversion
+carried, down to the byte; a batch never outgrows what a registry with gRPC's default 4 MiB receive
+limit takes; and a replay through such a registry stores every record once, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+
+import grpc
+import pytest
+
+from gated.journal import Journal
+from gated.registry.server import RegistryService
+from gated.registry.store import RegistryStore
+from gated.rpc import convert
+from gated.rpc.uplink import MAX_BATCH_BYTES
+from gated.rpc.v1 import registry_pb2_grpc as pb_grpc
+from tests.rpc_helpers import Gate, until
+
+pytestmark = pytest.mark.timeout(60)
+
+REG_NO = 5205320758  # a 10-digit registration number
+RANDOM_63 = 0x5DEECE66D3A1B2C9 & ((1 << 63) - 1)
+HIGH_U64 = (1 << 64) - 25  # stored by the journal as a negative i64
+
+
+def journaled_day(journal: Journal, scans: int, seed: int = 7) -> None:
+    """Scans at a turnstile pair and a desk: admissions and their passages (by decision_seq), entries
+    nobody walked through for, denials (absent ids too), lunches; ids in the four shapes a show brings."""
+    rng = random.Random(seed)
+    held = [100_001 + i for i in range(20)] + [REG_NO + 7 * i for i in range(20)] + \
+           [1_000_000 * k + n for k in (1, 2, 3, 4) for n in range(5)] + [rng.getrandbits(63) for _ in range(20)] + [HIGH_U64]
+    at = 1_764_230_400.0
+    for i in range(scans):
+        at += 0.25
+        tid = rng.choice(held)
+        scan = {"code_kind": rng.choice(("dynamic", "static")), "category": "guest", "zone": "hall-a", "direction": "in",
+                "mode": "turnstile", "source": "in-1-scanner", "length": 54, "truncated": False}
+        roll = rng.random()
+        if roll < 0.1:
+            journal.append("decision", at=at, lane="in-1", ticket_id=tid + 1, reason="unknown_ticket",
+                           payload={**scan, "category": None})
+        elif roll < 0.2:
+            rid = f"{rng.getrandbits(128):032x}"
+            seq = journal.append("decision", at=at, lane="desk-1", ticket_id=tid, reason="ok",
+                                 payload={**scan, "mode": "handheld", "benefit": "lunch_day1", "redemption_id": rid,
+                                          "authority": "local"}).seq
+            journal.append("redemption", at=at + 0.1, lane="desk-1", ticket_id=tid, reason="ok", payload={
+                "ticket_id": tid, "zone": "hall-a", "direction": "in", "entries_used": 1, "inside": ["hall-a"],
+                "benefit": "lunch_day1", "benefit_remaining": 0, "confirmed": False, "decision_seq": seq,
+                "redemption_id": rid, "authority": "local"})
+        else:
+            seq = journal.append("decision", at=at, lane="in-1", ticket_id=tid, reason="ok", payload=scan).seq
+            if roll < 0.3:
+                journal.append("not_passed", at=at + 5, lane="in-1", ticket_id=tid, reason="ok", payload={
+                    "zone": "hall-a", "direction": "in", "decided_at": at, "gate_stopping": False, "decision_seq": seq})
+            else:
+                journal.append("passage", at=at + 1.5, lane="in-1", ticket_id=tid, reason="ok", payload={
+                    "ticket_id": tid, "zone": "hall-a", "direction": "in", "entries_used": 1, "inside": ["hall-a"],
+                    "benefit": None, "benefit_remaining": None, "confirmed": True, "decision_seq": seq})
+    # and what a lane rarely journals: no lane, no ticket, no reason, no payload, a boot, an emergency
+    journal.append("boot", at=at + 9, payload={"after": "no_clean_stop", "catchup_wait_s": 3.0})
+    journal.append("emergency", at=at + 10, payload={"active": True, "source": "input"})
+    journal.append("manual_open", at=at + 11, lane="in-1")
+
+
+def odd_payloads(journal: Journal) -> None:
+    """Values a typed field does not take, nulls, unknown keys, text beyond ASCII, nesting: each kept as before."""
+    for kind, payload in [
+        ("decision", {"code_kind": "static", "length": "54", "truncated": 1, "typed": 0}),       # a str for a uint32
+        ("decision", {"length": 3.5, "category": None, "zone": "Halle Süd", "source": "扫描器"}),  # a float for a uint32
+        ("decision", {"lookup_seq": -1, "registry_remaining": 1 << 40}),                          # out of range
+        ("decision", {"code": "static", "lane_seq": 7}),                                          # no typed key at all
+        ("decision", {"code_kind": ["static"], "mode": {"turnstile": True}}),                      # a list, a dict for strings
+        ("passage", {"zone": "hall-a", "inside": "hall-a", "ticket_id": 1 << 64}),                # a str for a repeated field
+        ("passage", {"zone": "hall-a", "inside": 5, "decision_seq": True, "nested": {"a": [1, {"b": None}]}}),
+        ("passage", {"zone": "hall-a", "lane_temp_c": 41.5, "decision_seq": -1, "benefit": None}),
+        ("not_passed", {"zone": "hall-a", "decided_at": 7, "gate_stopping": "yes"}),               # an int for a double
+        ("phone_lookup", {"matches": 2, "ticket_ids": [3_000_017, REG_NO, HIGH_U64]}),
+        ("phone_lookup", {"ticket_ids": [1, "two"]}),
+        ("redemption", {}),
+        ("decision", {"quote": "say \"ok\"\\ \u2028 \x01", "emoji": "🎟️"}),
+    ]:
+        for _ in range(2):  # twice: the second one comes from what the first left behind
+            journal.append(kind, at=1_764_230_400.5, lane="in-1", ticket_id=RANDOM_63, reason="ok", payload=payload)
+
+
+def batches_both_ways(journal: Journal, size: int) -> list[tuple[bytes, bytes]]:
+    out, cursor, after = [], 0, 0
+    while records := journal.unacked(cursor, size):
+        rows = journal.unacked_rows(cursor, size)
+        before = convert.event_batch(after, records, journal.epoch)
+        now = convert.event_batch_rows(journal.gate_id, after, rows, journal.epoch)
+        out.append((before.SerializeToString(), now.SerializeToString()))
+        after = cursor = records[-1].seq
+    return out
+
+
+def test_a_days_backlog_goes_on_the_wire_exactly_as_record_by_record_conversion_sent_it(tmp_path):
+    with Journal(tmp_path / "j.db", "gate-a", checkpoint_every_s=None) as journal:
+        journaled_day(journal, 1500)
+        odd_payloads(journal)
+        batches = batches_both_ways(journal, 400)
+        assert len(batches) >= 5
+        for before, now in batches:
+            assert now == before
+        # the ids as journaled, u64 above 2**63 included, and the odd values as extra_json
+        wire = [convert.event_batch_rows("gate-a", 0, journal.unacked_rows(0, 10_000), journal.epoch)]
+        tickets = {ev.ticket_id for ev in wire[0].events if ev.HasField("ticket_id")}
+        assert HIGH_U64 in tickets and REG_NO in tickets and RANDOM_63 in tickets
+        odd = [ev for ev in wire[0].events if ev.extra_json and "length" in json.loads(ev.extra_json)]
+        assert json.loads(odd[0].extra_json) == {"length": "54"} and odd[0].decision.code_kind == "static"
+
+
+def test_a_kind_the_contract_does_not_know_is_refused_as_before(tmp_path):
+    with Journal(tmp_path / "j.db", "gate-a", checkpoint_every_s=None) as journal:
+        journal.append("decision", at=1.0, payload={"code_kind": "static"})
+        journal.append("coffee_break", at=2.0)
+        with pytest.raises(ValueError, match="journal record 2: kind 'coffee_break' has no EventKind") as now:
+            convert.event_batch_rows("gate-a", 0, journal.unacked_rows(), journal.epoch)
+        with pytest.raises(ValueError) as before:
+            convert.event_batch(0, journal.unacked(), journal.epoch)
+        assert str(now.value) == str(before.value)
+
+
+def test_a_batch_of_large_records_is_cut_below_half_of_grpcs_default_limit(tmp_path):
+    with Journal(tmp_path / "j.db", "gate-a", checkpoint_every_s=None) as journal:
+        for i in range(600):  # 600 records of ~10 kB: 6 MB as one batch
+            journal.append("decision", at=1.0 + i, lane="desk-1", ticket_id=REG_NO + i, reason="ok",
+                           payload={"note": f"{i:05d}" + "x" * 10_000})
+        gate = Gate(tmp_path, "gate-b", 1, None)  # an uplink that never runs: its batch builder only
+        rows = journal.unacked_rows(0, 2000)
+        batch = gate.uplink._event_batch(0, rows, journal.epoch)
+        assert 0 < batch.ByteSize() <= MAX_BATCH_BYTES
+        assert [ev.seq for ev in batch.events] == [row[0] for row in rows[: len(batch.events)]]
+        assert len(batch.events) < len(rows)
+        gate.journal.close()
+
+
+def test_a_backlog_of_large_records_replays_through_a_registry_with_grpcs_default_receive_limit(tmp_path):
+    """Another vendor's registry with gRPC's defaults (4 MiB per message): every batch is taken, every record stored once."""
+    async def day():
+        store = RegistryStore(tmp_path / "registry.db")
+        service = RegistryService(store, tls=False)
+        service.load()
+        server = grpc.aio.server()  # gRPC's defaults
+        pb_grpc.add_RegistryServiceServicer_to_server(service, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        gate = Gate(tmp_path, "gate-a", port, None, batch_size=2000)
+        for start in range(0, 1200, 100):  # 1,200 records of ~8 kB (9.6 MB) wait in the journal
+            await asyncio.gather(*(
+                gate.journal.append_async("badge_printed", at=1_764_230_400.0 + i, lane="desk-1", ticket_id=REG_NO + i,
+                                          reason="ok", payload={"serial": 1, "kid": 1, "layout": "x" * 8000})
+                for i in range(start, start + 100)))
+        gate.start()
+        try:
+            await until(lambda: gate.journal.backlog() == 0, timeout=30, what="the backlog acknowledged")
+            with RegistryStore(tmp_path / "registry.db", create=False) as reader:
+                assert reader.event_ids("gate-a") == [f"gate-a:{seq}" for seq in range(1, 1201)]
+            assert gate.uplink.sessions == 1  # no batch was refused (a refusal ends the session)
+        finally:
+            await gate.stop()
+            await server.stop(None)
+            store.close()
+
+    asyncio.run(asyncio.wait_for(day(), 45))
