@@ -62,7 +62,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -77,7 +76,6 @@ from gated.rpc.convert import (
     REDEEM_OUTCOMES,
     KeyChange,
     MalformedEvent,
-    check_event,
     GateStatus,
     gate_status_from_proto,
     key_change_to_proto,
@@ -98,7 +96,6 @@ from gated.registry.store import Change, EventBatch, EventConflict, IncomingEven
 
 log = structlog.get_logger()
 
-_encode_payload = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
 
 GATE_ID_METADATA = "gated-gate-id"
 ACKED_SEQ_TRAILER = "gated-acked-seq"
