@@ -117,10 +117,13 @@ def registry_serve(db: Path | str, serve_args: Sequence[str], log_path: Path,
 
 
 @contextlib.contextmanager
-def _registry_process(db: Path, certs: VenueCerts) -> Iterator[int]:
-    """The registry of these measurements, with mTLS (the venue's certificates); yields the port."""
+def _registry_process(db: Path, certs: VenueCerts, started: list | None = None) -> Iterator[int]:
+    """The registry of these measurements, with mTLS (the venue's certificates); yields the port
+    (and appends the `Served`, its pid with it, to `started`)."""
     with registry_serve(db, ["--tls-ca", str(certs.ca), "--tls-cert", str(certs.registry.cert),
                              "--tls-key", str(certs.registry.key)], db.with_suffix(".log")) as served:
+        if started is not None:
+            started.append(served)
         yield served.port
 
 
