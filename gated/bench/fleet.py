@@ -8,7 +8,8 @@ a passage "in" (one batch), on one of the gate's own tickets (ids in blocks,
 1_000_000*k + n: gate k's tickets, unlimited entries), at `scans_per_s` per gate
 with a random phase. The registry is `gated registry serve` in its own process,
 on an SQLite file or a fresh PostgreSQL database (`GATED_BENCH_POSTGRES` or
-`GATED_TEST_POSTGRES`).
+`GATED_TEST_POSTGRES`); with `instances` K above 1, K such processes on one
+PostgreSQL database (following one change log), gate k on instance k mod K.
 
 What it reports:
 
@@ -19,7 +20,10 @@ What it reports:
   every other gate whose version holds it (the ack names that version) —
   p50/p99 over (passage, gate) pairs, and p99 of the time until *all* gates
   have it;
-- cpu: the registry process's CPU over the sending time (percent of one CPU);
+- cpu: each registry process's CPU over the sending time (percent of one CPU);
+- per instance (K above 1): its gates, CPU, events stored from its gates, their
+  ack latency, and the fan-out to its gates; and the fan-out across instances
+  (a passage written at a gate on one instance, received at a gate on another);
 - lost / duplicated, from the database after the drain: events acknowledged
   and not stored, or stored beyond what was sent; per ticket, entries counted
   short of (or beyond) the passages stored. `unacked`: sent and still not
@@ -36,14 +40,10 @@ import asyncio
 import bisect
 import contextlib
 import math
-import os
 import random
 import secrets
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -77,56 +77,27 @@ def ticket_of(gate: int, n: int) -> int:
 # ------------------------------------------------------------ registry
 
 
-@contextlib.contextmanager
-def _registry_process(db: Path | str, log_path: Path) -> Iterator[tuple[int, int]]:
-    """`gated registry serve` (plaintext, pages off) on an ephemeral port: yields (port, pid)."""
-    with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gated", "registry", "serve", "--db", str(db), "--listen", "127.0.0.1:0",
-             "--plaintext", "--http", "off"],
-            stdout=log_file, stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + _READY_TIMEOUT_S
-        port = None
-        while port is None:
-            for line in log_path.read_text().splitlines():
-                if line.startswith("registry listening on "):
-                    port = int(line.split()[3].rpartition(":")[2])
-            if port is None:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the registry did not start: {log_path.read_text()[-2000:]}")
-                time.sleep(0.05)
-        yield port, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 # ----------------------------------------------------------- load side
 
 
-def _load_process(port: int, gates: list[int], version: int, scans_per_s: float, seconds: float,
+def instance_of(gate: int, instances: int) -> int:
+    """The registry instance gate `gate` talks to: round-robin."""
+    return gate % instances
+
+
+def _load_process(ports: list[int], gates: list[int], version: int, scans_per_s: float, seconds: float,
                   start_at: float, seed: int) -> dict[str, Any]:
-    """One load process: its gates' streams and watches (runs in a child process)."""
+    """One load process: its gates' streams and watches, each gate on instance `instance_of(gate)`
+    (runs in a child process)."""
     import logging
 
     import structlog
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
-    return asyncio.run(_run_gates(port, gates, version, scans_per_s, seconds, start_at, seed))
+    return asyncio.run(_run_gates(ports, gates, version, scans_per_s, seconds, start_at, seed))
 
 
-async def _run_gates(port: int, gates: list[int], version: int, scans_per_s: float, seconds: float,
+async def _run_gates(ports: list[int], gates: list[int], version: int, scans_per_s: float, seconds: float,
                      start_at: float, seed: int) -> dict[str, Any]:
     import grpc
 
@@ -135,9 +106,13 @@ async def _run_gates(port: int, gates: list[int], version: int, scans_per_s: flo
     from gated.rpc.v1 import registry_pb2_grpc as pb_grpc
 
     rng = random.Random(seed)
-    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=channel_options())
-                for _ in range(max(1, math.ceil(len(gates) / GATES_PER_CHANNEL)))]
-    stubs = [pb_grpc.RegistryServiceStub(c) for c in channels]
+    channels, stub_of = [], {}
+    for instance, port in enumerate(ports):  # GATES_PER_CHANNEL gates share a channel to their instance
+        on_it = [g for g in gates if instance_of(g, len(ports)) == instance]
+        for first in range(0, len(on_it), GATES_PER_CHANNEL):
+            channels.append(grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=channel_options()))
+            stub = pb_grpc.RegistryServiceStub(channels[-1])
+            stub_of.update((g, stub) for g in on_it[first:first + GATES_PER_CHANNEL])
     out: dict[str, Any] = {"gates": {}, "errors": []}
     watching = 0
     all_watching = asyncio.Event()
@@ -228,11 +203,10 @@ async def _run_gates(port: int, gates: list[int], version: int, scans_per_s: flo
 
     stop = asyncio.Event()
     records = {g: {"passages": [], "ack_s": [], "versions": {}, "seen": [], "sent": 0, "acked": 0, "ins": {}} for g in gates}
-    watchers = [asyncio.create_task(watch(g, stubs[i // GATES_PER_CHANNEL], records[g]["seen"], stop))
-                for i, g in enumerate(gates)]
+    watchers = [asyncio.create_task(watch(g, stub_of[g], records[g]["seen"], stop)) for g in gates]
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(all_watching.wait(), 30)
-    await asyncio.gather(*(send(g, stubs[i // GATES_PER_CHANNEL], records[g]) for i, g in enumerate(gates)))
+    await asyncio.gather(*(send(g, stub_of[g], records[g]) for g in gates))
     await asyncio.sleep(1.0)  # the last deltas reach the watches
     stop.set()
     for task in watchers:
@@ -262,11 +236,15 @@ def _database(store: str, tmp: Path):
 
 
 def run_fleet(gates: int, scans_per_s: float, seconds: float = 10.0, *, store: str = "sqlite",
-              processes: int | None = None) -> dict[str, Any]:
-    """One fleet run; the JSON object `gated bench fleet --json` prints."""
+              processes: int | None = None, instances: int = 1) -> dict[str, Any]:
+    """One fleet run; the JSON object `gated bench fleet --json` prints. `instances` registry processes
+    serve one database (PostgreSQL when more than one), the gates spread round-robin over them."""
+    from gated.bench.rpc import _cpu_s, registry_serve
     from gated.registry.store import RegistryStore
     from gated.validation.cache import TicketRecord
 
+    if instances < 1 or (instances > 1 and store != "postgres"):
+        raise ValueError("several registry instances share one PostgreSQL database: --instances above 1 needs --store postgres")
     processes = processes or max(1, min(4, math.ceil(gates / 100)))
     with tempfile.TemporaryDirectory(prefix="gated-fleet-") as tmp_name:
         tmp = Path(tmp_name)
@@ -275,17 +253,21 @@ def run_fleet(gates: int, scans_per_s: float, seconds: float = 10.0, *, store: s
                 s.put_tickets([(TicketRecord(ticket_id=ticket_of(g, n), category="guest", zones=(ZONE,)), "")
                                for g in range(gates) for n in range(1, TICKETS_PER_GATE + 1)], record_changes=False)
                 version = s.version
-            with _registry_process(db, tmp / "registry.log") as (port, pid):
+            with contextlib.ExitStack() as running:
+                served = [running.enter_context(registry_serve(db, ("--plaintext", "--http", "off"),
+                                                               tmp / f"registry-{i}.log", _READY_TIMEOUT_S))
+                          for i in range(instances)]
+                ports = [r.port for r in served]
                 slices = [list(range(gates))[i::processes] for i in range(processes)]
                 start_at = time.time() + 2.0 + gates / 200  # every watch open first
                 with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
-                    cpu_before, wall_before = None, None
-                    futures = [pool.submit(_load_process, port, sl, version, scans_per_s, seconds, start_at, i)
+                    futures = [pool.submit(_load_process, ports, sl, version, scans_per_s, seconds, start_at, i)
                                for i, sl in enumerate(slices) if sl]
                     time.sleep(max(0.0, start_at - time.time()))
-                    cpu_before, wall_before = _cpu_seconds(pid), time.monotonic()
+                    cpu_before, wall_before = [_cpu_s(r.pid) for r in served], time.monotonic()
                     time.sleep(seconds)
-                    cpu = (_cpu_seconds(pid) - cpu_before) / (time.monotonic() - wall_before)
+                    wall = time.monotonic() - wall_before
+                    cpu = [(_cpu_s(r.pid) - before) / wall for r, before in zip(served, cpu_before)]
                     results = [f.result() for f in futures]
             with RegistryStore(db, create=False) as s:
                 stored = dict(s.conn.execute("SELECT gate_id, count(*) FROM events GROUP BY gate_id").fetchall())
@@ -316,12 +298,16 @@ def _report(gates, scans_per_s, seconds, store, processes, results, stored, pass
             lost += max(0, stored_in - counted)
             duplicated += max(0, counted - stored_in)
     acks = [a for r in per_gate.values() for a in r["ack_s"]]
-    # Fan-out: each sampled passage, at every other gate, the first delta holding its version.
+    # Fan-out: each sampled passage, at every other gate, the first delta holding its version
+    # (one version sequence over every instance: the change log's).
+    instances = len(cpu)
     seen = {g: ([v for v, _ in r["seen"]], [t for _, t in r["seen"]]) for g, r in per_gate.items()}
     passages = [(g, t, v) for g, r in per_gate.items() for t, v in r["passages"]]
     rng = random.Random(7)
     sample = passages if len(passages) <= _FANOUT_SAMPLES else rng.sample(passages, _FANOUT_SAMPLES)
     pairs, everywhere, missing = [], [], 0
+    to_instance: list[list[float]] = [[] for _ in range(instances)]  # by the receiving gate's instance
+    across: list[float] = []  # written at a gate on one instance, received at a gate on another
     for g, written, version in sample:
         if version is None:
             missing += 1
@@ -335,44 +321,78 @@ def _report(gates, scans_per_s, seconds, store, processes, results, stored, pass
                 missing += 1
                 worst = math.inf
                 continue
-            pairs.append(times[i] - written)
-            worst = max(worst, times[i] - written)
+            delay = times[i] - written
+            pairs.append(delay)
+            to_instance[instance_of(other, instances)].append(delay)
+            if instance_of(other, instances) != instance_of(g, instances):
+                across.append(delay)
+            worst = max(worst, delay)
         everywhere.append(worst)
+    per_instance = []
+    for i in range(instances):
+        on_it = [g for g in per_gate if instance_of(g, instances) == i]
+        its_acks = [a for g in on_it for a in per_gate[g]["ack_s"]]
+        per_instance.append({
+            "gates": len(on_it), "cpu_percent": round(cpu[i] * 100, 1),
+            "events_stored": sum(stored.get(f"fleet-{g}", 0) for g in on_it),
+            "ack_p50_ms": _ms(_percentile(its_acks, 50)), "ack_p99_ms": _ms(_percentile(its_acks, 99)),
+            "fanout_to_its_gates_p50_ms": _ms(_percentile(to_instance[i], 50)),
+            "fanout_to_its_gates_p99_ms": _ms(_percentile(to_instance[i], 99)),
+        })
     return {
-        "store": store, "gates": gates, "scans_per_s": scans_per_s, "seconds": seconds, "load_processes": processes,
-        "data": f"{TICKETS_PER_GATE} tickets per gate, ids 1_000_000*k+n; each scan a decision and a passage in (one batch)",
+        "store": store, "gates": gates, "instances": instances, "scans_per_s": scans_per_s, "seconds": seconds,
+        "load_processes": processes,
+        "data": f"{TICKETS_PER_GATE} tickets per gate, ids 1_000_000*k+n; each scan a decision and a passage in (one batch)"
+                + (f"; gate k on instance k mod {instances}" if instances > 1 else ""),
         "events_sent": sent,
         "events_per_s": round(sum(stored.values()) / seconds, 1),
         "ack_p50_ms": _ms(_percentile(acks, 50)), "ack_p99_ms": _ms(_percentile(acks, 99)),
         "fanout_p50_ms": _ms(_percentile(pairs, 50)), "fanout_p99_ms": _ms(_percentile(pairs, 99)),
         "fanout_all_gates_p99_ms": _ms(_percentile(everywhere, 99)) if everywhere and math.isfinite(max(everywhere)) else None,
-        "fanout_samples": len(sample), "fanout_missed": missing,
-        "registry_cpu_percent": [round(cpu * 100, 1)],
+        "fanout_across_instances_p50_ms": _ms(_percentile(across, 50)),
+        "fanout_across_instances_p99_ms": _ms(_percentile(across, 99)),
+        "fanout_samples": len(sample), "fanout_pairs": len(pairs), "fanout_missed": missing,
+        "registry_cpu_percent": [round(c * 100, 1) for c in cpu],
+        "per_instance": per_instance,
         "lost": lost, "duplicated": duplicated, "unacked": unacked, "errors": errors[:10],
     }
 
 
-def sweep(scans_per_s: float, seconds: float, store: str, sizes: list[int]) -> dict[str, Any]:
+def sweep(scans_per_s: float, seconds: float, store: str, sizes: list[int], instances: int = 1) -> dict[str, Any]:
     runs, knee = [], None
     for n in sizes:
-        r = run_fleet(n, scans_per_s, seconds, store=store)
+        r = run_fleet(n, scans_per_s, seconds, store=store, instances=instances)
         runs.append(r)
         p99 = r["fanout_p99_ms"]
         if p99 is not None and p99 <= KNEE_FANOUT_P99_MS and r["lost"] == r["duplicated"] == r["unacked"] == 0 and not r["errors"]:
             knee = n
         else:
             break
-    return {"store": store, "scans_per_s": scans_per_s, "knee_gates": knee, "criterion": "fan-out p99 to all gates <= 100 ms, nothing lost or doubled",
-            "runs": runs}
+    return {"store": store, "instances": instances, "scans_per_s": scans_per_s, "knee_gates": knee,
+            "criterion": "fan-out p99 to all gates <= 100 ms, nothing lost or doubled", "runs": runs}
 
 
 def format_fleet(r: dict[str, Any]) -> str:
     if "runs" in r:
-        lines = [f"fleet sweep on {r['store']}, {r['scans_per_s']} scans/s per gate: knee at {r['knee_gates']} gates ({r['criterion']})"]
+        lines = [f"fleet sweep on {r['store']}, {_instances(r['instances'])}, {r['scans_per_s']} scans/s per gate: "
+                 f"knee at {r['knee_gates']} gates ({r['criterion']})"]
         lines += ["  " + format_fleet(run) for run in r["runs"]]
         return "\n".join(lines)
-    return (f"{r['gates']} gates x {r['scans_per_s']} scans/s on {r['store']} for {r['seconds']} s: "
+    line = (f"{r['gates']} gates x {r['scans_per_s']} scans/s on {r['store']}, {_instances(r['instances'])}, for {r['seconds']} s: "
             f"{r['events_per_s']:,} events/s stored; ack p50 {r['ack_p50_ms']} ms p99 {r['ack_p99_ms']} ms; "
-            f"fan-out p50 {r['fanout_p50_ms']} ms p99 {r['fanout_p99_ms']} ms (all gates p99 {r['fanout_all_gates_p99_ms']} ms); "
-            f"registry CPU {r['registry_cpu_percent'][0]}%; lost {r['lost']}, duplicated {r['duplicated']}, unacked {r['unacked']}"
+            f"fan-out p50 {r['fanout_p50_ms']} ms p99 {r['fanout_p99_ms']} ms (all gates p99 {r['fanout_all_gates_p99_ms']} ms"
+            + (f"; across instances p50 {r['fanout_across_instances_p50_ms']} ms p99 {r['fanout_across_instances_p99_ms']} ms"
+               if r["instances"] > 1 else "")
+            + f"); registry CPU {' + '.join(f'{c}%' for c in r['registry_cpu_percent'])}; "
+            f"lost {r['lost']}, duplicated {r['duplicated']}, unacked {r['unacked']}"
             + (f"; errors: {'; '.join(r['errors'])}" if r["errors"] else ""))
+    if r["instances"] > 1:
+        line += "".join(f"\n    instance {i}: {m['gates']} gates, CPU {m['cpu_percent']}%, {m['events_stored']:,} events stored, "
+                        f"ack p50 {m['ack_p50_ms']} ms p99 {m['ack_p99_ms']} ms, fan-out to its gates p50 "
+                        f"{m['fanout_to_its_gates_p50_ms']} ms p99 {m['fanout_to_its_gates_p99_ms']} ms"
+                        for i, m in enumerate(r["per_instance"]))
+    return line
+
+
+def _instances(n: int) -> str:
+    return "1 registry instance" if n == 1 else f"{n} registry instances"

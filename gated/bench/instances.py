@@ -16,104 +16,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gated.bench.rpc import _percentile, _stop, _until
-from gated.clock import GateClock
+from gated.bench.rpc import _KEY, _percentile, admit_and_wait, registry_serve
 from gated.config import UplinkSection
-from gated.journal import Journal
-from gated.rpc.uplink import Uplink
-from gated.validation import EntitlementCache, KeyRing, Lane, Policy, TicketRecord, Validator
-from gated.validation.token import mint_static
+from gated.validation import TicketRecord
 
 __all__ = ["measure_cross_instance"]
 
-_KEY = bytes(range(32))
 FIRST = 5205320758
+_SERVE = ("--plaintext", "--http", "off")
+_READY_TIMEOUT_S = 120.0
 
 
-@contextlib.contextmanager
-def _instance(url: str, log_path: Path) -> Iterator[int]:
-    """`gated registry serve --db url` on an ephemeral loopback port; yields the port."""
-    with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gated", "registry", "serve", "--db", url, "--listen", "127.0.0.1:0",
-             "--plaintext", "--http", "off"], stdout=log_file, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        port = None
-        while port is None:
-            found = re.search(r"^registry listening on 127\.0\.0\.1:(\d+)", log_path.read_text(), re.MULTILINE)
-            if found:
-                port = int(found.group(1))
-            elif proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the registry did not start: {log_path.read_text()[-2000:]}")
-            else:
-                time.sleep(0.05)
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-async def _propagate(tmp: Path, ports: dict[str, int], tickets: list[int], interval_s: float) -> list[float]:
-    lane = Lane("in-1", "hall-a")
-    arrived: dict[int, float] = {}
-    waiting: dict[int, float] = {}
-    gates = {}
-
-    def seen_at_b(snapshot: bool = False) -> None:
-        cache = gates["gate-b"][1]
-        for ticket_id in list(waiting):
-            rec = cache.get(ticket_id)
-            if rec is not None and rec.inside:
-                arrived[ticket_id] = time.perf_counter() - waiting.pop(ticket_id)
-
-    tasks = []
-    for gate_id, port in ports.items():
-        journal = Journal(tmp / f"{gate_id}-{tickets[0]}.db", gate_id, checkpoint_every_s=None)
-        cache, ring = EntitlementCache(), KeyRing()
-        settings = UplinkSection(f"127.0.0.1:{port}", True, None, None, None, 1.0)
-        uplink = Uplink(gate_id, journal, cache, ring, GateClock(), settings,
-                        on_cache_changed=seen_at_b if gate_id == "gate-b" else None)
-        policy = Policy(rate_burst=len(tickets) + 1, rate_per_s=1000.0)
-        gates[gate_id] = (journal, cache, ring, uplink, Validator(ring, cache, policy))
-        tasks.append(asyncio.create_task(uplink.run()))
-    try:
-        for journal, cache, ring, uplink, _ in gates.values():
-            await _until(lambda c=cache, r=ring: c.get(tickets[-1]) is not None and len(r) == 1, 60, "both gates in sync")
-        journal, _cache, _ring, uplink, validator = gates["gate-a"]
-        for ticket_id in tickets:
-            decision = validator.decide(mint_static(_KEY, 1, ticket_id, 0), lane, time.time())
-            if not decision.admitted:
-                raise RuntimeError(f"ticket {ticket_id}: {decision.reason}")
-            usage = validator.commit(decision)
-            payload = {**usage._asdict(), "direction": str(usage.direction), "inside": list(usage.inside)}
-            waiting[ticket_id] = time.perf_counter()
-            await journal.append_async("passage", at=decision.at, lane=lane.id, ticket_id=ticket_id, payload=payload)
-            uplink.wake()
-            await _until(lambda t=ticket_id: t in arrived, 10, f"ticket {ticket_id} at gate B")
-            await asyncio.sleep(interval_s)
-    finally:
-        for task in tasks:
-            await _stop(task)
-        for journal, *_ in gates.values():
-            journal.close()
-    return [arrived[t] for t in tickets]
+def _plaintext(port: int) -> UplinkSection:
+    return UplinkSection(f"127.0.0.1:{port}", True, None, None, None, 1.0)
 
 
 def _figures(delays: list[float]) -> dict[str, Any]:
@@ -137,9 +59,12 @@ def measure_cross_instance(url: str, samples: int = 200, interval_s: float = 0.0
         store.add_key(1, _KEY)
     with tempfile.TemporaryDirectory(prefix="gated-instances-") as tmp:
         tmp = Path(tmp)
-        with _instance(url, tmp / "a.log") as port_a, _instance(url, tmp / "b.log") as port_b:
-            across = asyncio.run(_propagate(tmp, {"gate-a": port_a, "gate-b": port_b}, ids[:samples], interval_s))
-            same = asyncio.run(_propagate(tmp, {"gate-a": port_a, "gate-b": port_a}, ids[samples:], interval_s))
+        with registry_serve(url, _SERVE, tmp / "a.log", _READY_TIMEOUT_S) as a, \
+                registry_serve(url, _SERVE, tmp / "b.log", _READY_TIMEOUT_S) as b:
+            across = asyncio.run(admit_and_wait(tmp, {"gate-a": _plaintext(a.port), "gate-b": _plaintext(b.port)},
+                                                ids[:samples], interval_s))
+            same = asyncio.run(admit_and_wait(tmp, {"gate-a": _plaintext(a.port), "gate-b": _plaintext(a.port)},
+                                              ids[samples:], interval_s))
     return {
         "across_instances": _figures(across),
         "one_instance": _figures(same),

@@ -21,6 +21,12 @@ dict of plain numbers:
   number and the largest size of the update messages, and that it reached
   the registry's final version.
 
+The pieces the other measurements share live here too: `registry_serve`
+(`gated registry serve` in its own process, given its arguments, until it
+listens), `BenchGate` (a gate without devices, its uplink running) and
+`admit_and_wait` (gate A admits, the time until gate B holds it; the
+instances bench runs it across two registry instances).
+
 Run standalone: `python -m gated.bench.rpc [--quick]` prints one JSON object.
 """
 
@@ -32,12 +38,14 @@ import contextlib
 import json
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +62,8 @@ from gated.rpc.v1 import registry_pb2_grpc as pb_grpc
 from gated.validation import EntitlementCache, KeyRing, Lane, Policy, TicketRecord, Validator
 from gated.validation.token import mint_static
 
-__all__ = ["measure_backlog_replay", "measure_import", "measure_propagation", "measure_snapshot"]
+__all__ = ["BenchGate", "Served", "admit_and_wait", "measure_backlog_replay", "measure_import", "measure_propagation",
+           "measure_snapshot", "registry_serve"]
 
 _KEY = bytes(range(32))
 _READY_TIMEOUT_S = 600.0
@@ -71,31 +80,40 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@dataclass(frozen=True)
+class Served:
+    """A `gated registry serve` process that is listening."""
+
+    port: int
+    pid: int
+    pages: str | None  # the staff pages' and the API's URL, when `--http HOST:PORT` asked for them
+
+
 @contextlib.contextmanager
-def _registry_process(db: Path, certs: VenueCerts, started: list | None = None) -> Iterator[int]:
-    """`gated registry serve` on an ephemeral loopback port, with mTLS; yields the port
-    (and appends the process to `started`)."""
-    log_path = db.with_suffix(".log")
+def registry_serve(db: Path | str, serve_args: Sequence[str], log_path: Path,
+                   ready_timeout_s: float = _READY_TIMEOUT_S) -> Iterator[Served]:
+    """`gated registry serve --db DB --listen 127.0.0.1:0 SERVE_ARGS...` in its own process, its output in
+    `log_path`; yields once it listens (and serves its pages, when `--http` names an address); stopped
+    with SIGTERM on leaving (SIGKILL after 30 s)."""
+    serve_args = list(serve_args)
+    wants_pages = "--http" in serve_args and serve_args[serve_args.index("--http") + 1] != "off"
     with open(log_path, "w") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gated", "registry", "serve", "--db", str(db), "--listen", "127.0.0.1:0",
-             "--tls-ca", str(certs.ca), "--tls-cert", str(certs.registry.cert), "--tls-key", str(certs.registry.key)],
+            [sys.executable, "-m", "gated", "registry", "serve", "--db", str(db), "--listen", "127.0.0.1:0", *serve_args],
             stdout=log_file, stderr=subprocess.STDOUT,
         )
-    if started is not None:
-        started.append(proc)
     try:
-        deadline = time.monotonic() + _READY_TIMEOUT_S
-        port = None
-        while port is None:
-            for line in log_path.read_text().splitlines():
-                if line.startswith("registry listening on "):
-                    port = int(line.split()[3].rpartition(":")[2])
-            if port is None:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the registry did not start: {log_path.read_text()[-2000:]}")
-                time.sleep(0.05)
-        yield port
+        deadline = time.monotonic() + ready_timeout_s
+        while True:
+            text = log_path.read_text()
+            listening = re.search(r"^registry listening on 127\.0\.0\.1:(\d+)", text, re.MULTILINE)
+            pages = re.search(r"^registry pages at (http\S+/)", text, re.MULTILINE)
+            if listening and (pages or not wants_pages):
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the registry did not start: {text[-2000:]}")
+            time.sleep(0.05)
+        yield Served(int(listening.group(1)), proc.pid, pages.group(1) if pages else None)
     finally:
         proc.terminate()
         try:
@@ -103,6 +121,17 @@ def _registry_process(db: Path, certs: VenueCerts, started: list | None = None) 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextlib.contextmanager
+def _registry_process(db: Path, certs: VenueCerts, started: list | None = None) -> Iterator[int]:
+    """The registry of these measurements, with mTLS (the venue's certificates); yields the port
+    (and appends the `Served`, its pid with it, to `started`)."""
+    with registry_serve(db, ["--tls-ca", str(certs.ca), "--tls-cert", str(certs.registry.cert),
+                             "--tls-key", str(certs.registry.key)], db.with_suffix(".log")) as served:
+        if started is not None:
+            started.append(served)
+        yield served.port
 
 
 def _settings(port: int, certs: VenueCerts, gate_id: str) -> UplinkSection:
@@ -201,7 +230,8 @@ def measure_propagation(samples: int = 200, interval_s: float = 0.02) -> dict[st
             store.put_tickets(_venue_tickets(samples), record_changes=False)
             store.add_key(1, _KEY)
         with _registry_process(tmp / "registry.db", certs) as port:
-            delays = asyncio.run(_propagate(tmp, certs, port, samples, interval_s))
+            settings = {g: _settings(port, certs, g) for g in ("gate-a", "gate-b")}
+            delays = asyncio.run(admit_and_wait(tmp, settings, list(range(1, samples + 1)), interval_s))
     return {
         "samples": len(delays),
         "median_s": round(statistics.median(delays), 6),
@@ -211,50 +241,83 @@ def measure_propagation(samples: int = 200, interval_s: float = 0.02) -> dict[st
     }
 
 
-async def _propagate(tmp: Path, certs: VenueCerts, port: int, samples: int, interval_s: float) -> list[float]:
+class BenchGate:
+    """A gate without devices: journal, cache, key ring, clock, a validator and its running uplink."""
+
+    def __init__(self, journal_path: Path, gate_id: str, settings: UplinkSection, policy: Policy | None = None,
+                 on_cache_changed: Callable[..., None] | None = None) -> None:
+        self.gate_id = gate_id
+        self.journal = Journal(journal_path, gate_id, checkpoint_every_s=None)
+        self.cache, self.keyring = EntitlementCache(), KeyRing()
+        self.validator = Validator(self.keyring, self.cache, policy or Policy())
+        self.uplink = Uplink(gate_id, self.journal, self.cache, self.keyring, GateClock(), settings,
+                             on_cache_changed=on_cache_changed)
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> BenchGate:
+        self.task = asyncio.create_task(self.uplink.run(), name=f"uplink-{self.gate_id}")
+        return self
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            await _stop(self.task)
+        self.journal.close()
+
+    async def pass_through(self, code: str, lane: Lane) -> Any:
+        """A lane's scan: the decision journaled and, when admitted, the person walks through
+        (commit, the passage journaled); then the uplink is woken."""
+        decision = self.validator.decide(code, lane, time.time())
+        await self.journal.append_async("decision", at=decision.at, lane=lane.id, ticket_id=decision.ticket_id,
+                                        reason=str(decision.reason))
+        if decision.admitted:
+            await self.walk_through(decision, lane)
+        self.uplink.wake()
+        return decision
+
+    async def walk_through(self, decision, lane: Lane) -> None:
+        usage = self.validator.commit(decision)
+        payload = {**usage._asdict(), "direction": str(usage.direction), "inside": list(usage.inside)}
+        await self.journal.append_async("passage", at=decision.at, lane=lane.id, ticket_id=usage.ticket_id, payload=payload)
+
+
+async def admit_and_wait(tmp: Path, settings: dict[str, UplinkSection], tickets: list[int], interval_s: float) -> list[float]:
+    """Gate A admits each of `tickets` in turn (decide, commit, the passage journaled, the uplink woken) and
+    waits until gate B's cache holds it inside; the seconds each took, in the order of `tickets`.
+    `settings` has the uplinks of "gate-a" and "gate-b" (the same registry or two instances)."""
     lane = Lane("in-1", "hall-a")
     arrived: dict[int, float] = {}
     waiting: dict[int, float] = {}
-    gates = {}
+    gates: dict[str, BenchGate] = {}
 
     def seen_at_b(snapshot: bool = False) -> None:
-        cache = gates["gate-b"][1]
+        cache = gates["gate-b"].cache
         for ticket_id in list(waiting):
             rec = cache.get(ticket_id)
             if rec is not None and rec.inside:
                 arrived[ticket_id] = time.perf_counter() - waiting.pop(ticket_id)
 
-    tasks = []
+    # one lane admitting a ticket every interval: far above a turnstile's rate limit
+    policy = Policy(rate_burst=len(tickets) + 1, rate_per_s=1000.0)
     for gate_id in ("gate-a", "gate-b"):
-        journal = Journal(tmp / f"{gate_id}.db", gate_id, checkpoint_every_s=None)
-        cache, ring = EntitlementCache(), KeyRing()
-        uplink = Uplink(gate_id, journal, cache, ring, GateClock(), _settings(port, certs, gate_id),
-                        on_cache_changed=seen_at_b if gate_id == "gate-b" else None)
-        # one lane admitting a ticket every interval: far above a turnstile's rate limit
-        policy = Policy(rate_burst=samples + 1, rate_per_s=1000.0)
-        gates[gate_id] = (journal, cache, ring, uplink, Validator(ring, cache, policy))
-        tasks.append(asyncio.create_task(uplink.run()))
+        gates[gate_id] = BenchGate(tmp / f"{gate_id}-{tickets[0]}.db", gate_id, settings[gate_id], policy,
+                                   on_cache_changed=seen_at_b if gate_id == "gate-b" else None).start()
     try:
-        for journal, cache, ring, uplink, _ in gates.values():
-            await _until(lambda c=cache, r=ring: len(c) == samples and len(r) == 1, 60, "both gates in sync")
-        journal, _cache, _ring, uplink, validator = gates["gate-a"]
-        for ticket_id in range(1, samples + 1):
-            decision = validator.decide(mint_static(_KEY, 1, ticket_id, 0), lane, time.time())
+        for gate in gates.values():
+            await _until(lambda g=gate: g.cache.get(tickets[-1]) is not None and len(g.keyring) == 1, 60, "both gates in sync")
+        gate = gates["gate-a"]
+        for ticket_id in tickets:
+            decision = gate.validator.decide(mint_static(_KEY, 1, ticket_id, 0), lane, time.time())
             if not decision.admitted:
                 raise RuntimeError(f"ticket {ticket_id}: {decision.reason}")
-            usage = validator.commit(decision)
-            payload = {**usage._asdict(), "direction": str(usage.direction), "inside": list(usage.inside)}
             waiting[ticket_id] = time.perf_counter()
-            await journal.append_async("passage", at=decision.at, lane=lane.id, ticket_id=ticket_id, payload=payload)
-            uplink.wake()
+            await gate.walk_through(decision, lane)
+            gate.uplink.wake()
             await _until(lambda t=ticket_id: t in arrived, 10, f"ticket {ticket_id} at gate B")
             await asyncio.sleep(interval_s)
     finally:
-        for task in tasks:
-            await _stop(task)
-        for journal, *_ in gates.values():
-            journal.close()
-    return [arrived[t] for t in sorted(arrived)]
+        for gate in gates.values():
+            await gate.stop()
+    return [arrived[t] for t in tickets]
 
 
 # ---------------------------------------------------------------- snapshot

@@ -8,6 +8,8 @@ import json
 import subprocess
 import sys
 
+from gated.bench import TARGETS, _table
+
 
 def test_bench_json_reports_every_figure():
     r = subprocess.run([sys.executable, "-m", "gated", "bench", "--json", "--quick", "--tickets", "20000"], capture_output=True, text=True, timeout=300)
@@ -30,4 +32,14 @@ def test_bench_json_reports_every_figure():
     redeem = report["redeem"]
     assert redeem["samples"] == 40 and redeem["granted_once_each"] is True
     assert redeem["scan_to_decision"]["p99_ms"] >= redeem["scan_to_decision"]["median_ms"] > 0 and redeem["retry_rpc"]["n"] == 40
-    assert set(report["targets"]) and all(isinstance(v, bool) for v in report["targets"].values())
+    # Every target is judged, met or missed, but those of the sections named only on request: not run.
+    targets = report["targets"]
+    assert set(targets) == {name for name, _, _ in TARGETS}
+    for name, needs, _ in TARGETS:
+        if set(needs) & {"store", "dashboard", "api_batch"} or (needs == ("screen",) and "skipped" in report["screen"]):
+            assert targets[name] is None, name
+        else:
+            assert isinstance(targets[name], bool), name
+    table = _table(report)
+    assert all(f"[not run] {name}" in table for name, ok in targets.items() if ok is None)
+    assert all(f"[{'met' if ok else 'MISSED'}] {name}" in table for name, ok in targets.items() if ok is not None)
