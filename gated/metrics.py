@@ -193,20 +193,14 @@ class MetricsServer:
     async def start(self) -> None:
         from aiohttp import web
 
+        from gated.web.server import serve_app  # aiohttp only when /metrics is served
+
         app = web.Application(client_max_size=1024)
         app.router.add_get("/metrics", self._metrics)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
         try:
-            await site.start()
+            self._runner, self.port = await serve_app(app, self.host, self.port)
         except OSError as exc:
-            await runner.cleanup()
             raise MetricsError(f"/metrics: cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from None
-        self._runner = runner
-        sockets = getattr(site._server, "sockets", None) or ()
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
         log.info("metrics_listening", url=self.url)
 
     async def stop(self) -> None:

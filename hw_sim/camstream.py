@@ -21,6 +21,7 @@ import numpy as np
 from aiohttp import web
 
 from gated.bench.frames import FRAME_HEIGHT, FRAME_WIDTH, blank_frame, render_code
+from gated.web.server import serve_app
 
 BOUNDARY = "gatedframe"
 PATH = "/stream.mjpg"
@@ -57,13 +58,8 @@ class MjpegStream:
             raise RuntimeError("the stream is already running")
         app = web.Application()
         app.router.add_get(PATH, self._stream)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
-        await site.start()
-        self._runner = runner
+        self._runner, self.port = await serve_app(app, self.host, self.port)
         self._stopping = asyncio.Event()
-        self.port = site._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
         """Close the listener and every viewer's connection."""

@@ -228,6 +228,22 @@ def client_cert_cn(request: web.Request) -> str | None:
     return None
 
 
+async def serve_app(app: web.Application, host: str, port: int,
+                    ssl_context: ssl.SSLContext | None = None) -> tuple[web.AppRunner, int]:
+    """Serve `app` on host:port (0: the system picks one); the runner (`cleanup()` stops it) and
+    the port it listens on. OSError, with nothing left listening, when it cannot bind."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    sockets = getattr(site._server, "sockets", None) or ()
+    return runner, sockets[0].getsockname()[1] if sockets else port
+
+
 class WebServer:
     """One application on one address; `start()` refuses what the listen rule refuses."""
 
@@ -243,19 +259,11 @@ class WebServer:
 
     async def start(self) -> None:
         check_settings(self.settings, sign_in=self.app.get(ACCOUNTS) is not None)
-        context = ssl_context(self.settings)
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, self.settings.host, self.settings.port, ssl_context=context, reuse_address=True)
         try:
-            await site.start()
+            self._runner, self.port = await serve_app(self.app, self.settings.host, self.settings.port,
+                                                      ssl_context(self.settings))
         except OSError as exc:
-            await runner.cleanup()
             raise WebError(f"cannot listen on {self.settings.host}:{self.settings.port}: {exc.strerror or exc}") from None
-        self._runner = runner
-        sockets = getattr(site._server, "sockets", None) or ()
-        if sockets:
-            self.port = sockets[0].getsockname()[1]  # port 0: the one the system chose
 
     async def stop(self) -> None:
         if self._runner is not None:
