@@ -91,7 +91,7 @@ class Served:
 
 @contextlib.contextmanager
 def registry_serve(db: Path | str, serve_args: Sequence[str], log_path: Path,
-                   ready_timeout_s: float = _READY_TIMEOUT_S) -> Iterator[Served]:
+                   ready_timeout_s: float = _READY_TIMEOUT_S, poll_s: float = 0.05) -> Iterator[Served]:
     """`gated registry serve --db DB --listen 127.0.0.1:0 SERVE_ARGS...` in its own process, its output in
     `log_path`; yields once it listens (and serves its pages, when `--http` names an address); stopped
     with SIGTERM on leaving (SIGKILL after 30 s)."""
@@ -112,7 +112,7 @@ def registry_serve(db: Path | str, serve_args: Sequence[str], log_path: Path,
                 break
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the registry did not start: {text[-2000:]}")
-            time.sleep(0.05)
+            time.sleep(poll_s)
         yield Served(int(listening.group(1)), proc.pid, pages.group(1) if pages else None)
     finally:
         proc.terminate()

@@ -146,46 +146,28 @@ def measure_cold_start(engine: str, tmp: Path, n: int) -> dict[str, Any]:
 def _process_restart(db: Path | str, tmp: Path) -> float:
     """Seconds from spawning `gated registry serve` (a new Python process: imports, the kept
     snapshot read, gRPC up) to the last byte of its snapshot at a gate's raw client."""
-    import re
-    import subprocess
-    import sys
-
     import grpc
 
+    from gated.bench.rpc import registry_serve
     from gated.rpc.v1 import registry_pb2 as pb
     from gated.rpc.v1 import registry_pb2_grpc as pb_grpc
 
-    log_path = tmp / f"serve-{secrets.token_hex(4)}.log"
+    async def snapshot(port: int) -> None:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            watch = pb_grpc.RegistryServiceStub(channel).WatchEntitlements(
+                pb.WatchEntitlementsRequest(have_version=0), metadata=(("gated-gate-id", "bench"),))
+            async for update in watch:
+                chunk = update.snapshot
+                if update.WhichOneof("update") == "snapshot" and chunk.offset + len(chunk.data) == chunk.total_size:
+                    watch.cancel()
+                    return
+
     started = time.perf_counter()
-    with open(log_path, "w") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "gated", "registry", "serve", "--db", str(db), "--listen", "127.0.0.1:0",
-                                 "--plaintext", "--http", "off"], stdout=log_file, stderr=subprocess.STDOUT)
-    try:
-        port = None
-        while port is None:
-            found = re.search(r"^registry listening on 127\.0\.0\.1:(\d+)", log_path.read_text(), re.MULTILINE)
-            if found:
-                port = int(found.group(1))
-            elif proc.poll() is not None or time.perf_counter() - started > 120:
-                raise RuntimeError(f"the registry did not start: {log_path.read_text()[-2000:]}")
-            else:
-                time.sleep(0.002)
-
-        async def snapshot() -> None:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                watch = pb_grpc.RegistryServiceStub(channel).WatchEntitlements(
-                    pb.WatchEntitlementsRequest(have_version=0), metadata=(("gated-gate-id", "bench"),))
-                async for update in watch:
-                    chunk = update.snapshot
-                    if update.WhichOneof("update") == "snapshot" and chunk.offset + len(chunk.data) == chunk.total_size:
-                        watch.cancel()
-                        return
-
-        asyncio.run(snapshot())
+    # Polled every 2 ms: the wait for "listening" is inside the figure.
+    with registry_serve(db, ["--plaintext", "--http", "off"], tmp / f"serve-{secrets.token_hex(4)}.log",
+                        ready_timeout_s=120, poll_s=0.002) as served:
+        asyncio.run(snapshot(served.port))
         return time.perf_counter() - started
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def bench_store(quick: bool) -> dict[str, Any]:
