@@ -115,6 +115,7 @@ CHANGES_PER_STEP = 2048
 _RESYNC = object()
 #: A watcher this far behind is dropped; it reconnects and gets a snapshot.
 WATCHER_QUEUE_LIMIT = 10_000
+#: Merged runs of deltas kept for other watchers behind by the same run (`_merged`).
 MERGED_RUNS_KEPT = 64
 MAX_MESSAGE_BYTES = 8 << 20
 #: What a gate may ask of `current_every_s`: at most one heartbeat a second, at least one an hour.

@@ -933,15 +933,11 @@ class RegistryStore:
         conflicts: list[Conflict] = []
         delta = None
         with self.transaction():
-            if len(batches) > 1:
-                conn.execute("SAVEPOINT grouped")
-                try:
-                    results, ops = self._store_setwise(batches, received_at, check)
-                except _NotSetwise:
-                    conn.execute("ROLLBACK TO SAVEPOINT grouped")
-                    results, ops = [], []
-                conn.execute("RELEASE SAVEPOINT grouped")
-            for batch in batches if not results else ():
+            setwise = self._try_setwise(batches, received_at, check) if len(batches) > 1 else None
+            if setwise is not None:
+                results, ops = setwise
+                batches = ()  # all stored
+            for batch in batches:
                 conn.execute("SAVEPOINT batch")
                 mine: list[Conflict] = []
                 try:
@@ -967,6 +963,20 @@ class RegistryStore:
         for conflict in conflicts:  # logged once committed: a rolled-back batch found nothing
             _log_conflict(conflict)
         return results, delta
+
+    def _try_setwise(self, batches: Sequence[EventBatch], received_at: float,
+                     check: Callable[[tuple[Op, ...]], None] | None) -> tuple[list[StoredBatch], list[Op]] | None:
+        """`_store_setwise` inside a savepoint; None (and nothing of it kept) when the group needs
+        the batch-by-batch path."""
+        conn = self.conn
+        conn.execute("SAVEPOINT grouped")
+        try:
+            stored = self._store_setwise(batches, received_at, check)
+        except _NotSetwise:
+            conn.execute("ROLLBACK TO SAVEPOINT grouped")
+            stored = None
+        conn.execute("RELEASE SAVEPOINT grouped")
+        return stored
 
     def _store_setwise(self, batches: Sequence[EventBatch], received_at: float,
                        check: Callable[[tuple[Op, ...]], None] | None) -> tuple[list[StoredBatch], list[Op]]:
