@@ -66,13 +66,17 @@ def sign_in_as(browser, venue, role: str) -> None:
 def page_text(browser, element_id: str, timeout: float = 5.0) -> str:
     """The text of an element of the page the browser shows once it has loaded (a form's POST
     answers with a redirect: the click returns before the next page is there)."""
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
 
     def read(b):
         try:
             return b.find_element(By.ID, element_id).text or False
         except (NoSuchElementException, StaleElementReferenceException):
+            return False
+        except WebDriverException as exc:  # the element went with the old page while Chromium read it
+            if "does not belong to the document" not in str(exc):
+                raise
             return False
 
     return WebDriverWait(browser, timeout).until(read)

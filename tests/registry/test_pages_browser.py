@@ -52,12 +52,16 @@ def sign_in(browser, venue, username: str, password: str, then: str = "/attendee
 
 def wait_notice(browser, text: str) -> None:
     """Until the page that answered a form shows `text` in its notice (the old page may still be there)."""
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, WebDriverException
 
     def says(b) -> bool:
         try:
             return text in b.find_element(By.ID, "notice").text
         except (NoSuchElementException, StaleElementReferenceException):
+            return False
+        except WebDriverException as exc:  # the element went with the old page while Chromium read it
+            if "does not belong to the document" not in str(exc):
+                raise
             return False
 
     WebDriverWait(browser, 5).until(says)
