@@ -384,7 +384,11 @@ def test_close_joins_both_threads_and_is_safe_twice(lane_frames):
 
 def test_close_from_inside_on_read_does_not_deadlock(lane_frames):
     clock, decoder = FakeClock(), CountingDecoder()
-    source = ScriptedSource(timeline(lane_frames, (DYNAMIC_CODE, 0.5)), clock, decoder)
+    # One frame: the scripted source keeps lockstep with the decoder. With more, a capture
+    # thread that reached its next read() before close() set the stop (rare; seen under load)
+    # waited WAIT_S there for a decode the closed camera never does, and outlived close() by
+    # exactly as long as this test waits: a race in the test's source, not in the camera.
+    source = ScriptedSource(timeline(lane_frames, (DYNAMIC_CODE, 0.1)), clock, decoder)
     holder: dict[str, Camera] = {}
     camera = Camera("lane5", source, lambda read: holder["camera"].close(), decoder=decoder, clock=clock)
     holder["camera"] = camera
