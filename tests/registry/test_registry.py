@@ -255,3 +255,25 @@ def test_plaintext_loopback_addresses_are_recognised():
     from gated.cli.registry import _is_loopback
 
     assert all(_is_loopback(a) for a in ("127.0.0.1:0", "localhost:7443", "[::1]:7443", "127.1.2.3:1"))
+
+
+def test_the_serving_process_rests_the_collector_once_loaded_and_keeps_freeing_cycles():
+    """`registry serve`'s collector policy (docs/architecture.md), in a process of its own: what
+    was loaded is frozen, young passes come every COLLECT_EVERY allocations, and a cycle made
+    afterwards is still collected."""
+    probe = (
+        "import gc, weakref\n"
+        "from gated.cli.registry import COLLECT_EVERY, _rest_the_collector\n"
+        "loaded = [[i] for i in range(50_000)]\n"
+        "_rest_the_collector()\n"
+        "assert gc.get_freeze_count() >= 50_000, gc.get_freeze_count()\n"
+        "assert gc.get_threshold()[0] == COLLECT_EVERY == 20_000\n"
+        "class Node: pass\n"
+        "a, b = Node(), Node(); a.other, b.other = b, a\n"
+        "gone = weakref.ref(a); del a, b\n"
+        "gc.collect(0); gc.collect(1); gc.collect(2)\n"
+        "assert gone() is None\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
