@@ -20,6 +20,9 @@ What it reports:
   every other gate whose version holds it (the ack names that version) —
   p50/p99 over (passage, gate) pairs, and p99 of the time until *all* gates
   have it;
+- updates_per_gate_per_s: the entitlement updates a gate received a second while
+  the fleet scanned (median over gates): the rounds of fan-out, each one gRPC
+  write per gate;
 - cpu: each registry process's CPU over the sending time (percent of one CPU);
 - per instance (K above 1): its gates, CPU, events stored from its gates, their
   ack latency, and the fan-out to its gates; and the fan-out across instances
@@ -328,6 +331,13 @@ def _report(gates, scans_per_s, seconds, store, processes, results, stored, pass
                 across.append(delay)
             worst = max(worst, delay)
         everywhere.append(worst)
+    # The rounds of fan-out: how many entitlement updates a gate received a second while the
+    # fleet scanned (each a delta, or several merged for a gate that was behind). Every
+    # update is one gRPC write per gate: what the registry's loop spends most of its time on.
+    written = [t for _g, t, _v in passages]
+    window = (min(written), max(written)) if len(written) > 1 else None
+    rounds = ([sum(window[0] <= t <= window[1] for t in times) / (window[1] - window[0]) for _v, times in seen.values()]
+              if window is not None and window[1] > window[0] else [])
     per_instance = []
     for i in range(instances):
         on_it = [g for g in per_gate if instance_of(g, instances) == i]
@@ -352,6 +362,7 @@ def _report(gates, scans_per_s, seconds, store, processes, results, stored, pass
         "fanout_across_instances_p50_ms": _ms(_percentile(across, 50)),
         "fanout_across_instances_p99_ms": _ms(_percentile(across, 99)),
         "fanout_samples": len(sample), "fanout_pairs": len(pairs), "fanout_missed": missing,
+        "updates_per_gate_per_s": round(_percentile(rounds, 50), 1) if rounds else None,
         "registry_cpu_percent": [round(c * 100, 1) for c in cpu],
         "per_instance": per_instance,
         "lost": lost, "duplicated": duplicated, "unacked": unacked, "errors": errors[:10],
@@ -383,7 +394,8 @@ def format_fleet(r: dict[str, Any]) -> str:
             f"fan-out p50 {r['fanout_p50_ms']} ms p99 {r['fanout_p99_ms']} ms (all gates p99 {r['fanout_all_gates_p99_ms']} ms"
             + (f"; across instances p50 {r['fanout_across_instances_p50_ms']} ms p99 {r['fanout_across_instances_p99_ms']} ms"
                if r["instances"] > 1 else "")
-            + f"); registry CPU {' + '.join(f'{c}%' for c in r['registry_cpu_percent'])}; "
+            + f"); {r['updates_per_gate_per_s']} updates a second to each gate (median)"
+            + f"; registry CPU {' + '.join(f'{c}%' for c in r['registry_cpu_percent'])}; "
             f"lost {r['lost']}, duplicated {r['duplicated']}, unacked {r['unacked']}"
             + (f"; errors: {'; '.join(r['errors'])}" if r["errors"] else ""))
     if r["instances"] > 1:

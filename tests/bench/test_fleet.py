@@ -27,6 +27,9 @@ def test_five_gates_scanning_for_three_seconds_lose_and_double_nothing():
     assert report["events_per_s"] * 3 == report["events_sent"]  # every one stored, counted in the database
     assert report["fanout_samples"] == 30 and report["fanout_missed"] == 0 and report["instances"] == 1
     assert report["ack_p99_ms"] >= report["ack_p50_ms"] > 0 and report["fanout_p99_ms"] >= report["fanout_p50_ms"] > 0
+    # Every passage moves its ticket's count: updates reach each gate, never more than one per
+    # passage of the fleet (10 a second here; the window's ends may round up a little).
+    assert 0 < report["updates_per_gate_per_s"] <= 15
 
 
 def test_several_instances_need_postgresql_and_say_so_in_one_line():
