@@ -48,8 +48,9 @@ def _delta():
     return msg
 
 
-def _client(port: int, watches: int, counts) -> None:
-    """One load process: `watches` watch streams, each counting the messages it reads."""
+def _client(port: int, watches: int, read) -> None:
+    """One load process: `watches` watch streams, counting the messages they read in `read`
+    (a shared value only this process adds to)."""
     import grpc
 
     from gated.rpc.v1 import registry_pb2 as pb
@@ -61,7 +62,7 @@ def _client(port: int, watches: int, counts) -> None:
         async def watch(i: int) -> None:
             call = pb_grpc.RegistryServiceStub(channels[i // _PER_CHANNEL]).WatchEntitlements(pb.WatchEntitlementsRequest())
             async for _ in call:
-                counts[0] += 1
+                read.value += 1
 
         await asyncio.gather(*(watch(i) for i in range(watches)), return_exceptions=True)
 
@@ -119,7 +120,7 @@ async def _measure(mode: str, watches: int, seconds: float, interval_s: float) -
     spawn = multiprocessing.get_context("spawn")
     counts = [spawn.Value("q", 0, lock=False) for _ in range(_CLIENTS)]
     shares = [watches // _CLIENTS + (i < watches % _CLIENTS) for i in range(_CLIENTS)]
-    clients = [spawn.Process(target=_client, args=(port, n, _Counter(c)), daemon=True) for n, c in zip(shares, counts) if n]
+    clients = [spawn.Process(target=_client, args=(port, n, c), daemon=True) for n, c in zip(shares, counts) if n]
     for p in clients:
         p.start()
     try:
@@ -160,19 +161,6 @@ async def _measure(mode: str, watches: int, seconds: float, interval_s: float) -
         "server_cpu_percent": round(cpu / wall * 100, 1),
         "loop_late_p50_ms": round(statistics.median(late) * 1000, 2),
     }
-
-
-class _Counter:
-    """A shared counter a client process adds to (`counts[0] += 1`)."""
-
-    def __init__(self, value) -> None:
-        self._value = value
-
-    def __getitem__(self, _i: int) -> int:
-        return self._value.value
-
-    def __setitem__(self, _i: int, v: int) -> None:
-        self._value.value = v
 
 
 def measure(watches: int = 500, seconds: float = 10.0, interval_s: float = 0.05,
