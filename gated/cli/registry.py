@@ -129,15 +129,14 @@ def _rest_the_collector() -> None:
     every `COLLECT_EVERY` allocations instead of 700. Why: serving hundreds of gates, the
     loop allocates a message, a future and a coroutine frame per write; Python's default
     ran a pass every few writes and full passes over everything loaded, 9 % of the loop's
-    time in a profile of 500 gates. Nothing is freed later than before: reference counts
-    free all but cycles at once."""
+    time in a profile of 500 gates. Only garbage in reference cycles waits longer (for the
+    next pass); reference counts still free everything else at once."""
     import gc
 
     gc.collect()
     gc.freeze()
     _young, middle, old = gc.get_threshold()
     gc.set_threshold(COLLECT_EVERY, middle, old)
-
 
 
 def _metrics_address(args) -> tuple[str, int] | None:

@@ -83,9 +83,10 @@ def _parse_or_refusal(batch: pb.StreamEventsRequest, gate_id: str) -> list[Incom
 class parse_ahead:  # noqa: N801 - used as the iterator of an `async for`, like a function
     """`async for batch, parsed in parse_ahead(requests, gate_id)`: a stream's batches with their
     `parse_batch` (the events, or the `MalformedEvent` to answer with), in order. While the caller
-    stores one batch, the next is received and parsed (in a worker thread unless small, `INLINE_EVENTS`): the registry's parse
-    and its store (SQLite or PostgreSQL at work, a commit's fsync) overlap. At most one batch
-    is read ahead; nothing is refused before the caller reaches it."""
+    stores one batch, the next is received and parsed, in a worker thread unless it is small
+    (`INLINE_EVENTS`): the registry's parse and its store (SQLite or PostgreSQL at work, a
+    commit's fsync) overlap. At most one batch is read ahead; nothing is refused before the
+    caller reaches it."""
 
     def __init__(self, requests, gate_id: str) -> None:
         self._requests = requests.__aiter__()
