@@ -16,6 +16,7 @@ from tests.registry.desk_helpers import PASSWORD, STAFF, WANG, DeskVenue
 
 try:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 except ModuleNotFoundError:  # the module is skipped below
     By = WebDriverWait = None
@@ -44,9 +45,13 @@ def sign_in(browser, venue, username: str, password: str, then: str = "/attendee
     browser.get(venue.url + f"signin?next={then}")
     browser.find_element(By.ID, "username").send_keys(username)
     browser.find_element(By.ID, "password").send_keys(password)
+    form_page = browser.find_element(By.TAG_NAME, "html")
     browser.find_element(By.ID, "signin").click()
-    WebDriverWait(browser, 5).until(lambda b: b.execute_script("return document.readyState") == "complete"
-                                    and (b.current_url.endswith(then) or b.find_elements(By.CSS_SELECTOR, ".message:not(:empty)")))
+    # Every answer is a new document (the page asked for, or the form again with its message).
+    # Not "the URL ends with `then`": the form's own URL, signin?next=/attendees, does, and
+    # the body read from the form page while the answer arrives goes stale under the reader.
+    WebDriverWait(browser, 10).until(expected_conditions.staleness_of(form_page))
+    WebDriverWait(browser, 5).until(lambda b: b.execute_script("return document.readyState") == "complete")
     return browser.find_element(By.TAG_NAME, "body").text
 
 
