@@ -115,6 +115,58 @@ def test_batches_waiting_together_are_one_group_commit_and_one_delta(tmp_path, r
     asyncio.run(asyncio.wait_for(day(), 60))
 
 
+def test_group_commits_back_to_back_still_let_another_store_user_in_between(tmp_path, registry_db):
+    """Batches arriving all the time keep the group commits chained, each starting as the one
+    before is stored; a snapshot asked for meanwhile runs between two of them, not after the
+    stream of batches ends."""
+
+    async def day():
+        registry = await start_registry(registry_db, None, tickets=[
+            TicketRecord(tid, "guest", zones=("hall-a",), max_entries=0) for tid in TICKETS])
+        service = registry.service
+        sent = dict.fromkeys(range(len(TICKETS)), 0)
+        batches: list[asyncio.Task] = []
+        stop = asyncio.Event()
+
+        async def gates() -> None:  # a batch at every turn of the loop, from each gate in turn (at most 400 waiting)
+            n = 0
+            while not stop.is_set():
+                if len(batches) - stored() >= 400:
+                    await asyncio.sleep(0.001)
+                    continue
+                sent[n] += 1
+                gate = f"gate-{n}"
+                batches.append(asyncio.create_task(
+                    service._store_grouped(gate, [passage(gate, sent[n], TICKETS[n])], 11, 0.0)))
+                n = (n + 1) % len(TICKETS)
+                await asyncio.sleep(0)
+
+        def stored() -> int:
+            return sum(t.done() for t in batches)
+
+        try:
+            feeding = asyncio.create_task(gates())
+            await until(lambda: stored() >= 200, 30, "the gates' batches flowing")
+            for _ in range(5):
+                before = stored()
+                version, _data = await asyncio.wait_for(service.snapshot(), 10)
+                assert len(batches) - stored() > 0, "no batch was waiting: the snapshot did not have to cut in"
+                assert version == service.cache.version
+                await until(lambda: stored() >= before + 100, 10, "batches stored after the snapshot")
+            stop.set()
+            await feeding
+            results = await asyncio.gather(*batches)
+            assert all(r.new_events == 1 for r in results)
+            assert all(service.cache.get(tid).entries_used == sent[n] for n, tid in enumerate(TICKETS))
+            with RegistryStore(registry_db, create=False) as store:
+                assert [store.event_count(f"gate-{n}") for n in range(len(TICKETS))] == list(sent.values())
+        finally:
+            stop.set()
+            await registry.stop()
+
+    asyncio.run(asyncio.wait_for(day(), 80))
+
+
 def test_many_gates_streaming_at_once_each_acked_for_its_own_records_and_every_usage_at_every_gate(tmp_path, registry_db):
     gates = 24
 
