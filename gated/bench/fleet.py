@@ -3,7 +3,8 @@
 N simulated gates, spread over a few load processes, each with its own gate id
 (the ``gated-gate-id`` metadata: plaintext gRPC on loopback), its own random
 64-bit journal epoch, its own `StreamEvents` stream and `WatchEntitlements`
-watch. Each scan is what a turnstile journals for an admission: a decision and
+watch (asking for heartbeats every 60 s, as a gate with the default
+`stale_after_s` does). Each scan is what a turnstile journals for an admission: a decision and
 a passage "in" (one batch), on one of the gate's own tickets (ids in blocks,
 1_000_000*k + n: gate k's tickets, unlimited entries), at `scans_per_s` per gate
 with a random phase. The registry is `gated registry serve` in its own process,
@@ -58,6 +59,9 @@ GATES_PER_CHANNEL = 25
 ZONE = "hall-a"
 _READY_TIMEOUT_S = 120.0
 _DRAIN_TIMEOUT_S = 60.0
+#: The heartbeats each gate asks for, as the reference gate does with the default
+#: [uplink] stale_after_s (300 s: a third of it, at most 60 s).
+HEARTBEAT_EVERY_S = 60.0
 #: Fan-out is computed over at most this many passages (spread over the run).
 _FANOUT_SAMPLES = 3000
 
@@ -122,7 +126,7 @@ async def _run_gates(ports: list[int], gates: list[int], version: int, scans_per
 
     async def watch(gate: int, stub, seen: list[tuple[int, float]], stop: asyncio.Event) -> None:
         nonlocal watching
-        call = stub.WatchEntitlements(pb.WatchEntitlementsRequest(have_version=version),
+        call = stub.WatchEntitlements(pb.WatchEntitlementsRequest(have_version=version, current_every_s=HEARTBEAT_EVERY_S),
                                       metadata=(("gated-gate-id", f"fleet-{gate}"),))
         watching += 1
         if watching == len(gates):
@@ -136,6 +140,7 @@ async def _run_gates(ports: list[int], gates: list[int], version: int, scans_per
                     seen.append((msg.delta.version, time.time()))
                 elif msg.HasField("snapshot"):
                     seen.append((msg.snapshot.version, time.time()))
+                # (a heartbeat, current_version, changes nothing: not a round of fan-out)
         except grpc.aio.AioRpcError as exc:
             if not stop.is_set():
                 out["errors"].append(f"gate {gate} watch: {exc.code().name}")

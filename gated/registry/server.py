@@ -123,6 +123,10 @@ MERGED_RUNS_KEPT = 64
 MAX_MESSAGE_BYTES = 8 << 20
 #: What a gate may ask of `current_every_s`: at most one heartbeat a second, at least one an hour.
 HEARTBEAT_MIN_S, HEARTBEAT_MAX_S = 1.0, 3600.0
+#: How often the watches are looked over for a heartbeat due: one is sent up to this much later than asked.
+HEARTBEAT_TICK_S = 0.25
+#: Offered to a watcher whose watch has been quiet for its heartbeat interval.
+_HEARTBEAT = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,12 +137,15 @@ class TlsFiles:
 
 
 class _Watcher:
-    __slots__ = ("gate_id", "queue", "overflowed")
+    __slots__ = ("gate_id", "queue", "overflowed", "every", "quiet_since", "beat_queued")
 
-    def __init__(self, gate_id: str) -> None:
+    def __init__(self, gate_id: str, every: float | None = None) -> None:
         self.gate_id = gate_id
         self.queue: asyncio.Queue = asyncio.Queue()
         self.overflowed = False
+        self.every = every  # the heartbeat interval the gate asked for (None: none)
+        self.quiet_since = time.monotonic()  # when the watch last sent anything
+        self.beat_queued = False
 
     def offer(self, item) -> None:
         if self.queue.qsize() >= WATCHER_QUEUE_LIMIT:
@@ -626,7 +633,8 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
 
     async def WatchEntitlements(self, request, context) -> AsyncIterator[pb.WatchEntitlementsResponse]:
         gate_id = await self._identify(context)
-        watcher = _Watcher(gate_id)
+        every = request.current_every_s
+        watcher = _Watcher(gate_id, min(max(every, HEARTBEAT_MIN_S), HEARTBEAT_MAX_S) if every > 0 else None)
         if self.follower is not None and request.have_version > self._published_version:
             await self.follower.follow_now()  # a gate from another instance: its version is in the log
         try:
@@ -635,8 +643,6 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
             self._watchers.add(watcher)
             have, sent = request.have_version, self._published_version
             catch_up = self._deltas_since(have) if have != sent else []
-            every = request.current_every_s
-            every = min(max(every, HEARTBEAT_MIN_S), HEARTBEAT_MAX_S) if every > 0 else None
             if catch_up is None:
                 version, data = await self.snapshot()  # this version or later: later deltas are skipped below
                 log.info("registry_sending_snapshot", gate=gate_id, have=have, version=version, size=len(data))
@@ -646,29 +652,32 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
             else:
                 for update in catch_up:
                     yield update
-                if every is not None and not catch_up:
+                if watcher.every is not None and not catch_up:
                     yield pb.WatchEntitlementsResponse(current_version=sent)  # current from the start
+            watcher.quiet_since = time.monotonic()
             held = None  # taken from the queue while merging, not mergeable: sent next
             while True:
                 if held is not None:
                     item, held = held, None
-                elif every is None:
-                    item = await watcher.queue.get()
                 else:
-                    try:
-                        item = await asyncio.wait_for(watcher.queue.get(), every)
-                    except TimeoutError:
-                        # Quiet that long, nothing queued: the gate holds everything up to `sent`.
-                        yield pb.WatchEntitlementsResponse(current_version=sent)
-                        continue
+                    # A plain get: the heartbeat comes through the queue (`beat_forever`), not
+                    # from a timeout around each get, which costs a task and a timer per update.
+                    item = await watcher.queue.get()
                 if watcher.overflowed:
                     await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too far behind; reconnect for a snapshot")
+                if item is _HEARTBEAT:
+                    watcher.beat_queued = False
+                    if watcher.queue.empty():  # quiet that long, nothing queued: the gate holds everything up to `sent`
+                        yield pb.WatchEntitlementsResponse(current_version=sent)
+                        watcher.quiet_since = time.monotonic()
+                    continue
                 if item is _RESYNC:
                     version, data = await self.snapshot()
                     log.info("registry_sending_snapshot", gate=gate_id, have=sent, version=version, size=len(data))
                     for update in snapshot_updates(version, data):
                         yield update
                     sent = version
+                    watcher.quiet_since = time.monotonic()
                     continue
                 if item[0] < sent:
                     continue
@@ -678,6 +687,9 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
                 size = item[2]
                 while not watcher.queue.empty():
                     following = watcher.queue.get_nowait()
+                    if following is _HEARTBEAT:  # not quiet after all
+                        watcher.beat_queued = False
+                        continue
                     if (following is _RESYNC or following[0] != run[-1][1].delta.version
                             or size + following[2] > MAX_UPDATE_BYTES):
                         held = following
@@ -687,8 +699,22 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
                 update = run[0][1] if len(run) == 1 else self._merged(run)
                 sent = update.delta.version
                 yield update
+                watcher.quiet_since = time.monotonic()
         finally:
             self._watchers.discard(watcher)
+
+    def offer_heartbeats(self, now: float) -> None:
+        """Queue a heartbeat for each watch quiet for the interval its gate asked (on the loop)."""
+        for watcher in self._watchers:
+            if (watcher.every is not None and not watcher.beat_queued and now - watcher.quiet_since >= watcher.every
+                    and watcher.queue.empty()):
+                watcher.beat_queued = True
+                watcher.queue.put_nowait(_HEARTBEAT)
+
+    async def beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_TICK_S)
+            self.offer_heartbeats(time.monotonic())
 
     def _merged(self, run: list[tuple[int, pb.WatchEntitlementsResponse, int]]) -> pb.WatchEntitlementsResponse:
         """Consecutive deltas as one (the first's base, the last's version, every op in order).
@@ -818,6 +844,7 @@ class RegistryServer:
         self._server: grpc.aio.Server | None = None
         self._health = None
         self._poller: asyncio.Task | None = None
+        self._beater: asyncio.Task | None = None
         self._keeper: asyncio.Task | None = None
 
     async def keep_snapshot(self) -> bool:
@@ -880,6 +907,7 @@ class RegistryServer:
         self.port = port
         await self._server.start()
         self._poller = asyncio.create_task(self.service.poll_forever(), name="registry-change-poll")
+        self._beater = asyncio.create_task(self.service.beat_forever(), name="registry-heartbeats")
         if self.service.follower is not None:
             self.service.follower.start()
         self._keeper = asyncio.create_task(self._keep_forever(), name="registry-keep-snapshot")
@@ -897,11 +925,12 @@ class RegistryServer:
             self._keeper = None
             with contextlib.suppress(Exception):
                 await self.keep_snapshot()
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
-            self._poller = None
+        for task in (self._poller, self._beater):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._poller = self._beater = None
         if self.service.follower is not None:
             await self.service.follower.stop()
         if self._server is not None:
