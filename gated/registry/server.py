@@ -49,8 +49,8 @@ How it keeps the contract:
   is running (a server started later applies them at start).
 - Nothing heavy runs on the event loop, so GetTime, watches and events are
   answered during an import: every use of the store and of the mirror runs
-  in a worker thread, one at a time (`_exclusive`), on the service's own
-  SQLite connection. A large change is published in steps, the lock
+  in a worker thread, one at a time (`_exclusive`, and the group commits'
+  chain, both under the service's lock), on the service's own connection. A large change is published in steps, the lock
   released between them, so event batches interleave with an import's
   deltas. The import itself is one transaction in the importing process
   (all or nothing); SQLite's WAL keeps the server's reads going meanwhile,
@@ -502,8 +502,15 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
     async def _write_groups(self) -> None:
         """Group commits while batches wait; ends when none does (the next batch starts another)."""
         while self._pending:
-            # Shielded like `_exclusive`: a step in a worker thread finishes and hands out before the lock goes.
-            await asyncio.shield(self._chain_groups())
+            try:
+                # Shielded like `_exclusive`: a step in a worker thread finishes and hands out before the lock goes.
+                await asyncio.shield(self._chain_groups())
+            except Exception as exc:  # no group can start (the worker threads are gone): every waiting batch hears it
+                log.error("registry_group_commit_failed", error=str(exc), batches=len(self._pending))
+                while self._pending:
+                    item = self._pending.popleft()
+                    if not item.future.done():
+                        item.future.set_exception(exc)
 
     async def _chain_groups(self) -> None:
         """Under the lock: group after group, each the moment the one before is stored, until no
@@ -516,12 +523,14 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
         group's batches and starts the next group's thread, all in the same turn."""
         async with self._lock:
             done = asyncio.get_running_loop().create_future()
-            self._next_group(done)
+            self._next_group(done, first=True)
             await done
 
-    def _next_group(self, done: asyncio.Future) -> None:
-        """Start storing the next group in a worker thread; `done` once nothing waits to be stored (on the loop)."""
-        if not self._pending or self._store_waiters:
+    def _next_group(self, done: asyncio.Future, *, first: bool = False) -> None:
+        """Start storing the next group in a worker thread; `done` once nothing waits to be stored, or
+        another store user waits (on the loop). The first group of a chain is stored whatever waits:
+        users of the store that keep coming could otherwise keep every batch waiting."""
+        if not self._pending or (self._store_waiters and not first):
             done.set_result(None)
             return
         group: list[_Pending] = []
@@ -536,27 +545,32 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
 
     def _group_stored(self, stored: concurrent.futures.Future, group: list[_Pending], done: asyncio.Future) -> None:
         """A group's store step ended (on the loop): hand its delta out, answer its batches, go on."""
+        if done.cancelled():  # the chain was cancelled (the loop is closing): nothing more to hand out or start
+            return
+        error = stored.exception()
+        result = None
         try:
-            exc = stored.exception()
-            if exc is None:
+            if error is None:
                 result = stored.result()
                 self._hand_out_group(result, group)
             if self.follower is not None:  # what the step followed of other instances, if the hand-out did not
                 self.follower.hand_out_caught_up()
-            for i, item in enumerate(group):
-                if item.future.done():  # its stream ended meanwhile: stored all the same
-                    continue
-                if exc is not None:  # the store failed as a whole (a database error): every batch hears it
-                    item.future.set_exception(exc)
-                elif isinstance(result[0][i], BaseException):
-                    item.future.set_exception(result[0][i])
-                else:
-                    item.future.set_result(result[0][i])
-        except BaseException as failure:  # never leave the chain (and the lock) hanging
+        except Exception as exc:  # stored, not handed out: the batches hear it (a resend is acknowledged)
+            log.exception("registry_hand_out_failed")
+            error = exc
+        for i, item in enumerate(group):
+            if item.future.done():  # its stream ended meanwhile: stored all the same
+                continue
+            answer = error if error is not None else result[0][i]
+            if isinstance(answer, BaseException):  # a conflict, or the store failed as a whole (a database error)
+                item.future.set_exception(answer)
+            else:
+                item.future.set_result(answer)
+        try:
+            self._next_group(done)
+        except Exception as exc:  # never leave the chain (and the lock) hanging
             if not done.done():
-                done.set_exception(failure)
-            raise
-        self._next_group(done)
+                done.set_exception(exc)
 
     def _store_group(self, batches: list[EventBatch]) -> tuple[list[StoredBatch | EventConflict], _Published | None]:
         """Store a group of batches and apply their usage to the mirror (worker thread)."""
@@ -667,7 +681,9 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
                     await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too far behind; reconnect for a snapshot")
                 if item is _HEARTBEAT:
                     watcher.beat_queued = False
-                    if watcher.queue.empty():  # quiet that long, nothing queued: the gate holds everything up to `sent`
+                    # Quiet that long (a slow send may have let the marker in meanwhile) and nothing
+                    # queued: the gate holds everything up to `sent`.
+                    if watcher.queue.empty() and time.monotonic() - watcher.quiet_since >= watcher.every:
                         yield pb.WatchEntitlementsResponse(current_version=sent)
                         watcher.quiet_since = time.monotonic()
                     continue

@@ -167,6 +167,39 @@ def test_group_commits_back_to_back_still_let_another_store_user_in_between(tmp_
     asyncio.run(asyncio.wait_for(day(), 80))
 
 
+def test_store_users_back_to_back_do_not_keep_a_batch_waiting(tmp_path, registry_db):
+    """Redeems, first batches and polls that keep asking for the store one after another: each
+    time the chain gets the lock it stores a group before letting the next of them in."""
+    import time
+
+    async def day():
+        registry = await start_registry(registry_db, None, tickets=[
+            TicketRecord(tid, "guest", zones=("hall-a",), max_entries=0) for tid in TICKETS])
+        service = registry.service
+        stop = asyncio.Event()
+        calls = 0
+
+        async def busy() -> None:
+            nonlocal calls
+            while not stop.is_set():
+                await service._exclusive(time.sleep, 0.002)
+                calls += 1
+
+        users = [asyncio.create_task(busy()) for _ in range(2)]
+        try:
+            await asyncio.sleep(0.05)
+            for seq in range(1, 6):
+                result = await asyncio.wait_for(service._store_grouped("door", [passage("door", seq, TICKETS[seq])], 3, 0.0), 5)
+                assert (result.acked_seq, result.new_events) == (seq, 1)
+            assert calls > 0  # they were served meanwhile too
+        finally:
+            stop.set()
+            await asyncio.gather(*users)
+            await registry.stop()
+
+    asyncio.run(asyncio.wait_for(day(), 60))
+
+
 def test_many_gates_streaming_at_once_each_acked_for_its_own_records_and_every_usage_at_every_gate(tmp_path, registry_db):
     gates = 24
 
