@@ -194,8 +194,10 @@ def test_a_gate_cannot_send_another_gates_events(tmp_path, certs):
         forged = pb.StreamEventsRequest(after_seq=0, events=[pb.Event(event_id="gate-a:1", seq=1, at=time.time(), kind=pb.EVENT_KIND_DECISION)])
         async with grpc.aio.secure_channel(f"127.0.0.1:{registry.port}", creds) as channel:
             call = pb_grpc.RegistryServiceStub(channel).StreamEvents(metadata=(("gated-gate-id", "gate-a"),))
-            await call.write(forged)
             with pytest.raises(grpc.aio.AioRpcError) as refused:
+                # Refused on the call's metadata, before any event is read: the refusal may end the
+                # call while the forged batch is still being written, or answer it.
+                await call.write(forged)
                 await call.read()
         assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
         assert registry.store.event_count() == 0
