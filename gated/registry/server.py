@@ -50,9 +50,9 @@ How it keeps the contract:
 - Nothing heavy runs on the event loop, so GetTime, watches and events are
   answered during an import: every use of the store and of the mirror runs
   in a worker thread, one at a time (`_exclusive`, and the group commits'
-  chain, both under the service's lock), on the service's own connection. A large change is published in steps, the lock
-  released between them, so event batches interleave with an import's
-  deltas. The import itself is one transaction in the importing process
+  chain, both under the service's lock), on the service's own connection.
+  A large change is published in steps, the lock released between them, so
+  event batches interleave with an import's deltas. The import itself is one transaction in the importing process
   (all or nothing); SQLite's WAL keeps the server's reads going meanwhile,
   and its writes wait (off the loop) for the import's commit.
 """
