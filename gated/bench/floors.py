@@ -29,8 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -164,35 +162,14 @@ async def _serve(mode: str, db: str | None, version: int, cadence_s: float, tls:
             rounds.cancel()
 
 
-class _Stripped:
-    """`python -m gated.bench.floors serve MODE ...` in its own process until the block ends."""
+def _stripped(log: Path, mode: str, *, db: Path | None = None, version: int = 0, cadence_ms: float = 0.0,
+              tls: list[Path] | None = None):
+    """`python -m gated.bench.floors serve MODE ...` in its own process until the block ends (its `Served`)."""
+    from gated.bench.rpc import serving
 
-    def __init__(self, log: Path, mode: str, *, db: Path | None = None, version: int = 0, cadence_ms: float = 0.0,
-                 tls: list[Path] | None = None) -> None:
-        self.log = log
-        self.args = [sys.executable, "-m", "gated.bench.floors", "serve", mode, "--version", str(version),
-                     "--cadence-ms", str(cadence_ms)] + (["--db", str(db)] if db else []) + (
-                    ["--tls", *map(str, tls)] if tls else [])
-
-    def __enter__(self) -> _Stripped:
-        with open(self.log, "w") as out:
-            self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + _READY_TIMEOUT_S
-        while not (found := re.search(r"listening on 127\.0\.0\.1:(\d+)", self.log.read_text())):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.__exit__()
-                raise RuntimeError(f"the stripped registry did not start: {self.log.read_text()[-2000:]}")
-            time.sleep(0.05)
-        self.port, self.pid = int(found.group(1)), self.proc.pid
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+    return serving([sys.executable, "-m", "gated.bench.floors", "serve", mode, "--version", str(version),
+                    "--cadence-ms", str(cadence_ms)] + (["--db", str(db)] if db else [])
+                   + (["--tls", *map(str, tls)] if tls else []), log, ready_timeout_s=_READY_TIMEOUT_S)
 
 
 # ------------------------------------------------------------ replay
@@ -201,7 +178,7 @@ class _Stripped:
 def replay_floor(events: int = 100_000, batch_size: int = 2000, modes: tuple[str, ...] = REPLAY_MODES) -> list[dict[str, Any]]:
     """The real gate's replay of `events` static records to each stripped registry (module docstring)."""
     from gated.bench.replay import fill_journal
-    from gated.bench.rpc import _cpu_s, _settings, _stop, _until
+    from gated.bench.rpc import _settings, replay_to_last_ack
     from gated.clock import GateClock
     from gated.journal import Journal
     from gated.registry.store import RegistryStore
@@ -219,23 +196,10 @@ def replay_floor(events: int = 100_000, batch_size: int = 2000, modes: tuple[str
             db = tmp / "registry.db"
             if mode == "store":
                 RegistryStore(db).close()  # the schema, before the server opens it
-            with _Stripped(tmp / "registry.log", mode, db=db, tls=[certs.ca, certs.registry.cert, certs.registry.key]) as served:
+            with _stripped(tmp / "registry.log", mode, db=db, tls=[certs.ca, certs.registry.cert, certs.registry.key]) as served:
                 uplink = Uplink("gate-a", journal, EntitlementCache(), KeyRing(), GateClock(),
                                 _settings(served.port, certs, "gate-a"), batch_size=batch_size)
-
-                async def replay() -> tuple[float, float, float]:
-                    gate_cpu, registry_cpu = time.process_time(), _cpu_s(served.pid)
-                    start = time.perf_counter()
-                    task = asyncio.create_task(uplink.run())
-                    await _until(lambda: uplink.registry_acked_seq >= last_seq, 600, "the last ack")
-                    elapsed = time.perf_counter() - start
-                    registry = _cpu_s(served.pid) - registry_cpu
-                    await _until(lambda: uplink.journal_acked_seq >= last_seq, 60, "the journal to record the acks")
-                    gate = time.process_time() - gate_cpu
-                    await _stop(task)
-                    return elapsed, gate, registry
-
-                elapsed, gate, registry = asyncio.run(replay())
+                elapsed, gate, registry = asyncio.run(replay_to_last_ack(uplink, last_seq, served.pid))
             backlog = journal.backlog()
             journal.close()
             stored = None
@@ -261,7 +225,7 @@ def fanout_floor(gates: int = 500, cadence_ms: float = 0.0, seconds: float = 15.
     version = 1
     processes = max(1, min(processes, gates))
     with tempfile.TemporaryDirectory(prefix="gated-floor-") as tmp_name, \
-            _Stripped(Path(tmp_name) / "registry.log", "fanout", version=version, cadence_ms=cadence_ms) as served:
+            _stripped(Path(tmp_name) / "registry.log", "fanout", version=version, cadence_ms=cadence_ms) as served:
         slices = [list(range(gates))[i::processes] for i in range(processes)]
         start_at = time.time() + 2.0 + gates / 200  # every watch open first
         with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:

@@ -63,7 +63,7 @@ from gated.validation import EntitlementCache, KeyRing, Lane, Policy, TicketReco
 from gated.validation.token import mint_static
 
 __all__ = ["BenchGate", "Served", "admit_and_wait", "measure_backlog_replay", "measure_import", "measure_propagation",
-           "measure_snapshot", "registry_serve"]
+           "measure_snapshot", "registry_serve", "replay_to_last_ack", "serving"]
 
 _KEY = bytes(range(32))
 _READY_TIMEOUT_S = 600.0
@@ -97,11 +97,18 @@ def registry_serve(db: Path | str, serve_args: Sequence[str], log_path: Path,
     with SIGTERM on leaving (SIGKILL after 30 s)."""
     serve_args = list(serve_args)
     wants_pages = "--http" in serve_args and serve_args[serve_args.index("--http") + 1] != "off"
+    with serving([sys.executable, "-m", "gated", "registry", "serve", "--db", str(db), "--listen", "127.0.0.1:0",
+                  *serve_args], log_path, wants_pages=wants_pages, ready_timeout_s=ready_timeout_s, poll_s=poll_s) as served:
+        yield served
+
+
+@contextlib.contextmanager
+def serving(argv: Sequence[str], log_path: Path, *, wants_pages: bool = False,
+            ready_timeout_s: float = _READY_TIMEOUT_S, poll_s: float = 0.05) -> Iterator[Served]:
+    """`argv` in its own process, its output in `log_path`, until it prints `registry listening on
+    127.0.0.1:PORT` (and `registry pages at URL` when `wants_pages`); stopped as `registry_serve` says."""
     with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gated", "registry", "serve", "--db", str(db), "--listen", "127.0.0.1:0", *serve_args],
-            stdout=log_file, stderr=subprocess.STDOUT,
-        )
+        proc = subprocess.Popen(list(argv), stdout=log_file, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + ready_timeout_s
         while True:
@@ -180,23 +187,8 @@ def measure_backlog_replay(n: int = 100_000, batch_size: int = 2000, shape: str 
         with _registry_process(tmp / "registry.db", certs, registry) as port:
             uplink = Uplink("gate-a", journal, EntitlementCache(), KeyRing(), GateClock(),
                             _settings(port, certs, "gate-a"), batch_size=batch_size)
-            cpu: dict[str, float] = {}
-
-            async def replay() -> float:
-                pid = registry[0].pid
-                gate_cpu, registry_cpu = time.process_time(), _cpu_s(pid)
-                start = time.perf_counter()
-                task = asyncio.create_task(uplink.run())
-                # (not status(): it counts the journal's backlog, a scan of every unacknowledged record, each poll)
-                await _until(lambda: uplink.registry_acked_seq >= last_seq, 600, "the last ack")
-                elapsed = time.perf_counter() - start
-                cpu["registry"] = _cpu_s(pid) - registry_cpu
-                await _until(lambda: uplink.journal_acked_seq >= last_seq, 60, "the journal to record the acks")
-                cpu["gate"] = time.process_time() - gate_cpu  # its journal's acks included
-                await _stop(task)
-                return elapsed
-
-            elapsed = asyncio.run(replay())
+            elapsed, gate_cpu, registry_cpu = asyncio.run(replay_to_last_ack(uplink, last_seq, registry[0].pid))
+            cpu = {"gate": gate_cpu, "registry": registry_cpu}
         backlog = journal.backlog()
         journal.close()
         with RegistryStore(tmp / "registry.db", create=False) as store:
@@ -215,6 +207,23 @@ def measure_backlog_replay(n: int = 100_000, batch_size: int = 2000, shape: str 
         "journal_backlog_after": backlog,
         "transport": "gRPC over loopback, mTLS, registry in its own process",
     }
+
+
+async def replay_to_last_ack(uplink: Uplink, last_seq: int, registry_pid: int) -> tuple[float, float, float]:
+    """Run `uplink` until the registry acknowledged `last_seq` and the journal marked it: seconds to
+    the last ack, the gate's CPU seconds (this process, its journal's acks included) and the registry's
+    (its process, until the last ack)."""
+    gate_cpu, registry_cpu = time.process_time(), _cpu_s(registry_pid)
+    start = time.perf_counter()
+    task = asyncio.create_task(uplink.run())
+    # (not status(): it counts the journal's backlog, a scan of every unacknowledged record, each poll)
+    await _until(lambda: uplink.registry_acked_seq >= last_seq, 600, "the last ack")
+    elapsed = time.perf_counter() - start
+    registry_cpu = _cpu_s(registry_pid) - registry_cpu
+    await _until(lambda: uplink.journal_acked_seq >= last_seq, 60, "the journal to record the acks")
+    gate_cpu = time.process_time() - gate_cpu
+    await _stop(task)
+    return elapsed, gate_cpu, registry_cpu
 
 
 # ------------------------------------------------------------- propagation
