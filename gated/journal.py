@@ -22,6 +22,13 @@ Rules it keeps:
   WAL pages into the database never lands on a person waiting at a turnstile.
 - Records stay until the registry has acknowledged them (``mark_acked``) and
   they are older than the retention; unacknowledged records are never purged.
+- An acknowledgement is a watermark, ``meta.acked_through``: every record
+  with seq <= it is acknowledged, none above it is. The registry acknowledges
+  a stream's records in seq order ("stored up to N"), so one row says it all,
+  and marking a batch of 2,000 acknowledged is one small write, not 2,000
+  row updates (each with two index changes) on an SD card. Files of schema 2
+  and older kept an ``acked_at`` per record; they are migrated on open (the
+  watermark is their acknowledged prefix; the column stays, unused).
 - A file cut by a power loss opens cleanly (SQLite's WAL recovery drops the
   torn tail: only transactions whose commit was fsynced survive, and those are
   exactly the ones whose ``append`` returned). A file damaged beyond that is
@@ -87,7 +94,7 @@ KINDS = ("decision", "passage", "not_passed", "unexpected_passage", "redemption"
 #: onto its cache and what the registry counts (docs/contract.md).
 USAGE_KINDS = ("passage", "redemption")
 
-SCHEMA_VERSION = 2  # 2: the epochs table (a version 1 file is migrated on open)
+SCHEMA_VERSION = 3  # 2: the epochs table; 3: acknowledgement as a watermark (older files are migrated on open)
 #: PRAGMA application_id: "gatJ". Tells our file apart from any other SQLite
 #: database that happens to sit at the configured path.
 APPLICATION_ID = 0x6761744A
@@ -113,10 +120,9 @@ CREATE TABLE records (
     lane      TEXT,
     ticket_id INTEGER,          -- u64 stored as two's-complement i64
     reason    TEXT,
-    payload   TEXT NOT NULL,    -- JSON object
-    acked_at  REAL              -- NULL until the registry acknowledged it
+    payload   TEXT NOT NULL     -- JSON object
 );
-CREATE INDEX records_unacked ON records(seq) WHERE acked_at IS NULL;
+CREATE INDEX records_at ON records(at);
 CREATE TABLE epochs (
     first_seq INTEGER PRIMARY KEY,  -- records from this seq on belong to epoch...
     epoch     INTEGER NOT NULL      -- ...this one (u64 stored as two's-complement i64)
@@ -124,11 +130,12 @@ CREATE TABLE epochs (
 """
 _EPOCHS_TABLE = _SCHEMA[_SCHEMA.index("CREATE TABLE epochs"):].rstrip().rstrip(";")
 
-# Added after schema 1 shipped, so created on open when missing: `purge`
-# finds what it may delete without scanning every record under the write lock.
-_PURGE_INDEX = "CREATE INDEX IF NOT EXISTS records_acked_at ON records(at) WHERE acked_at IS NOT NULL"
+_RECORDS_AT_INDEX = _SCHEMA[_SCHEMA.index("CREATE INDEX records_at"):].split(";")[0]
+#: The acknowledgement watermark (module docstring), as a subquery: a statement reads it and
+#: the records in one snapshot.
+_ACKED = "(SELECT value FROM meta WHERE key = 'acked_through')"
 
-_COLUMNS = "seq, at, kind, lane, ticket_id, reason, payload, acked_at"
+_COLUMNS = f"seq, at, kind, lane, ticket_id, reason, payload, seq <= {_ACKED}"
 _ROW_COLUMNS = "seq, at, kind, lane, ticket_id, reason, payload"
 
 
@@ -411,7 +418,7 @@ class Journal:
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     conn.execute(statement)
                 conn.execute(
-                    "INSERT INTO meta(key, value) VALUES ('gate_id', ?), ('last_seq', 0), "
+                    "INSERT INTO meta(key, value) VALUES ('gate_id', ?), ('last_seq', 0), ('acked_through', 0), "
                     "('created_at', ?), ('epoch', ?)",
                     (self.gate_id, time.time(), u64_to_sqlite(secrets.randbits(64) or 1)),
                 )
@@ -429,13 +436,33 @@ class Journal:
                     row = conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
                     conn.execute(_EPOCHS_TABLE)
                     conn.execute("INSERT INTO epochs(first_seq, epoch) VALUES (0, ?)", (0 if row is None else int(row[0]),))
+                if version < 3:
+                    self._migrate_acks_to_watermark(conn)
+                if version < SCHEMA_VERSION:
                     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            conn.execute(_PURGE_INDEX)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+    def _migrate_acks_to_watermark(self, conn: sqlite3.Connection) -> None:
+        """Schema 2 -> 3: the per-record ``acked_at`` becomes the watermark ``acked_through``.
+
+        The registry acknowledged in seq order, so the acknowledged records are the ones below
+        the first unacknowledged (or all of them, up to ``last_seq``). Anything acknowledged
+        above that first gap (no gated wrote such a file) would only be sent again, and the
+        registry holds it already. The column stays: dropping it rewrites every record.
+        """
+        first_unacked = conn.execute("SELECT min(seq) FROM records WHERE acked_at IS NULL").fetchone()[0]
+        if first_unacked is None:
+            acked_through = int(self._meta(conn, "last_seq"))
+        else:
+            acked_through = first_unacked - 1
+        conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('acked_through', ?)", (acked_through,))
+        conn.execute("DROP INDEX IF EXISTS records_unacked")
+        conn.execute("DROP INDEX IF EXISTS records_acked_at")
+        conn.execute(_RECORDS_AT_INDEX)
 
     def _meta(self, conn: sqlite3.Connection, key: str) -> Any:
         row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -495,10 +522,12 @@ class Journal:
 
     def acked_through(self) -> int:
         """The highest seq such that every record up to it is acknowledged by the registry."""
-        first_unacked = self._read("SELECT min(seq) FROM records WHERE acked_at IS NULL")[0][0]
-        if first_unacked is not None:
-            return first_unacked - 1
-        return int(self._read("SELECT value FROM meta WHERE key = 'last_seq'")[0][0])
+        # Past the watermark up to the next record: the seqs between were never written (an
+        # epoch's leap, a failed commit), so nothing in them waits.
+        first_unacked, last_seq = self._read(
+            f"SELECT (SELECT min(seq) FROM records WHERE seq > {_ACKED}), "
+            "(SELECT value FROM meta WHERE key = 'last_seq')")[0]
+        return int(last_seq) if first_unacked is None else first_unacked - 1
 
     # ---------------------------------------------------------------- writes
 
@@ -587,16 +616,24 @@ class Journal:
         self._submit(_Call(fn, _future_done(fut)))
         return fut.result()
 
-    def mark_acked(self, up_to_seq: int, now: float) -> int:
-        """Mark every record with seq <= ``up_to_seq`` acknowledged; returns how many."""
+    def mark_acked(self, up_to_seq: int) -> int:
+        """Mark every record with seq <= ``up_to_seq`` acknowledged; returns how many were not yet.
+
+        One write whatever the count: the watermark moves (module docstring). It never moves
+        back, and never past the last record written, so a record appended later is never
+        taken as acknowledged.
+        """
         if isinstance(up_to_seq, bool) or not isinstance(up_to_seq, int) or up_to_seq < 0:
             raise ValueError(f"up_to_seq must be an integer >= 0, got {up_to_seq!r}")
 
         def ack(conn: sqlite3.Connection) -> int:
-            return conn.execute(
-                "UPDATE records SET acked_at = ? WHERE acked_at IS NULL AND seq <= ?",
-                (float(now), up_to_seq),
-            ).rowcount
+            before, last = conn.execute(
+                f"SELECT {_ACKED}, (SELECT value FROM meta WHERE key = 'last_seq')").fetchone()
+            after = min(up_to_seq, int(last))
+            if after <= before:
+                return 0
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'acked_through'", (after,))
+            return conn.execute("SELECT count(*) FROM records WHERE seq > ? AND seq <= ?", (before, after)).fetchone()[0]
 
         return self._call(ack)
 
@@ -607,19 +644,20 @@ class Journal:
         holds up the lanes' appends for more than a chunk.
         """
         cutoff = float(now) - self.retention_s
-
-        def chunk(conn: sqlite3.Connection) -> int:
-            return conn.execute(
-                "DELETE FROM records WHERE seq IN (SELECT seq FROM records INDEXED BY records_acked_at "
-                "WHERE acked_at IS NOT NULL AND at < ? LIMIT ?)",
-                (cutoff, _PURGE_CHUNK),
-            ).rowcount
-
         total = 0
         while True:
-            deleted = self._call(chunk)
-            total += deleted
-            if deleted < _PURGE_CHUNK:
+            # Found on the read connection, so the write lock is held only for the delete. By
+            # time (`at`, each record's own clock), not by seq: a record stamped by a clock that
+            # was set later goes when its own time is due. What is found stays due: the
+            # watermark only rises and a record's time never changes.
+            due = [seq for (seq,) in self._read(
+                f"SELECT seq FROM records INDEXED BY records_at WHERE at < ? AND seq <= {_ACKED} LIMIT ?",
+                (cutoff, _PURGE_CHUNK))]
+            if due:
+                self._call(lambda conn, due=due: conn.execute(
+                    f"DELETE FROM records WHERE seq IN ({','.join('?' * len(due))})", due))
+            total += len(due)
+            if len(due) < _PURGE_CHUNK:
                 return total
 
     # ---------------------------------------------------------- writer thread
@@ -720,11 +758,11 @@ class Journal:
     # ------------------------------------------------------------------ reads
 
     def _row(self, row: tuple) -> Record:
-        seq, at, kind, lane, ticket_id, reason, payload, acked_at = row
+        seq, at, kind, lane, ticket_id, reason, payload, acked = row
         return Record(
             seq=seq, gate_id=self.gate_id, at=at, kind=kind, lane=lane,
             ticket_id=None if ticket_id is None else u64_from_sqlite(ticket_id),
-            reason=reason, payload=json.loads(payload), acked=acked_at is not None,
+            reason=reason, payload=json.loads(payload), acked=bool(acked),
         )
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
@@ -739,8 +777,7 @@ class Journal:
     def unacked(self, after_seq: int = 0, limit: int = 1000) -> list[Record]:
         """Records not yet acknowledged, seq > ``after_seq``, oldest first."""
         rows = self._read(
-            f"SELECT {_COLUMNS} FROM records WHERE acked_at IS NULL AND seq > ? "
-            "ORDER BY seq LIMIT ?",
+            f"SELECT {_COLUMNS} FROM records WHERE seq > max(?, {_ACKED}) ORDER BY seq LIMIT ?",
             (after_seq, limit),
         )
         return [self._row(r) for r in rows]
@@ -749,7 +786,7 @@ class Journal:
         """`unacked` as plain rows, for the uplink's sending: (seq, at, kind, lane, ticket_id,
         reason, payload as its JSON text), ticket_id a u64 as in `Record`."""
         return _u64_rows(self._read(
-            f"SELECT {_ROW_COLUMNS} FROM records WHERE acked_at IS NULL AND seq > ? ORDER BY seq LIMIT ?",
+            f"SELECT {_ROW_COLUMNS} FROM records WHERE seq > max(?, {_ACKED}) ORDER BY seq LIMIT ?",
             (after_seq, limit),
         ))
 
@@ -775,7 +812,7 @@ class Journal:
 
     def backlog(self) -> int:
         """How many records the registry has not acknowledged yet."""
-        return self._read("SELECT count(*) FROM records WHERE acked_at IS NULL")[0][0]
+        return self._read(f"SELECT count(*) FROM records WHERE seq > {_ACKED}")[0][0]
 
     def tail(self, n: int) -> list[Record]:
         """The last ``n`` records, oldest first."""
@@ -791,7 +828,7 @@ class Journal:
         records = self._read("SELECT count(*) FROM records")[0][0]
         unacked = self.backlog()
         oldest = self._read(
-            "SELECT at FROM records WHERE acked_at IS NULL ORDER BY seq LIMIT 1"
+            f"SELECT at FROM records WHERE seq > {_ACKED} ORDER BY seq LIMIT 1"
         )
         last_seq = self._read("SELECT value FROM meta WHERE key = 'last_seq'")[0][0]
 

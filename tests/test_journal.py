@@ -93,7 +93,7 @@ def test_bad_arguments_are_refused_before_anything_is_written(path):
 def test_seq_keeps_increasing_across_restarts_even_after_everything_is_purged(path):
     with Journal(path, "gate-7", retention_s=DAY) as journal:
         assert [journal.append("decision", at=T0).seq for _ in range(3)] == [1, 2, 3]
-        journal.mark_acked(3, now=T0 + 10)
+        journal.mark_acked(3)
         assert journal.purge(now=T0 + 2 * DAY) == 3
         assert journal.tail(10) == []
 
@@ -128,8 +128,8 @@ def test_only_acknowledged_records_past_retention_are_purged(path):
         # Day 1: six records; the registry acknowledges the first four.
         for i in range(6):
             journal.append("decision", at=T0 + i, ticket_id=i)
-        assert journal.mark_acked(4, now=T0 + 60) == 4
-        assert journal.mark_acked(4, now=T0 + 61) == 0  # idempotent
+        assert journal.mark_acked(4) == 4
+        assert journal.mark_acked(4) == 0  # idempotent
         # Day 2 morning: two more, not yet acknowledged either.
         journal.append("decision", at=T0 + DAY, ticket_id=6)
         journal.append("decision", at=T0 + DAY + 1, ticket_id=7)
@@ -153,12 +153,41 @@ def test_only_acknowledged_records_past_retention_are_purged(path):
         assert stats["last_seq"] == 8
         assert stats["file_size"] > 0 and stats["wal_size"] > 0
 
-        journal.mark_acked(8, now=T0 + 3 * DAY)
+        journal.mark_acked(8)
         assert journal.backlog() == 0
         assert journal.stats()["oldest_unacked_at"] is None
         # Half a day past the day-2 records: only the day-1 ones are due.
         assert journal.purge(now=T0 + 1.5 * DAY) == 2
         assert [r.seq for r in journal.tail(100)] == [7, 8]
+
+
+def test_an_acknowledgement_beyond_the_last_record_does_not_cover_later_ones(path):
+    """The watermark stops at the last record written: a registry's (or a bug's) ack of seqs
+    not yet written must not swallow the records that get them."""
+    with Journal(path, "gate-7") as journal:
+        for ticket in (4_200_000_001, 4_200_000_002, 2**63 + 5):
+            journal.append("decision", at=T0, ticket_id=ticket)
+        assert journal.mark_acked(10**6) == 3 and journal.backlog() == 0
+        assert journal.mark_acked(2) == 0 and journal.acked_through() == 3  # never back
+        fourth = journal.append("passage", at=T0 + 1, ticket_id=2**63 + 5)
+        assert [r.seq for r in journal.unacked()] == [fourth.seq] and journal.acked_through() == fourth.seq - 1
+    with Journal(path, "gate-7") as journal:  # and so across a reopen, the new epoch's leap included
+        assert journal.backlog() == 1 and journal.acked_through() == fourth.seq - 1
+
+
+def test_purge_goes_by_each_records_own_time(path):
+    """A record stamped by a clock set later (a day behind, then corrected) goes when its own
+    time is due, whatever its neighbours' times; an unacknowledged one never."""
+    with Journal(path, "gate-7", retention_s=DAY) as journal:
+        stamps = [T0 + 5 * DAY, T0 + 5 * DAY + 1, T0, T0 + 5 * DAY + 2, T0 + 1]  # 3rd and 5th: the clock a day behind
+        for at in stamps:
+            journal.append("decision", at=at, ticket_id=1)
+        journal.mark_acked(4)
+        assert journal.purge(now=T0 + 2 * DAY) == 1  # seq 3 only: seq 5 is as old but not acknowledged
+        assert [r.seq for r in journal.tail(10)] == [1, 2, 4, 5]
+        journal.mark_acked(5)
+        assert journal.purge(now=T0 + 2 * DAY) == 1 and [r.seq for r in journal.tail(10)] == [1, 2, 4]
+        assert journal.purge(now=T0 + 7 * DAY) == 3 and journal.tail(10) == []
 
 
 def test_a_large_purge_runs_in_chunks_and_removes_everything_due(path):
@@ -169,7 +198,7 @@ def test_a_large_purge_runs_in_chunks_and_removes_everything_due(path):
             t.start()
         for t in threads:
             t.join()
-        journal.mark_acked(2500, now=T0)
+        journal.mark_acked(2500)
         before = journal.transactions
         assert journal.purge(now=T0 + 1) == 2500
         assert journal.transactions - before >= 3  # 1000 + 1000 + 500 (+ the empty check)
@@ -261,7 +290,7 @@ def test_export_jsonl_and_csv_parse_back_to_the_same_records(path):
                        payload={"category": "vip", "note": 'comma, "quote"\nnewline'})
         journal.append("not_passed", at=T0 + 8, lane="n1", ticket_id=2**64 - 1)
         journal.append("emergency", at=T0 + 100.125, payload={"input": "fire"})
-        journal.mark_acked(1, now=T0 + 9)
+        journal.mark_acked(1)
         records = journal.tail(10)
 
         out = io.StringIO()
@@ -574,24 +603,88 @@ def test_every_opening_that_writes_starts_a_new_random_epoch_and_old_records_kee
         assert j.append("decision", at=2.0).seq == 1
 
 
+#: The schema gated wrote before acknowledgement was a watermark (schema 1: without the epochs
+#: table and the purge index; 2: with them), as it shipped.
+_OLD_SCHEMA = [
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID",
+    "CREATE TABLE records (seq INTEGER PRIMARY KEY, at REAL NOT NULL, kind TEXT NOT NULL, lane TEXT, "
+    "ticket_id INTEGER, reason TEXT, payload TEXT NOT NULL, acked_at REAL)",
+    "CREATE INDEX records_unacked ON records(seq) WHERE acked_at IS NULL",
+]
+_OLD_SCHEMA_2 = [
+    "CREATE TABLE epochs (first_seq INTEGER PRIMARY KEY, epoch INTEGER NOT NULL)",
+    "CREATE INDEX records_acked_at ON records(at) WHERE acked_at IS NOT NULL",
+]
+
+
+def old_journal(path: Path, version: int, records: list[tuple[int, float, int | None, float | None]],
+                epoch: int | None, epochs: list[tuple[int, int]] = ()) -> None:
+    """A journal file as gated wrote it at schema `version` (1 or 2): `records` are (seq, at,
+    ticket_id, acked_at); `epoch` the file's meta epoch (None: none, as before epochs)."""
+    conn = sqlite3.connect(path)
+    try:
+        for statement in _OLD_SCHEMA + (_OLD_SCHEMA_2 if version >= 2 else []):
+            conn.execute(statement)
+        conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?)",
+                         [("gate_id", "g"), ("last_seq", max((r[0] for r in records), default=0)), ("created_at", 1.0)]
+                         + ([("epoch", u64_to_sqlite(epoch))] if epoch is not None else []))
+        conn.executemany("INSERT INTO records(seq, at, kind, ticket_id, payload, acked_at) VALUES (?, ?, 'decision', ?, '{}', ?)",
+                         [(seq, at, None if t is None else u64_to_sqlite(t), acked) for seq, at, t, acked in records])
+        if epochs:
+            conn.executemany("INSERT INTO epochs(first_seq, epoch) VALUES (?, ?)",
+                             [(first, u64_to_sqlite(e)) for first, e in epochs])
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA application_id = 0x6761744A")
+        conn.execute(f"PRAGMA user_version = {version}")
+        conn.commit()
+    finally:
+        conn.close()
+
+
 def test_a_version_1_journal_keeps_its_records_under_its_one_epoch(tmp_path):
     path = tmp_path / "j.db"
-    with Journal(path, "g", checkpoint_every_s=None) as j:
-        j.append("decision", at=1.0)
-        j.append("decision", at=1.0)
-    with sqlite3.connect(path) as conn:  # as gated wrote it before epochs had a table
-        conn.execute("DROP TABLE epochs")
-        conn.execute("UPDATE meta SET value = ? WHERE key = 'epoch'", (u64_to_sqlite(2**64 - 5),))
-        conn.execute("PRAGMA user_version = 1")
-    conn.close()
+    old_journal(path, 1, [(1, 1.0, 7, None), (2, 1.0, 8, None)], epoch=2**64 - 5)
     with Journal(path, "g", checkpoint_every_s=None) as j:
         assert j.epoch_span(2) == (2**64 - 5, 0, None)
+        assert [(r.seq, r.ticket_id, r.acked) for r in j.unacked()] == [(1, 7, False), (2, 8, False)]
         third = j.append("decision", at=1.0)
         assert j.epoch_span(2) == (2**64 - 5, 0, third.seq) and j.epoch_span(third.seq)[0] == j.epoch
-    with sqlite3.connect(path) as conn:  # older still: no epoch at all reads as the legacy epoch 0
-        conn.execute("DROP TABLE epochs")
-        conn.execute("DELETE FROM meta WHERE key = 'epoch'")
-        conn.execute("PRAGMA user_version = 1")
-    conn.close()
+    path.unlink()
+    old_journal(path, 1, [(1, 1.0, None, None)], epoch=None)  # older still: no epoch at all
     with Journal(path, "g", checkpoint_every_s=None) as j:
         assert j.epoch_span(1)[0] == 0
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_old_journals_acknowledgements_become_the_watermark(tmp_path, version):
+    """Schema 1 and 2 marked each record; the acknowledged prefix is what the registry holds,
+    the rest is sent, and purge, backlog and acks go on from there."""
+    path = tmp_path / "j.db"
+    ids = [4_200_000_000 + n for n in range(6)] + [random.Random(7).getrandbits(64) for _ in range(4)]  # 10-digit, 64-bit
+    records = [(seq, T0 + seq, ids[seq - 1], T0 + 100 if seq <= 6 else None) for seq in range(1, 11)]
+    old_journal(path, version, records, epoch=77, epochs=[(0, 77)] if version >= 2 else [])
+    with Journal(path, "g", retention_s=DAY, checkpoint_every_s=None) as j:
+        assert j.acked_through() == 6 and j.backlog() == 4
+        assert [(r.seq, r.ticket_id) for r in j.unacked()] == [(s, ids[s - 1]) for s in range(7, 11)]
+        assert [r.acked for r in j.tail(10)] == [True] * 6 + [False] * 4
+        assert [r[0] for r in j.unacked_rows()] == [7, 8, 9, 10]
+        assert j.purge(now=T0 + DAY + 4.5) == 4  # acknowledged and a day old: 1..4, never 7..
+        assert j.purge(now=T0 + 3 * DAY) == 2
+        assert j.mark_acked(9) == 3 and j.backlog() == 1 and j.acked_through() == 9
+        later = j.append("decision", at=T0 + 3 * DAY, ticket_id=1)
+        assert later.seq > EPOCH_SEQ_LEAP and [r.seq for r in j.unacked()] == [10, later.seq]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        indexes = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "records_unacked" not in indexes and "records_acked_at" not in indexes and "records_at" in indexes
+    conn.close()
+
+
+def test_an_old_journal_with_every_record_acknowledged_and_some_purged(tmp_path):
+    path = tmp_path / "j.db"
+    old_journal(path, 2, [(5, 1.0, 1, 2.0), (6, 1.0, 2, 2.0)], epoch=3, epochs=[(0, 3)])
+    with sqlite3.connect(path) as conn:  # 1..4 were purged and the file went on to seq 9, since purged too
+        conn.execute("UPDATE meta SET value = 9 WHERE key = 'last_seq'")
+    conn.close()
+    with Journal(path, "g", checkpoint_every_s=None) as j:
+        assert j.backlog() == 0 and j.acked_through() == 9 and j.unacked() == []

@@ -15,7 +15,7 @@ def test_rows_carry_what_the_records_carry_and_the_acknowledged_ones_only_when_r
         for i, tid in enumerate((100_001, REG_NO, 3_000_017, 0x5DEECE66D3A1B2C9, HIGH_U64, None)):
             journal.append("decision", at=1_764_230_400.0 + i, lane="in-1" if tid else None, ticket_id=tid,
                            reason="ok" if tid else None, payload={"zone": "hall-a", "n": i, "名": "张"})
-        journal.mark_acked(2, 1_764_230_500.0)
+        journal.mark_acked(2)
 
         rows = journal.unacked_rows(0, 100)
         records = journal.unacked(0, 100)

@@ -201,7 +201,7 @@ def measure_stages(n: int = 100_000, shape: str = "static", batch_size: int = 20
                         raise AssertionError(f"parse_batch differs from the reference after seq {batch.after_seq}")
                     took, stored = _timed(store.store_events, "gate-a", events, time.time(), epoch=epoch)
                     spent["registry_store"] += took
-                    took, _ = _timed(journal.mark_acked, stored.acked_seq, time.time())
+                    took, _ = _timed(journal.mark_acked, stored.acked_seq)
                     spent["gate_mark_acked"] += took
                     acked = stored.acked_seq
                 stored_count = store.event_count("gate-a")

@@ -132,7 +132,7 @@ def test_over_grpc_a_conflict_is_an_error_status_and_the_gate_resends_under_a_ne
         seqs = [r.seq for r in gate.journal.tail(5)]
         epoch = gate.journal.epoch
         registry.store.conn.execute("UPDATE events SET payload = '{\"other\":1}' WHERE seq >= ? AND epoch != 9", (seqs[2],))
-        gate.journal._call(lambda conn: conn.execute("UPDATE records SET acked_at = NULL"))  # the acks were lost
+        gate.journal._call(lambda conn: conn.execute("UPDATE meta SET value = 0 WHERE key = 'acked_through'"))  # the acks were lost
         await gate.stop()
         gate = Gate(tmp_path, GATE, registry.port, None).start()
         await until(lambda: gate.journal.backlog() == 0, what="resent under a new epoch and acked")
