@@ -394,6 +394,9 @@ class RegistryStore:
         self._zone_json: dict[str, tuple[str, ...]] = {}
         #: Set by a registry instance on PostgreSQL: where version bumps are logged for the others.
         self.change_log: Any = None
+        #: Inside a write transaction on PostgreSQL: meta.version as the transaction holds it (read
+        #: under the writers' lock with its BEGIN, then moved by `_bump_version`); None elsewhere.
+        self.txn_version: int | None = None
         self._pairs_json: dict[str, tuple[tuple, ...]] = {}
         if engine.is_url(path):
             self.path = path
@@ -451,6 +454,8 @@ class RegistryStore:
                         raise RegistryError(f"{where}: registry schema {schema}; this gated supports {SCHEMA_VERSION}")
                 if not self.conn.execute("SELECT to_regclass('kept_snapshot') IS NOT NULL").fetchone()[0]:
                     self.conn.script(_KEPT_SNAPSHOT_DDL[engine.POSTGRES])
+            # From now on every write transaction knows the version from its BEGIN's round trip.
+            self.conn.begin_read = "SELECT value FROM meta WHERE key = 'version'"
         except RegistryError:
             self.conn.close()
             raise
@@ -537,11 +542,15 @@ class RegistryStore:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         self.conn.execute("BEGIN IMMEDIATE")
+        begun_with = getattr(self.conn, "begun_with", None)
+        self.txn_version = None if begun_with is None else int(begun_with)
         try:
             yield
         except BaseException:
+            self.txn_version = None
             self.conn.execute("ROLLBACK")
             raise
+        self.txn_version = None
         self.conn.execute("COMMIT")
 
     def _meta(self, key: str) -> Any:
@@ -566,10 +575,13 @@ class RegistryStore:
     def _bump_version(self, ops: Sequence[Op] | None = None, wire: Sequence | None = None) -> tuple[int, int]:
         """Inside a write transaction: the next version, for `ops` (None: no delta to send).
         With several instances the bump goes to their change log too (gated/registry/changelog.py)."""
-        base = int(self._meta("version"))
-        self._set_meta("version", base + 1)
+        base = self.txn_version if self.txn_version is not None else int(self._meta("version"))
         if self.change_log is not None:
-            self.change_log.append_delta(self.conn, base, base + 1, ops, wire)
+            self.change_log.bump_version(self.conn, base, ops, wire)  # meta.version with it
+        else:
+            self._set_meta("version", base + 1)
+        if self.txn_version is not None:
+            self.txn_version = base + 1
         return base, base + 1
 
     # ------------------------------------------------------------- tickets
@@ -994,25 +1006,33 @@ class RegistryStore:
         gates = [b.gate_id for b in batches]
         if len(set(gates)) != len(gates) or not all(b.events for b in batches):
             raise _NotSetwise
-        keyed = [(b, u64_to_sqlite(b.epoch)) for b in batches]
-        for chunk in _chunks(keyed, 150):
-            where = " OR ".join(["(gate_id = ? AND epoch = ? AND seq BETWEEN ? AND ?)"] * len(chunk))
-            args = [a for b, e in chunk for a in (b.gate_id, e, b.events[0].seq, b.events[-1].seq)]
-            if conn.execute(f"SELECT 1 FROM events WHERE {where} LIMIT 1", args).fetchone() is not None:
-                raise _NotSetwise  # a resend: each held record is compared, batch by batch
-        marks = ",".join("?" * len(gates))
-        open_epochs = conn.execute(
-            f"SELECT gate_id, epoch FROM gates WHERE gate_id IN ({marks}) AND NOT EXISTS "
-            "(SELECT 1 FROM closed_epochs c WHERE c.gate_id = gates.gate_id AND c.epoch = gates.epoch)", gates).fetchall()
-        epoch_of = {b.gate_id: e for b, e in keyed}
-        if any(epoch != epoch_of[gate] for gate, epoch in open_epochs):
-            raise _NotSetwise  # an earlier epoch closes (its admissions without outcome are counted)
         if any(ev.kind == "redemption" or "redemption_id" in ev.payload_json for b in batches for ev in b.events):
             raise _NotSetwise
-        if conn.execute(f"SELECT 1 FROM redemptions WHERE gate_id IN ({marks}) AND outcome = 'ok' AND record_seq IS NULL "
-                        "AND decision_seq IS NULL AND released_at IS NULL LIMIT 1", gates).fetchone() is not None:
+        keyed = [(b, u64_to_sqlite(b.epoch)) for b in batches]
+        # What rules the set-wise path out, and the gates with implied uses, in one statement (on
+        # PostgreSQL one round trip, not four): tagged rows.
+        marks = ",".join("?" * len(gates))
+        parts, args = [], []
+        for i, chunk in enumerate(_chunks(keyed, 150)):  # an OR chain deeper than SQLite's expression limit is refused
+            where = " OR ".join(["(gate_id = ? AND epoch = ? AND seq BETWEEN ? AND ?)"] * len(chunk))
+            parts.append(f"SELECT 'held', NULL, NULL FROM (SELECT 1 FROM events WHERE {where} LIMIT 1) AS held{i}")
+            args += [a for b, e in chunk for a in (b.gate_id, e, b.events[0].seq, b.events[-1].seq)]
+        parts.append(f"SELECT 'open', gate_id, epoch FROM gates WHERE gate_id IN ({marks}) AND NOT EXISTS "
+                     "(SELECT 1 FROM closed_epochs c WHERE c.gate_id = gates.gate_id AND c.epoch = gates.epoch)")
+        parts.append(f"SELECT 'grant', NULL, NULL FROM (SELECT 1 FROM redemptions WHERE gate_id IN ({marks}) "
+                     "AND outcome = 'ok' AND record_seq IS NULL AND decision_seq IS NULL AND released_at IS NULL LIMIT 1) AS granted")
+        parts.append(f"SELECT 'implied', gate_id, NULL FROM (SELECT DISTINCT gate_id FROM implied_uses WHERE gate_id IN ({marks})) AS implied")
+        args += gates * 3
+        found = conn.execute(" UNION ALL ".join(parts), args).fetchall()
+        tags = {tag for tag, _gate, _epoch in found}
+        if "held" in tags:
+            raise _NotSetwise  # a resend: each held record is compared, batch by batch
+        epoch_of = {b.gate_id: e for b, e in keyed}
+        if any(tag == "open" and epoch != epoch_of[gate] for tag, gate, epoch in found):
+            raise _NotSetwise  # an earlier epoch closes (its admissions without outcome are counted)
+        if "grant" in tags:
             raise _NotSetwise  # a grant of one of these gates may be due to be given back (redeem.settle_batch)
-        implied = {g for (g,) in conn.execute(f"SELECT DISTINCT gate_id FROM implied_uses WHERE gate_id IN ({marks})", gates)}
+        implied = {gate for tag, gate, _epoch in found if tag == "implied"}
         rows = [(ev.event_id, b.gate_id, ev.seq, ev.at, ev.kind, ev.lane,
                  None if ev.ticket_id is None else u64_to_sqlite(ev.ticket_id), ev.reason, ev.payload_json, received_at, e)
                 for b, e in keyed for ev in b.events]
