@@ -89,6 +89,37 @@ _U64 = 1 << 64
 _EVENT_COLUMNS = "event_id, gate_id, seq, at, kind, lane, ticket_id, reason, payload, received_at, epoch"
 _INSERT_EVENT = f"INSERT OR IGNORE INTO events({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 
+# The set-wise group commit's statements on PostgreSQL (`RegistryStore._store_setwise`): a group's
+# rows go as one array a column, not as a list of placeholders (a new statement text for every
+# group size, which psycopg parses anew each time and never prepares) nor as a pipelined
+# statement a row (a message and Python a row). One text each: parsed once, kept prepared.
+_PG_SETWISE_CHECKS = (
+    "SELECT 'held', NULL, NULL FROM (SELECT 1 FROM events e JOIN unnest(?::text[], ?::bigint[], ?::bigint[], ?::bigint[]) "
+    "AS k(gate_id, epoch, lo, hi) ON e.gate_id = k.gate_id AND e.epoch = k.epoch AND e.seq BETWEEN k.lo AND k.hi LIMIT 1) AS held "
+    "UNION ALL SELECT 'open', gate_id, epoch FROM gates WHERE gate_id = ANY(?::text[]) AND NOT EXISTS "
+    "(SELECT 1 FROM closed_epochs c WHERE c.gate_id = gates.gate_id AND c.epoch = gates.epoch) "
+    "UNION ALL SELECT 'grant', NULL, NULL FROM (SELECT 1 FROM redemptions WHERE gate_id = ANY(?::text[]) AND outcome = 'ok' "
+    "AND record_seq IS NULL AND decision_seq IS NULL AND released_at IS NULL LIMIT 1) AS granted "
+    "UNION ALL SELECT 'implied', gate_id, NULL FROM (SELECT DISTINCT gate_id FROM implied_uses WHERE gate_id = ANY(?::text[])) AS implied")
+_PG_INSERT_EVENTS = (
+    f"INSERT INTO events({_EVENT_COLUMNS}) SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[], ?::double precision[], "
+    "?::text[], ?::text[], ?::bigint[], ?::text[], ?::text[], ?::double precision[], ?::bigint[]) ON CONFLICT DO NOTHING")
+_PG_TICKET_USAGE = ("SELECT ticket_id, entries_used, inside, benefits, zones, max_entries, state FROM tickets "
+                    "WHERE ticket_id = ANY(?::bigint[])")
+_PG_SET_TICKET_USAGE = (
+    "UPDATE tickets SET entries_used = v.entries_used, inside = v.inside, benefits = v.benefits "
+    "FROM unnest(?::bigint[], ?::text[], ?::text[], ?::bigint[]) AS v(entries_used, inside, benefits, ticket_id) "
+    "WHERE tickets.ticket_id = v.ticket_id")
+_ACK_GATE = ("INSERT INTO gates(gate_id, epoch, acked_seq) VALUES (?, ?, ?) "
+             "ON CONFLICT(gate_id, epoch) DO UPDATE SET acked_seq = max(gates.acked_seq, excluded.acked_seq)")
+_PG_ACK_GATES = ("INSERT INTO gates(gate_id, epoch, acked_seq) SELECT * FROM unnest(?::text[], ?::bigint[], ?::bigint[]) "
+                 "ON CONFLICT(gate_id, epoch) DO UPDATE SET acked_seq = GREATEST(gates.acked_seq, excluded.acked_seq)")
+
+
+def _columns(rows: Sequence[tuple]) -> list[list]:
+    """Rows as one list a column (PostgreSQL arrays)."""
+    return [list(column) for column in zip(*rows)]
+
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 CREATE TABLE tickets (
@@ -1009,21 +1040,7 @@ class RegistryStore:
         if any(ev.kind == "redemption" or "redemption_id" in ev.payload_json for b in batches for ev in b.events):
             raise _NotSetwise
         keyed = [(b, u64_to_sqlite(b.epoch)) for b in batches]
-        # What rules the set-wise path out, and the gates with implied uses, in one statement (on
-        # PostgreSQL one round trip, not four): tagged rows.
-        marks = ",".join("?" * len(gates))
-        parts, args = [], []
-        for i, chunk in enumerate(_chunks(keyed, 150)):  # an OR chain deeper than SQLite's expression limit is refused
-            where = " OR ".join(["(gate_id = ? AND epoch = ? AND seq BETWEEN ? AND ?)"] * len(chunk))
-            parts.append(f"SELECT 'held', NULL, NULL FROM (SELECT 1 FROM events WHERE {where} LIMIT 1) AS held{i}")
-            args += [a for b, e in chunk for a in (b.gate_id, e, b.events[0].seq, b.events[-1].seq)]
-        parts.append(f"SELECT 'open', gate_id, epoch FROM gates WHERE gate_id IN ({marks}) AND NOT EXISTS "
-                     "(SELECT 1 FROM closed_epochs c WHERE c.gate_id = gates.gate_id AND c.epoch = gates.epoch)")
-        parts.append(f"SELECT 'grant', NULL, NULL FROM (SELECT 1 FROM redemptions WHERE gate_id IN ({marks}) "
-                     "AND outcome = 'ok' AND record_seq IS NULL AND decision_seq IS NULL AND released_at IS NULL LIMIT 1) AS granted")
-        parts.append(f"SELECT 'implied', gate_id, NULL FROM (SELECT DISTINCT gate_id FROM implied_uses WHERE gate_id IN ({marks})) AS implied")
-        args += gates * 3
-        found = conn.execute(" UNION ALL ".join(parts), args).fetchall()
+        found = self._setwise_checks(keyed, gates)
         tags = {tag for tag, _gate, _epoch in found}
         if "held" in tags:
             raise _NotSetwise  # a resend: each held record is compared, batch by batch
@@ -1039,7 +1056,9 @@ class RegistryStore:
         seqs = [{ev.seq for ev in b.events} for b in batches]
         if any(len(s) != len(b.events) for s, b in zip(seqs, batches)):
             raise _NotSetwise  # a seq twice in one batch
-        if conn.executemany(_INSERT_EVENT, rows).rowcount != len(rows):
+        pg = self.dialect == engine.POSTGRES
+        inserted = (conn.execute(_PG_INSERT_EVENTS, _columns(rows)) if pg else conn.executemany(_INSERT_EVENT, rows)).rowcount
+        if inserted != len(rows):
             raise _NotSetwise
         usage = [(b, e, ev) for b, e in keyed for ev in b.events if ev.kind in USAGE_KINDS]
         ids = set()
@@ -1049,10 +1068,11 @@ class RegistryStore:
             if isinstance(tid, int) and 0 <= tid < _U64:
                 ids.add(u64_to_sqlite(tid))
         tickets: dict[int, list] = {}
-        for chunk in _chunks(sorted(ids), 500):
-            for tid, *row in conn.execute(
-                    "SELECT ticket_id, entries_used, inside, benefits, zones, max_entries, state FROM tickets "
-                    f"WHERE ticket_id IN ({','.join('?' * len(chunk))})", chunk):
+        for chunk in [sorted(ids)] if pg else _chunks(sorted(ids), 500):
+            usage_of = (conn.execute(_PG_TICKET_USAGE, (chunk,)) if pg else conn.execute(
+                "SELECT ticket_id, entries_used, inside, benefits, zones, max_entries, state FROM tickets "
+                f"WHERE ticket_id IN ({','.join('?' * len(chunk))})", chunk))
+            for tid, *row in usage_of:
                 tickets[tid] = [*row, False]
         conflicts: list[Conflict] = []
         per_batch: dict[str, list[Op]] = {g: [] for g in gates}
@@ -1063,12 +1083,15 @@ class RegistryStore:
             if op is not None:
                 per_batch[b.gate_id].append(op)
         changed = [(row[0], row[1], row[2], tid) for tid, row in tickets.items() if row[6]]
-        if changed:
-            conn.executemany("UPDATE tickets SET entries_used = ?, inside = ?, benefits = ? WHERE ticket_id = ?", changed)
-        conn.executemany(
-            "INSERT INTO gates(gate_id, epoch, acked_seq) VALUES (?, ?, ?) "
-            "ON CONFLICT(gate_id, epoch) DO UPDATE SET acked_seq = max(gates.acked_seq, excluded.acked_seq)",
-            [(b.gate_id, e, b.events[-1].seq) for b, e in keyed])
+        acked = [(b.gate_id, e, b.events[-1].seq) for b, e in keyed]  # one row a gate: its batches are one
+        if pg:
+            if changed:
+                conn.execute(_PG_SET_TICKET_USAGE, _columns(changed))
+            conn.execute(_PG_ACK_GATES, _columns(acked))
+        else:
+            if changed:
+                conn.executemany("UPDATE tickets SET entries_used = ?, inside = ?, benefits = ? WHERE ticket_id = ?", changed)
+            conn.executemany(_ACK_GATE, acked)
         ops: list[Op] = []
         for gate in gates:
             if per_batch[gate] and check is not None:
@@ -1078,6 +1101,26 @@ class RegistryStore:
                     raise _NotSetwise from None  # stored without its usage, batch by batch
             ops += per_batch[gate]
         return [StoredBatch(b.events[-1].seq, len(b.events), None) for b in batches], ops
+
+    def _setwise_checks(self, keyed: list[tuple[EventBatch, int]], gates: list[str]) -> list[tuple]:
+        """What rules the set-wise path out (a held seq, an open earlier epoch, a waiting grant) and
+        the gates with implied uses, as tagged rows (tag, gate_id, epoch): one statement, one round
+        trip on PostgreSQL where four were."""
+        if self.dialect == engine.POSTGRES:
+            spans = _columns([(b.gate_id, e, b.events[0].seq, b.events[-1].seq) for b, e in keyed])
+            return self.conn.execute(_PG_SETWISE_CHECKS, (*spans, gates, gates, gates)).fetchall()
+        marks = ",".join("?" * len(gates))
+        parts, args = [], []
+        for i, chunk in enumerate(_chunks(keyed, 150)):  # an OR chain deeper than SQLite's expression limit is refused
+            where = " OR ".join(["(gate_id = ? AND epoch = ? AND seq BETWEEN ? AND ?)"] * len(chunk))
+            parts.append(f"SELECT 'held', NULL, NULL FROM (SELECT 1 FROM events WHERE {where} LIMIT 1) AS held{i}")
+            args += [a for b, e in chunk for a in (b.gate_id, e, b.events[0].seq, b.events[-1].seq)]
+        parts.append(f"SELECT 'open', gate_id, epoch FROM gates WHERE gate_id IN ({marks}) AND NOT EXISTS "
+                     "(SELECT 1 FROM closed_epochs c WHERE c.gate_id = gates.gate_id AND c.epoch = gates.epoch)")
+        parts.append(f"SELECT 'grant', NULL, NULL FROM (SELECT 1 FROM redemptions WHERE gate_id IN ({marks}) "
+                     "AND outcome = 'ok' AND record_seq IS NULL AND decision_seq IS NULL AND released_at IS NULL LIMIT 1) AS granted")
+        parts.append(f"SELECT 'implied', gate_id, NULL FROM (SELECT DISTINCT gate_id FROM implied_uses WHERE gate_id IN ({marks})) AS implied")
+        return self.conn.execute(" UNION ALL ".join(parts), [*args, *gates, *gates, *gates]).fetchall()
 
     def _store_events(self, batch: EventBatch, received_at, check, conflicts: list[Conflict], *,
                       count_usage: bool) -> tuple[StoredBatch, list[Op]]:
@@ -1118,11 +1161,7 @@ class RegistryStore:
         if count_usage:  # late Redeem grants this batch proves nobody received: given back
             ops += registry_redeem.settle_batch(self, gate_id, db_epoch, events, received_at)
         last = events[-1].seq if events else 0
-        conn.execute(
-            "INSERT INTO gates(gate_id, epoch, acked_seq) VALUES (?, ?, ?) "
-            "ON CONFLICT(gate_id, epoch) DO UPDATE SET acked_seq = max(gates.acked_seq, excluded.acked_seq)",
-            (gate_id, db_epoch, last),
-        )
+        conn.execute(_ACK_GATE, (gate_id, db_epoch, last))
         if ops and check is not None:
             try:
                 check(tuple(ops))
