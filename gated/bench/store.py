@@ -9,6 +9,12 @@ Tickets carry 10-digit registration numbers (`layout_ids("regno10")`, e.g. 52053
 - backlog replay: `RegistryStore.store_events` of 100,000 events from one gate's
   journal epoch in batches of 2,000, in process (no gRPC): decisions and, one in
   four, a passage in or out that moves the ticket's usage;
+- group commit: `RegistryStore.store_event_batches` of a live venue's group, 25
+  gates' batches (each gate's next decision and its passage in, each gate on its own
+  random 64-bit journal epoch, tickets unlimited so every passage moves usage), the
+  median and p90 ms a group over 300 groups (the first 20 left out: prepared statements
+  and caches warming), with the version bump logged to the instances' change log on
+  PostgreSQL as a registry instance does;
 - cold start: a registry process's `RegistryServer.start()` until its first
   snapshot is served, at 1,000,000 tickets: the very first start (mirror built from
   every row) and a restart (from the snapshot the registry keeps in the database);
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import secrets
@@ -105,6 +112,43 @@ def measure_replay(engine: str, tmp: Path, n: int, batch: int = 2000, tickets: i
             "stored_once": stored == n and resent.new_events == 0, "resent_batch_ms": round(resend_s * 1000, 1)}
 
 
+def measure_group_commit(engine: str, tmp: Path, groups: int = 300, gates: int = 25, tickets: int = 5000) -> dict[str, Any]:
+    import random
+    import statistics
+
+    from gated.registry.store import EventBatch, IncomingEvent, RegistryStore
+
+    ids, records = _tickets(tickets)
+    rng = random.Random(25)
+    epochs = {f"gate-{n:03d}": rng.getrandbits(64) or 1 for n in range(500)}
+    seqs = dict.fromkeys(epochs, 0)
+    took = []
+    with _database(engine, tmp) as db, RegistryStore(db) as store:
+        store.put_tickets([(dataclasses.replace(rec, max_entries=0), phone) for rec, phone in records], record_changes=False)
+        if engine == "postgres":
+            from gated.registry.changelog import SCHEMA, ChangeLog
+
+            store.conn.execute(SCHEMA)
+            store.change_log = ChangeLog("bench")
+        for _ in range(groups):
+            batches = []
+            for gate in rng.sample(sorted(epochs), gates):
+                seq, tid = seqs[gate], rng.choice(ids)
+                passage = {"ticket_id": tid, "zone": "hall-a", "direction": "in", "decision_seq": seq + 1, "outcome": "passed"}
+                batches.append(EventBatch(gate, epochs[gate], [
+                    IncomingEvent(f"{gate}:{seq + 1}", seq + 1, 1.0, "decision", "in-1", tid, "ok", '{"category":"guest"}',
+                                  {"category": "guest"}),
+                    IncomingEvent(f"{gate}:{seq + 2}", seq + 2, 1.1, "passage", "in-1", tid, "ok", json.dumps(passage), passage)]))
+                seqs[gate] = seq + 2
+            started = time.perf_counter()
+            results, delta = store.store_event_batches(batches, time.time())
+            took.append(time.perf_counter() - started)
+            assert delta is not None and len(delta.ops) == gates and all(r.new_events == 2 for r in results)
+    took = sorted(took[20:])
+    return {"groups": groups, "gates": gates, "median_ms": round(statistics.median(took) * 1e3, 2),
+            "p90_ms": round(took[int(len(took) * 0.9)] * 1e3, 2)}
+
+
 def measure_cold_start(engine: str, tmp: Path, n: int) -> dict[str, Any]:
     """The first start (mirror built from every row, then kept), a restart (from the kept
     snapshot), and a snapshot asked for after a change (a revocation) while running."""
@@ -181,6 +225,7 @@ def bench_store(quick: bool) -> dict[str, Any]:
             out["engines"][engine] = {
                 "import": measure_import(engine, Path(tmp), size),
                 "replay": measure_replay(engine, Path(tmp), size),
+                "group_commit": measure_group_commit(engine, Path(tmp), groups=100 if quick else 300),
                 "cold_start": measure_cold_start(engine, Path(tmp), cold),
             }
     return out
@@ -193,6 +238,9 @@ def format_store(r: dict) -> str:
         lines.append(f"  {engine:<10} import {i['tickets']:,} in {i['seconds']:>6} s {i['tickets_per_s']:>9,}   "
                      f"{p['events_per_s']:>9,} (once: {p['stored_once']})   {c['first_snapshot_s']} s at {c['tickets']:,} "
                      f"(first start ever {c['first_start_snapshot_s']} s; after a change {c['snapshot_after_change_s']} s)")
+        g = m["group_commit"]
+        lines.append(f"  {engine:<10} group commit of {g['gates']} gates' batches (a decision and a passage each): "
+                     f"median {g['median_ms']} ms, p90 {g['p90_ms']} ms a group")
         if "process_first_snapshot_s" in c:
             lines.append(f"  {engine:<10} a new `registry serve` process to its whole snapshot at a gate: median of 3 "
                          f"{c['process_first_snapshot_s']} s, max {c['process_first_snapshot_max_s']} s")

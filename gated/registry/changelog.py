@@ -7,10 +7,10 @@ one with gates, and `RegistryService` hands its own deltas out as before.
 Rules it keeps:
 
 - Every version bump is written to ``change_log`` in the writer's own
-  transaction (`ChangeLog.append_delta`, called by the store's
-  ``_bump_version``): the row's version is ``meta.version`` after the bump,
-  and the writers' advisory lock (gated.registry.engine) makes both one
-  sequence across every instance. A bump with no ops (changes applied at a
+  transaction (`ChangeLog.bump_version`, called by the store's
+  ``_bump_version``): the row's version is ``meta.version`` after the bump
+  (one statement sets both and notifies), and the writers' advisory lock
+  (gated.registry.engine) makes both one sequence across every instance. A bump with no ops (changes applied at a
   start) is a row with no delta: every follower reloads its mirror. Key
   changes published from the ``changes`` table are a row too (kids only:
   the key bytes stay in ``keys``).
@@ -27,7 +27,9 @@ Rules it keeps:
 - A writer checks its ops against the mirror inside its transaction; the
   mirror first follows every row committed before (`Follower.catch_up`), so
   the check sees the other instances' writes and the writer's delta follows
-  the mirror. Should its base still be past the mirror, it follows the log up
+  the mirror. When the version the transaction read with its lock is the
+  mirror's, no instance has bumped it since: there is nothing to follow, and
+  the step skips the read (a round trip in every group commit). Should its base still be past the mirror, it follows the log up
   to that base (`Follower.catch_up_to`) in the same worker step. Either way
   the watchers get versions in order: what was followed is handed out first.
 - A gate asking for a version newer than this instance has handed out (it
@@ -83,17 +85,20 @@ class ChangeLog:
     def __init__(self, instance: str) -> None:
         self.instance = instance
 
-    def append_delta(self, conn, base: int, version: int, ops: Sequence[Op] | None, wire: Sequence | None = None) -> None:
-        """A version bump; `ops` None: no delta to send (followers reload their mirrors).
-        `wire`: the ops as `DeltaOp` messages already (an import's are converted once)."""
+    def bump_version(self, conn, base: int, ops: Sequence[Op] | None, wire: Sequence | None = None) -> None:
+        """meta.version from `base` to the next, and its row, in one statement (one round trip);
+        `ops` None: no delta to send (followers reload their mirrors). `wire`: the ops as
+        `DeltaOp` messages already (an import's are converted once)."""
+        version = base + 1
         blob = None
         if ops is not None and wire is not None and len(wire) == len(ops):
             blob = pb.Delta(base_version=base, version=version, ops=wire).SerializeToString()
         elif ops is not None:
             blob = delta_to_proto(Delta(base, version, tuple(ops))).SerializeToString()
-        conn.execute("INSERT INTO change_log(instance, base_version, version, delta) VALUES (?, ?, ?, ?)",
-                     (self.instance, base, version, blob))
-        conn.execute("SELECT pg_notify(?, '')", (CHANNEL,))
+        # Data-modifying WITH clauses run to completion whether or not the SELECT reads them.
+        conn.execute("WITH bumped AS (UPDATE meta SET value = ? WHERE key = 'version'), "
+                     "logged AS (INSERT INTO change_log(instance, base_version, version, delta) VALUES (?, ?, ?, ?)) "
+                     "SELECT pg_notify(?, '')", (version, self.instance, base, version, blob, CHANNEL))
 
     def append_keys(self, conn, keys: KeyChange) -> None:
         doc = json.dumps({"add": [kid for kid, _ in keys.add], "retire": list(keys.retire)})
@@ -182,7 +187,10 @@ class Follower:
 
     def catch_up(self) -> None:
         """Every row committed so far (in a writer's transaction, before its check: the mirror
-        then holds what the others wrote, and this writer's delta follows it)."""
+        then holds what the others wrote, and this writer's delta follows it). Nothing to read
+        when the version the transaction took with the writers' lock is the mirror's."""
+        if self.service.store.txn_version == self.service.cache.version:
+            return
         self._read()
 
     def catch_up_to(self, base: int) -> bool:

@@ -17,7 +17,12 @@ itself (the embedded default pays for no wrapper); for PostgreSQL it is
   at a time in, across every registry instance and command sharing the
   database, so the read-modify-write of usage counts and of the version is
   safe under READ COMMITTED. (Exactly-once storage does not depend on it:
-  the events' primary key and ON CONFLICT do that.)
+  the events' primary key and ON CONFLICT do that.) Both go in one round
+  trip (no parameters: the simple query protocol takes several statements),
+  with the owner's `begin_read` if it set one, whose value it finds in
+  `begun_with`: what the transaction needs first, read under the lock
+  without a round trip of its own. Round trips are what a group commit's
+  time is made of on a busy machine.
 
 Why this seam and not an ORM or two copies of the SQL: nearly all of the
 registry's SQL is already plain SQL both engines agree on (upserts with
@@ -137,6 +142,10 @@ class PgConnection:
     def __init__(self, raw) -> None:
         self.raw = raw
         self._sql: dict[str, str] = {}
+        #: A query without parameters run with every ``BEGIN IMMEDIATE`` (module docstring), its
+        #: first row's first value kept in `begun_with` (None: none).
+        self.begin_read: str | None = None
+        self.begun_with: Any = None
 
     def _translate(self, sql: str) -> str:
         out = self._sql.get(sql)
@@ -148,8 +157,14 @@ class PgConnection:
 
     def execute(self, sql: str, params: Any = ()):
         if sql == "BEGIN IMMEDIATE":
-            cur = self.raw.execute("BEGIN")
-            self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+            begin = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK:d})"
+            cur = self.raw.execute(begin if self.begin_read is None else f"{begin}; {self.begin_read}")
+            self.begun_with = None
+            if self.begin_read is not None:
+                while cur.nextset():  # to the last statement's result
+                    pass
+                row = cur.fetchone()
+                self.begun_with = None if row is None else row[0]
             return cur
         return self.raw.execute(self._translate(sql), tuple(params))
 

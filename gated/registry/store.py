@@ -89,6 +89,37 @@ _U64 = 1 << 64
 _EVENT_COLUMNS = "event_id, gate_id, seq, at, kind, lane, ticket_id, reason, payload, received_at, epoch"
 _INSERT_EVENT = f"INSERT OR IGNORE INTO events({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 
+# The set-wise group commit's statements on PostgreSQL (`RegistryStore._store_setwise`): a group's
+# rows go as one array a column, not as a list of placeholders (a new statement text for every
+# group size, which psycopg parses anew each time and never prepares) nor as a pipelined
+# statement a row (a message and Python a row). One text each: parsed once, kept prepared.
+_PG_SETWISE_CHECKS = (
+    "SELECT 'held', NULL, NULL FROM (SELECT 1 FROM events e JOIN unnest(?::text[], ?::bigint[], ?::bigint[], ?::bigint[]) "
+    "AS k(gate_id, epoch, lo, hi) ON e.gate_id = k.gate_id AND e.epoch = k.epoch AND e.seq BETWEEN k.lo AND k.hi LIMIT 1) AS held "
+    "UNION ALL SELECT 'open', gate_id, epoch FROM gates WHERE gate_id = ANY(?::text[]) AND NOT EXISTS "
+    "(SELECT 1 FROM closed_epochs c WHERE c.gate_id = gates.gate_id AND c.epoch = gates.epoch) "
+    "UNION ALL SELECT 'grant', NULL, NULL FROM (SELECT 1 FROM redemptions WHERE gate_id = ANY(?::text[]) AND outcome = 'ok' "
+    "AND record_seq IS NULL AND decision_seq IS NULL AND released_at IS NULL LIMIT 1) AS granted "
+    "UNION ALL SELECT 'implied', gate_id, NULL FROM (SELECT DISTINCT gate_id FROM implied_uses WHERE gate_id = ANY(?::text[])) AS implied")
+_PG_INSERT_EVENTS = (
+    f"INSERT INTO events({_EVENT_COLUMNS}) SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[], ?::double precision[], "
+    "?::text[], ?::text[], ?::bigint[], ?::text[], ?::text[], ?::double precision[], ?::bigint[]) ON CONFLICT DO NOTHING")
+_PG_TICKET_USAGE = ("SELECT ticket_id, entries_used, inside, benefits, zones, max_entries, state FROM tickets "
+                    "WHERE ticket_id = ANY(?::bigint[])")
+_PG_SET_TICKET_USAGE = (
+    "UPDATE tickets SET entries_used = v.entries_used, inside = v.inside, benefits = v.benefits "
+    "FROM unnest(?::bigint[], ?::text[], ?::text[], ?::bigint[]) AS v(entries_used, inside, benefits, ticket_id) "
+    "WHERE tickets.ticket_id = v.ticket_id")
+_ACK_GATE = ("INSERT INTO gates(gate_id, epoch, acked_seq) VALUES (?, ?, ?) "
+             "ON CONFLICT(gate_id, epoch) DO UPDATE SET acked_seq = max(gates.acked_seq, excluded.acked_seq)")
+_PG_ACK_GATES = ("INSERT INTO gates(gate_id, epoch, acked_seq) SELECT * FROM unnest(?::text[], ?::bigint[], ?::bigint[]) "
+                 "ON CONFLICT(gate_id, epoch) DO UPDATE SET acked_seq = GREATEST(gates.acked_seq, excluded.acked_seq)")
+
+
+def _columns(rows: Sequence[tuple]) -> list[list]:
+    """Rows as one list a column (PostgreSQL arrays)."""
+    return [list(column) for column in zip(*rows)]
+
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 CREATE TABLE tickets (
@@ -394,6 +425,9 @@ class RegistryStore:
         self._zone_json: dict[str, tuple[str, ...]] = {}
         #: Set by a registry instance on PostgreSQL: where version bumps are logged for the others.
         self.change_log: Any = None
+        #: Inside a write transaction on PostgreSQL: meta.version as the transaction holds it (read
+        #: under the writers' lock with its BEGIN, then moved by `_bump_version`); None elsewhere.
+        self.txn_version: int | None = None
         self._pairs_json: dict[str, tuple[tuple, ...]] = {}
         if engine.is_url(path):
             self.path = path
@@ -451,6 +485,8 @@ class RegistryStore:
                         raise RegistryError(f"{where}: registry schema {schema}; this gated supports {SCHEMA_VERSION}")
                 if not self.conn.execute("SELECT to_regclass('kept_snapshot') IS NOT NULL").fetchone()[0]:
                     self.conn.script(_KEPT_SNAPSHOT_DDL[engine.POSTGRES])
+            # From now on every write transaction knows the version from its BEGIN's round trip.
+            self.conn.begin_read = "SELECT value FROM meta WHERE key = 'version'"
         except RegistryError:
             self.conn.close()
             raise
@@ -537,11 +573,15 @@ class RegistryStore:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         self.conn.execute("BEGIN IMMEDIATE")
+        begun_with = getattr(self.conn, "begun_with", None)
+        self.txn_version = None if begun_with is None else int(begun_with)
         try:
             yield
         except BaseException:
+            self.txn_version = None
             self.conn.execute("ROLLBACK")
             raise
+        self.txn_version = None
         self.conn.execute("COMMIT")
 
     def _meta(self, key: str) -> Any:
@@ -566,10 +606,13 @@ class RegistryStore:
     def _bump_version(self, ops: Sequence[Op] | None = None, wire: Sequence | None = None) -> tuple[int, int]:
         """Inside a write transaction: the next version, for `ops` (None: no delta to send).
         With several instances the bump goes to their change log too (gated/registry/changelog.py)."""
-        base = int(self._meta("version"))
-        self._set_meta("version", base + 1)
+        base = self.txn_version if self.txn_version is not None else int(self._meta("version"))
         if self.change_log is not None:
-            self.change_log.append_delta(self.conn, base, base + 1, ops, wire)
+            self.change_log.bump_version(self.conn, base, ops, wire)  # meta.version with it
+        else:
+            self._set_meta("version", base + 1)
+        if self.txn_version is not None:
+            self.txn_version = base + 1
         return base, base + 1
 
     # ------------------------------------------------------------- tickets
@@ -994,32 +1037,28 @@ class RegistryStore:
         gates = [b.gate_id for b in batches]
         if len(set(gates)) != len(gates) or not all(b.events for b in batches):
             raise _NotSetwise
-        keyed = [(b, u64_to_sqlite(b.epoch)) for b in batches]
-        for chunk in _chunks(keyed, 150):
-            where = " OR ".join(["(gate_id = ? AND epoch = ? AND seq BETWEEN ? AND ?)"] * len(chunk))
-            args = [a for b, e in chunk for a in (b.gate_id, e, b.events[0].seq, b.events[-1].seq)]
-            if conn.execute(f"SELECT 1 FROM events WHERE {where} LIMIT 1", args).fetchone() is not None:
-                raise _NotSetwise  # a resend: each held record is compared, batch by batch
-        marks = ",".join("?" * len(gates))
-        open_epochs = conn.execute(
-            f"SELECT gate_id, epoch FROM gates WHERE gate_id IN ({marks}) AND NOT EXISTS "
-            "(SELECT 1 FROM closed_epochs c WHERE c.gate_id = gates.gate_id AND c.epoch = gates.epoch)", gates).fetchall()
-        epoch_of = {b.gate_id: e for b, e in keyed}
-        if any(epoch != epoch_of[gate] for gate, epoch in open_epochs):
-            raise _NotSetwise  # an earlier epoch closes (its admissions without outcome are counted)
         if any(ev.kind == "redemption" or "redemption_id" in ev.payload_json for b in batches for ev in b.events):
             raise _NotSetwise
-        if conn.execute(f"SELECT 1 FROM redemptions WHERE gate_id IN ({marks}) AND outcome = 'ok' AND record_seq IS NULL "
-                        "AND decision_seq IS NULL AND released_at IS NULL LIMIT 1", gates).fetchone() is not None:
+        keyed = [(b, u64_to_sqlite(b.epoch)) for b in batches]
+        found = self._setwise_checks(keyed, gates)
+        tags = {tag for tag, _gate, _epoch in found}
+        if "held" in tags:
+            raise _NotSetwise  # a resend: each held record is compared, batch by batch
+        epoch_of = {b.gate_id: e for b, e in keyed}
+        if any(tag == "open" and epoch != epoch_of[gate] for tag, gate, epoch in found):
+            raise _NotSetwise  # an earlier epoch closes (its admissions without outcome are counted)
+        if "grant" in tags:
             raise _NotSetwise  # a grant of one of these gates may be due to be given back (redeem.settle_batch)
-        implied = {g for (g,) in conn.execute(f"SELECT DISTINCT gate_id FROM implied_uses WHERE gate_id IN ({marks})", gates)}
+        implied = {gate for tag, gate, _epoch in found if tag == "implied"}
         rows = [(ev.event_id, b.gate_id, ev.seq, ev.at, ev.kind, ev.lane,
                  None if ev.ticket_id is None else u64_to_sqlite(ev.ticket_id), ev.reason, ev.payload_json, received_at, e)
                 for b, e in keyed for ev in b.events]
         seqs = [{ev.seq for ev in b.events} for b in batches]
         if any(len(s) != len(b.events) for s, b in zip(seqs, batches)):
             raise _NotSetwise  # a seq twice in one batch
-        if conn.executemany(_INSERT_EVENT, rows).rowcount != len(rows):
+        pg = self.dialect == engine.POSTGRES
+        inserted = (conn.execute(_PG_INSERT_EVENTS, _columns(rows)) if pg else conn.executemany(_INSERT_EVENT, rows)).rowcount
+        if inserted != len(rows):
             raise _NotSetwise
         usage = [(b, e, ev) for b, e in keyed for ev in b.events if ev.kind in USAGE_KINDS]
         ids = set()
@@ -1029,10 +1068,11 @@ class RegistryStore:
             if isinstance(tid, int) and 0 <= tid < _U64:
                 ids.add(u64_to_sqlite(tid))
         tickets: dict[int, list] = {}
-        for chunk in _chunks(sorted(ids), 500):
-            for tid, *row in conn.execute(
-                    "SELECT ticket_id, entries_used, inside, benefits, zones, max_entries, state FROM tickets "
-                    f"WHERE ticket_id IN ({','.join('?' * len(chunk))})", chunk):
+        for chunk in [sorted(ids)] if pg else _chunks(sorted(ids), 500):
+            usage_of = (conn.execute(_PG_TICKET_USAGE, (chunk,)) if pg else conn.execute(
+                "SELECT ticket_id, entries_used, inside, benefits, zones, max_entries, state FROM tickets "
+                f"WHERE ticket_id IN ({','.join('?' * len(chunk))})", chunk))
+            for tid, *row in usage_of:
                 tickets[tid] = [*row, False]
         conflicts: list[Conflict] = []
         per_batch: dict[str, list[Op]] = {g: [] for g in gates}
@@ -1043,12 +1083,15 @@ class RegistryStore:
             if op is not None:
                 per_batch[b.gate_id].append(op)
         changed = [(row[0], row[1], row[2], tid) for tid, row in tickets.items() if row[6]]
-        if changed:
-            conn.executemany("UPDATE tickets SET entries_used = ?, inside = ?, benefits = ? WHERE ticket_id = ?", changed)
-        conn.executemany(
-            "INSERT INTO gates(gate_id, epoch, acked_seq) VALUES (?, ?, ?) "
-            "ON CONFLICT(gate_id, epoch) DO UPDATE SET acked_seq = max(gates.acked_seq, excluded.acked_seq)",
-            [(b.gate_id, e, b.events[-1].seq) for b, e in keyed])
+        acked = [(b.gate_id, e, b.events[-1].seq) for b, e in keyed]  # one row a gate: its batches are one
+        if pg:
+            if changed:
+                conn.execute(_PG_SET_TICKET_USAGE, _columns(changed))
+            conn.execute(_PG_ACK_GATES, _columns(acked))
+        else:
+            if changed:
+                conn.executemany("UPDATE tickets SET entries_used = ?, inside = ?, benefits = ? WHERE ticket_id = ?", changed)
+            conn.executemany(_ACK_GATE, acked)
         ops: list[Op] = []
         for gate in gates:
             if per_batch[gate] and check is not None:
@@ -1058,6 +1101,26 @@ class RegistryStore:
                     raise _NotSetwise from None  # stored without its usage, batch by batch
             ops += per_batch[gate]
         return [StoredBatch(b.events[-1].seq, len(b.events), None) for b in batches], ops
+
+    def _setwise_checks(self, keyed: list[tuple[EventBatch, int]], gates: list[str]) -> list[tuple]:
+        """What rules the set-wise path out (a held seq, an open earlier epoch, a waiting grant) and
+        the gates with implied uses, as tagged rows (tag, gate_id, epoch): one statement, one round
+        trip on PostgreSQL where four were."""
+        if self.dialect == engine.POSTGRES:
+            spans = _columns([(b.gate_id, e, b.events[0].seq, b.events[-1].seq) for b, e in keyed])
+            return self.conn.execute(_PG_SETWISE_CHECKS, (*spans, gates, gates, gates)).fetchall()
+        marks = ",".join("?" * len(gates))
+        parts, args = [], []
+        for i, chunk in enumerate(_chunks(keyed, 150)):  # an OR chain deeper than SQLite's expression limit is refused
+            where = " OR ".join(["(gate_id = ? AND epoch = ? AND seq BETWEEN ? AND ?)"] * len(chunk))
+            parts.append(f"SELECT 'held', NULL, NULL FROM (SELECT 1 FROM events WHERE {where} LIMIT 1) AS held{i}")
+            args += [a for b, e in chunk for a in (b.gate_id, e, b.events[0].seq, b.events[-1].seq)]
+        parts.append(f"SELECT 'open', gate_id, epoch FROM gates WHERE gate_id IN ({marks}) AND NOT EXISTS "
+                     "(SELECT 1 FROM closed_epochs c WHERE c.gate_id = gates.gate_id AND c.epoch = gates.epoch)")
+        parts.append(f"SELECT 'grant', NULL, NULL FROM (SELECT 1 FROM redemptions WHERE gate_id IN ({marks}) "
+                     "AND outcome = 'ok' AND record_seq IS NULL AND decision_seq IS NULL AND released_at IS NULL LIMIT 1) AS granted")
+        parts.append(f"SELECT 'implied', gate_id, NULL FROM (SELECT DISTINCT gate_id FROM implied_uses WHERE gate_id IN ({marks})) AS implied")
+        return self.conn.execute(" UNION ALL ".join(parts), [*args, *gates, *gates, *gates]).fetchall()
 
     def _store_events(self, batch: EventBatch, received_at, check, conflicts: list[Conflict], *,
                       count_usage: bool) -> tuple[StoredBatch, list[Op]]:
@@ -1098,11 +1161,7 @@ class RegistryStore:
         if count_usage:  # late Redeem grants this batch proves nobody received: given back
             ops += registry_redeem.settle_batch(self, gate_id, db_epoch, events, received_at)
         last = events[-1].seq if events else 0
-        conn.execute(
-            "INSERT INTO gates(gate_id, epoch, acked_seq) VALUES (?, ?, ?) "
-            "ON CONFLICT(gate_id, epoch) DO UPDATE SET acked_seq = max(gates.acked_seq, excluded.acked_seq)",
-            (gate_id, db_epoch, last),
-        )
+        conn.execute(_ACK_GATE, (gate_id, db_epoch, last))
         if ops and check is not None:
             try:
                 check(tuple(ops))

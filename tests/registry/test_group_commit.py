@@ -323,10 +323,10 @@ def test_a_group_stores_exactly_what_its_batches_stored_one_by_one_would(tmp_pat
         for round_ in range(30):
             group = []
             for gate in rng.sample([f"g{n}" for n in range(12)], rng.randint(1, 8)):
-                if rng.random() < 0.05:
-                    epochs[gate] = epochs.get(gate, 1) + 1  # a reboot: a new epoch
+                if gate not in epochs or rng.random() < 0.05:
+                    epochs[gate] = rng.getrandbits(64) or 1  # a boot: a new random 64-bit epoch, as gates take them
                     seqs[gate] = 0
-                epoch = epochs.setdefault(gate, 1)
+                epoch = epochs[gate]
                 if sent and rng.random() < 0.1:
                     group.append(rng.choice(sent))  # a resend after a lost ack
                     continue
