@@ -97,10 +97,15 @@ def connect_postgres(url: str) -> PgConnection:
         import psycopg
     except ImportError:
         raise RegistryError("a PostgreSQL registry needs psycopg: pip install 'gated[postgres]'") from None
+    from psycopg.types.array import ListBinaryDumper
+
     try:
         raw = psycopg.connect(url, autocommit=True)
     except psycopg.Error as exc:
         raise RegistryError(f"{describe(url)}: cannot connect: {_first_line(exc)}") from None
+    # A list parameter (an array: a group commit's column) goes in binary: the text form quotes
+    # and escapes each element with a regular expression, 3x the time of the whole statement.
+    raw.adapters.register_dumper(list, ListBinaryDumper)
     return PgConnection(raw)
 
 

@@ -1050,7 +1050,8 @@ class RegistryStore:
         if "grant" in tags:
             raise _NotSetwise  # a grant of one of these gates may be due to be given back (redeem.settle_batch)
         implied = {gate for tag, gate, _epoch in found if tag == "implied"}
-        rows = [(ev.event_id, b.gate_id, ev.seq, ev.at, ev.kind, ev.lane,
+        received_at = float(received_at)  # an array holds one type: never an int among floats
+        rows = [(ev.event_id, b.gate_id, ev.seq, float(ev.at), ev.kind, ev.lane,
                  None if ev.ticket_id is None else u64_to_sqlite(ev.ticket_id), ev.reason, ev.payload_json, received_at, e)
                 for b, e in keyed for ev in b.events]
         seqs = [{ev.seq for ev in b.events} for b in batches]
