@@ -289,9 +289,14 @@ class _UsageRefused(Exception):
     """The usage a batch would fan out is refused by the mirror: roll it back, keep the events."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # hashed as a frozen one would be
 class IncomingEvent:
-    """An event as the server received it (already checked against the sender)."""
+    """An event as the server received it (already checked against the sender). Never changed
+    once made.
+
+    Not a frozen dataclass: its `__init__` sets each field through `object.__setattr__`, 0.9 µs
+    an event, about a tenth of the registry's CPU replaying a backlog (one is made per event
+    received); a plain slots class's takes 0.15 µs."""
 
     event_id: str
     seq: int
