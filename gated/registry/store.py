@@ -1139,7 +1139,11 @@ class RegistryStore:
                     "SELECT ticket_id, entries_used, inside, benefits, zones, max_entries, state FROM tickets "
                     f"WHERE ticket_id IN ({','.join('?' * len(chunk))})", chunk):
                 tickets[tid] = [*row, False]  # the last item: changed
-        ops = [op for ev in usage if (op := self._count_usage(ev, gate_id, db_epoch, conflicts, tickets)) is not None]
+        # Whether an epoch's closing counted any admission of this gate: when none did (a gate that
+        # never lost an outcome), no usage event needs looking up in implied_uses one by one.
+        implied = self.conn.execute("SELECT 1 FROM implied_uses WHERE gate_id = ? LIMIT 1", (gate_id,)).fetchone() is not None
+        ops = [op for ev in usage
+               if (op := self._count_usage(ev, gate_id, db_epoch, conflicts, tickets, implied=implied)) is not None]
         changed = [(row[0], row[1], row[2], tid) for tid, row in tickets.items() if row[6]]
         if changed:
             self.conn.executemany("UPDATE tickets SET entries_used = ?, inside = ?, benefits = ? WHERE ticket_id = ?", changed)
@@ -1205,7 +1209,6 @@ class RegistryStore:
         used, inside_json, benefits_json, zones_json, max_entries, state = row[:6]
         if implied and registry_epochs.counted_on_closing(self, gate_id, ticket_id, payload):
             return None  # its decision was counted when its epoch closed without it: not twice
-        found = _Found(self, ev, gate_id, db_epoch, ticket_id, conflicts)
         benefit = payload.get("benefit")
         if ev.kind == "redemption" or benefit:
             if ev.kind == "redemption" and registry_redeem.pair_record(self, gate_id, db_epoch, ev.seq, payload):
@@ -1214,9 +1217,9 @@ class RegistryStore:
             for pair in benefits:
                 if pair[0] == benefit:
                     if pair[1] <= 0:
-                        found.conflict("over_redemption", benefit)
+                        _Found(self, ev, gate_id, db_epoch, ticket_id, conflicts).conflict("over_redemption", benefit)
                     if state == TicketState.REVOKED:
-                        found.conflict("revoked_use", benefit)
+                        _Found(self, ev, gate_id, db_epoch, ticket_id, conflicts).conflict("revoked_use", benefit)
                     pair[1] = max(0, pair[1] - 1)
                     if held is None:
                         self.conn.execute("UPDATE tickets SET benefits = ? WHERE ticket_id = ?", (json.dumps(benefits), u64_to_sqlite(ticket_id)))
@@ -1229,25 +1232,26 @@ class RegistryStore:
             return None
         if zone not in self._parsed(zones_json):
             return None  # a zone the ticket does not name: not the registry's count (and never a new zone)
-        inside = list(json.loads(inside_json))
+        inside = list(self._parsed(inside_json))  # a few texts: [], ["hall-a"], ...
         if direction == "in":
             used = min(used + 1, 0xFFFFFFFF)
             if 0 < max_entries < used:
-                found.conflict("over_entry")
+                _Found(self, ev, gate_id, db_epoch, ticket_id, conflicts).conflict("over_entry")
             if state == TicketState.REVOKED:
-                found.conflict("revoked_use")
+                _Found(self, ev, gate_id, db_epoch, ticket_id, conflicts).conflict("revoked_use")
             if zone not in inside:
                 inside.append(zone)
         elif zone in inside:
             inside.remove(zone)
+        inside = tuple(inside)
         if held is None:
             self.conn.execute(
                 "UPDATE tickets SET entries_used = ?, inside = ? WHERE ticket_id = ?",
-                (used, json.dumps(inside), u64_to_sqlite(ticket_id)),
+                (used, _json_of_names(inside), u64_to_sqlite(ticket_id)),
             )
         else:
-            held[0], held[1], held[6] = used, json.dumps(inside), True
-        return SetUsage(ticket_id, used, tuple(inside))
+            held[0], held[1], held[6] = used, _json_of_names(inside), True
+        return SetUsage(ticket_id, used, inside)
 
     # ----------------------------------------------------------- conflicts
 
@@ -1345,6 +1349,19 @@ def _json_of(value) -> str:
 @functools.lru_cache(maxsize=4096)  # the tickets of a list share a few zones, windows and benefits
 def _json_of_tuple(value: tuple) -> str:
     return json.dumps([list(v) if isinstance(v, (tuple, list)) else v for v in value])
+
+
+def _json_of_names(names: tuple) -> str:
+    """`json.dumps(list(names))`: the inside column's text."""
+    try:
+        return _json_of_hashable_names(names)
+    except TypeError:  # not hashable: no names of ours
+        return json.dumps(list(names))
+
+
+@functools.lru_cache(maxsize=4096)  # where a ticket is: a few zone lists, over and over
+def _json_of_hashable_names(names: tuple) -> str:
+    return json.dumps(list(names))
 
 
 _STATES = {int(s): s for s in TicketState}  # the column's values

@@ -1,0 +1,148 @@
+"""The store's shortcuts for a batch of events give exactly what the event-by-event way gives.
+
+The reference store counts each usage event on its own (`_count_usage` reading and writing its
+ticket's row, looking every outcome up in ``implied_uses``); the store under test takes the batch
+as the server does. Both are fed the same hostile day, batch for batch: resends after a lost
+ack, a seq twice in a batch, a resend with other content, over-entries, over-redemptions, a
+revoked ticket, absent ticket ids, the four id shapes a show brings (consecutive, 10-digit
+registration numbers, blocks, random 63-bit), reboots whose new epoch closes the old one
+(admissions with no outcome counted) and outcomes of those admissions arriving afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from gated.registry.store import EventBatch, EventConflict, IncomingEvent, RegistryStore
+from gated.validation import TicketRecord
+
+pytestmark = pytest.mark.timeout(120)
+
+_rng = random.Random(14)
+HELD = ([100_001 + i for i in range(8)] + [5_205_320_758 + 7 * i for i in range(8)]
+        + [1_000_000 * k + 3 for k in range(1, 9)] + [_rng.getrandbits(63) for _ in range(8)])
+ABSENT = [100_000, 5_205_320_759, 9_000_000_003, (1 << 64) - 1, _rng.getrandbits(63)]
+REVOKED = HELD[3]
+
+
+def _tickets() -> list[tuple[TicketRecord, str]]:
+    return [(TicketRecord(tid, "guest", zones=("hall-a", "hall-b"), max_entries=(1, 2, 0)[i % 3],
+                          benefits=(("lunch", 1),) if i % 2 else ()), "") for i, tid in enumerate(HELD)]
+
+
+def _reference(store: RegistryStore) -> RegistryStore:
+    """Usage counted event by event: each ticket read and written alone, each outcome looked up."""
+    def one_by_one(usage, gate_id, db_epoch, conflicts):
+        return [op for ev in usage if (op := store._count_usage(ev, gate_id, db_epoch, conflicts)) is not None]
+
+    store._count_usages = one_by_one
+    return store
+
+
+class _Gate:
+    def __init__(self, name: str, rng: random.Random) -> None:
+        self.name, self.rng = name, rng
+        self.epoch, self.seq, self.at = 1, 0, 1_764_230_400.0
+        self.open: list[tuple[int, int, str]] = []  # admitted decisions with no outcome yet: (seq, ticket, direction)
+        self.lost: list[tuple[int, int]] = []  # admissions of a closed epoch: (decision seq, ticket)
+        self.sent: list[EventBatch] = []
+
+    def _event(self, kind: str, ticket: int | None, payload: dict, reason: str = "ok", lane: str = "in-1") -> IncomingEvent:
+        self.seq += 1
+        self.at += self.rng.random()
+        text = json.dumps(payload)
+        return IncomingEvent(f"{self.name}:{self.seq}", self.seq, self.at, kind, lane, ticket, reason, text,
+                             json.loads(text) if self.rng.random() < 0.7 else None)  # parsed by the server, or not
+
+    def batch(self) -> EventBatch:
+        rng = self.rng
+        if rng.random() < 0.08:  # a reboot: a new epoch, whose first record closes this one
+            self.epoch += 1
+            self.seq = 0
+            self.lost += [(seq, tid) for seq, tid, direction in self.open if direction == "in"]
+            self.open = []
+        events = []
+        for _ in range(rng.randint(1, 12)):
+            roll = rng.random()
+            tid = rng.choice(HELD + ABSENT[:2]) if rng.random() < 0.9 else rng.choice(ABSENT)
+            if self.lost and roll < 0.1:  # an outcome the power cut lost, journaled at the next start
+                seq, tid = self.lost.pop(0)
+                events.append(self._event("passage", tid, {"ticket_id": tid, "zone": "hall-a", "direction": "in",
+                                                            "outcome": "unknown", "decision_seq": seq}))
+            elif self.open and roll < 0.5:
+                seq, tid, direction = self.open.pop(rng.randrange(len(self.open)))
+                kind = rng.choice(("passage", "passage", "not_passed"))
+                events.append(self._event(kind, tid, {"ticket_id": tid, "zone": "hall-a", "direction": direction,
+                                                      "decision_seq": seq}))
+            elif roll < 0.6:
+                events.append(self._event("redemption", tid, {"ticket_id": tid, "benefit": "lunch", "zone": "hall-a",
+                                                               "direction": "in"}, lane="desk-1"))
+            elif roll < 0.65:
+                events.append(self._event("decision", tid, {"zone": "hall-a"}, reason="unknown_ticket"))
+            else:
+                direction = rng.choice(("in", "in", "out"))
+                events.append(self._event("decision", tid, {"zone": "hall-a", "direction": direction}))
+                self.open.append((self.seq, tid, direction))
+        if rng.random() < 0.05:
+            events.append(events[-1])  # a seq twice in one batch: the second a resend of the first
+        batch = EventBatch(self.name, self.epoch, events)
+        self.sent.append(batch)
+        return batch
+
+    def resend(self) -> EventBatch:
+        old = self.rng.choice(self.sent)
+        if self.rng.random() < 0.3:  # the same seqs with other content: a journal that lost records
+            ev = old.events[0]
+            return EventBatch(old.gate_id, old.epoch, [IncomingEvent(ev.event_id, ev.seq, ev.at + 1, ev.kind, ev.lane,
+                                                                     ev.ticket_id, ev.reason, ev.payload_json)])
+        return old
+
+
+def _state(store: RegistryStore) -> tuple:
+    conn = store.conn
+    return (
+        conn.execute("SELECT gate_id, epoch, seq, event_id, at, kind, lane, ticket_id, reason, payload "
+                     "FROM events ORDER BY gate_id, epoch, seq").fetchall(),
+        conn.execute("SELECT ticket_id, entries_used, inside, benefits, state FROM tickets ORDER BY ticket_id").fetchall(),
+        conn.execute("SELECT gate_id, epoch, acked_seq FROM gates ORDER BY gate_id, epoch").fetchall(),
+        conn.execute("SELECT gate_id, seq, epoch, ticket_id FROM implied_uses ORDER BY gate_id, epoch, seq").fetchall(),
+        conn.execute("SELECT gate_id, epoch, by_epoch, counted FROM closed_epochs ORDER BY gate_id, epoch").fetchall(),
+        [(c.kind, c.ticket_id, c.benefit, c.first, c.then) for c in store.conflicts()],
+    )
+
+
+def _outcome(result) -> tuple:
+    if isinstance(result, EventConflict):
+        return ("conflict", str(result))
+    return (result.acked_seq, result.new_events, result.usage_refused)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_a_hostile_day_is_stored_as_event_by_event_counting_stores_it(tmp_path, registry_db, seed):
+    rng = random.Random(seed)
+    stores = [RegistryStore(registry_db), _reference(RegistryStore(tmp_path / "reference.db"))]
+    try:
+        for store in stores:
+            store.put_tickets(_tickets(), record_changes=False)
+            store.revoke(REVOKED, at=1_764_230_500.0)
+        gates = [_Gate(f"gate-{n}", rng) for n in range(3)]
+        counted = 0
+        for round_ in range(120):
+            gate = rng.choice(gates)
+            batch = gate.resend() if gate.sent and rng.random() < 0.1 else gate.batch()
+            results = []
+            for store in stores:
+                (result,), delta = store.store_event_batches([batch], float(round_))
+                results.append((_outcome(result), None if delta is None else delta.ops))
+            assert results[0] == results[1]
+            counted += len(results[0][1] or ())
+        assert _state(stores[0]) == _state(stores[1])
+        state = _state(stores[0])
+        assert counted and state[3] and state[5]  # usage counted, admissions counted on closing, conflicts found
+        assert any(b.events[-1].kind == "passage" and "unknown" in b.events[-1].payload_json for g in gates for b in g.sent)
+    finally:
+        for store in stores:
+            store.close()
