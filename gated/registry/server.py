@@ -78,6 +78,7 @@ from gated.rpc.convert import (
     KeyChange,
     MalformedEvent,
     GateStatus,
+    delta_update,
     gate_status_from_proto,
     key_change_to_proto,
     op_to_proto,
@@ -314,8 +315,9 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
         else:
             self.cache.apply_checked(delta, checked)
         if ops is None:
-            ops = [op_to_proto(op) for op in delta.ops]
-        update = pb.WatchEntitlementsResponse(delta=pb.Delta(base_version=delta.base_version, version=delta.version, ops=ops))
+            update = delta_update(delta)
+        else:
+            update = pb.WatchEntitlementsResponse(delta=pb.Delta(base_version=delta.base_version, version=delta.version, ops=ops))
         return _Published(update, delta.base_version, update.ByteSize())
 
     def _hand_out(self, published: _Published) -> None:

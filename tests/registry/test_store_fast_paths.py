@@ -1,4 +1,4 @@
-"""The store's shortcuts for a batch of events give exactly what the event-by-event way gives.
+"""The registry's shortcuts for a batch of events give exactly what the event-by-event way gives.
 
 The reference store counts each usage event on its own (`_count_usage` reading and writing its
 ticket's row, looking every outcome up in ``implied_uses``); the store under test takes the batch
@@ -6,7 +6,8 @@ as the server does. Both are fed the same hostile day, batch for batch: resends 
 ack, a seq twice in a batch, a resend with other content, over-entries, over-redemptions, a
 revoked ticket, absent ticket ids, the four id shapes a show brings (consecutive, 10-digit
 registration numbers, blocks, random 63-bit), reboots whose new epoch closes the old one
-(admissions with no outcome counted) and outcomes of those admissions arriving afterwards.
+(admissions with no outcome counted) and outcomes of those admissions arriving afterwards. And the
+usage a batch counts goes to the gates in the same bytes as each op converted on its own would.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ import random
 import pytest
 
 from gated.registry.store import EventBatch, EventConflict, IncomingEvent, RegistryStore
-from gated.validation import TicketRecord
+from gated.rpc.convert import delta_to_proto, delta_update
+from gated.rpc.v1 import registry_pb2 as pb
+from gated.validation import TicketRecord, TicketState
+from gated.validation.cache import Delta, Reissue, SetBenefit, SetState, SetUsage, SetZone, Upsert
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -146,3 +150,31 @@ def test_a_hostile_day_is_stored_as_event_by_event_counting_stores_it(tmp_path, 
     finally:
         for store in stores:
             store.close()
+
+
+def test_a_delta_goes_to_the_gates_in_the_same_bytes_however_it_is_built():
+    """`delta_update` (usage ops added as field values) against `delta_to_proto` (each op a message):
+    every kind of op, the four id shapes and the ends of each range, names with any character."""
+    rng = random.Random(14)
+    ids = HELD + ABSENT + [0, (1 << 64) - 1, 1 << 63]
+    zones = ("hall-a", "hall-b", "Saal Ü", "会場", "")
+    ops = []
+    for n in range(3000):
+        tid = rng.choice(ids)
+        roll = rng.random()
+        if roll < 0.6:
+            ops.append(SetUsage(tid, rng.choice((0, 1, 2, 0xFFFFFFFF)), tuple(rng.sample(zones[:4], rng.randint(0, 3)))))
+        elif roll < 0.8:
+            ops.append(SetBenefit(tid, rng.choice(("lunch", "drink €", "")), rng.choice((0, 1, 0xFFFFFFFF))))
+        elif roll < 0.85:
+            ops.append(SetState(tid, rng.choice((TicketState.ACTIVE, TicketState.REVOKED))))
+        elif roll < 0.9:
+            ops.append(Reissue(tid, rng.randint(0, 0xFFFF)))
+        elif roll < 0.95:
+            ops.append(SetZone(rng.choice(zones[:4]), rng.randint(0, 1000)))
+        else:
+            ops.append(Upsert(TicketRecord(tid, "guest", zones=("hall-a",), inside=("hall-a",), benefits=(("lunch", 1),))))
+    for chunk in (ops, ops[:1], [op for op in ops if isinstance(op, SetUsage)], []):
+        delta = Delta(41, 42, tuple(chunk))
+        expected = pb.WatchEntitlementsResponse(delta=delta_to_proto(delta)).SerializeToString()
+        assert delta_update(delta).SerializeToString() == expected
