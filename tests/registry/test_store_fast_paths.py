@@ -17,6 +17,8 @@ import random
 
 import pytest
 
+from gated.registry import dashdata
+from gated.registry import store as store_module
 from gated.registry.store import EventBatch, EventConflict, IncomingEvent, RegistryStore
 from gated.rpc.convert import delta_to_proto, delta_update
 from gated.rpc.v1 import registry_pb2 as pb
@@ -30,6 +32,7 @@ HELD = ([100_001 + i for i in range(8)] + [5_205_320_758 + 7 * i for i in range(
         + [1_000_000 * k + 3 for k in range(1, 9)] + [_rng.getrandbits(63) for _ in range(8)])
 ABSENT = [100_000, 5_205_320_759, 9_000_000_003, (1 << 64) - 1, _rng.getrandbits(63)]
 REVOKED = HELD[3]
+LIMITED = [tid for i, tid in enumerate(HELD) if i % 3 != 2]  # max_entries 1 or 2 (`_tickets`)
 
 
 def _tickets() -> list[tuple[TicketRecord, str]]:
@@ -44,6 +47,26 @@ def _reference(store: RegistryStore) -> RegistryStore:
 
     store._count_usages = one_by_one
     return store
+
+
+def _one_row_a_statement(conn, dialect, rows):
+    return conn.executemany(store_module._INSERT_EVENT, rows).rowcount if rows else 0
+
+
+def _store_as_reference(store: RegistryStore, batch: EventBatch, received_at: float, check, monkeypatch):
+    """`store_event_batches([batch])` the long way: the batch in its savepoint inside a group (an
+    empty batch of another gate beside it, left out of the comparison), its events inserted one
+    row a statement."""
+    with monkeypatch.context() as patched:
+        patched.setattr(store_module, "_insert_events", _one_row_a_statement)
+        results, delta = store.store_event_batches([batch, EventBatch("reference-pad", 1, [])], received_at, check=check)
+    return results[:1], delta
+
+
+def _refuse_one_ticket(ops) -> None:
+    """The mirror's check, refusing any usage of one ticket (the batch is stored without its usage)."""
+    if any(getattr(op, "ticket_id", None) == HELD[7] for op in ops):
+        raise ValueError(f"ticket {HELD[7]} refused")
 
 
 class _Gate:
@@ -63,13 +86,8 @@ class _Gate:
 
     def batch(self) -> EventBatch:
         rng = self.rng
-        if rng.random() < 0.08:  # a reboot: a new epoch, whose first record closes this one
-            self.epoch += 1
-            self.seq = 0
-            self.lost += [(seq, tid) for seq, tid, direction in self.open if direction == "in"]
-            self.open = []
         events = []
-        for _ in range(rng.randint(1, 12)):
+        for _ in range(rng.randint(1, 12) if rng.random() < 0.9 else rng.randint(250, 700)):  # a backlog, now and then
             roll = rng.random()
             tid = rng.choice(HELD + ABSENT[:2]) if rng.random() < 0.9 else rng.choice(ABSENT)
             if self.lost and roll < 0.1:  # an outcome the power cut lost, journaled at the next start
@@ -94,6 +112,13 @@ class _Gate:
             events.append(events[-1])  # a seq twice in one batch: the second a resend of the first
         batch = EventBatch(self.name, self.epoch, events)
         self.sent.append(batch)
+        if rng.random() < 0.1:  # a power cut after this batch: a new epoch, whose first record closes this one
+            for _ in range(rng.randint(1, 3)):  # admissions journaled just before it, their outcomes lost
+                tid = rng.choice(LIMITED)
+                events.append(self._event("decision", tid, {"zone": "hall-a", "direction": "in"}))
+                self.open.append((self.seq, tid, "in"))
+            self.lost += [(seq, tid) for seq, tid, direction in self.open if direction == "in"]
+            self.epoch, self.seq, self.open = self.epoch + 1, 0, []
         return batch
 
     def resend(self) -> EventBatch:
@@ -111,10 +136,14 @@ def _state(store: RegistryStore) -> tuple:
         conn.execute("SELECT gate_id, epoch, seq, event_id, at, kind, lane, ticket_id, reason, payload "
                      "FROM events ORDER BY gate_id, epoch, seq").fetchall(),
         conn.execute("SELECT ticket_id, entries_used, inside, benefits, state FROM tickets ORDER BY ticket_id").fetchall(),
-        conn.execute("SELECT gate_id, epoch, acked_seq FROM gates ORDER BY gate_id, epoch").fetchall(),
+        conn.execute("SELECT gate_id, epoch, acked_seq FROM gates WHERE gate_id <> 'reference-pad' "
+                     "ORDER BY gate_id, epoch").fetchall(),
         conn.execute("SELECT gate_id, seq, epoch, ticket_id FROM implied_uses ORDER BY gate_id, epoch, seq").fetchall(),
         conn.execute("SELECT gate_id, epoch, by_epoch, counted FROM closed_epochs ORDER BY gate_id, epoch").fetchall(),
         [(c.kind, c.ticket_id, c.benefit, c.first, c.then) for c in store.conflicts()],
+        conn.execute("SELECT gate_id, epoch, seq FROM checkin_log ORDER BY id").fetchall(),  # the API's cursor order
+        [sorted(conn.execute(f"SELECT * FROM {table}").fetchall())  # what the triggers count
+         for table in ("dash_hourly", "dash_zone_hourly", "dash_denials", "dash_attended", "dash_category")],
     )
 
 
@@ -125,28 +154,37 @@ def _outcome(result) -> tuple:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
-def test_a_hostile_day_is_stored_as_event_by_event_counting_stores_it(tmp_path, registry_db, seed):
+def test_a_hostile_day_is_stored_as_event_by_event_counting_stores_it(tmp_path, registry_db, seed, monkeypatch):
+    """And as a batch in a group's savepoint, its rows inserted one a statement, stores it: a group of
+    one is stored in a transaction of its own, its events many rows a statement."""
     rng = random.Random(seed)
     stores = [RegistryStore(registry_db), _reference(RegistryStore(tmp_path / "reference.db"))]
     try:
         for store in stores:
             store.put_tickets(_tickets(), record_changes=False)
             store.revoke(REVOKED, at=1_764_230_500.0)
+            dashdata.install(store.conn)  # the pages' counters: triggers on every event stored
         gates = [_Gate(f"gate-{n}", rng) for n in range(3)]
-        counted = 0
+        counted = refused = 0
         for round_ in range(120):
             gate = rng.choice(gates)
             batch = gate.resend() if gate.sent and rng.random() < 0.1 else gate.batch()
+            check = _refuse_one_ticket if rng.random() < 0.3 else None
             results = []
             for store in stores:
-                (result,), delta = store.store_event_batches([batch], float(round_))
+                if store is stores[0]:
+                    (result,), delta = store.store_event_batches([batch], float(round_), check=check)
+                else:
+                    (result,), delta = _store_as_reference(store, batch, float(round_), check, monkeypatch)
                 results.append((_outcome(result), None if delta is None else delta.ops))
             assert results[0] == results[1]
             counted += len(results[0][1] or ())
+            refused += results[0][0][-1] is not None
         assert _state(stores[0]) == _state(stores[1])
         state = _state(stores[0])
-        assert counted and state[3] and state[5]  # usage counted, admissions counted on closing, conflicts found
-        assert any(b.events[-1].kind == "passage" and "unknown" in b.events[-1].payload_json for g in gates for b in g.sent)
+        assert counted and refused and state[3] and state[5]  # usage counted and refused, admissions counted on closing, conflicts
+        assert any(ev.kind == "passage" and "unknown" in ev.payload_json for g in gates for b in g.sent for ev in b.events)
+        assert max(len(b.events) for g in gates for b in g.sent) > 256  # a batch past one statement's rows
     finally:
         for store in stores:
             store.close()
