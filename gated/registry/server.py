@@ -78,6 +78,7 @@ from gated.rpc.convert import (
     KeyChange,
     MalformedEvent,
     GateStatus,
+    delta_update,
     gate_status_from_proto,
     key_change_to_proto,
     op_to_proto,
@@ -314,8 +315,9 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
         else:
             self.cache.apply_checked(delta, checked)
         if ops is None:
-            ops = [op_to_proto(op) for op in delta.ops]
-        update = pb.WatchEntitlementsResponse(delta=pb.Delta(base_version=delta.base_version, version=delta.version, ops=ops))
+            update = delta_update(delta)
+        else:
+            update = pb.WatchEntitlementsResponse(delta=pb.Delta(base_version=delta.base_version, version=delta.version, ops=ops))
         return _Published(update, delta.base_version, update.ByteSize())
 
     def _hand_out(self, published: _Published) -> None:
@@ -359,11 +361,12 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
         for published in result[0]:
             self._hand_out(published)
 
-    def check_ops(self, ops: tuple[Op, ...]) -> None:
-        """ValueError when the mirror (and so every gate) could not take `ops` whole."""
+    def check_ops(self, ops: tuple[Op, ...]) -> CheckedOps:
+        """ValueError when the mirror (and so every gate) could not take `ops` whole; else the
+        check, for `_prepare` to apply them on without checking again."""
         if self.follower is not None:
             self.follower.catch_up()  # checked against what the other instances committed first
-        self.cache._check_delta(ops)
+        return self.cache.check(ops)
 
     async def conflict_counts(self) -> dict[str, int]:
         """The conflicts the store holds, by kind (for `/metrics`)."""
@@ -573,9 +576,21 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
                 done.set_exception(exc)
 
     def _store_group(self, batches: list[EventBatch]) -> tuple[list[StoredBatch | EventConflict], _Published | None]:
-        """Store a group of batches and apply their usage to the mirror (worker thread)."""
-        results, delta = self.store.store_event_batches(batches, time.time(), check=self.check_ops)
-        return results, None if delta is None else self._prepare(delta)
+        """Store a group of batches and apply their usage to the mirror (worker thread).
+
+        The mirror checks each batch's usage before the store commits (`check_ops`); when the
+        committed delta is exactly the one set of ops it checked (a group of one batch, the
+        replay's case), the mirror applies it on that check instead of checking it again."""
+        checks: list[CheckedOps] = []
+        results, delta = self.store.store_event_batches(batches, time.time(), check=lambda ops: checks.append(self.check_ops(ops)))
+        if delta is None:
+            return results, None
+        checked = checks[0] if len(checks) == 1 else None
+        if checked is not None and _same_ops(checked.ops, delta.ops):
+            delta = Delta(delta.base_version, delta.version, checked.ops)  # apply_checked then needs no comparison
+        else:
+            checked = None
+        return results, self._prepare(delta, checked=checked)
 
     def _hand_out_group(self, result: tuple[list, _Published | None], group: list[_Pending]) -> None:
         if result[1] is not None:
@@ -817,6 +832,11 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
     def gate_states(self) -> dict[str, GateStatus]:
         """The latest status each gate reported (since this registry started), for the dashboard."""
         return dict(self.gate_status)
+
+
+def _same_ops(checked: tuple[Op, ...], ops: tuple[Op, ...]) -> bool:
+    """The very op objects checked, in order (the store hands on what it checked)."""
+    return len(checked) == len(ops) and all(a is b for a, b in zip(checked, ops))
 
 
 def _upserts_apart(ops: list[Op]) -> int:

@@ -181,6 +181,26 @@ def delta_to_proto(delta: Delta) -> pb.Delta:
     return pb.Delta(base_version=delta.base_version, version=delta.version, ops=[op_to_proto(op) for op in delta.ops])
 
 
+def delta_update(delta: Delta) -> pb.WatchEntitlementsResponse:
+    """The update that carries `delta` to a watching gate: `delta_to_proto` in it, the same bytes.
+
+    The registry's side, for the usage its event batches count (a replayed backlog: a thousand
+    ops a batch): usage ops are added as field values, not made as messages and then copied into
+    the update, which takes twice as long."""
+    update = pb.WatchEntitlementsResponse(delta=pb.Delta(base_version=delta.base_version, version=delta.version))
+    ops = update.delta.ops
+    add = ops.add
+    for op in delta.ops:
+        kind = type(op)
+        if kind is SetUsage:
+            add(set_usage={"ticket_id": op.ticket_id, "entries_used": op.entries_used, "inside": op.inside})
+        elif kind is SetBenefit:
+            add(set_benefit={"ticket_id": op.ticket_id, "name": op.name, "remaining": op.remaining})
+        else:
+            ops.append(op_to_proto(op))
+    return update
+
+
 def _varint_bytes(n: int) -> int:
     return max(1, (n.bit_length() + 6) // 7)
 

@@ -351,3 +351,45 @@ def test_a_group_stores_exactly_what_its_batches_stored_one_by_one_would(tmp_pat
     finally:
         for store in stores:
             store.close()
+
+
+def test_the_mirror_applies_a_batch_on_its_one_check_exactly_as_checking_it_again(tmp_path, registry_db):
+    """A group of one batch is applied to the mirror on the check made before its commit (not
+    checked again); a group of several is checked again. Either way the mirror ends where a
+    cache applying every published delta the checking way does, and the deltas are the usage."""
+    from gated.rpc.convert import delta_from_proto
+    from gated.validation import EntitlementCache
+
+    redemption = {"ticket_id": TICKETS[5], "benefit": "lunch", "zone": "hall-a", "direction": "in"}
+
+    async def day():
+        registry = await start_registry(registry_db, None, tickets=[
+            TicketRecord(tid, "guest", zones=("hall-a",), max_entries=1, benefits=(("lunch", 1),)) for tid in TICKETS])
+        service = registry.service
+        reference = EntitlementCache()
+        reference.load_snapshot(service.cache.to_snapshot())
+        on_check = []
+        apply_checked = service.cache.apply_checked
+        service.cache.apply_checked = lambda delta, checked: (on_check.append(delta.version), apply_checked(delta, checked))
+        try:
+            one = [passage("a", s, tid) for s, tid in enumerate(TICKETS[:12], 1)]
+            one.append(passage("a", 13, TICKETS[0]))  # a second entry: an over_entry, counted all the same
+            one.append(passage("a", 14, 7_777_777_777))  # no such ticket: stored, nothing counted
+            one.append(IncomingEvent("a:15", 15, 2.0, "redemption", "desk-1", TICKETS[5], "ok", json.dumps(redemption)))
+            one.append(IncomingEvent("a:16", 16, 2.0, "redemption", "desk-1", TICKETS[5], "ok", json.dumps(redemption)))
+            await service._store_grouped("a", one, 11, 0.0)
+            await service._store_grouped("a", one[:4], 11, 0.0)  # a resend: nothing new, no delta
+            await asyncio.gather(*(service._store_grouped(f"g{n}", [passage(f"g{n}", 1, tid)], 3, 0.0)
+                                   for n, tid in enumerate(TICKETS[12:30])))  # one group of several: checked again
+            await service._store_grouped("a", [passage("a", 17, TICKETS[-1]), decision("a", 18, TICKETS[1])], 11, 0.0)
+            published = [update for _base, _version, update, _size in service._log]
+            for update in published:
+                reference.apply(delta_from_proto(update.delta))
+            assert len(published) >= 3 and on_check and len(on_check) < len(published)
+            assert reference.version == service.cache.version
+            assert reference.to_snapshot() == service.cache.to_snapshot()
+            assert service.cache.get(TICKETS[0]).entries_used == 2
+        finally:
+            await registry.stop()
+
+    asyncio.run(asyncio.wait_for(day(), 60))
