@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from gated.journal import u64_from_sqlite, u64_to_sqlite
+from gated.rpc.convert import json_value
 
 if TYPE_CHECKING:
     from gated.registry.store import Conflict, IncomingEvent, RegistryStore
@@ -134,11 +135,14 @@ def _without_outcome(conn, gate_id: str, epoch: int, decided: list[tuple], first
     elsewhere: set[tuple[int, int]] = set()  # (epoch, decision_seq) named by outcomes of other epochs
     legacy: dict[tuple, int] = {}
     # Outcomes come after their decision: in its epoch or a later one, whose seqs leap past it.
-    for seq_named, lane, ticket, outcome_epoch in conn.execute(
-            "SELECT CASE WHEN json_valid(payload) THEN json_extract(payload, '$.decision_seq') END, lane, ticket_id, epoch "
+    # decision_seq read here, not by json_extract: PostgreSQL's json_extract (engine.PG_FUNCTIONS)
+    # gives text, SQLite's a number, and on PostgreSQL every outcome fell to the legacy rule.
+    for payload, lane, ticket, outcome_epoch in conn.execute(
+            "SELECT payload, lane, ticket_id, epoch "
             "FROM events WHERE gate_id = ? AND seq >= ? AND kind IN ('passage', 'redemption', 'not_passed')",
             (gate_id, first_seq)):
-        if isinstance(seq_named, int):
+        seq_named = _decision_seq(payload)
+        if seq_named is not None:
             if outcome_epoch == epoch:
                 named.add(seq_named)
             else:
@@ -161,6 +165,16 @@ def _without_outcome(conn, gate_id: str, epoch: int, decided: list[tuple], first
             continue
         out.append(row)
     return out
+
+
+def _decision_seq(payload_json: str) -> int | None:
+    """The decision an outcome record names (its payload's integer decision_seq), if any."""
+    try:
+        payload = json_value(payload_json)
+    except (ValueError, RecursionError):
+        return None
+    seq = payload.get("decision_seq") if type(payload) is dict else None
+    return seq if type(seq) is int else None
 
 
 def _implied_outcome(incoming, store: RegistryStore, seq, event_id, at, lane, ticket_id, payload_json):
