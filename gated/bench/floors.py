@@ -10,8 +10,10 @@ machine, with the same gates and the same load as the real measurements:
   ``ack``: acknowledges each batch as it arrives, storing nothing (what the
   gate and gRPC allow), or ``store``: writes each batch's rows unchecked
   into the real registry schema (`RegistryStore`'s tables, indexes and
-  triggers, SQLite, synchronous=FULL, a transaction per batch) and then
-  acknowledges it (the least a durable registry does).
+  triggers, and the dashboard's triggers `gated registry serve` installs;
+  SQLite, synchronous=FULL, a transaction per batch, rows inserted as the
+  registry inserts them) and then acknowledges it (the least a durable
+  registry does).
 - ``fanout``: `gated bench fleet`'s load (N gates, each its own stream and
   watch, one scan a second) against a registry that acknowledges each batch
   once the next round has handed its passages out as usage ops, one delta to
@@ -57,9 +59,11 @@ def _servicer(mode: str, db: str | None, version: int, cadence_s: float):
         def __init__(self) -> None:
             self.store = None
             if mode == "store":
+                from gated.registry import dashdata
                 from gated.registry.store import RegistryStore
 
                 self.store = RegistryStore(db)
+                dashdata.install(self.store.conn)  # the triggers `gated registry serve`'s pages install
             self.version = version
             self.pending: list[int] = []
             self.round: asyncio.Future | None = None
@@ -69,14 +73,14 @@ def _servicer(mode: str, db: str | None, version: int, cadence_s: float):
 
         def _store_rows(self, gate_id: str, batch) -> None:
             from gated.journal import u64_to_sqlite
-            from gated.registry.store import _INSERT_EVENT
+            from gated.registry.store import _insert_events
 
             now, epoch = time.time(), u64_to_sqlite(batch.journal_epoch)
             rows = [(ev.event_id, gate_id, ev.seq, ev.at, kinds[ev.kind], ev.lane,
                      u64_to_sqlite(ev.ticket_id) if ev.HasField("ticket_id") else None, ev.reason,
                      ev.extra_json or "{}", now, epoch) for ev in batch.events]
             with self.store.transaction():
-                self.store.conn.executemany(_INSERT_EVENT, rows)
+                _insert_events(self.store.conn, self.store.dialect, rows)  # as the real registry inserts them
 
         async def rounds(self) -> None:
             last = 0.0
