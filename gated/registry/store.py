@@ -1133,21 +1133,8 @@ class RegistryStore:
             raise _NotSetwise  # a seq twice in one batch
         if _insert_events(conn, self.dialect, rows) != len(rows):
             raise _NotSetwise
-        pg = self.dialect == engine.POSTGRES
         usage = [(b, e, ev) for b, e in keyed for ev in b.events if ev.kind in USAGE_KINDS]
-        ids = set()
-        for _b, _e, ev in usage:
-            payload = self._payload_of(ev)
-            tid = payload.get("ticket_id", ev.ticket_id) if payload is not None else None
-            if isinstance(tid, int) and 0 <= tid < _U64:
-                ids.add(u64_to_sqlite(tid))
-        tickets: dict[int, list] = {}
-        for chunk in [sorted(ids)] if pg else _chunks(sorted(ids), 500):
-            usage_of = (conn.execute(_PG_TICKET_USAGE, (chunk,)) if pg else conn.execute(
-                "SELECT ticket_id, entries_used, inside, benefits, zones, max_entries, state FROM tickets "
-                f"WHERE ticket_id IN ({','.join('?' * len(chunk))})", chunk))
-            for tid, *row in usage_of:
-                tickets[tid] = [*row, False]
+        tickets = self._usage_tickets([ev for _b, _e, ev in usage])
         conflicts: list[Conflict] = []
         per_batch: dict[str, list[Op]] = {g: [] for g in gates}
         for b, e, ev in usage:
@@ -1156,15 +1143,11 @@ class RegistryStore:
                 raise _NotSetwise  # reported with the record it overdrew, found batch by batch
             if op is not None:
                 per_batch[b.gate_id].append(op)
-        changed = [(row[0], row[1], row[2], tid) for tid, row in tickets.items() if row[6]]
+        self._write_usage(tickets)
         acked = [(b.gate_id, e, b.events[-1].seq) for b, e in keyed]  # one row a gate: its batches are one
-        if pg:
-            if changed:
-                conn.execute(_PG_SET_TICKET_USAGE, _columns(changed))
+        if self.dialect == engine.POSTGRES:
             conn.execute(_PG_ACK_GATES, _columns(acked))
         else:
-            if changed:
-                conn.executemany("UPDATE tickets SET entries_used = ?, inside = ?, benefits = ? WHERE ticket_id = ?", changed)
             conn.executemany(_ACK_GATE, acked)
         ops: list[Op] = []
         for gate in gates:
@@ -1253,29 +1236,42 @@ class RegistryStore:
 
     def _count_usages(self, usage: list[IncomingEvent], gate_id: str, db_epoch: int, conflicts: list[Conflict]) -> list[Op]:
         """`_count_usage` of each new usage event in order, on its tickets read at once and written back at once."""
+        tickets = self._usage_tickets(usage)
+        # Whether an epoch's closing counted any admission of this gate: when none did (a gate that
+        # never lost an outcome), no usage event needs looking up in implied_uses one by one.
+        implied = self.conn.execute("SELECT 1 FROM implied_uses WHERE gate_id = ? LIMIT 1", (gate_id,)).fetchone() is not None
+        ops = [op for ev in usage
+               if (op := self._count_usage(ev, gate_id, db_epoch, conflicts, tickets, implied=implied)) is not None]
+        self._write_usage(tickets)
+        return ops
+
+    def _usage_tickets(self, usage: Sequence[IncomingEvent]) -> dict[int, list]:
+        """The tickets `usage` events name, read at once, by their stored id: [entries_used, inside,
+        benefits, zones, max_entries, state, changed] (`_count_usage` changes them in place)."""
         ids = set()
         for ev in usage:
             payload = self._payload_of(ev)
             tid = payload.get("ticket_id", ev.ticket_id) if payload is not None else None
             if isinstance(tid, int) and 0 <= tid < _U64:
                 ids.add(u64_to_sqlite(tid))
-        tickets: dict[int, list] = {}
         ordered = sorted(ids)
-        for i in range(0, len(ordered), 500):
-            chunk = ordered[i:i + 500]
-            for tid, *row in self.conn.execute(
-                    "SELECT ticket_id, entries_used, inside, benefits, zones, max_entries, state FROM tickets "
-                    f"WHERE ticket_id IN ({','.join('?' * len(chunk))})", chunk):
-                tickets[tid] = [*row, False]  # the last item: changed
-        # Whether an epoch's closing counted any admission of this gate: when none did (a gate that
-        # never lost an outcome), no usage event needs looking up in implied_uses one by one.
-        implied = self.conn.execute("SELECT 1 FROM implied_uses WHERE gate_id = ? LIMIT 1", (gate_id,)).fetchone() is not None
-        ops = [op for ev in usage
-               if (op := self._count_usage(ev, gate_id, db_epoch, conflicts, tickets, implied=implied)) is not None]
+        if self.dialect == engine.POSTGRES:
+            rows = self.conn.execute(_PG_TICKET_USAGE, (ordered,)).fetchall() if ordered else []
+        else:
+            rows = [row for chunk in _chunks(ordered, 500) for row in self.conn.execute(
+                "SELECT ticket_id, entries_used, inside, benefits, zones, max_entries, state FROM tickets "
+                f"WHERE ticket_id IN ({','.join('?' * len(chunk))})", chunk)]
+        return {tid: [*row, False] for tid, *row in rows}
+
+    def _write_usage(self, tickets: dict[int, list]) -> None:
+        """Write back the tickets `_count_usage` changed (`_usage_tickets`' rows)."""
         changed = [(row[0], row[1], row[2], tid) for tid, row in tickets.items() if row[6]]
-        if changed:
+        if not changed:
+            return
+        if self.dialect == engine.POSTGRES:
+            self.conn.execute(_PG_SET_TICKET_USAGE, _columns(changed))
+        else:
             self.conn.executemany("UPDATE tickets SET entries_used = ?, inside = ?, benefits = ? WHERE ticket_id = ?", changed)
-        return ops
 
     @staticmethod
     def _payload_of(ev: IncomingEvent) -> dict | None:
