@@ -16,7 +16,6 @@ from tests.registry.desk_helpers import PASSWORD, STAFF, WANG, DeskVenue
 
 try:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 except ModuleNotFoundError:  # the module is skipped below
     By = WebDriverWait = None
@@ -50,9 +49,25 @@ def sign_in(browser, venue, username: str, password: str, then: str = "/attendee
     # Every answer is a new document (the page asked for, or the form again with its message).
     # Not "the URL ends with `then`": the form's own URL, signin?next=/attendees, does, and
     # the body read from the form page while the answer arrives goes stale under the reader.
-    WebDriverWait(browser, 10).until(expected_conditions.staleness_of(form_page))
+    WebDriverWait(browser, 10).until(lambda b: _gone(form_page))
     WebDriverWait(browser, 5).until(lambda b: b.execute_script("return document.readyState") == "complete")
     return browser.find_element(By.TAG_NAME, "body").text
+
+
+def _gone(element) -> bool:
+    """`expected_conditions.staleness_of`, also when chromedriver says the node left the document
+    in its own words ("Node with given id does not belong to the document", a WebDriverException)."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as exc:
+        if "does not belong to the document" in str(exc):
+            return True
+        raise
+    return False
 
 
 def wait_notice(browser, text: str) -> None:
