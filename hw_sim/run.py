@@ -32,6 +32,8 @@ from hw_sim.rehearsal import SIM_LOG, Rehearsal, RehearsalError
 from hw_sim.scenario import Scenario, ScenarioError, ScenarioRun, failed, format_summary, load, summarize
 from hw_sim.sim import STAFF_PAGES_PORT, dashboard_line
 
+from gated import eventloop
+
 
 def _print(out: TextIO, line: str) -> None:
     with contextlib.suppress(OSError):
@@ -186,9 +188,9 @@ async def run_scripted(path: str, run_dir: str, *, as_json: bool = False, templa
 
 def main_live(run_dir: str, **kwargs) -> int:
     with _logging_to(Path(run_dir) / SIM_LOG):
-        return asyncio.run(run_live(run_dir, **kwargs))
+        return eventloop.run(run_live(run_dir, **kwargs))
 
 
 def main_scripted(path: str, run_dir: str, **kwargs) -> int:
     with _logging_to(Path(run_dir) / SIM_LOG):
-        return asyncio.run(run_scripted(path, run_dir, **kwargs))
+        return eventloop.run(run_scripted(path, run_dir, **kwargs))

@@ -43,6 +43,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from gated import eventloop
 from gated.config import load_config
 from gated.errors import GatedError, KeyFileError
 from gated.keyfile import load_keyfile, new_key, save_keyfile
@@ -712,4 +713,4 @@ def run_sim(run_dir: str | os.PathLike = DEFAULT_RUN_DIR, duration: float | None
             interactive: bool | None = None) -> int:
     """Run the simulator until quit, interrupted, or `duration` seconds; 0 on a clean stop."""
     sim = Simulator(run_dir, duration=duration, registry=registry, rate=rate, template=template, interactive=interactive)
-    return asyncio.run(sim.run())
+    return eventloop.run(sim.run())

@@ -37,6 +37,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gated import eventloop
+
 BASE = 4000  # consecutive ids 100001.. already registered: the people at the doors
 BATCH = 50_000
 STAGES = ("parse", "store", "publish", "gate", "sent_again")
@@ -157,7 +159,7 @@ def measure_end_to_end(db: Path | str, tmp: Path, timeout_s: float = 200.0) -> d
     rows = attendees(ids)
     body = json.dumps({"attendees": rows}).encode()
     with registry_serve(db, ("--plaintext", "--http", "127.0.0.1:0"), tmp / "registry.log", 120.0) as served:
-        r = asyncio.run(asyncio.wait_for(_day(served.port, served.pages, tmp, token, body, ids, rows), timeout_s))
+        r = eventloop.run(asyncio.wait_for(_day(served.port, served.pages, tmp, token, body, ids, rows), timeout_s))
     with RegistryStore(db, create=False) as store:
         r["stored_seqs"] = {gate_id: [int(e.rpartition(":")[2]) for e in store.event_ids(gate_id)] for gate_id, _, _ in GATES}
     r["lost"] = sum(len(set(range(1, last + 1)) - set(r["stored_seqs"][g])) for (g, _, _), last in zip(GATES, r["last"]))

@@ -31,6 +31,8 @@ import sys
 import time
 from typing import Any
 
+from gated import eventloop
+
 MODES = ("message", "bytes", "write")
 _CLIENTS = 4
 _PER_CHANNEL = 25
@@ -66,7 +68,7 @@ def _client(port: int, watches: int, read) -> None:
 
         await asyncio.gather(*(watch(i) for i in range(watches)), return_exceptions=True)
 
-    asyncio.run(run())
+    eventloop.run(run())
 
 
 def _server_handlers(servicer, mode: str):
@@ -166,7 +168,7 @@ async def _measure(mode: str, watches: int, seconds: float, interval_s: float) -
 def measure(watches: int = 500, seconds: float = 10.0, interval_s: float = 0.05,
             modes: tuple[str, ...] = MODES) -> list[dict[str, Any]]:
     """Each mode in turn, on a fresh server and fresh clients."""
-    return [asyncio.run(_measure(mode, watches, seconds, interval_s)) for mode in modes]
+    return [eventloop.run(_measure(mode, watches, seconds, interval_s)) for mode in modes]
 
 
 def main(argv: list[str] | None = None) -> int:

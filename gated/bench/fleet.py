@@ -53,6 +53,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from gated import eventloop
+
 KNEE_FANOUT_P99_MS = 100.0
 TICKETS_PER_GATE = 50
 GATES_PER_CHANNEL = 25
@@ -101,7 +103,7 @@ def _load_process(ports: list[int], gates: list[int], version: int, scans_per_s:
     import structlog
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
-    return asyncio.run(_run_gates(ports, gates, version, scans_per_s, seconds, start_at, seed))
+    return eventloop.run(_run_gates(ports, gates, version, scans_per_s, seconds, start_at, seed))
 
 
 async def _run_gates(ports: list[int], gates: list[int], version: int, scans_per_s: float, seconds: float,

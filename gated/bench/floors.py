@@ -39,6 +39,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from gated import eventloop
+
 REPLAY_MODES = ("ack", "store")
 _READY_TIMEOUT_S = 60.0
 
@@ -203,7 +205,7 @@ def replay_floor(events: int = 100_000, batch_size: int = 2000, modes: tuple[str
             with _stripped(tmp / "registry.log", mode, db=db, tls=[certs.ca, certs.registry.cert, certs.registry.key]) as served:
                 uplink = Uplink("gate-a", journal, EntitlementCache(), KeyRing(), GateClock(),
                                 _settings(served.port, certs, "gate-a"), batch_size=batch_size)
-                elapsed, gate, registry = asyncio.run(replay_to_last_ack(uplink, last_seq, served.pid))
+                elapsed, gate, registry = eventloop.run(replay_to_last_ack(uplink, last_seq, served.pid))
             backlog = journal.backlog()
             journal.close()
             stored = None
@@ -266,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--tls", nargs=3, metavar=("CA", "CERT", "KEY"))
     args = parser.parse_args(argv)
     if args.what == "serve":
-        asyncio.run(_serve(args.mode, args.db, args.version, args.cadence_ms / 1000, args.tls))
+        eventloop.run(_serve(args.mode, args.db, args.version, args.cadence_ms / 1000, args.tls))
         return 0
     import logging
 

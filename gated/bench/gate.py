@@ -10,6 +10,7 @@ import tempfile
 import time
 from typing import Callable
 
+from gated import eventloop
 from gated.bench.common import FIRST_TICKET, layout_ids, layout_records, stats
 from gated.validation import KeyRing, TicketRecord, encode_snapshot
 from gated.validation.token import mint_dynamic
@@ -137,7 +138,7 @@ def _scan_to_relay_in(root: str, records: list, scans: int, lanes: int, *, seed_
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # errors only, off the timed path
     def run_gate() -> None:
         try:
-            asyncio.run(serve())
+            eventloop.run(serve())
         except BaseException as exc:  # reported below, not lost in a thread
             gate_box["error"] = exc
             ready.set()

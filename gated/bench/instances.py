@@ -15,7 +15,6 @@ prints one JSON object. The database should be empty (a fresh one per run).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import statistics
 import sys
@@ -23,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from gated import eventloop
 from gated.bench.rpc import _KEY, _percentile, admit_and_wait, registry_serve
 from gated.config import UplinkSection
 from gated.validation import TicketRecord
@@ -61,10 +61,10 @@ def measure_cross_instance(url: str, samples: int = 200, interval_s: float = 0.0
         tmp = Path(tmp)
         with registry_serve(url, _SERVE, tmp / "a.log", _READY_TIMEOUT_S) as a, \
                 registry_serve(url, _SERVE, tmp / "b.log", _READY_TIMEOUT_S) as b:
-            across = asyncio.run(admit_and_wait(tmp, {"gate-a": _plaintext(a.port), "gate-b": _plaintext(b.port)},
-                                                ids[:samples], interval_s))
-            same = asyncio.run(admit_and_wait(tmp, {"gate-a": _plaintext(a.port), "gate-b": _plaintext(a.port)},
-                                              ids[samples:], interval_s))
+            across = eventloop.run(admit_and_wait(tmp, {"gate-a": _plaintext(a.port), "gate-b": _plaintext(b.port)},
+                                                  ids[:samples], interval_s))
+            same = eventloop.run(admit_and_wait(tmp, {"gate-a": _plaintext(a.port), "gate-b": _plaintext(a.port)},
+                                                ids[samples:], interval_s))
     return {
         "across_instances": _figures(across),
         "one_instance": _figures(same),

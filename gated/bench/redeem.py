@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gated import eventloop
 from gated.config import LaneConfig
 from gated.drivers.base import Read
 from gated.clock import GateClock
@@ -63,7 +64,7 @@ def measure_redemption(samples: int = 300) -> dict[str, Any]:
             store.put_tickets([(t, "") for t in tickets], record_changes=False)
             store.add_key(1, _KEY)
         with _registry_process(tmp / "registry.db", certs) as port:
-            timings = asyncio.run(_meal_hall(tmp, certs, port, samples))
+            timings = eventloop.run(_meal_hall(tmp, certs, port, samples))
         with RegistryStore(tmp / "registry.db", create=False) as store:
             left = sum(dict(store.ticket(t.ticket_id).benefits)[BENEFIT] for t in tickets)
     rpc, lane, refused, retry, outcomes = timings

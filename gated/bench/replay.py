@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gated import eventloop
 from gated.journal import Journal
 from gated.validation import TicketRecord
 
@@ -141,7 +142,7 @@ def fill_journal(journal: Journal, n: int, shape: str = "static", tickets: list[
         for start in range(0, len(records), 1000):
             await asyncio.gather(*(journal.append_async(kind, **fields) for kind, fields in records[start:start + 1000]))
 
-    asyncio.run(fill())
+    eventloop.run(fill())
     return journal.stats()["last_seq"]
 
 

@@ -51,6 +51,7 @@ from typing import Any
 
 import grpc
 
+from gated import eventloop
 from gated.clock import GateClock
 from gated.config import UplinkSection
 from gated.journal import Journal
@@ -187,7 +188,7 @@ def measure_backlog_replay(n: int = 100_000, batch_size: int = 2000, shape: str 
         with _registry_process(tmp / "registry.db", certs, registry) as port:
             uplink = Uplink("gate-a", journal, EntitlementCache(), KeyRing(), GateClock(),
                             _settings(port, certs, "gate-a"), batch_size=batch_size)
-            elapsed, gate_cpu, registry_cpu = asyncio.run(replay_to_last_ack(uplink, last_seq, registry[0].pid))
+            elapsed, gate_cpu, registry_cpu = eventloop.run(replay_to_last_ack(uplink, last_seq, registry[0].pid))
             cpu = {"gate": gate_cpu, "registry": registry_cpu}
         backlog = journal.backlog()
         journal.close()
@@ -240,7 +241,7 @@ def measure_propagation(samples: int = 200, interval_s: float = 0.02) -> dict[st
             store.add_key(1, _KEY)
         with _registry_process(tmp / "registry.db", certs) as port:
             settings = {g: _settings(port, certs, g) for g in ("gate-a", "gate-b")}
-            delays = asyncio.run(admit_and_wait(tmp, settings, list(range(1, samples + 1)), interval_s))
+            delays = eventloop.run(admit_and_wait(tmp, settings, list(range(1, samples + 1)), interval_s))
     return {
         "samples": len(delays),
         "median_s": round(statistics.median(delays), 6),
@@ -344,7 +345,7 @@ def measure_snapshot(tickets: int = 1_000_000) -> dict[str, Any]:
         started = time.perf_counter()
         with _registry_process(tmp / "registry.db", certs) as port:
             registry_start_s = time.perf_counter() - started
-            result = asyncio.run(_fetch_snapshot(port, certs))
+            result = eventloop.run(_fetch_snapshot(port, certs))
     result.update(tickets=tickets, registry_start_s=round(registry_start_s, 3))
     return result
 
@@ -411,7 +412,7 @@ def measure_import(tickets: int = 100_000, venue: int = 1000) -> dict[str, Any]:
             store.put_tickets(_venue_tickets(venue), record_changes=False)
         csv_path = write_import_csv(tmp / "late-list.csv", tickets)
         with _registry_process(db, certs) as port:
-            result = asyncio.run(_import_while_watching(port, certs, db, csv_path, venue, venue + tickets))
+            result = eventloop.run(_import_while_watching(port, certs, db, csv_path, venue, venue + tickets))
     result.update(tickets=tickets, venue_tickets=venue, ids=f"consecutive from {IMPORT_FIRST_ID}")
     return result
 

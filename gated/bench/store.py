@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from gated import eventloop
 from gated.bench.common import layout_ids, layout_records
 
 POSTGRES_ENV = ("GATED_BENCH_POSTGRES", "GATED_TEST_POSTGRES")
@@ -178,8 +179,8 @@ def measure_cold_start(engine: str, tmp: Path, n: int) -> dict[str, Any]:
             await server.stop()  # keeps the snapshot (the first start kept it already)
             return listening, first, len(data), after_change
 
-        listening, first, size, _ = asyncio.run(start(False))
-        re_listening, re_first, _, after_change = asyncio.run(start(True))
+        listening, first, size, _ = eventloop.run(start(False))
+        re_listening, re_first, _, after_change = eventloop.run(start(True))
         process = sorted(_process_restart(db, tmp) for _ in range(3))
     return {"tickets": n, "first_start_s": round(listening, 3), "first_start_snapshot_s": round(first, 3),
             "start_s": round(re_listening, 3), "first_snapshot_s": round(re_first, 3), "snapshot_bytes": size,
@@ -210,7 +211,7 @@ def _process_restart(db: Path | str, tmp: Path) -> float:
     # Polled every 2 ms: the wait for "listening" is inside the figure.
     with registry_serve(db, ["--plaintext", "--http", "off"], tmp / f"serve-{secrets.token_hex(4)}.log",
                         ready_timeout_s=120, poll_s=0.002) as served:
-        asyncio.run(snapshot(served.port))
+        eventloop.run(snapshot(served.port))
         return time.perf_counter() - started
 
 

@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from gated import eventloop
 from gated.cli.args import EXIT_OK, UsageError, add_group, kid, ticket_id
 
 
@@ -113,7 +114,7 @@ def cmd_registry_serve(args) -> int:
                 await pages.stop()
             await server.stop()
 
-    asyncio.run(main())
+    eventloop.run(main())
     return EXIT_OK
 
 

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import sys
 
+from gated import eventloop
 from gated.cli.args import add_group
 
 
 def cmd_run(args) -> int:
-    import asyncio
-
     from gated.gate.daemon import run_gate
     from gated.logs import configure
 
     configure(args.log_level)
-    return asyncio.run(run_gate(args.config))
+    return eventloop.run(run_gate(args.config))
 
 
 def check_config(path, *, check_files: bool = False) -> int:

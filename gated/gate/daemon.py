@@ -52,6 +52,7 @@ _import_structlog_without_rich()
 
 import structlog  # noqa: E402
 
+from gated import eventloop
 from gated.clock import GateClock
 from gated.config import Config, IoModuleConfig, LaneConfig, load_config
 from gated.drivers.gpio import (
@@ -186,7 +187,7 @@ class Gate(GateControl):
             "gate_started", gate_id=self.gate_id, lanes=list(self.lanes), tickets=len(cache), cache_version=cache.version,
             kids=self.keyring.kids(), usage_replayed=replayed, unknown_outcomes_counted=len(settled),
             clock_trusted=self.clock.trusted(),
-            catching_up=None if self.catchup is None else self.catchup.reason,
+            catching_up=None if self.catchup is None else self.catchup.reason, event_loop=eventloop.loop_name(),
         )
 
     async def _open_modules(self) -> None:

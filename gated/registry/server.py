@@ -71,6 +71,7 @@ from pathlib import Path
 import grpc
 import structlog
 
+from gated import eventloop
 from gated.rpc import standard
 from gated.rpc.convert import (
     MAX_UPDATE_BYTES,
@@ -947,7 +948,8 @@ class RegistryServer:
         if self.service.follower is not None:
             self.service.follower.start()
         self._keeper = asyncio.create_task(self._keep_forever(), name="registry-keep-snapshot")
-        log.info("registry_listening", listen=self.listen, port=port, tls=self.tls is not None, version=self.service.cache.version, tickets=len(self.service.cache))
+        log.info("registry_listening", listen=self.listen, port=port, tls=self.tls is not None, version=self.service.cache.version, tickets=len(self.service.cache),
+                 event_loop=eventloop.loop_name())
         return port
 
     async def stop(self, grace: float | None = 0.5) -> None:
