@@ -12,7 +12,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from gated import eventloop
 from gated.cli.args import EXIT_OK, UsageError, add_group, kid, ticket_id
 
 
@@ -46,6 +45,7 @@ def cmd_registry_serve(args) -> int:
     import asyncio
     import signal
 
+    from gated import eventloop
     from gated.keyfile import load_keyfile
     from gated.registry.server import TlsFiles
 

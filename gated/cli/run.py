@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sys
 
-from gated import eventloop
 from gated.cli.args import add_group
 
 
 def cmd_run(args) -> int:
+    from gated import eventloop
     from gated.gate.daemon import run_gate
     from gated.logs import configure
 
