@@ -7,6 +7,14 @@ fell by about a quarter on this 2-CPU machine (README, "The fleet"). Nothing in
 gated depends on which loop runs it: signal handlers, `add_reader` on a serial
 pty, threads handing results back, subprocesses and aiohttp all work on both.
 
+One rule comes with it: gated starts child processes with `subprocess` (which
+vfork()s or posix_spawn()s), never with the loop's `create_subprocess_*`. On
+uvloop those fork(), and a fork runs gRPC's fork handlers in a process using
+gRPC: its poller threads are stopped and restarted around the fork, and the
+child can abort in them ("Check failed: next_worker->state == KICKED", seen
+once in the benchmark's import). A test keeps the loop's subprocess API out
+of gated and the simulator.
+
 `GATED_EVENT_LOOP=asyncio` runs the standard library's loop instead (to compare,
 or to rule the loop out when diagnosing); where uvloop is not installed (it has
 no wheel for 32-bit ARM), the standard loop runs without a word.

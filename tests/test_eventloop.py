@@ -83,3 +83,20 @@ print(name, sorted(closed))
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split(" ", 1)[1].strip() == "['generator', 'task']"
+
+
+def test_no_process_of_gated_starts_children_through_the_loop():
+    """On uvloop the loop's subprocess API fork()s and so runs gRPC's fork handlers (gated/eventloop.py):
+    children are started with `subprocess`, in a thread when the loop must not wait."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    offenders = [
+        f"{path.relative_to(root)}:{n}"
+        for top in ("gated", "hw_sim")
+        for path in sorted((root / top).rglob("*.py"))
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if re.search(r"\bcreate_subprocess_(exec|shell)\b|\bsubprocess_(exec|shell)\(", line)
+    ]
+    assert offenders == []

@@ -446,12 +446,13 @@ async def _import_while_watching(port: int, certs: VenueCerts, db: Path, csv_pat
             sizes.clear()
             await asyncio.sleep(0.5)  # the pinger is up and has a few quiet samples
             started = time.monotonic()
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "gated", "registry", "import", str(csv_path), "--db", str(db),
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-            _, err = await proc.communicate()
-            if proc.returncode != 0:
-                raise RuntimeError(f"gated registry import failed: {err.decode()[-500:]}")
+            # subprocess.run in a thread, not the loop's subprocess API: on uvloop that fork()s, which
+            # runs gRPC's fork handlers in this process (gated/eventloop.py).
+            done = await asyncio.to_thread(
+                subprocess.run, [sys.executable, "-m", "gated", "registry", "import", str(csv_path), "--db", str(db)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            if done.returncode != 0:
+                raise RuntimeError(f"gated registry import failed: {done.stderr.decode()[-500:]}")
             imported = time.monotonic()
             await _until(lambda: len(cache) == total, 600, "the gate to hold every ticket")
             held = time.monotonic()
