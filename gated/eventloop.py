@@ -5,7 +5,7 @@ few callbacks, futures and a wake-up from gRPC's completion thread. On uvloop
 (libuv underneath, the same asyncio API) the same 500-gate fleet's fan-out p99
 fell by about a quarter on this 2-CPU machine (README, "The fleet"). Nothing in
 gated depends on which loop runs it: signal handlers, `add_reader` on a serial
-pty, threads handing results back, subprocesses and aiohttp all work on both.
+pty, threads handing results back and aiohttp work the same on both.
 
 One rule comes with it: gated starts child processes with `subprocess` (which
 vfork()s or posix_spawn()s), never with the loop's `create_subprocess_*`. On

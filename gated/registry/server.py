@@ -142,7 +142,7 @@ class _Watcher:
     """One watch's mailbox: what the loop hands out, taken in order by the watch's coroutine.
 
     Not an `asyncio.Queue`: its `get` asks for the running loop for every future it makes,
-    and on Python 3.11 that is a `getpid()` system call each time, 3 % of the loop's samples
+    and on Python 3.11 that is a `getpid()` system call each time, 3 % of the registry's samples
     at 500 gates (py-spy). The loop is known here, once."""
 
     __slots__ = ("gate_id", "items", "waiter", "loop", "overflowed", "every", "quiet_since", "beat_queued")
