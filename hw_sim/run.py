@@ -27,12 +27,11 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from gated import eventloop
 from hw_sim.control import DEFAULT_API_PORT, start_api
 from hw_sim.rehearsal import SIM_LOG, Rehearsal, RehearsalError
 from hw_sim.scenario import Scenario, ScenarioError, ScenarioRun, failed, format_summary, load, summarize
 from hw_sim.sim import STAFF_PAGES_PORT, dashboard_line
-
-from gated import eventloop
 
 
 def _print(out: TextIO, line: str) -> None:
