@@ -462,7 +462,8 @@ def record_to_event(rec: Record) -> pb.Event:
     )
     if rec.payload:
         msg, extra = _payload_message(case, rec.payload)
-        getattr(event, case).CopyFrom(msg)
+        if msg.ListFields():  # no typed field: no payload case, only extra_json (the registry reads the same)
+            getattr(event, case).CopyFrom(msg)
         if extra:
             event.extra_json = _encode_json(extra)
     return event
@@ -529,7 +530,8 @@ _SEEN_TRIAL = 64
 
 
 def _payload_kwargs(case: str, payload_json: str) -> dict:
-    """The keyword arguments that put a journaled payload on an Event: {case: its typed fields, "extra_json": the rest}.
+    """The keyword arguments that put a journaled payload on an Event: {case: its typed fields, "extra_json": the rest}
+    (no case when no field is typed: an empty message would carry nothing but its tag).
 
     What `record_to_event` makes of it, in one step: typed fields as a dict the message takes
     whole, the rest (and null values) as extra_json. A value the field does not take is found
@@ -540,22 +542,25 @@ def _payload_kwargs(case: str, payload_json: str) -> dict:
     names = _FIELD_NAMES[case]
     if payload.keys() <= names and None not in payload.values():
         return {case: payload}
+    if names.isdisjoint(payload) and "\\" not in payload_json:
+        # All of it is extra, and the journal's text is already that object's text (its
+        # encoder differs from ours only in how it escapes, and there is nothing to escape).
+        return {"extra_json": payload_json}
     typed, extra = {}, {}
     for key, value in payload.items():
         if value is None or key not in names:
             extra[key] = value
         else:
             typed[key] = value
-    if not typed and "\\" not in payload_json:
-        # All of it is extra, and the journal's text is already that object's text (its
-        # encoder differs from ours only in how it escapes, and there is nothing to escape).
-        return {case: typed, "extra_json": payload_json}
-    return {case: typed, "extra_json": payload_text(extra)}
+    return {case: typed, "extra_json": payload_text(extra)} if typed else {"extra_json": payload_text(extra)}
 
 
 def _payload_kwargs_field_by_field(case: str, payload_json: str) -> dict:
     msg, extra = _payload_message(case, json.loads(payload_json))
-    return {case: msg, "extra_json": _encode_json(extra)} if extra else {case: msg}
+    kwargs = {case: msg} if msg.ListFields() else {}
+    if extra:
+        kwargs["extra_json"] = _encode_json(extra)
+    return kwargs
 
 
 def event_batch_rows(gate_id: str, after_seq: int, rows: Sequence[tuple], journal_epoch: int = 0) -> pb.StreamEventsRequest:

@@ -115,6 +115,21 @@ def test_a_days_backlog_goes_on_the_wire_exactly_as_record_by_record_conversion_
         assert json.loads(odd[0].extra_json) == {"length": "54"} and odd[0].decision.code_kind == "static"
 
 
+def test_a_payload_with_no_typed_field_goes_as_extra_json_alone_with_no_empty_payload_message(tmp_path):
+    """An empty typed message would carry only its tag: the registry reads the same payload without it."""
+    with Journal(tmp_path / "j.db", "gate-a", checkpoint_every_s=None) as journal:
+        journal.append("decision", at=1.0, lane="in-1", reason="ok", payload={"code": "static", "lane_seq": 7})
+        journal.append("decision", at=2.0, lane="in-1", reason="ok", payload={"lane_seq": 8, "length": "54"})  # refused by its field
+        journal.append("decision", at=3.0, lane="in-1", reason="ok", payload={"lane_seq": 9, "zone": "hall-a"})
+        rows, records = journal.unacked_rows(0, 10), journal.unacked(0, 10)
+    for batch in (convert.event_batch_rows("gate-a", 0, rows, 1), convert.event_batch(0, records, 1)):
+        first, second, third = batch.events
+        assert first.WhichOneof("payload") is None and first.extra_json == '{"code":"static","lane_seq":7}'
+        assert second.WhichOneof("payload") is None and json.loads(second.extra_json) == {"lane_seq": 8, "length": "54"}
+        assert third.WhichOneof("payload") == "decision" and third.decision.zone == "hall-a"
+        assert [convert.event_payload(ev) for ev in batch.events] == [r.payload for r in records]
+
+
 def test_a_kind_the_contract_does_not_know_is_refused_as_before(tmp_path):
     with Journal(tmp_path / "j.db", "gate-a", checkpoint_every_s=None) as journal:
         journal.append("decision", at=1.0, payload={"code_kind": "static"})
