@@ -82,6 +82,28 @@ def test_another_vendors_payloads_are_stored_as_the_registry_always_read_them():
     assert parse_batch(on_the_wire(batch), "gate-a")[2].payload["zone"] == "hall-a"
 
 
+def test_an_event_with_no_typed_field_keeps_its_extra_json_text_as_sent_unless_sql_reads_it_or_it_has_escapes():
+    """Re-encoding the gate's own text gains nothing for a kind whose text only a JSON parser reads."""
+    spaced = '{"code": "static", "lane_seq": 7}'
+    batch = on_the_wire(pb.StreamEventsRequest(after_seq=0, events=[
+        event(1, extra_json=spaced),
+        event(2, decision=pb.Decision(), extra_json=spaced),  # an empty typed message, as older gates send it
+        event(3, decision=pb.Decision(zone="hall-a"), extra_json=spaced),  # a typed field: one object, encoded
+        event(4, extra_json='{"quote": "say \\"ok\\""}'),  # escapes: encoded, so a key reads as written
+        event(5, pb.EVENT_KIND_PASSAGE, extra_json='{"zone": "hall-a", "direction": "in"}'),  # SQL reads a passage
+        event(6, pb.EVENT_KIND_REDEMPTION, extra_json='{"benefit": "lunch"}'),  # and a redemption
+        event(7, pb.EVENT_KIND_NOT_PASSED, extra_json=spaced),
+    ]))
+    events = parsed(batch)
+    assert events == reference(batch)
+    texts = [e.payload_json for e in events]
+    assert texts[0] == texts[1] == texts[6] == spaced
+    assert texts[2] == '{"code":"static","lane_seq":7,"zone":"hall-a"}'
+    assert texts[3] == '{"quote":"say \\"ok\\""}'
+    assert texts[4:6] == ['{"zone":"hall-a","direction":"in"}', '{"benefit":"lunch"}']
+    assert all(json.loads(e.payload_json) == e.payload for e in events)
+
+
 @pytest.mark.parametrize("bad, first_error", [
     ([event(1), event(1)], "seq 1 does not follow 1"),
     ([event(3), event(2)], "seq 2 does not follow 3"),
