@@ -52,7 +52,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import json
+import operator
 import os
 import sqlite3
 import time
@@ -85,6 +87,7 @@ BUSY_TIMEOUT_S = 30.0
 APPLICATION_ID = 0x67617452  # "gatR": tells our file apart from any other SQLite file
 SCHEMA_VERSION = 6  # 2: events and gates keyed by (gate_id, epoch, ...); 3: conflicts, revocations; 4: redemptions; 5: accounts, actors, check-in cursor; 6: late grants released, closed epochs and implied uses; older files are migrated
 _U64 = 1 << 64
+_I64_TOP = 1 << 63
 
 _EVENT_COLUMNS = "event_id, gate_id, seq, at, kind, lane, ticket_id, reason, payload, received_at, epoch"
 _INSERT_EVENT = f"INSERT OR IGNORE INTO events({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
@@ -338,11 +341,27 @@ def _insert_events(conn, dialect: str, rows: Sequence[tuple]) -> int:
             columns[at] = [float(value) for value in columns[at]]
         return conn.execute(_PG_INSERT_EVENTS, columns).rowcount
     new, i, left = 0, 0, len(rows)
+    flat = itertools.chain.from_iterable
     while left:
         n = _ROWS_PER_INSERT if left >= _ROWS_PER_INSERT else 1 << (left.bit_length() - 1)
-        new += conn.execute(_INSERT_EVENTS[n], [value for row in rows[i:i + n] for value in row]).rowcount
+        new += conn.execute(_INSERT_EVENTS[n], list(flat(rows[i:i + n]))).rowcount
         i, left = i + n, left - n
     return new
+
+
+def _event_rows(events: Sequence[IncomingEvent], gate_id: str, db_epoch: int, received_at: float) -> list[tuple]:
+    """`events` as rows of `_EVENT_COLUMNS` (a ticket id of 2^63 and above as SQLite keeps it,
+    `u64_to_sqlite`, written out: a call an event is a tenth of the rows' cost)."""
+    top, wrap = _I64_TOP, _U64
+    return [(ev.event_id, gate_id, ev.seq, ev.at, ev.kind, ev.lane,
+             t if (t := ev.ticket_id) is None or t < top else t - wrap, ev.reason, ev.payload_json, received_at,
+             db_epoch) for ev in events]
+
+
+def _increasing(events: Sequence[IncomingEvent]) -> bool:
+    """Whether the events' seqs strictly increase (no seq twice)."""
+    seqs = [ev.seq for ev in events]
+    return all(map(operator.lt, seqs, itertools.islice(seqs, 1, None)))
 
 
 def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
@@ -1125,9 +1144,7 @@ class RegistryStore:
         if "grant" in tags:
             raise _NotSetwise  # a grant of one of these gates may be due to be given back (redeem.settle_batch)
         implied = {gate for tag, gate, _epoch in found if tag == "implied"}
-        rows = [(ev.event_id, b.gate_id, ev.seq, ev.at, ev.kind, ev.lane,
-                 None if ev.ticket_id is None else u64_to_sqlite(ev.ticket_id), ev.reason, ev.payload_json, received_at, e)
-                for b, e in keyed for ev in b.events]
+        rows = [row for b, e in keyed for row in _event_rows(b.events, b.gate_id, e, received_at)]
         seqs = [{ev.seq for ev in b.events} for b in batches]
         if any(len(s) != len(b.events) for s, b in zip(seqs, batches)):
             raise _NotSetwise  # a seq twice in one batch
@@ -1190,18 +1207,19 @@ class RegistryStore:
         gate_id, epoch, events = batch
         db_epoch = u64_to_sqlite(epoch)
         ops: list[Op] = []
-        rows = [(ev.event_id, gate_id, ev.seq, ev.at, ev.kind, ev.lane,
-                 None if ev.ticket_id is None else u64_to_sqlite(ev.ticket_id), ev.reason, ev.payload_json, received_at,
-                 db_epoch) for ev in events]
+        rows = _event_rows(events, gate_id, db_epoch, received_at)
         held = self._held_seqs(gate_id, db_epoch, events)
-        fresh, counted, again = [], [], []  # a seq twice in one batch: the second is a resend of the first
-        for ev, row in zip(events, rows):
-            if ev.seq in held:
-                again.append(row)
-            else:
-                held.add(ev.seq)
-                fresh.append(row)
-                counted.append(ev)
+        if not held and _increasing(events):  # the usual: none of it stored before
+            fresh, counted, again = rows, events, ()
+        else:
+            fresh, counted, again = [], [], []  # a seq twice in one batch: the second is a resend of the first
+            for ev, row in zip(events, rows):
+                if ev.seq in held:
+                    again.append(row)
+                else:
+                    held.add(ev.seq)
+                    fresh.append(row)
+                    counted.append(ev)
         new = _insert_events(conn, self.dialect, fresh)
         if new != len(fresh):
             raise RegistryError(f"events of {gate_id} were stored meanwhile outside the write lock; batch rolled back")
