@@ -462,7 +462,7 @@ def record_to_event(rec: Record) -> pb.Event:
     )
     if rec.payload:
         msg, extra = _payload_message(case, rec.payload)
-        if msg.ListFields():  # no typed field: no payload case, only extra_json (the registry reads the same)
+        if len(extra) < len(rec.payload):  # a key went typed; none did: no payload case, only extra_json
             getattr(event, case).CopyFrom(msg)
         if extra:
             event.extra_json = _encode_json(extra)
@@ -556,8 +556,9 @@ def _payload_kwargs(case: str, payload_json: str) -> dict:
 
 
 def _payload_kwargs_field_by_field(case: str, payload_json: str) -> dict:
-    msg, extra = _payload_message(case, json.loads(payload_json))
-    kwargs = {case: msg} if msg.ListFields() else {}
+    payload = json.loads(payload_json)
+    msg, extra = _payload_message(case, payload)
+    kwargs = {case: msg} if len(extra) < len(payload) else {}
     if extra:
         kwargs["extra_json"] = _encode_json(extra)
     return kwargs

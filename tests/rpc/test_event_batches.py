@@ -121,13 +121,17 @@ def test_a_payload_with_no_typed_field_goes_as_extra_json_alone_with_no_empty_pa
         journal.append("decision", at=1.0, lane="in-1", reason="ok", payload={"code": "static", "lane_seq": 7})
         journal.append("decision", at=2.0, lane="in-1", reason="ok", payload={"lane_seq": 8, "length": "54"})  # refused by its field
         journal.append("decision", at=3.0, lane="in-1", reason="ok", payload={"lane_seq": 9, "zone": "hall-a"})
+        journal.append("passage", at=4.0, lane="in-1", reason="ok", payload={"inside": [], "x": 1})  # typed, and empty
         rows, records = journal.unacked_rows(0, 10), journal.unacked(0, 10)
-    for batch in (convert.event_batch_rows("gate-a", 0, rows, 1), convert.event_batch(0, records, 1)):
-        first, second, third = batch.events
+    built = convert.event_batch_rows("gate-a", 0, rows, 1)
+    assert built.SerializeToString() == convert.event_batch(0, records, 1).SerializeToString()
+    for batch in (built, convert.event_batch(0, records, 1)):
+        first, second, third, fourth = batch.events
+        assert fourth.WhichOneof("payload") == "passage" and json.loads(fourth.extra_json) == {"x": 1}
         assert first.WhichOneof("payload") is None and first.extra_json == '{"code":"static","lane_seq":7}'
         assert second.WhichOneof("payload") is None and json.loads(second.extra_json) == {"lane_seq": 8, "length": "54"}
         assert third.WhichOneof("payload") == "decision" and third.decision.zone == "hall-a"
-        assert [convert.event_payload(ev) for ev in batch.events] == [r.payload for r in records]
+        assert [convert.event_payload(ev) for ev in batch.events] == [r.payload for r in records[:3]] + [{"x": 1}]
 
 
 def test_a_kind_the_contract_does_not_know_is_refused_as_before(tmp_path):
