@@ -36,8 +36,11 @@ from typing import Any
 from gated.journal import u64_from_sqlite, u64_to_sqlite
 from gated.registry import engine
 
-DASHBOARD_SCHEMA = 3  # 2: dash_change_at and the index of changes by ticket; 3: no index of tickets by category
-# (nothing read through it, and it cost a fifth of the time a 50,000-attendee batch holds the write lock)
+DASHBOARD_SCHEMA = 4  # 2: dash_change_at and the index of changes by ticket; 3: no index of tickets by category
+# (nothing read through it, and it cost a fifth of the time a 50,000-attendee batch holds the write lock);
+# 4: no trigger on events (SQLite: passages counted from the check-in log, denials by the store)
+#: PostgreSQL's figures are at 3 (4 changed only SQLite's).
+_PG_DASHBOARD_SCHEMA = 3
 HOUR = 3600
 
 _TABLES = """
@@ -61,25 +64,30 @@ CREATE INDEX tickets_company_nocase ON tickets(company COLLATE NOCASE);
 CREATE INDEX tickets_phone_last4 ON tickets(substr(phone, -4));
 """
 
-# An upsert fed by a SELECT needs a WHERE to parse (SQLite's ON CONFLICT ambiguity): `WHERE true`.
-_PASSAGE = "NEW.kind = 'passage' AND json_valid(NEW.payload) AND json_extract(NEW.payload, '$.direction') IN ('in', 'out')"
-_TRIGGERS = f"""
-CREATE TRIGGER dash_denial AFTER INSERT ON events WHEN NEW.kind = 'decision' AND NEW.reason <> 'ok' BEGIN
-    INSERT INTO dash_denials(reason, n) VALUES (NEW.reason, 1) ON CONFLICT(reason) DO UPDATE SET n = n + 1;
-END;
-CREATE TRIGGER dash_passage AFTER INSERT ON events WHEN {_PASSAGE} BEGIN
+# No trigger on `events` (a table with one makes SQLite copy every row of a many-row INSERT and run
+# the trigger for each: gated.registry.store._log_new_events). A passage is counted when the store
+# gives it its place in the check-in log (once, when new), reading the event by its key; a refused
+# decision is counted by the store itself (`_log_new_events`, into dash_denials).
+# An upsert fed by a SELECT needs a WHERE to parse (SQLite's ON CONFLICT ambiguity).
+_PASSAGE_EVENT = ("FROM events WHERE gate_id = NEW.gate_id AND epoch = NEW.epoch AND seq = NEW.seq AND kind = 'passage' "
+                  "AND json_valid(payload)")
+_PASSAGE_TRIGGER = f"""
+CREATE TRIGGER dash_passage AFTER INSERT ON checkin_log BEGIN
     INSERT INTO dash_hourly(hour, gate_id, lane, ins, outs)
-        SELECT CAST(NEW.at / {HOUR} AS INTEGER) * {HOUR}, NEW.gate_id, NEW.lane, d = 'in', d = 'out'
-        FROM (SELECT json_extract(NEW.payload, '$.direction') AS d) WHERE true
+        SELECT CAST(at / {HOUR} AS INTEGER) * {HOUR}, gate_id, lane, d = 'in', d = 'out'
+        FROM (SELECT at, gate_id, lane, json_extract(payload, '$.direction') AS d {_PASSAGE_EVENT})
+        WHERE d IN ('in', 'out')
         ON CONFLICT DO UPDATE SET ins = ins + excluded.ins, outs = outs + excluded.outs;
     INSERT INTO dash_zone_hourly(hour, zone, ins, outs)
-        SELECT CAST(NEW.at / {HOUR} AS INTEGER) * {HOUR}, z, d = 'in', d = 'out'
-        FROM (SELECT json_extract(NEW.payload, '$.direction') AS d, json_extract(NEW.payload, '$.zone') AS z)
-        WHERE typeof(z) = 'text' AND z <> ''
+        SELECT CAST(at / {HOUR} AS INTEGER) * {HOUR}, z, d = 'in', d = 'out'
+        FROM (SELECT at, json_extract(payload, '$.direction') AS d, json_extract(payload, '$.zone') AS z {_PASSAGE_EVENT})
+        WHERE d IN ('in', 'out') AND typeof(z) = 'text' AND z <> ''
         ON CONFLICT DO UPDATE SET ins = ins + excluded.ins, outs = outs + excluded.outs;
     INSERT OR IGNORE INTO dash_attended(ticket_id)
-        SELECT NEW.ticket_id WHERE NEW.ticket_id IS NOT NULL AND json_extract(NEW.payload, '$.direction') = 'in';
+        SELECT ticket_id {_PASSAGE_EVENT} AND ticket_id IS NOT NULL AND json_extract(payload, '$.direction') = 'in';
 END;
+"""
+_TRIGGERS = f"""
 CREATE TRIGGER dash_attend AFTER INSERT ON dash_attended BEGIN
     UPDATE dash_category SET attended = attended + 1
         WHERE category = (SELECT category FROM tickets WHERE ticket_id = NEW.ticket_id);
@@ -134,7 +142,7 @@ INSERT INTO dash_category(category, registered, attended)
     GROUP BY t.category;
 """
 
-# The same figures on PostgreSQL (gated.registry.engine), created whole at DASHBOARD_SCHEMA and read by
+# The same figures on PostgreSQL (gated.registry.engine), created whole at _PG_DASHBOARD_SCHEMA and read by
 # the same queries. What differs from SQLite:
 # - A counter row updated again and again in one transaction is slow there (each update leaves a
 #   version, and an index entry, the next one must step over until the transaction ends: a
@@ -291,8 +299,12 @@ def _schema(conn: sqlite3.Connection) -> int:
     return 0 if row is None else int(row[0])
 
 
+def _wanted(conn) -> int:
+    return DASHBOARD_SCHEMA if engine.dialect(conn) == engine.SQLITE else _PG_DASHBOARD_SCHEMA
+
+
 def installed(conn: sqlite3.Connection) -> bool:
-    return _schema(conn) >= DASHBOARD_SCHEMA
+    return _schema(conn) >= _wanted(conn)
 
 
 def install(conn: sqlite3.Connection) -> bool:
@@ -310,10 +322,15 @@ def install(conn: sqlite3.Connection) -> bool:
             if schema < 1:
                 for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'dash!_%' ESCAPE '!'").fetchall():
                     conn.execute(f'DROP TRIGGER "{name}"')  # a half-removed earlier install: the triggers come again below
-                statements += [*_statements(_TABLES), *_statements(_BACKFILL), *_statements(_TRIGGERS)]
+                statements += [*_statements(_TABLES), *_statements(_BACKFILL), *_statements(_TRIGGERS),
+                               *_statements(_PASSAGE_TRIGGER)]
             if schema < 2:
                 conn.execute("DROP TRIGGER IF EXISTS dash_change_time")
                 statements += _statements(_CHANGE_TIMES)
+            if 1 <= schema < 4:  # the counts so far stand; from now on as schema 4 keeps them
+                conn.execute("DROP TRIGGER IF EXISTS dash_denial")
+                conn.execute("DROP TRIGGER IF EXISTS dash_passage")
+                statements += _statements(_PASSAGE_TRIGGER)
             statements.append("DROP INDEX IF EXISTS tickets_category")
             for statement in statements:
                 conn.execute(statement)
@@ -328,11 +345,11 @@ def install(conn: sqlite3.Connection) -> bool:
 def _install_postgres(conn) -> bool:
     conn.execute("BEGIN IMMEDIATE")  # every instance's writers' lock: one of them installs
     try:
-        done = _schema(conn) >= DASHBOARD_SCHEMA
+        done = _schema(conn) >= _PG_DASHBOARD_SCHEMA
         if not done:
             conn.script(_PG_DASHBOARD)
             conn.execute("INSERT INTO meta(key, value) VALUES ('dashboard_schema', ?) "
-                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (DASHBOARD_SCHEMA,))
+                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (_PG_DASHBOARD_SCHEMA,))
     except BaseException:
         conn.execute("ROLLBACK")
         raise

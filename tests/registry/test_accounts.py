@@ -105,14 +105,14 @@ def test_an_older_registry_file_gains_accounts_and_a_checkin_cursor_over_its_pas
     db = tmp_path / "r.db"
     with RegistryStore(db) as store:  # made as schema 4 had it: no accounts, no cursor
         store.conn.executescript(
-            "DROP TRIGGER checkin_logged; DROP TABLE checkin_log; DROP TABLE users; DROP TABLE api_tokens;"
+            "DROP TABLE checkin_log; DROP TABLE users; DROP TABLE api_tokens;"
             "ALTER TABLE changes DROP COLUMN actor; UPDATE meta SET value = 4 WHERE key = 'schema';")
         for seq, kind in enumerate(("decision", "passage", "decision", "passage"), 1):
             store.conn.execute("INSERT INTO events(event_id, gate_id, seq, at, kind, lane, ticket_id, reason, payload, received_at, epoch) "
                                "VALUES (?, 'gate-a', ?, ?, ?, 'in-1', 5205320758, 'ok', ?, ?, 7)",
                                (f"gate-a:{seq}", seq, MORNING + seq, kind, '{"zone": "hall", "direction": "in"}', MORNING + seq))
     with RegistryStore(db) as store:
-        assert store._meta("schema") == SCHEMA_VERSION == 6
+        assert store._meta("schema") == SCHEMA_VERSION == 7
         assert [(c.cursor, c.event_id, c.direction) for c in store.checkins_after(0, 10)] == [(1, "gate-a:2", "in"), (2, "gate-a:4", "in")]
         Accounts(store).add_user("admin", "admin", "a long password")
 

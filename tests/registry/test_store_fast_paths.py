@@ -1,8 +1,9 @@
 """The registry's shortcuts for a batch of events give exactly what the event-by-event way gives.
 
 The reference store counts each usage event on its own (`_count_usage` reading and writing its
-ticket's row, looking every outcome up in ``implied_uses``); the store under test takes the batch
-as the server does. Both are fed the same hostile day, batch for batch: resends after a lost
+ticket's row, looking every outcome up in ``implied_uses``), inserts one event a statement, and
+logs check-ins and counts the dashboard's figures by the row triggers on ``events`` that schema 6
+had (`_SCHEMA_6_TRIGGERS`); the store under test takes the batch as the server does. Both are fed the same hostile day, batch for batch: resends after a lost
 ack, a seq twice in a batch, a resend with other content, over-entries, over-redemptions, a
 revoked ticket, absent ticket ids, the four id shapes a show brings (consecutive, 10-digit
 registration numbers, blocks, random 63-bit), reboots whose new epoch closes the old one
@@ -49,7 +50,42 @@ def _reference(store: RegistryStore) -> RegistryStore:
     return store
 
 
+#: What followed a new event before schema 7 (gated.registry.store._log_new_events now; the
+#: dashboard's passages through the check-in log): triggers on every row inserted.
+_SCHEMA_6_TRIGGERS = """
+CREATE TRIGGER checkin_logged AFTER INSERT ON events WHEN NEW.kind = 'passage'
+BEGIN
+    INSERT INTO checkin_log(gate_id, epoch, seq) VALUES (NEW.gate_id, NEW.epoch, NEW.seq);
+END;
+CREATE TRIGGER dash_denial AFTER INSERT ON events WHEN NEW.kind = 'decision' AND NEW.reason <> 'ok' BEGIN
+    INSERT INTO dash_denials(reason, n) VALUES (NEW.reason, 1) ON CONFLICT(reason) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER dash_passage AFTER INSERT ON events WHEN NEW.kind = 'passage' AND json_valid(NEW.payload)
+    AND json_extract(NEW.payload, '$.direction') IN ('in', 'out') BEGIN
+    INSERT INTO dash_hourly(hour, gate_id, lane, ins, outs)
+        SELECT CAST(NEW.at / 3600 AS INTEGER) * 3600, NEW.gate_id, NEW.lane, d = 'in', d = 'out'
+        FROM (SELECT json_extract(NEW.payload, '$.direction') AS d) WHERE true
+        ON CONFLICT DO UPDATE SET ins = ins + excluded.ins, outs = outs + excluded.outs;
+    INSERT INTO dash_zone_hourly(hour, zone, ins, outs)
+        SELECT CAST(NEW.at / 3600 AS INTEGER) * 3600, z, d = 'in', d = 'out'
+        FROM (SELECT json_extract(NEW.payload, '$.direction') AS d, json_extract(NEW.payload, '$.zone') AS z)
+        WHERE typeof(z) = 'text' AND z <> ''
+        ON CONFLICT DO UPDATE SET ins = ins + excluded.ins, outs = outs + excluded.outs;
+    INSERT OR IGNORE INTO dash_attended(ticket_id)
+        SELECT NEW.ticket_id WHERE NEW.ticket_id IS NOT NULL AND json_extract(NEW.payload, '$.direction') = 'in';
+END;
+"""
+
+
+def _with_schema_6_triggers(store: RegistryStore) -> None:
+    """The dashboard installed, then its and the check-in log's rules as schema 6's triggers."""
+    dashdata.install(store.conn)
+    store.conn.execute("DROP TRIGGER dash_passage")
+    store.conn.executescript(_SCHEMA_6_TRIGGERS)
+
+
 def _one_row_a_statement(conn, dialect, rows):
+    """`_insert_events` as it was: one row a statement, the triggers doing the rest (`_SCHEMA_6_TRIGGERS`)."""
     return conn.executemany(store_module._INSERT_EVENT, rows).rowcount if rows else 0
 
 
@@ -97,13 +133,15 @@ class _Gate:
             elif self.open and roll < 0.5:
                 seq, tid, direction = self.open.pop(rng.randrange(len(self.open)))
                 kind = rng.choice(("passage", "passage", "not_passed"))
-                events.append(self._event(kind, tid, {"ticket_id": tid, "zone": "hall-a", "direction": direction,
-                                                      "decision_seq": seq}))
+                events.append(self._event(kind, tid, {"ticket_id": tid, "zone": rng.choice(("hall-a", "hall-b")),
+                                                      "direction": direction, "decision_seq": seq},
+                                          lane=rng.choice(("in-1", "in-2"))))
             elif roll < 0.6:
                 events.append(self._event("redemption", tid, {"ticket_id": tid, "benefit": "lunch", "zone": "hall-a",
                                                                "direction": "in"}, lane="desk-1"))
             elif roll < 0.65:
-                events.append(self._event("decision", tid, {"zone": "hall-a"}, reason="unknown_ticket"))
+                events.append(self._event("decision", tid, {"zone": "hall-a"},
+                                          reason=rng.choice(("unknown_ticket", "bad_signature", "outside_validity"))))
             else:
                 direction = rng.choice(("in", "in", "out"))
                 events.append(self._event("decision", tid, {"zone": "hall-a", "direction": direction}))
@@ -156,7 +194,8 @@ def _outcome(result) -> tuple:
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_a_hostile_day_is_stored_as_event_by_event_counting_stores_it(tmp_path, registry_db, seed, monkeypatch):
     """And as a batch in a group's savepoint, its rows inserted one a statement, stores it: a group of
-    one is stored in a transaction of its own, its events many rows a statement. The reference is
+    one is stored in a transaction of its own, its events many rows a statement, and the check-in
+    log and the dashboard's figures follow them as the triggers of schema 6 had them follow. The reference is
     SQLite whatever the engine under test, so on PostgreSQL the engines are compared too (they
     once differed on an epoch's close: PostgreSQL read every outcome's decision_seq as text)."""
     rng = random.Random(seed)
@@ -165,7 +204,8 @@ def test_a_hostile_day_is_stored_as_event_by_event_counting_stores_it(tmp_path, 
         for store in stores:
             store.put_tickets(_tickets(), record_changes=False)
             store.revoke(REVOKED, at=1_764_230_500.0)
-            dashdata.install(store.conn)  # the pages' counters: triggers on every event stored
+        dashdata.install(stores[0].conn)  # the pages' counters
+        _with_schema_6_triggers(stores[1])
         gates = [_Gate(f"gate-{n}", rng) for n in range(3)]
         counted = refused = 0
         for round_ in range(120):
@@ -218,3 +258,48 @@ def test_a_delta_goes_to_the_gates_in_the_same_bytes_however_it_is_built():
         delta = Delta(41, 42, tuple(chunk))
         expected = pb.WatchEntitlementsResponse(delta=delta_to_proto(delta)).SerializeToString()
         assert delta_update(delta).SerializeToString() == expected
+
+
+def test_a_file_of_schema_6_counts_each_event_once_when_its_triggers_give_way_to_the_store(tmp_path):
+    """A registry file written by schema 6 (check-in log and dashboard kept by triggers on events,
+    dashboard schema 3), opened by this gated mid-show: the triggers go, and the passages and
+    refusals stored before and after each count once, in the check-in log and on the dashboard."""
+    db = tmp_path / "r.db"
+    rng = random.Random(6)
+    gate = _Gate("gate-0", rng)
+    with RegistryStore(db) as store:
+        store.put_tickets(_tickets(), record_changes=False)
+        _with_schema_6_triggers(store)
+        store.conn.executescript("UPDATE meta SET value = 6 WHERE key = 'schema'; "
+                                 "UPDATE meta SET value = 3 WHERE key = 'dashboard_schema';")
+        for _ in range(20):  # stored as schema 6 stored them: a row a statement, the triggers doing the rest
+            batch = gate.batch()
+            with store.transaction():
+                _one_row_a_statement(store.conn, store.dialect, store_module._event_rows(
+                    batch.events, batch.gate_id, batch.epoch, 1.0))
+    with RegistryStore(db) as store:
+        assert store._meta("schema") == 7
+        assert dashdata.install(store.conn) and not dashdata.install(store.conn)
+        conn = store.conn
+        assert conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'events'").fetchall() == []
+        for _ in range(20):
+            batch = gate.batch()
+            store.store_event_batches([batch], 2.0)
+        passages = conn.execute("SELECT gate_id, epoch, seq FROM events WHERE kind = 'passage' ORDER BY received_at, epoch, seq").fetchall()
+        assert len(passages) > 20
+        assert conn.execute("SELECT gate_id, epoch, seq FROM checkin_log ORDER BY id").fetchall() == passages
+        refused = conn.execute("SELECT reason, count(*) FROM events WHERE kind = 'decision' AND reason <> 'ok' GROUP BY reason").fetchall()
+        assert len(refused) > 1 and sorted(conn.execute("SELECT reason, n FROM dash_denials").fetchall()) == sorted(refused)
+        hourly = conn.execute(
+            "SELECT CAST(at / 3600 AS INTEGER) * 3600 AS h, gate_id, lane, sum(d = 'in'), sum(d = 'out') FROM "
+            "(SELECT at, gate_id, lane, json_extract(payload, '$.direction') AS d FROM events WHERE kind = 'passage') "
+            "GROUP BY h, gate_id, lane ORDER BY h, gate_id, lane").fetchall()
+        assert conn.execute("SELECT hour, gate_id, lane, ins, outs FROM dash_hourly ORDER BY hour, gate_id, lane").fetchall() == hourly
+        zones = conn.execute(
+            "SELECT CAST(at / 3600 AS INTEGER) * 3600 AS h, json_extract(payload, '$.zone') AS z, "
+            "sum(json_extract(payload, '$.direction') = 'in'), sum(json_extract(payload, '$.direction') = 'out') "
+            "FROM events WHERE kind = 'passage' GROUP BY h, z ORDER BY h, z").fetchall()
+        assert len(zones) > 1 and conn.execute("SELECT hour, zone, ins, outs FROM dash_zone_hourly ORDER BY hour, zone").fetchall() == zones
+        attended = conn.execute("SELECT DISTINCT ticket_id FROM events WHERE kind = 'passage' AND ticket_id IS NOT NULL "
+                                "AND json_extract(payload, '$.direction') = 'in' ORDER BY ticket_id").fetchall()
+        assert conn.execute("SELECT ticket_id FROM dash_attended ORDER BY ticket_id").fetchall() == attended
