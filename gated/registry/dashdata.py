@@ -24,12 +24,13 @@ the pages run them in a worker thread, never on the loop.
 
 from __future__ import annotations
 
+import collections
 import csv
 import io
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +39,7 @@ from gated.registry import engine
 
 DASHBOARD_SCHEMA = 4  # 2: dash_change_at and the index of changes by ticket; 3: no index of tickets by category
 # (nothing read through it, and it cost a fifth of the time a 50,000-attendee batch holds the write lock);
-# 4: no trigger on events (SQLite: passages counted from the check-in log, denials by the store)
+# 4: no trigger on events (SQLite: new events counted by `count_new_events`, called by the store)
 #: PostgreSQL's figures are at 3 (4 changed only SQLite's).
 _PG_DASHBOARD_SCHEMA = 3
 HOUR = 3600
@@ -65,28 +66,43 @@ CREATE INDEX tickets_phone_last4 ON tickets(substr(phone, -4));
 """
 
 # No trigger on `events` (a table with one makes SQLite copy every row of a many-row INSERT and run
-# the trigger for each: gated.registry.store._log_new_events). A passage is counted when the store
-# gives it its place in the check-in log (once, when new), reading the event by its key; a refused
-# decision is counted by the store itself (`_log_new_events`, into dash_denials).
-# An upsert fed by a SELECT needs a WHERE to parse (SQLite's ON CONFLICT ambiguity).
-_PASSAGE_EVENT = ("FROM events WHERE gate_id = NEW.gate_id AND epoch = NEW.epoch AND seq = NEW.seq AND kind = 'passage' "
-                  "AND json_valid(payload)")
-_PASSAGE_TRIGGER = f"""
-CREATE TRIGGER dash_passage AFTER INSERT ON checkin_log BEGIN
-    INSERT INTO dash_hourly(hour, gate_id, lane, ins, outs)
-        SELECT CAST(at / {HOUR} AS INTEGER) * {HOUR}, gate_id, lane, d = 'in', d = 'out'
-        FROM (SELECT at, gate_id, lane, json_extract(payload, '$.direction') AS d {_PASSAGE_EVENT})
-        WHERE d IN ('in', 'out')
-        ON CONFLICT DO UPDATE SET ins = ins + excluded.ins, outs = outs + excluded.outs;
-    INSERT INTO dash_zone_hourly(hour, zone, ins, outs)
-        SELECT CAST(at / {HOUR} AS INTEGER) * {HOUR}, z, d = 'in', d = 'out'
-        FROM (SELECT at, json_extract(payload, '$.direction') AS d, json_extract(payload, '$.zone') AS z {_PASSAGE_EVENT})
-        WHERE d IN ('in', 'out') AND typeof(z) = 'text' AND z <> ''
-        ON CONFLICT DO UPDATE SET ins = ins + excluded.ins, outs = outs + excluded.outs;
-    INSERT OR IGNORE INTO dash_attended(ticket_id)
-        SELECT ticket_id {_PASSAGE_EVENT} AND ticket_id IS NOT NULL AND json_extract(payload, '$.direction') = 'in';
-END;
-"""
+# the trigger for each): the store calls `count_new_events` for the events it stored (SQLite;
+# gated.registry.store._log_new_events), which counts them set-wise, a few statements a batch.
+# An upsert fed by a SELECT needs a WHERE to parse (SQLite's ON CONFLICT ambiguity). CROSS JOIN: the new
+# check-ins first, then each one's event by its key (SQLite keeps that order; left free, it chose once
+# to read every passage stored and keep the new ones).
+_NEW_PASSAGES = (f"SELECT CAST(e.at / {HOUR} AS INTEGER) * {HOUR} AS h, e.gate_id, e.lane, e.ticket_id, "
+                 "json_extract(e.payload, '$.direction') AS d, json_extract(e.payload, '$.zone') AS z "
+                 "FROM checkin_log l CROSS JOIN events e ON e.gate_id = l.gate_id AND e.epoch = l.epoch AND e.seq = l.seq "
+                 "WHERE l.id > ? AND e.kind = 'passage' AND json_valid(e.payload)")
+_COUNT_PASSAGES = (
+    "INSERT INTO dash_hourly(hour, gate_id, lane, ins, outs) "
+    f"SELECT h, gate_id, lane, sum(d = 'in'), sum(d = 'out') FROM ({_NEW_PASSAGES}) WHERE d IN ('in', 'out') "
+    "GROUP BY h, gate_id, lane ON CONFLICT DO UPDATE SET ins = ins + excluded.ins, outs = outs + excluded.outs",
+    "INSERT INTO dash_zone_hourly(hour, zone, ins, outs) "
+    f"SELECT h, z, sum(d = 'in'), sum(d = 'out') FROM ({_NEW_PASSAGES}) "
+    "WHERE d IN ('in', 'out') AND typeof(z) = 'text' AND z <> '' "
+    "GROUP BY h, z ON CONFLICT DO UPDATE SET ins = ins + excluded.ins, outs = outs + excluded.outs",
+    f"INSERT OR IGNORE INTO dash_attended(ticket_id) SELECT ticket_id FROM ({_NEW_PASSAGES}) "
+    "WHERE ticket_id IS NOT NULL AND d = 'in'",
+)
+_COUNT_DENIALS = "INSERT INTO dash_denials(reason, n) VALUES (?, ?) ON CONFLICT(reason) DO UPDATE SET n = n + excluded.n"
+
+
+def count_new_events(conn: sqlite3.Connection, checkins_after: int | None, refused: Sequence[str]) -> None:
+    """Count what the store has just stored (SQLite, inside its transaction), if the figures are
+    installed: the passages given check-in ids after `checkins_after` (None: none), as the hourly,
+    zone and attendance figures; `refused`, the reasons of the refused decisions, as denials.
+    Each new event is counted once: the store calls this only for rows it inserted."""
+    if not installed(conn):
+        return
+    if checkins_after is not None:
+        for statement in _COUNT_PASSAGES:
+            conn.execute(statement, (checkins_after,))
+    if refused:
+        conn.executemany(_COUNT_DENIALS, collections.Counter(refused).items())
+
+
 _TRIGGERS = f"""
 CREATE TRIGGER dash_attend AFTER INSERT ON dash_attended BEGIN
     UPDATE dash_category SET attended = attended + 1
@@ -322,15 +338,13 @@ def install(conn: sqlite3.Connection) -> bool:
             if schema < 1:
                 for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'dash!_%' ESCAPE '!'").fetchall():
                     conn.execute(f'DROP TRIGGER "{name}"')  # a half-removed earlier install: the triggers come again below
-                statements += [*_statements(_TABLES), *_statements(_BACKFILL), *_statements(_TRIGGERS),
-                               *_statements(_PASSAGE_TRIGGER)]
+                statements += [*_statements(_TABLES), *_statements(_BACKFILL), *_statements(_TRIGGERS)]
             if schema < 2:
                 conn.execute("DROP TRIGGER IF EXISTS dash_change_time")
                 statements += _statements(_CHANGE_TIMES)
-            if 1 <= schema < 4:  # the counts so far stand; from now on as schema 4 keeps them
+            if 1 <= schema < 4:  # the counts so far stand; from now on `count_new_events` keeps them
                 conn.execute("DROP TRIGGER IF EXISTS dash_denial")
                 conn.execute("DROP TRIGGER IF EXISTS dash_passage")
-                statements += _statements(_PASSAGE_TRIGGER)
             statements.append("DROP INDEX IF EXISTS tickets_category")
             for statement in statements:
                 conn.execute(statement)

@@ -50,7 +50,6 @@ Owns every read and write of the registry's file, for the server and for the
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import functools
 import itertools
@@ -353,27 +352,27 @@ def _insert_events(conn, dialect: str, rows: Sequence[tuple]) -> int:
     return new
 
 
-#: `_log_new_events`: a new passage's place in the check-in log (SQLite), and a refused decision's count on the dashboard.
 _LOG_CHECKIN = "INSERT INTO checkin_log(gate_id, epoch, seq) VALUES (?, ?, ?)"
-_COUNT_DENIALS = "INSERT INTO dash_denials(reason, n) VALUES (?, ?) ON CONFLICT(reason) DO UPDATE SET n = n + excluded.n"
 
 
 def _log_new_events(conn, rows: Sequence[tuple]) -> None:
     """On SQLite, what follows new event rows (`_EVENT_COLUMNS`), which triggers on `events` did
-    before schema 7: each passage gets the next id of the check-in log, in the order stored; with
-    the dashboard's figures installed (gated.registry.dashdata, which counts passages from the
-    check-in log), each refused decision counts for its reason.
+    before schema 7: each passage gets the next id of the check-in log, in the order stored, and
+    the dashboard's figures, when installed, count the passages and the refused decisions
+    (`gated.registry.dashdata.count_new_events`).
 
     Why not triggers: a table with a row trigger makes SQLite copy every row of a many-row
     INSERT into a temporary table before storing it, and run each trigger's program for every
     row, whatever its WHEN says. Replaying a backlog of decisions, that was 0.6 µs of the
     registry's 5 an event, for rows no trigger wanted."""
     passages = [(row[1], row[10], row[2]) for row in rows if row[4] == "passage"]
-    if passages:
-        conn.executemany(_LOG_CHECKIN, passages)
     refused = [row[7] for row in rows if row[4] == "decision" and row[7] != "ok"]
-    if refused and registry_dashdata.installed(conn):
-        conn.executemany(_COUNT_DENIALS, collections.Counter(refused).items())
+    checkins_after = None
+    if passages:
+        checkins_after = conn.execute("SELECT coalesce(max(id), 0) FROM checkin_log").fetchone()[0]
+        conn.executemany(_LOG_CHECKIN, passages)
+    if passages or refused:
+        registry_dashdata.count_new_events(conn, checkins_after, refused)
 
 
 def _event_rows(events: Sequence[IncomingEvent], gate_id: str, db_epoch: int, received_at: float) -> list[tuple]:

@@ -185,6 +185,17 @@ def test_install_on_an_existing_file_fills_the_tables_as_the_triggers_would(regi
         assert sum(r["out"] for r in kept["hourly"]) == 3
 
 
+def test_new_passages_are_counted_from_the_new_check_ins_not_from_every_passage_stored(tmp_path):
+    """`count_new_events` reads the check-ins after the last one counted, then each one's event by
+    its key: a day's figures cost the same per batch at the first passage and the millionth."""
+    with RegistryStore(tmp_path / "r.db") as store:
+        dashdata.install(store.conn)
+        for statement in dashdata._COUNT_PASSAGES:
+            plan = [row[3] for row in store.conn.execute("EXPLAIN QUERY PLAN " + statement, (0,))]
+            assert plan[0].startswith("SEARCH l USING INTEGER PRIMARY KEY (rowid>?)"), plan
+            assert plan[1].startswith("SEARCH e USING PRIMARY KEY (gate_id=? AND epoch=? AND seq=?)"), plan
+
+
 def test_a_bad_walk_in_is_refused_whole_with_the_field_named(venue):
     before = venue.registry.store.ticket_count()
     good = {"name": "Sun Li", "company": "", "phone": "+86 137 0000 1234", "category": "guest", "ticket_type": "1-day",

@@ -50,8 +50,8 @@ def _reference(store: RegistryStore) -> RegistryStore:
     return store
 
 
-#: What followed a new event before schema 7 (gated.registry.store._log_new_events now; the
-#: dashboard's passages through the check-in log): triggers on every row inserted.
+#: What followed a new event before schema 7 (gated.registry.store._log_new_events and
+#: gated.registry.dashdata.count_new_events now): triggers on every row inserted.
 _SCHEMA_6_TRIGGERS = """
 CREATE TRIGGER checkin_logged AFTER INSERT ON events WHEN NEW.kind = 'passage'
 BEGIN
@@ -78,9 +78,8 @@ END;
 
 
 def _with_schema_6_triggers(store: RegistryStore) -> None:
-    """The dashboard installed, then its and the check-in log's rules as schema 6's triggers."""
+    """The dashboard installed, and its and the check-in log's rules as schema 6's triggers."""
     dashdata.install(store.conn)
-    store.conn.execute("DROP TRIGGER dash_passage")
     store.conn.executescript(_SCHEMA_6_TRIGGERS)
 
 
