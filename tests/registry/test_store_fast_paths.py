@@ -261,8 +261,9 @@ def test_a_delta_goes_to_the_gates_in_the_same_bytes_however_it_is_built():
 
 def test_a_file_of_schema_6_counts_each_event_once_when_its_triggers_give_way_to_the_store(tmp_path):
     """A registry file written by schema 6 (check-in log and dashboard kept by triggers on events,
-    dashboard schema 3), opened by this gated mid-show: the triggers go, and the passages and
-    refusals stored before and after each count once, in the check-in log and on the dashboard."""
+    dashboard schema 3, every kind indexed by time), opened by this gated mid-show: the triggers
+    go, only passages stay indexed by time, and the passages and refusals stored before and after
+    each count once, in the check-in log and on the dashboard."""
     db = tmp_path / "r.db"
     rng = random.Random(6)
     gate = _Gate("gate-0", rng)
@@ -270,7 +271,8 @@ def test_a_file_of_schema_6_counts_each_event_once_when_its_triggers_give_way_to
         store.put_tickets(_tickets(), record_changes=False)
         _with_schema_6_triggers(store)
         store.conn.executescript("UPDATE meta SET value = 6 WHERE key = 'schema'; "
-                                 "UPDATE meta SET value = 3 WHERE key = 'dashboard_schema';")
+                                 "UPDATE meta SET value = 3 WHERE key = 'dashboard_schema'; "
+                                 "DROP INDEX events_passages_at; CREATE INDEX events_kind_at ON events(kind, at);")
         for _ in range(20):  # stored as schema 6 stored them: a row a statement, the triggers doing the rest
             batch = gate.batch()
             with store.transaction():
@@ -281,6 +283,8 @@ def test_a_file_of_schema_6_counts_each_event_once_when_its_triggers_give_way_to
         assert dashdata.install(store.conn) and not dashdata.install(store.conn)
         conn = store.conn
         assert conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'events'").fetchall() == []
+        assert sorted(conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' "
+                                   "AND sql IS NOT NULL").fetchall()) == [("events_passages_at",), ("usage_by_ticket",)]
         for _ in range(20):
             batch = gate.batch()
             store.store_event_batches([batch], 2.0)
