@@ -15,6 +15,7 @@ Protobuf types stay inside `gated/rpc`: callers get `TicketRecord`, `Delta`,
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -520,6 +521,10 @@ def event_batch(after_seq: int, records: Sequence[Record], journal_epoch: int = 
 
 #: Per payload case: the names of its typed fields.
 _FIELD_NAMES = {case: frozenset(fields) for case, (_cls, fields) in _PAYLOADS.items()}
+#: Per payload case: finds any of its typed fields' names as a JSON string ("zone") in a text. In
+#: a text with no backslash, a key is written exactly so: where none is found, no key is typed.
+_TYPED_NAME_SEARCH = {case: re.compile("|".join(re.escape(json.dumps(name)) for name in sorted(names))).search
+                      for case, names in _FIELD_NAMES.items()}
 #: Journaled payload texts lately seen -> the Event keyword arguments that carry them (a door's
 #: decisions repeat the same few payloads all day: read once). Bounded; dropped whole when full.
 _SEEN_LIMIT = 4096
@@ -536,6 +541,12 @@ def _payload_kwargs(case: str, payload_json: str) -> dict:
     What `record_to_event` makes of it, in one step: typed fields as a dict the message takes
     whole, the rest (and null values) as extra_json. A value the field does not take is found
     by the caller (the message refuses the dict); `_payload_kwargs_field_by_field` then decides."""
+    if ("\\" not in payload_json and payload_json[:1] == "{" and payload_json[-1:] == "}"
+            and payload_json != "{}" and _TYPED_NAME_SEARCH[case](payload_json) is None):
+        # No typed field's name anywhere in the text, so none of its keys: all of it is extra, as
+        # written (the journal's text of an object; nothing in it is escaped). Found without
+        # reading the JSON: a backlog of decisions each unlike the last spent 0.4 µs an event on it.
+        return {"extra_json": payload_json}
     payload = json_value(payload_json)
     if not payload:
         return {}

@@ -187,3 +187,29 @@ def test_a_backlog_of_large_records_replays_through_a_registry_with_grpcs_defaul
             store.close()
 
     asyncio.run(asyncio.wait_for(day(), 45))
+
+
+def test_a_payload_is_taken_as_all_extra_without_reading_it_only_when_no_typed_name_is_in_its_text(tmp_path):
+    """`_payload_kwargs` finds a payload with no typed key by its text: a typed name as a value, in a
+    longer key, escaped, or a typed key among others each reach the same message as the reference."""
+    payloads = [
+        {"note": "zone", "lane_seq": 1},                  # a typed name as a value: read, found all extra
+        {"zoned": "hall-a", "lane_seq": 2},               # a longer key: all extra
+        {"zone": "hall-a", "lane_seq": 3},                # typed
+        {"lane_seq": 4, "direction": "in"},               # typed, last
+        {"quote": 'say "zone"', "lane_seq": 5},           # escaped quotes around a typed name: read
+        {"zone\u00e9": "Saal Ü", "lane_seq": 6},          # beyond ASCII
+        {"nested": {"zone": "hall-a"}, "lane_seq": 7},    # a typed name one level down: read, all extra
+        {"lane_seq": 8, "none": None},                    # a null
+        {},                                               # empty
+    ]
+    with Journal(tmp_path / "j.db", "gate-a", checkpoint_every_s=None) as journal:
+        for i, payload in enumerate(payloads):
+            journal.append("decision", at=1.0 + i, lane="in-1", reason="ok", payload=payload)
+        rows, records = journal.unacked_rows(0, 20), journal.unacked(0, 20)
+    convert._payload_kwargs_seen.clear()
+    built = convert.event_batch_rows("gate-a", 0, rows, 1)
+    assert built.SerializeToString() == convert.event_batch(0, records, 1).SerializeToString()
+    assert [convert.event_payload(ev) for ev in built.events] == [r.payload for r in records]
+    cases = [ev.WhichOneof("payload") for ev in built.events]
+    assert cases == [None, None, "decision", "decision", None, None, None, None, None]
