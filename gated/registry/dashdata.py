@@ -103,7 +103,7 @@ def count_new_events(conn: sqlite3.Connection, checkins_after: int | None, refus
         conn.executemany(_COUNT_DENIALS, collections.Counter(refused).items())
 
 
-_TRIGGERS = f"""
+_TRIGGERS = """
 CREATE TRIGGER dash_attend AFTER INSERT ON dash_attended BEGIN
     UPDATE dash_category SET attended = attended + 1
         WHERE category = (SELECT category FROM tickets WHERE ticket_id = NEW.ticket_id);
