@@ -577,7 +577,13 @@ def _payload_kwargs_field_by_field(case: str, payload_json: str) -> dict:
 
 def event_batch_rows(gate_id: str, after_seq: int, rows: Sequence[tuple], journal_epoch: int = 0) -> pb.StreamEventsRequest:
     """`event_batch` for journal rows as `Journal.unacked_rows` reads them: the same message, built
-    with one constructor call per event (no Record, no attribute set one by one).
+    with no Record and no payload message made per event.
+
+    Each event is added empty and its fields set one by one, a field left unset where its value
+    is the default (no ticket, an empty lane or reason: not on the wire either way): upb's `add`
+    with keyword arguments takes its keywords as a dict and looks each up by name, 0.75 µs an
+    event of eight where setting them takes 0.55 (a backlog's build, a fifth of it). A payload
+    with typed fields still goes through `add`'s keywords (the message takes the dict whole).
 
     Raises ValueError for a kind the contract has no EventKind for."""
     batch = pb.StreamEventsRequest(after_seq=after_seq, journal_epoch=journal_epoch)
@@ -603,13 +609,26 @@ def event_batch_rows(gate_id: str, after_seq: int, rows: Sequence[tuple], journa
                 seen[key] = kwargs
         else:
             found += 1
-        try:
-            add(event_id=prefix + str(seq), seq=seq, at=at, kind=wire_kind, lane=lane or "", ticket_id=ticket_id,
-                reason=reason or "", **kwargs)
-        except (TypeError, ValueError):  # a value of another type than its field: kept, untyped (the message added nothing)
-            kwargs = seen[key] = _payload_kwargs_field_by_field(case, payload_json)
-            add(event_id=prefix + str(seq), seq=seq, at=at, kind=wire_kind, lane=lane or "", ticket_id=ticket_id,
-                reason=reason or "", **kwargs)
+        if case not in kwargs:  # extra_json alone, or nothing: a str field, set as any other
+            event = add()
+            if kwargs:
+                event.extra_json = kwargs["extra_json"]
+        else:
+            try:
+                event = add(**kwargs)
+            except (TypeError, ValueError):  # a value of another type than its field: kept, untyped (the message added nothing)
+                kwargs = seen[key] = _payload_kwargs_field_by_field(case, payload_json)
+                event = add(**kwargs)
+        event.event_id = prefix + str(seq)
+        event.seq = seq
+        event.at = at
+        event.kind = wire_kind
+        if lane:
+            event.lane = lane
+        if ticket_id is not None:
+            event.ticket_id = ticket_id
+        if reason:
+            event.reason = reason
     return batch
 
 
