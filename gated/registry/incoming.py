@@ -38,6 +38,7 @@ __all__ = ["MalformedEvent", "parse_batch"]
 
 log = structlog.get_logger()
 
+_scan_once = json.JSONDecoder().scan_once
 _encode_payload = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
 
 #: wire EventKind -> (journal kind, payload case)
@@ -207,7 +208,11 @@ def _payload(kind: str, carried: str | None, message, extra: str) -> tuple[dict,
     return payload, _stored_text(kind, payload, extra, typed)
 
 def _parse(batch: pb.StreamEventsRequest) -> list[IncomingEvent]:
-    kinds, seen, repeating = _KINDS, _seen, _REPEATING
+    """`_parse_event_by_event`'s events, or _Unusual. The usual event's steps are written out in
+    the loop (a backlog's is all extra_json: read by the scanner, kept as sent), and its
+    ticket_id's presence asked only when it reads 0: each a call an event, 0.2 µs of the 1.6."""
+    kinds, seen, repeating, read_by_sql = _KINDS, _seen, _REPEATING, _READ_BY_SQL
+    scan = _scan_once
     looking, found, missed = True, 0, 0
     out: list[IncomingEvent] = []
     append = out.append
@@ -232,7 +237,20 @@ def _parse(batch: pb.StreamEventsRequest) -> list[IncomingEvent]:
                     raise _Unusual
                 payload, text = {}, "{}"
             else:
-                payload, text = _payload(kind, None, None, extra)
+                # `_payload(kind, None, None, extra)`: anything `json_value` would hand to
+                # `json.loads` (spaces around the object, an error) is left to the reference.
+                try:
+                    payload, end = scan(extra, 0)
+                except (StopIteration, ValueError, RecursionError):
+                    raise _Unusual from None
+                if end != len(extra) or type(payload) is not dict:
+                    raise _Unusual
+                if kind in read_by_sql:
+                    if kind == "passage" and not payload.get("zone"):
+                        raise _Unusual
+                    text = payload_text(payload)
+                else:
+                    text = extra if "\\" not in extra else payload_text(payload)
         elif carried != case:
             raise _Unusual
         elif looking and case in repeating:
@@ -254,6 +272,8 @@ def _parse(batch: pb.StreamEventsRequest) -> list[IncomingEvent]:
                     payload = dict(payload)
         else:
             payload, text = _payload(kind, case, getattr(ev, case), extra)
-        append(IncomingEvent(event_id, seq, ev.at, kind, ev.lane,
-                             ev.ticket_id if ev.HasField("ticket_id") else None, ev.reason, text, payload))
+        ticket_id = ev.ticket_id
+        if not ticket_id and not ev.HasField("ticket_id"):
+            ticket_id = None
+        append(IncomingEvent(event_id, seq, ev.at, kind, ev.lane, ticket_id, ev.reason, text, payload))
     return out
