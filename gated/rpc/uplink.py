@@ -540,7 +540,7 @@ class Uplink:
     async def _record_acks(self) -> None:
         up_to = self._registry_acked
         if up_to > self._journal_acked:
-            await asyncio.to_thread(self.journal.mark_acked, up_to)
+            await asyncio.to_thread(self.journal.mark_acked, up_to, count=False)  # the number is not read here
             self._journal_acked = up_to
 
     async def _registry_conflict(self, exc: grpc.aio.AioRpcError, epoch: int, epoch_first: int, sent_high: int) -> None:
