@@ -172,3 +172,23 @@ def test_batches_sent_back_to_back_are_stored_and_acked_in_order_and_a_bad_one_r
             assert store.ticket(1001).entries_used + store.ticket(1002).entries_used + store.ticket(1003).entries_used == 200
 
     asyncio.run(asyncio.wait_for(day(), 45))
+
+
+@pytest.mark.parametrize("kind", [pb.EVENT_KIND_DECISION, pb.EVENT_KIND_PASSAGE, pb.EVENT_KIND_REDEMPTION, pb.EVENT_KIND_NOT_PASSED])
+@pytest.mark.parametrize("extra", [
+    '{"zone":"hall-a","direction":"in"}', ' {"zone": "hall-a"}', '{"zone": "hall-a"} ', '\t{"zone":"hall-a"}\n',
+    '{"zone":"hall-a"}{"x":1}', '{"direction":"in"}', '{"zone":""}', '{"zone":null}', '{"zone":"h\\u00e4ll"}',
+    '{"zone":"hall-a","nan":NaN,"inf":-Infinity}', '{"zone":"hall-a","d":{"a":[1,{"b":[]}]}}', '{"zone":"ü"}',
+    "{}", "null", "1", '"text"', "[]", "", '{"zone":"hall-a"', '{"zone":"hall-a",}',
+])
+def test_an_all_extra_event_is_taken_in_as_checking_it_alone_takes_it(kind, extra):
+    """The usual event (no typed payload, everything in extra_json) is parsed in the loop itself:
+    whatever its text, the events, texts and refusals are the reference's."""
+    events = [event(1, kind, extra_json=extra, ticket_id=0), event(2, kind, extra_json=extra),
+              event(3, kind, extra_json=extra, ticket_id=2**64 - 1)]
+    batch = on_the_wire(pb.StreamEventsRequest(after_seq=0, events=events))
+    got = parsed(batch)
+    assert got == reference(batch)
+    if not isinstance(got, str):
+        assert [e.ticket_id for e in got] == [0, None, 2**64 - 1]
+        assert all(json.loads(e.payload_json) == e.payload for e in got if "NaN" not in extra)
