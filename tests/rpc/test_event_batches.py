@@ -213,3 +213,25 @@ def test_a_payload_is_taken_as_all_extra_without_reading_it_only_when_no_typed_n
     assert [convert.event_payload(ev) for ev in built.events] == [r.payload for r in records]
     cases = [ev.WhichOneof("payload") for ev in built.events]
     assert cases == [None, None, "decision", "decision", None, None, None, None, None]
+
+
+def test_a_backlog_whose_payloads_never_repeat_is_built_as_each_record_alone_would_be(tmp_path):
+    """Past the first misses the payloads are no longer looked up, and an all-extra one is found
+    in the builder's loop: the same bytes as the reference, whatever comes after (a typed name,
+    escapes, an empty payload, no lane, no reason, a ticket id of 0, absent or above 2^63)."""
+    odd = [{"zone": "hall-a", "lane_seq": 1}, {"quote": 'say "zone"'}, {"q": "a\\b"}, {}, {"zone": None},
+           {"nested": {"direction": "in"}}, {"lane_seq": 2, "none": None}, {"ü": "Saal Ü"}]
+    with Journal(tmp_path / "j.db", "gate-a", checkpoint_every_s=None) as journal:
+        for i in range(400):  # each a payload of its own: the lookups stop after the first 64
+            journal.append("decision", at=1.0 + i, lane="in-1" if i % 3 else "", reason="ok" if i % 5 else "",
+                           ticket_id=(None, 0, REG_NO, HIGH_U64)[i % 4], payload={"code": f"c{i:06d}", "lane_seq": i})
+            if i % 50 == 49:
+                for j, payload in enumerate(odd):
+                    journal.append(("decision", "not_passed", "manual_open")[j % 3], at=2.0 + i, lane="in-1",
+                                   ticket_id=RANDOM_63, payload=payload)
+        rows, records = journal.unacked_rows(0, 10_000), journal.unacked(0, 10_000)
+    convert._payload_kwargs_seen.clear()
+    built = convert.event_batch_rows("gate-a", 0, rows, 1)
+    assert built.SerializeToString() == convert.event_batch(0, records, 1).SerializeToString()
+    assert [convert.event_payload(ev) for ev in built.events] == [r.payload for r in records]
+    assert {ev.ticket_id for ev in built.events if ev.HasField("ticket_id")} >= {0, REG_NO, HIGH_U64, RANDOM_63}
