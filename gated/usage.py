@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from gated.journal import USAGE_KINDS, Journal, Record
+from gated.journal import Journal, UsageRecord
 from gated.validation import EntitlementCache
 
 
@@ -25,17 +25,16 @@ def replay_usage(journal: Journal, cache: EntitlementCache, saved_seq: int) -> i
     if not len(cache):
         return 0
     replayed = 0
-    for record in journal.since(saved_seq, kinds=USAGE_KINDS):
-        p = record.payload
-        if record.ticket_id is None or "entries_used" not in p:
+    for u in journal.usage_since(saved_seq):
+        if u.entries_used is None:
             continue
-        if cache.restore_usage(record.ticket_id, int(p["entries_used"]), tuple(p.get("inside") or ()), p.get("benefit"), p.get("benefit_remaining")):
+        if cache.restore_usage(u.ticket_id, int(u.entries_used), tuple(u.inside or ()), u.benefit, u.benefit_remaining):
             replayed += 1
     return replayed
 
 
-def reapply_local_usage(cache: EntitlementCache, records: Iterable[Record]) -> int:
-    """Count this gate's usage records again on top of a registry snapshot that lacks them.
+def reapply_local_usage(cache: EntitlementCache, usage: Iterable[UsageRecord]) -> int:
+    """Count this gate's usage records (`Journal.usage_since`) again on top of a registry snapshot that lacks them.
 
     Entries are counted up (never below the record's own count), exits take
     the zone off, redemptions take one (never above the record's own
@@ -44,29 +43,28 @@ def reapply_local_usage(cache: EntitlementCache, records: Iterable[Record]) -> i
     with its absolute values, never one too few. Returns how many applied.
     """
     applied = 0
-    for record in records:
-        if record.kind not in USAGE_KINDS or record.ticket_id is None:
+    for u in usage:
+        held = cache.usage_of(u.ticket_id)
+        if held is None:
             continue
-        rec = cache.get(record.ticket_id)
-        if rec is None:
-            continue
-        p = record.payload
-        benefit, zone, direction = p.get("benefit"), p.get("zone"), p.get("direction")
+        entries_used, inside = held
+        benefit, zone, direction = u.benefit, u.zone, u.direction
         if benefit is not None:
-            remaining = dict(rec.benefits).get(benefit)
+            remaining = cache.benefit_remaining(u.ticket_id, benefit)
             if remaining is None:
                 continue
             remaining = max(0, remaining - 1)
-            if isinstance(p.get("benefit_remaining"), int):
-                remaining = min(remaining, p["benefit_remaining"])
-            changed = cache.restore_usage(record.ticket_id, rec.entries_used, rec.inside, benefit, remaining)
+            if isinstance(u.benefit_remaining, int):
+                remaining = min(remaining, u.benefit_remaining)
+            changed = cache.restore_usage(u.ticket_id, entries_used, inside, benefit, remaining)
         elif isinstance(zone, str) and zone and direction in ("in", "out"):
             if direction == "in":
-                used = max(rec.entries_used + 1, p["entries_used"] if isinstance(p.get("entries_used"), int) else 0)
-                inside = rec.inside if zone in rec.inside else (*rec.inside, zone)
+                used = max(entries_used + 1, u.entries_used if isinstance(u.entries_used, int) else 0)
+                inside = inside if zone in inside else (*inside, zone)
             else:
-                used, inside = rec.entries_used, tuple(z for z in rec.inside if z != zone)
-            changed = cache.restore_usage(record.ticket_id, min(used, 0xFFFFFFFF), inside)
+                inside = tuple(z for z in inside if z != zone)
+                used = entries_used
+            changed = cache.restore_usage(u.ticket_id, min(used, 0xFFFFFFFF), inside)
         else:
             continue
         applied += changed

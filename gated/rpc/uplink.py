@@ -717,12 +717,8 @@ class Uplink:
 
     def _reapply_since(self, cache: EntitlementCache, after_seq: int) -> tuple[int, int]:
         """Count local usage journaled after `after_seq` on `cache`; (the last seq read, how many applied)."""
-        last = after_seq
-        records = []
-        for record in self.journal.since(after_seq, kinds=("passage", "redemption")):
-            last = record.seq
-            records.append(record)
-        return last, reapply_local_usage(cache, records)
+        usage = list(self.journal.usage_since(after_seq))
+        return (usage[-1].seq if usage else after_seq), reapply_local_usage(cache, usage)
 
     def _cache_changed(self, *, snapshot: bool) -> None:
         """Tell the daemon, which persists the cache (a snapshot at once, deltas in batches).

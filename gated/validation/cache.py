@@ -560,6 +560,24 @@ class EntitlementCache:
         row = self.table.row_of(ticket_id)
         return None if row < 0 else self.table.record(row)
 
+    def usage_of(self, ticket_id: int) -> tuple[int, tuple[str, ...]] | None:
+        """(entries_used, inside) of a ticket, None if unknown: `get`'s usage without making its
+        whole record (a fifth of the time; counting a backlog's usage again reads it per record)."""
+        table = self.table
+        row = table.row_of(ticket_id)
+        return None if row < 0 else (table.used[row], table.zones_of(table.inside[row]))
+
+    def benefit_remaining(self, ticket_id: int, benefit: str) -> int | None:
+        """What is left of one benefit of a ticket; None if the ticket or the benefit is unknown."""
+        table = self.table
+        row = table.row_of(ticket_id)
+        if row < 0:
+            return None
+        names = table.profiles[table.profile[row]].benefit_names
+        if benefit not in names:
+            return None
+        return table.ben[table.ben_off[row] + names.index(benefit)]
+
     def records(self) -> Iterable[TicketRecord]:
         table = self.table
         return (table.record(row) for row in range(len(table.tid)))

@@ -139,9 +139,11 @@ def test_reapplied_usage_counts_on_top_of_what_other_gates_did_and_never_below_t
             journal.append("passage", at=1.0, lane="in-1", ticket_id=77, reason="ok", payload={
                 "ticket_id": 77, "zone": "hall", "direction": "in"}),  # not in the snapshot: nothing to do
         ]
+        usage = list(journal.usage_since(0))
     cache = EntitlementCache()
     cache.load_snapshot(snapshot)
-    assert reapply_local_usage(cache, here) == 3
+    assert [u.seq for u in usage] == [r.seq for r in here]
+    assert reapply_local_usage(cache, usage) == 3
     assert (cache.get(multi).entries_used, cache.get(multi).inside) == (2, ("hall",))
     assert dict(cache.get(lunch).benefits) == {"lunch": 0}
     assert (cache.get(leaving).entries_used, cache.get(leaving).inside) == (1, ())
