@@ -826,14 +826,17 @@ class Journal:
     def since(self, after_seq: int, kinds: tuple[str, ...] | None = None, batch: int = 5000) -> Iterator[Record]:
         """Every record with seq > ``after_seq`` (optionally of ``kinds``), oldest first, acked or not."""
         where = f" AND kind IN ({','.join('?' * len(kinds))})" if kinds else ""
+        for row in self._pages(f"SELECT {_COLUMNS} FROM records WHERE seq > ?{where} ORDER BY seq LIMIT ?",
+                               after_seq, kinds or (), batch):
+            yield self._row(row)
+
+    def _pages(self, sql: str, after_seq: int, args: tuple, batch: int) -> Iterator[tuple]:
+        """The rows of `sql` (seq first; its parameters: a seq, then `args`, then a limit),
+        `batch` at a time from after `after_seq`, each page read from after the last."""
         last = after_seq
         while True:
-            rows = self._read(
-                f"SELECT {_COLUMNS} FROM records WHERE seq > ?{where} ORDER BY seq LIMIT ?",
-                (last, *(kinds or ()), batch),
-            )
-            for row in rows:
-                yield self._row(row)
+            rows = self._read(sql, (last, *args, batch))
+            yield from rows
             if len(rows) < batch:
                 return
             last = rows[-1][0]
@@ -847,18 +850,10 @@ class Journal:
         instead of 0.40, on a gate that has just connected and is replaying its backlog meanwhile.
         The journal writes every payload as strict JSON (no NaN, no key twice), which SQLite and
         Python read alike."""
-        last = after_seq
-        while True:
-            rows = self._read(
+        for seq, ticket_id, fields in self._pages(
                 f"SELECT seq, ticket_id, json_extract(payload, {_USAGE_PATHS}) FROM records WHERE seq > ? "
-                f"AND kind IN {_USAGE_KINDS_SQL} AND ticket_id IS NOT NULL ORDER BY seq LIMIT ?",
-                (last, batch),
-            )
-            for seq, ticket_id, fields in rows:
-                yield UsageRecord(seq, u64_from_sqlite(ticket_id), *json.loads(fields))
-            if len(rows) < batch:
-                return
-            last = rows[-1][0]
+                f"AND kind IN {_USAGE_KINDS_SQL} AND ticket_id IS NOT NULL ORDER BY seq LIMIT ?", after_seq, (), batch):
+            yield UsageRecord(seq, u64_from_sqlite(ticket_id), *json.loads(fields))
 
     def backlog(self) -> int:
         """How many records the registry has not acknowledged yet."""
