@@ -21,7 +21,7 @@ import pytest
 
 from gated.bench.journal import measure_commit
 from gated.errors import JournalError
-from gated.journal import EPOCH_SEQ_LEAP, Journal, Record, u64_to_sqlite
+from gated.journal import EPOCH_SEQ_LEAP, SCHEMA_VERSION, Journal, Record, u64_to_sqlite
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -674,7 +674,7 @@ def test_an_old_journals_acknowledgements_become_the_watermark(tmp_path, version
         later = j.append("decision", at=T0 + 3 * DAY, ticket_id=1)
         assert later.seq > EPOCH_SEQ_LEAP and [r.seq for r in j.unacked()] == [10, later.seq]
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         indexes = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert "records_unacked" not in indexes and "records_acked_at" not in indexes and "records_at" in indexes
     conn.close()

@@ -15,12 +15,15 @@ The journals a replay starts from (`fill_journal`), in two shapes:
   count there as at a show.
 
 `measure_stages(n, shape)` runs every stage of the path in this process,
-without gRPC, each timed alone over the same batches: the journal read, the
-batch built, serialized, parsed back, checked into `IncomingEvent`s
+without gRPC, each timed alone over the same batches: the journal read (the
+records' kept encodings, `Journal.unacked_wire`), the batch joined from them
+(`convert.stream_batch_bytes`), parsed back, checked into `IncomingEvent`s
 (`gated.registry.incoming.parse_batch`), stored (`RegistryStore.store_events`,
 SQLite, or PostgreSQL with `db`), and the acks marked in the journal. The
-gate's read and build and the registry's parse are also timed the way they
-ran before (Records and `event_batch`; the event-by-event check): "before".
+gate's read and build are also timed the two ways they ran before: from rows
+(`unacked_rows`, `event_batch_rows`, then serialized: "rows") and from
+Records (`event_batch`: "before"); the registry's parse the event-by-event
+way ("before"). Every batch is compared with the Records way's bytes.
 
 Run standalone: `python -m gated.bench.replay [--events N] [--shape day] [--batch 2000] [--db URL]`.
 """
@@ -163,11 +166,13 @@ def measure_stages(n: int = 100_000, shape: str = "static", batch_size: int = 20
         tmp = Path(tmp)
         tickets = venue_tickets()
         journal = Journal(tmp / "journal.db", "gate-a", checkpoint_every_s=None)
+        journal.keep_wire(convert.journal_wire("gate-a"))  # as a gate's uplink has it (gated/journal.py)
         last_seq = fill_journal(journal, n, shape, tickets)
         epoch = journal.epoch
         spent: dict[str, float] = dict.fromkeys(
-            ("gate_read_before", "gate_build_before", "gate_read", "gate_build", "serialize", "deserialize",
-             "registry_parse_before", "registry_parse", "registry_store", "gate_mark_acked"), 0.0)
+            ("gate_read_before", "gate_build_before", "gate_read_rows", "gate_build_rows", "serialize_rows",
+             "gate_read", "gate_build", "deserialize", "registry_parse_before", "registry_parse", "registry_store",
+             "gate_mark_acked"), 0.0)
         wire: list[bytes] = []
         try:
             cursor, after = 0, 0
@@ -177,15 +182,19 @@ def measure_stages(n: int = 100_000, shape: str = "static", batch_size: int = 20
                 took, old = _timed(convert.event_batch, after, records, epoch)
                 spent["gate_build_before"] += took
                 took, rows = _timed(journal.unacked_rows, cursor, batch_size)
-                spent["gate_read"] += took
+                spent["gate_read_rows"] += took
                 took, batch = _timed(convert.event_batch_rows, "gate-a", after, rows, epoch)
+                spent["gate_build_rows"] += took
+                took, from_rows = _timed(batch.SerializeToString)
+                spent["serialize_rows"] += took
+                took, kept = _timed(journal.unacked_wire, cursor, batch_size)
+                spent["gate_read"] += took
+                took, data = _timed(convert.stream_batch_bytes, "gate-a", after, kept, epoch)
                 spent["gate_build"] += took
-                took, data = _timed(batch.SerializeToString)
-                spent["serialize"] += took
-                if data != old.SerializeToString():
+                if not data == from_rows == old.SerializeToString():
                     raise AssertionError(f"the batch after {after} differs from event_batch's")
                 wire.append(data)
-                after = cursor = rows[-1][0]
+                after = cursor = kept[-1][0]
             store = RegistryStore(db if db is not None else tmp / "registry.db")
             try:
                 if shape == "day":
@@ -211,14 +220,15 @@ def measure_stages(n: int = 100_000, shape: str = "static", batch_size: int = 20
         finally:
             journal.close()
     per_event = {k: round(v / n * 1e6, 3) for k, v in spent.items()}
-    gate = per_event["gate_read"] + per_event["gate_build"] + per_event["serialize"]
-    gate_before = per_event["gate_read_before"] + per_event["gate_build_before"] + per_event["serialize"]
+    gate = per_event["gate_read"] + per_event["gate_build"]
+    gate_rows = per_event["gate_read_rows"] + per_event["gate_build_rows"] + per_event["serialize_rows"]
+    gate_before = per_event["gate_read_before"] + per_event["gate_build_before"] + per_event["serialize_rows"]
     registry = per_event["deserialize"] + per_event["registry_parse"] + per_event["registry_store"]
     registry_before = per_event["deserialize"] + per_event["registry_parse_before"] + per_event["registry_store"]
     return {
         "events": n, "shape": shape, "batch_size": batch_size, "store": "postgresql" if db else "sqlite",
         "us_per_event": per_event,
-        "gate_us": round(gate, 3), "gate_us_before": round(gate_before, 3),
+        "gate_us": round(gate, 3), "gate_us_rows": round(gate_rows, 3), "gate_us_before": round(gate_before, 3),
         "registry_us": round(registry, 3), "registry_us_before": round(registry_before, 3),
         "wire_bytes_per_event": round(sum(map(len, wire)) / n, 1),
         "stored_once": stored_count == n, "acked_through": acked == last_seq,

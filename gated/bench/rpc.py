@@ -56,7 +56,7 @@ from gated.clock import GateClock
 from gated.config import UplinkSection
 from gated.journal import Journal
 from gated.rpc.certs import VenueCerts, make_venue_certs
-from gated.rpc.convert import SnapshotAssembler
+from gated.rpc.convert import SnapshotAssembler, journal_wire
 from gated.rpc.uplink import Uplink, channel_options
 from gated.rpc.v1 import registry_pb2 as pb
 from gated.rpc.v1 import registry_pb2_grpc as pb_grpc
@@ -184,6 +184,9 @@ def measure_backlog_replay(n: int = 100_000, batch_size: int = 2000, shape: str 
         tmp = Path(tmp)
         certs = make_venue_certs(tmp / "certs", ["gate-a"])
         journal = Journal(tmp / "journal.db", "gate-a", checkpoint_every_s=None)
+        # The backlog of a gate whose uplink was running (its registry unreachable): each record
+        # written with what is sent for it, as `Uplink` has the journal keep (gated/journal.py).
+        journal.keep_wire(journal_wire("gate-a"))
         tickets = venue_tickets() if shape == "day" else None
         if tickets is not None:
             with RegistryStore(tmp / "registry.db") as store:

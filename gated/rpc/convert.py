@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from gated.errors import MalformedUpdate
-from gated.journal import Record
+from gated.journal import Record, WireEncoder
 from gated.validation.cache import (
     Delta,
     Op,
@@ -57,6 +57,8 @@ __all__ = [
     "check_event",
     "event_batch",
     "event_batch_rows",
+    "journal_wire",
+    "stream_batch_bytes",
     "event_kind",
     "event_payload",
     "key_change_from_proto",
@@ -648,6 +650,45 @@ def event_batch_rows(gate_id: str, after_seq: int, rows: Sequence[tuple], journa
             event.reason = reason
     return batch
 
+
+
+def journal_wire(gate_id: str) -> WireEncoder:
+    """The `wire` encoder a gate's `Journal` keeps with each record (`gated.journal.WireEncoder`):
+    the record's entry in a `StreamEventsRequest` (its field's tag and length, then the Event),
+    exactly the bytes `event_batch_rows` makes of it. A batch is then its header's bytes followed
+    by its records' (`stream_batch_bytes`): a repeated field's entries concatenate. ValueError for a kind the contract has no EventKind for."""
+
+    def encode(seq: int, at: float, kind: str, lane: str | None, ticket_id: int | None, reason: str | None,
+               payload_json: str) -> bytes:
+        return event_batch_rows(gate_id, 0, ((seq, at, kind, lane, ticket_id, reason, payload_json),)).SerializeToString()
+
+    return encode
+
+
+def stream_batch_bytes(gate_id: str, after_seq: int, records: Sequence[tuple[int, bytes | tuple]],
+                       journal_epoch: int = 0) -> bytes:
+    """A serialized `StreamEventsRequest` of journal records as `Journal.unacked_wire` reads them:
+    the bytes of `event_batch_rows` of the same records, byte for byte. A record with its wire encoding is sent
+    as kept (`journal_wire`); one without (its row) is built here."""
+    # Fields in number order, as the message itself writes them: after_seq (1), events (2), journal_epoch (3).
+    head = pb.StreamEventsRequest(after_seq=after_seq).SerializeToString()
+    tail = pb.StreamEventsRequest(journal_epoch=journal_epoch).SerializeToString()
+    pieces = [w for _seq, w in records]
+    if all(type(w) is bytes for w in pieces):  # noqa: E721 - the usual: every record has one
+        return b"".join((head, *pieces, tail))
+    out, rows = [head], []
+    for w in pieces:
+        if type(w) is bytes:  # noqa: E721
+            if rows:
+                out.append(event_batch_rows(gate_id, 0, rows).SerializeToString())
+                rows = []
+            out.append(w)
+        else:
+            rows.append(w)
+    if rows:
+        out.append(event_batch_rows(gate_id, 0, rows).SerializeToString())
+    out.append(tail)
+    return b"".join(out)
 
 
 # ----------------------------------------------------------------- status

@@ -108,6 +108,23 @@ _TIME_SAMPLES = 3
 _CALL_TIMEOUT_S = 5.0
 
 
+_STREAM_EVENTS = pb.DESCRIPTOR.services_by_name["RegistryService"].methods_by_name["StreamEvents"]
+
+
+class _Stub(pb_grpc.RegistryServiceStub):
+    """The contract's stub, but StreamEvents is written a serialized `StreamEventsRequest` at a time:
+    a batch is the journal's wire encodings of its records, joined (`convert.stream_batch_bytes`),
+    never a message built record by record. The registry reads the same message either way."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        super().__init__(channel)
+        self.StreamEvents = channel.stream_stream(
+            f"/{_STREAM_EVENTS.containing_service.full_name}/{_STREAM_EVENTS.name}",
+            request_serializer=None,  # bytes, as written
+            response_deserializer=pb.StreamEventsResponse.FromString,
+        )
+
+
 class UplinkSettings(Protocol):
     """What the uplink reads from `gated.config.UplinkSection` (or any lookalike)."""
 
@@ -180,6 +197,9 @@ class Uplink:
             raise ValueError("batch_size and max_in_flight must be at least 1")
         self.gate_id = gate_id
         self.journal = journal
+        # Each record appended from now on keeps what is sent for it (gated/journal.py): a backlog
+        # goes out as the records' bytes joined, never read and built record by record.
+        journal.keep_wire(convert.journal_wire(journal.gate_id))
         self.cache = cache
         self.keyring = keyring
         self.clock = clock
@@ -334,7 +354,7 @@ class Uplink:
             raise UplinkError(f"uplink: cannot read the TLS files (ca, cert, key): {exc}") from None
 
     async def _session(self, channel: grpc.aio.Channel, outage_since: float | None) -> None:
-        stub = pb_grpc.RegistryServiceStub(channel)
+        stub = _Stub(channel)
         await self._sync_time(stub)
         self._stub = stub
         self._connected = True
@@ -402,21 +422,22 @@ class Uplink:
                 return 0
             width *= 4
 
-    def _event_batch(self, after: int, rows: list[tuple], epoch: int) -> pb.StreamEventsRequest:
-        """The stream message for `rows` (journal rows, from the first): as many as fit in
-        MAX_BATCH_BYTES, so a registry with gRPC's default 4 MiB receive limit takes every batch."""
+    def _event_batch(self, after: int, records: list[tuple[int, bytes | tuple]], epoch: int) -> tuple[bytes, int]:
+        """The serialized stream message for `records` (as `Journal.unacked_wire` reads them, from
+        the first) and the seq of the last it holds: as many as fit in MAX_BATCH_BYTES, so a
+        registry with gRPC's default 4 MiB receive limit takes every batch."""
         while True:
-            batch = convert.event_batch_rows(self.journal.gate_id, after, rows, epoch)
-            if len(rows) == 1 or batch.ByteSize() <= MAX_BATCH_BYTES:
-                return batch
-            rows = rows[: len(rows) // 2]
+            batch = convert.stream_batch_bytes(self.journal.gate_id, after, records, epoch)
+            if len(records) == 1 or len(batch) <= MAX_BATCH_BYTES:
+                return batch, records[-1][0]
+            records = records[: len(records) // 2]
 
-    async def _send_events(self, stub: pb_grpc.RegistryServiceStub) -> None:
+    async def _send_events(self, stub: _Stub) -> None:
         """One stream per journal epoch, oldest first: a stream carries a single epoch."""
         while True:
             await self._stream_epoch(stub)
 
-    async def _stream_epoch(self, stub: pb_grpc.RegistryServiceStub) -> None:
+    async def _stream_epoch(self, stub: _Stub) -> None:
         """Send the records of one epoch (the oldest with records to send). Returns once every
         record of it was sent and acknowledged and a later epoch's records wait; raises when
         the stream fails."""
@@ -434,7 +455,7 @@ class Uplink:
             nonlocal sent_high, epoch, epoch_first, finishing
             # From the journal's first unacknowledged record, or after what the registry says it holds.
             cursor = 0 if resend_after is None else resend_after
-            read_rows = self.journal.unacked_rows if resend_after is None else self.journal.rows_since
+            read_rows = self.journal.unacked_wire if resend_after is None else self.journal.wire_since
             after: int | None = None
             epoch_end: int | None = None
             ahead: asyncio.Future | None = None  # the next batch's read, started before this batch goes out
@@ -474,8 +495,8 @@ class Uplink:
                         # Within the epoch: its first record follows nothing the registry holds of it.
                         after = await asyncio.to_thread(self._previous_seq, rows[0][0], max(0, epoch_first - 1))
                     # Built off the loop (the lanes decide on it meanwhile), while the next batch is read.
-                    batch = await asyncio.to_thread(self._event_batch, after, rows, epoch)
-                    after = cursor = batch.events[-1].seq
+                    batch, last = await asyncio.to_thread(self._event_batch, after, rows, epoch)
+                    after = cursor = last
                     ahead = read_from(cursor)
                     await window.acquire()
                     sent_high = self._sent_seq = cursor

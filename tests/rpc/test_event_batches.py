@@ -1,6 +1,6 @@
 """A gate's backlog on the wire: the batches built straight from journal rows (one constructor call an
-event, the next batch read while this one goes out) carry exactly what record-by-record conversion
-carried, down to the byte; a batch never outgrows what a registry with gRPC's default 4 MiB receive
+event, the next batch read while this one goes out), and those joined from the encodings the journal
+keeps with its records, carry exactly what record-by-record conversion carried, down to the byte; a batch never outgrows what a registry with gRPC's default 4 MiB receive
 limit takes; and a replay through such a registry stores every record once, in order."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from gated.registry.server import RegistryService
 from gated.registry.store import RegistryStore
 from gated.rpc import convert
 from gated.rpc.uplink import MAX_BATCH_BYTES
+from gated.rpc.v1 import registry_pb2 as pb
 from gated.rpc.v1 import registry_pb2_grpc as pb_grpc
 from tests.rpc_helpers import Gate, until
 
@@ -151,11 +152,12 @@ def test_a_batch_of_large_records_is_cut_below_half_of_grpcs_default_limit(tmp_p
             journal.append("decision", at=1.0 + i, lane="desk-1", ticket_id=REG_NO + i, reason="ok",
                            payload={"note": f"{i:05d}" + "x" * 10_000})
         gate = Gate(tmp_path, "gate-b", 1, None)  # an uplink that never runs: its batch builder only
-        rows = journal.unacked_rows(0, 2000)
-        batch = gate.uplink._event_batch(0, rows, journal.epoch)
-        assert 0 < batch.ByteSize() <= MAX_BATCH_BYTES
-        assert [ev.seq for ev in batch.events] == [row[0] for row in rows[: len(batch.events)]]
-        assert len(batch.events) < len(rows)
+        records = journal.unacked_wire(0, 2000)
+        data, last = gate.uplink._event_batch(0, records, journal.epoch)
+        assert 0 < len(data) <= MAX_BATCH_BYTES
+        batch = pb.StreamEventsRequest.FromString(data)
+        assert [ev.seq for ev in batch.events] == [seq for seq, _ in records[: len(batch.events)]]
+        assert len(batch.events) < len(records) and last == batch.events[-1].seq
         gate.journal.close()
 
 
@@ -235,3 +237,123 @@ def test_a_backlog_whose_payloads_never_repeat_is_built_as_each_record_alone_wou
     assert built.SerializeToString() == convert.event_batch(0, records, 1).SerializeToString()
     assert [convert.event_payload(ev) for ev in built.events] == [r.payload for r in records]
     assert {ev.ticket_id for ev in built.events if ev.HasField("ticket_id")} >= {0, REG_NO, HIGH_U64, RANDOM_63}
+
+
+def batches_from_kept_encodings(journal: Journal, size: int) -> list[tuple[bytes, bytes]]:
+    """(the record-by-record reference, what the uplink sends: `stream_batch_bytes` of `unacked_wire`), page by page."""
+    out, cursor, after = [], 0, 0
+    while records := journal.unacked(cursor, size):
+        kept = journal.unacked_wire(cursor, size)
+        assert [seq for seq, _ in kept] == [r.seq for r in records]
+        out.append((convert.event_batch(after, records, journal.epoch).SerializeToString(),
+                    convert.stream_batch_bytes(journal.gate_id, after, kept, journal.epoch)))
+        after = cursor = records[-1].seq
+    return out
+
+
+def test_each_record_keeps_the_bytes_its_batch_carries_for_it(tmp_path):
+    """A journal whose uplink started keeps each record's encoding: the batch joined from them is the
+    reference's, byte for byte, over a day's shapes (ids consecutive, 10-digit, in blocks, random,
+    above 2^63, absent) and the odd payloads (values of other types, nulls, escapes, beyond ASCII)."""
+    with Journal(tmp_path / "j.db", "gate-a", checkpoint_every_s=None) as journal:
+        journal.keep_wire(convert.journal_wire("gate-a"))
+        journaled_day(journal, 1500)
+        odd_payloads(journal)
+        kept = journal.unacked_wire(0, 100_000)
+        assert kept and all(type(w) is bytes for _, w in kept)  # noqa: E721 - every record has its own
+        batches = batches_from_kept_encodings(journal, 400)
+        assert len(batches) >= 5
+        for reference, sent in batches:
+            assert sent == reference
+        resent = journal.wire_since(0, 100_000)  # after a registry that lost what it acknowledged
+        journal.mark_acked(kept[-1][0])
+        assert journal.unacked_wire(0, 10) == [] and journal.wire_since(0, 100_000) == resent == kept
+
+
+def _as_schema_3(path) -> None:
+    """The file as gated wrote it before records kept their encodings (schema 3)."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("ALTER TABLE records DROP COLUMN wire")
+        conn.execute("PRAGMA user_version = 3")
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_a_backlog_partly_without_encodings_goes_out_as_the_reference_and_replays_through_a_registry(tmp_path):
+    """Records of an older gated's file, records written before the uplink started, then records with their
+    encodings, interleaved in pages: each batch is the reference's bytes, and a registry stores them once."""
+    path = tmp_path / "journal-gate-a.db"  # the journal `Gate` opens below
+    with Journal(path, "gate-a", checkpoint_every_s=None) as journal:
+        journaled_day(journal, 120, seed=1)
+    _as_schema_3(path)
+    with Journal(path, "gate-a", checkpoint_every_s=None) as journal:  # migrated: the old records have none
+        journaled_day(journal, 80, seed=2)  # written before the uplink started
+        journal.keep_wire(convert.journal_wire("gate-a"))
+        journaled_day(journal, 150, seed=3)
+        odd_payloads(journal)
+        kept = journal.unacked_wire(0, 100_000)
+        bare = [seq for seq, w in kept if type(w) is not bytes]  # noqa: E721
+        assert 300 < len(bare) < len(kept) and type(kept[-1][1]) is bytes  # noqa: E721
+        assert [row[0] for _, row in kept if type(row) is tuple] == bare  # noqa: E721 - each as its row
+        for reference, sent in batches_from_kept_encodings(journal, 97):  # pages across the seams
+            assert sent == reference
+        last = kept[-1][0]
+
+    async def replay():
+        store = RegistryStore(tmp_path / "registry.db")
+        service = RegistryService(store, tls=False)
+        service.load()
+        server = grpc.aio.server()
+        pb_grpc.add_RegistryServiceServicer_to_server(service, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        gate = Gate(tmp_path, "gate-a", port, None, batch_size=64)
+        gate.start()
+        try:
+            await until(lambda: gate.journal.backlog() == 0, timeout=30, what="the backlog acknowledged")
+            with RegistryStore(tmp_path / "registry.db", create=False) as reader:
+                ids = reader.event_ids("gate-a")
+            assert len(ids) == len(kept) and ids[-1] == f"gate-a:{last}" and len(set(ids)) == len(ids)
+            assert gate.uplink.sessions == 1  # no batch refused
+        finally:
+            await gate.stop()
+            await server.stop(None)
+            store.close()
+
+    asyncio.run(asyncio.wait_for(replay(), 45))
+
+
+@pytest.mark.parametrize("encoder", ["contract", "broken"])
+def test_a_record_its_encoder_refuses_is_written_all_the_same_and_sent_from_its_columns(tmp_path, caplog, encoder):
+    def broken(*_record):
+        raise RuntimeError("a bug in the encoder")
+
+    with Journal(tmp_path / "j.db", "gate-a", checkpoint_every_s=None) as journal:
+        journal.keep_wire(convert.journal_wire("gate-a") if encoder == "contract" else broken)
+        with caplog.at_level("WARNING", logger="gated.journal"):
+            first = journal.append("coffee_break" if encoder == "contract" else "decision", at=1.0, ticket_id=REG_NO)
+            second = journal.append("decision", at=2.0, lane="in-1", ticket_id=HIGH_U64, reason="ok", payload={"zone": "hall-a"})
+        assert (first.seq, second.seq) == (1, 2) and journal.backlog() == 2
+        kept = journal.unacked_wire(0, 10)
+        assert kept[0] == (1, journal.unacked_rows(0, 1)[0])
+        warned = [r.getMessage() for r in caplog.records if "without its wire encoding" in r.getMessage()]
+        assert len(warned) == 1 and "record 1" in warned[0]  # once, not per record
+        if encoder == "contract":  # the unknown kind is refused when sent, as it always was
+            assert type(kept[1][1]) is bytes  # noqa: E721
+            with pytest.raises(ValueError, match="kind 'coffee_break' has no EventKind"):
+                convert.stream_batch_bytes("gate-a", 0, kept, journal.epoch)
+        else:
+            assert kept[1] == (2, journal.unacked_rows(1, 1)[0])
+            assert convert.stream_batch_bytes("gate-a", 0, kept, 5) == convert.event_batch(0, journal.unacked(), 5).SerializeToString()
+
+
+def test_a_record_purged_between_the_two_reads_is_left_out(tmp_path):
+    with Journal(tmp_path / "j.db", "gate-a", checkpoint_every_s=None) as journal:
+        journal.append("decision", at=1.0, ticket_id=7)
+        journal.append("decision", at=2.0, ticket_id=8)
+        row = journal.unacked_rows(0, 1)[0]
+        assert journal._wire_or_rows([(1, None), (2, b"kept"), (3, None)]) == [(1, row), (2, b"kept")]
