@@ -207,7 +207,8 @@ def peer_gate_id(context: grpc.aio.ServicerContext, tls: bool) -> str | None:
 
 class _EventStream:
     """What a gate's StreamEvents call shares with the group commit: whether a batch of it was
-    refused (an `EventConflict`), after which none of its later batches is stored."""
+    refused (an `EventConflict`, or a store that failed), after which none of its later batches
+    is stored: the call ends there, as it did when each batch was stored before the next was read."""
 
     __slots__ = ("refused",)
 
