@@ -858,11 +858,6 @@ class Journal:
             (after_seq, limit),
         ))
 
-    def rows_since(self, after_seq: int, limit: int) -> list[tuple]:
-        """The first `limit` records with seq > ``after_seq``, acknowledged or not, as `unacked_rows` gives them."""
-        return _u64_rows(self._read(
-            f"SELECT {_ROW_COLUMNS} FROM records WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)))
-
     def unacked_wire(self, after_seq: int = 0, limit: int = 1000) -> list[tuple[int, bytes | tuple]]:
         """`unacked_rows` for a sender of wire encodings: each record as (seq, its wire bytes), or as
         (seq, its row as `unacked_rows` gives it) when it has none (module docstring)."""
@@ -870,7 +865,8 @@ class Journal:
             f"SELECT seq, wire FROM records WHERE seq > max(?, {_ACKED}) ORDER BY seq LIMIT ?", (after_seq, limit)))
 
     def wire_since(self, after_seq: int, limit: int) -> list[tuple[int, bytes | tuple]]:
-        """`rows_since` as `unacked_wire` gives records: acknowledged or not."""
+        """The first `limit` records with seq > ``after_seq``, acknowledged or not (a resend to a
+        registry that lost what it acknowledged), as `unacked_wire` gives them."""
         return self._wire_or_rows(self._read(
             "SELECT seq, wire FROM records WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)))
 
