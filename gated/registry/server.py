@@ -623,10 +623,6 @@ class RegistryService(pb_grpc.RegistryServiceServicer):
                                     f"{GATE_ID_METADATA} {claimed!r} is not this certificate's gate {gate_id!r}")
         return gate_id
 
-    async def _store_grouped(self, gate_id: str, events: list[IncomingEvent], epoch: int, received: float) -> StoredBatch:
-        """Store one gate's batch in the next group commit; its result (EventConflict raised)."""
-        return await self._queue_batch(gate_id, events, epoch, received)
-
     def _queue_batch(self, gate_id: str, events: list[IncomingEvent], epoch: int, received: float,
                      stream: _EventStream | None = None) -> asyncio.Future:
         """Queue one gate's batch for the next group commit; the future of its result (an

@@ -104,7 +104,7 @@ def test_batches_waiting_together_are_one_group_commit_and_one_delta(tmp_path, r
         before = service.store.version
         try:
             results = await asyncio.gather(*(
-                service._store_grouped(f"gate-{n}", [passage(f"gate-{n}", 1, tid)], 11, 0.0)
+                service._queue_batch(f"gate-{n}", [passage(f"gate-{n}", 1, tid)], 11, 0.0)
                 for n, tid in enumerate(TICKETS)))
             assert [(r.acked_seq, r.new_events) for r in results] == [(1, 1)] * len(TICKETS)
             assert service.store.version == before + 1  # forty gates, one version
@@ -125,7 +125,7 @@ def test_group_commits_back_to_back_still_let_another_store_user_in_between(tmp_
             TicketRecord(tid, "guest", zones=("hall-a",), max_entries=0) for tid in TICKETS])
         service = registry.service
         sent = dict.fromkeys(range(len(TICKETS)), 0)
-        batches: list[asyncio.Task] = []
+        batches: list[asyncio.Future] = []
         stop = asyncio.Event()
 
         async def gates() -> None:  # a batch at every turn of the loop, from each gate in turn (at most 400 waiting)
@@ -136,8 +136,7 @@ def test_group_commits_back_to_back_still_let_another_store_user_in_between(tmp_
                     continue
                 sent[n] += 1
                 gate = f"gate-{n}"
-                batches.append(asyncio.create_task(
-                    service._store_grouped(gate, [passage(gate, sent[n], TICKETS[n])], 11, 0.0)))
+                batches.append(service._queue_batch(gate, [passage(gate, sent[n], TICKETS[n])], 11, 0.0))
                 n = (n + 1) % len(TICKETS)
                 await asyncio.sleep(0)
 
@@ -189,7 +188,7 @@ def test_store_users_back_to_back_do_not_keep_a_batch_waiting(tmp_path, registry
         try:
             await asyncio.sleep(0.05)
             for seq in range(1, 6):
-                result = await asyncio.wait_for(service._store_grouped("door", [passage("door", seq, TICKETS[seq])], 3, 0.0), 5)
+                result = await asyncio.wait_for(service._queue_batch("door", [passage("door", seq, TICKETS[seq])], 3, 0.0), 5)
                 assert (result.acked_seq, result.new_events) == (seq, 1)
             assert calls > 0  # they were served meanwhile too
         finally:
@@ -377,11 +376,11 @@ def test_the_mirror_applies_a_batch_on_its_one_check_exactly_as_checking_it_agai
             one.append(passage("a", 14, 7_777_777_777))  # no such ticket: stored, nothing counted
             one.append(IncomingEvent("a:15", 15, 2.0, "redemption", "desk-1", TICKETS[5], "ok", json.dumps(redemption)))
             one.append(IncomingEvent("a:16", 16, 2.0, "redemption", "desk-1", TICKETS[5], "ok", json.dumps(redemption)))
-            await service._store_grouped("a", one, 11, 0.0)
-            await service._store_grouped("a", one[:4], 11, 0.0)  # a resend: nothing new, no delta
-            await asyncio.gather(*(service._store_grouped(f"g{n}", [passage(f"g{n}", 1, tid)], 3, 0.0)
+            await service._queue_batch("a", one, 11, 0.0)
+            await service._queue_batch("a", one[:4], 11, 0.0)  # a resend: nothing new, no delta
+            await asyncio.gather(*(service._queue_batch(f"g{n}", [passage(f"g{n}", 1, tid)], 3, 0.0)
                                    for n, tid in enumerate(TICKETS[12:30])))  # one group of several: checked again
-            await service._store_grouped("a", [passage("a", 17, TICKETS[-1]), decision("a", 18, TICKETS[1])], 11, 0.0)
+            await service._queue_batch("a", [passage("a", 17, TICKETS[-1]), decision("a", 18, TICKETS[1])], 11, 0.0)
             published = [update for _base, _version, update, _size in service._log]
             for update in published:
                 reference.apply(delta_from_proto(update.delta))

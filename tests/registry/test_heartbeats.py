@@ -85,7 +85,7 @@ def test_quiet_watches_hear_heartbeats_as_asked_busy_ones_and_ones_that_did_not_
             seq = 0
             while time.monotonic() < until - 0.3:
                 seq += 1
-                await service._store_grouped("door", [passage("door", seq, TICKETS[seq % len(TICKETS)])], 7, 0.0)
+                await service._queue_batch("door", [passage("door", seq, TICKETS[seq % len(TICKETS)])], 7, 0.0)
                 await asyncio.sleep(0.3)
             await watch
             kinds = [which for which, _value, _at in busy]
