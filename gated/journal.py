@@ -92,6 +92,7 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from gated.errors import JournalError
+from gated.sqlite_wal import WalCheckpointer
 
 __all__ = ["Journal", "Record", "UsageRecord", "WireEncoder", "KINDS", "SCHEMA_VERSION"]
 
@@ -355,25 +356,21 @@ class Journal:
             self._epoch_started = False
             self._rconn: sqlite3.Connection | None = self._connect("opening a read connection")
             opened.append(self._rconn)
-            self._ckconn = self._connect("opening the checkpoint connection")
+            self._checkpoints: WalCheckpointer | None = None
+            if checkpoint_every_s is not None:
+                self._checkpoints = WalCheckpointer(
+                    self._connect("opening the checkpoint connection"), float(checkpoint_every_s),
+                    name=f"journal-checkpoint:{self.path.name}",
+                    on_error=lambda exc: log.warning("%s", _error(self.path, "checkpointing", exc)),
+                )
         except BaseException:
             for conn in reversed(opened):
                 conn.close()
             raise
-        self._stop_checkpoints = threading.Event()
         self._writer = threading.Thread(
             target=self._run_writer, name=f"journal-writer:{self.path.name}", daemon=True
         )
         self._writer.start()
-        self._checkpointer: threading.Thread | None = None
-        if checkpoint_every_s is not None:
-            self._checkpointer = threading.Thread(
-                target=self._run_checkpoints,
-                args=(float(checkpoint_every_s),),
-                name=f"journal-checkpoint:{self.path.name}",
-                daemon=True,
-            )
-            self._checkpointer.start()
 
     # ------------------------------------------------------------------ open
 
@@ -816,13 +813,6 @@ class Journal:
                             "such records are encoded when sent", self.path, seq, type(exc).__name__, exc)
             return None
 
-    def _run_checkpoints(self, every_s: float) -> None:
-        while not self._stop_checkpoints.wait(every_s):
-            try:
-                self._ckconn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            except sqlite3.Error as exc:
-                log.warning("%s", _error(self.path, "checkpointing", exc))
-
     # ------------------------------------------------------------------ reads
 
     def _row(self, row: tuple) -> Record:
@@ -1017,13 +1007,11 @@ class Journal:
             self._closed = True
             self._queue.put(_STOP)
         self._writer.join()
-        self._stop_checkpoints.set()
-        if self._checkpointer is not None:
-            self._checkpointer.join()
+        if self._checkpoints is not None:
+            self._checkpoints.stop()
         with self._read_lock:
             self._rconn.close()
             self._rconn = None
-        self._ckconn.close()
         # Last: closing the last connection checkpoints and removes the WAL.
         self._wconn.close()
 

@@ -196,6 +196,7 @@ def measure_stages(n: int = 100_000, shape: str = "static", batch_size: int = 20
                 wire.append(data)
                 after = cursor = kept[-1][0]
             store = RegistryStore(db if db is not None else tmp / "registry.db")
+            store.checkpoint_in_background()  # as a serving registry's store has it
             try:
                 if shape == "day":
                     store.put_tickets(((t, "") for t in tickets), record_changes=False)

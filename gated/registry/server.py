@@ -1073,6 +1073,7 @@ class RegistryServer:
 
     async def start(self) -> int:
         await asyncio.to_thread(self.service.load)
+        self.service.store.checkpoint_in_background()  # the connection that stores the gates' events
         options = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -69,6 +69,7 @@ import structlog
 from gated.errors import EventConflict, RegistryError
 from gated.journal import USAGE_KINDS, u64_from_sqlite, u64_to_sqlite
 from gated.registry import engine
+from gated.sqlite_wal import WalCheckpointer
 from gated.validation.cache import (
     MAX_ZONES,
     Delta,
@@ -85,6 +86,11 @@ from gated.registry import redeem as registry_redeem
 log = structlog.get_logger()
 
 BUSY_TIMEOUT_S = 30.0
+#: A serving registry's WAL checkpoints (`RegistryStore.checkpoint_in_background`): a thread of
+#: their own copies the log into the file this often, and the committing connection checkpoints
+#: itself only once the log has passed this many pages (32 MiB), where it finds most copied.
+CHECKPOINT_EVERY_S = 0.25
+WAL_BOUND_PAGES = 8192
 APPLICATION_ID = 0x67617452  # "gatR": tells our file apart from any other SQLite file
 SCHEMA_VERSION = 7  # 2: events and gates keyed by (gate_id, epoch, ...); 3: conflicts, revocations; 4: redemptions; 5: accounts, actors, check-in cursor; 6: late grants released, closed epochs and implied uses; 7: no trigger on events (`_log_new_events`), only passages indexed by time; older files are migrated
 #: A PostgreSQL registry's schema: 7 changed only SQLite's file (PostgreSQL keeps its row trigger).
@@ -513,6 +519,7 @@ class RegistryStore:
         #: under the writers' lock with its BEGIN, then moved by `_bump_version`); None elsewhere.
         self.txn_version: int | None = None
         self._pairs_json: dict[str, tuple[tuple, ...]] = {}
+        self._checkpoints: WalCheckpointer | None = None
         if engine.is_url(path):
             self.path = path
             self.dialect = engine.POSTGRES
@@ -586,7 +593,32 @@ class RegistryStore:
         )
 
 
+    def checkpoint_in_background(self, every_s: float = CHECKPOINT_EVERY_S, bound_pages: int = WAL_BOUND_PAGES) -> None:
+        """Have a thread of its own checkpoint this file's WAL every `every_s` (gated/sqlite_wal.py)
+        until `close`; this connection's commits then checkpoint only once the log has passed
+        `bound_pages`, which bounds it under a steady stream of commits. Nothing on PostgreSQL.
+
+        For the connection that stores the gates' events. Why: at SQLite's default bound a
+        commit every 4 MiB of log also copies it all into the file and fsyncs it, and the
+        next group waits. A backlog's replay spent a tenth of its store thread's CPU there;
+        in a thread of their own (SQLite's C, the GIL let go) the checkpoints run on another
+        core. A gate's acknowledgement and every gate's delta wait for a commit, not for a
+        checkpoint."""
+        if self.dialect != engine.SQLITE or self._checkpoints is not None:
+            return
+        try:
+            conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+            self.conn.execute(f"PRAGMA wal_autocheckpoint={int(bound_pages)}")
+        except sqlite3.Error as exc:
+            raise RegistryError(f"{self.path}: cannot open the checkpoint connection: {exc}") from None
+        self._checkpoints = WalCheckpointer(
+            conn, every_s, name=f"registry-checkpoint:{self.path.name}",
+            on_error=lambda exc: log.warning("registry_checkpoint_failed", db=str(self.path), error=str(exc)))
+
     def close(self) -> None:
+        if self._checkpoints is not None:
+            self._checkpoints.stop()
+            self._checkpoints = None
         self.conn.close()
 
     def __enter__(self) -> RegistryStore:
