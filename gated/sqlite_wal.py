@@ -17,11 +17,13 @@ threads, on another core where there is one.
 
 What the committing connection still does (the owner sets its
 ``wal_autocheckpoint``): the log goes back to its start only when a write
-begins after a checkpoint that copied all of it. Under a steady stream of
-commits a checkpoint beside them rarely catches the last frame, so a connection
-that never checkpoints (0) lets the log grow as long as the stream lasts; one
-with a bound checkpoints itself at the bound, where it finds most pages copied
-already, and the log starts over.
+begins after a checkpoint that copied all of it. Where commits come seconds
+apart (a gate's lanes) a checkpoint nearly always does, and the journal's
+connection never checkpoints (0). Where they come back to back (a registry
+storing a backlog) a checkpoint beside them rarely catches the last frame, and
+with 0 the log would grow as long as the stream lasts; there the connection
+keeps a bound, checkpoints itself at it, finds most pages copied already, and
+the log starts over.
 """
 
 from __future__ import annotations
