@@ -657,8 +657,9 @@ class Uplink:
             raise convert.MalformedUpdate("an update with neither snapshot nor delta")
 
     async def _apply_delta(self, msg: pb.Delta) -> None:
-        """A small delta in place; a large one converted and built in a worker
-        thread on a copy of the table, then swapped in: the lanes go on deciding."""
+        """A small delta in place; a large one of usage only in place a step at a time
+        (`EntitlementCache.apply_in_steps`); any other large one converted and built in a
+        worker thread on a copy of the table, then swapped in: the lanes go on deciding."""
         if len(msg.ops) <= IN_PLACE_MAX_OPS:
             delta = convert.delta_from_proto(msg)
             if self.cache.fits_in_place(delta):
@@ -682,14 +683,17 @@ class Uplink:
 
     async def _stage_and_swap(self, msg: pb.Delta) -> None:
         # Upserts only (an import): the builder process converts and packs them,
-        # and this process merges the columns in whole-array steps. Anything
-        # else, or no builder: converted and applied in a thread, op by op.
-        try:
-            raw = await asyncio.to_thread(msg.SerializeToString)
-            bulk = await builder.bulk_upserts(raw)
-        except builder.BuilderUnavailable as exc:
-            log.warning("delta_builder_unavailable", error=str(exc))
-            bulk = None
+        # and this process merges the columns in whole-array steps. Usage only (a
+        # backlog's passages counted): converted in a thread, applied in place a
+        # step at a time between the lanes' decisions. Anything else, or no
+        # builder: converted and applied in a thread on a copy, op by op.
+        bulk = None
+        if msg.ops and msg.ops[0].WhichOneof("op") == "upsert":  # else never upserts only: no round trip to the builder
+            try:
+                raw = await asyncio.to_thread(msg.SerializeToString)
+                bulk = await builder.bulk_upserts(raw)
+            except builder.BuilderUnavailable as exc:
+                log.warning("delta_builder_unavailable", error=str(exc))
         if isinstance(bulk, str):
             raise DeltaRefused(bulk)
         if bulk is not None:
@@ -703,6 +707,11 @@ class Uplink:
             log.info("entitlement_delta_swapped", version=msg.version, ops=len(msg.ops), tickets=len(self.cache))
             return
         delta = await asyncio.to_thread(convert.delta_from_proto, msg)
+        steps = self.cache.apply_in_steps(delta)
+        if steps is not None:
+            for _applied in steps:
+                await asyncio.sleep(0)  # the lanes decide between two steps
+            return
         staging = self.cache.stage(delta)
         try:
             await asyncio.to_thread(staging.build)

@@ -37,7 +37,7 @@ import zlib
 from array import array
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Callable, Iterable, NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -152,6 +152,8 @@ class SetZone:
 
 
 Op = Upsert | SetState | Reissue | SetUsage | SetBenefit | SetZone
+#: Ops that set a ticket's usage to an absolute value: applied twice, the same (`EntitlementCache.apply_in_steps`).
+_ABSOLUTE_USAGE_OPS = (SetUsage, SetBenefit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -735,6 +737,48 @@ class EntitlementCache:
                     self._note(op.record.ticket_id if isinstance(op, Upsert) else op.ticket_id)
         _apply_ops(self.table, delta.ops)
         self.version = delta.version
+
+    def apply_in_steps(self, delta: Delta, ops_per_step: int = IN_PLACE_MAX_OPS) -> Iterator[int] | None:
+        """A large delta of usage only (`SetUsage`, `SetBenefit`), applied in place
+        `ops_per_step` operations at a time: an iterator whose every step applies the next ops,
+        yielding how many are applied so far between two steps. None for any other delta (it
+        goes through `stage` and `swap`). Checked whole first (`DeltaRefused`, nothing
+        applied); the version moves with the last step. The caller lets the lanes decide
+        between two steps (a step is about 0.5 ms).
+
+        Why: a backlog's replay sends the gate its own passages back, as usage deltas of about
+        900 operations (a 2,000-record batch's). Staged, each copied the whole table: 28-80 ms
+        at 1,000,000 tickets, in place 2 ms. Why it is safe: each op sets a ticket's count to
+        the absolute value the registry holds, as a small delta applied between two decisions
+        does; a step refuses to go on once the cache has moved to another table or version
+        (`DeltaRefused`); and a delta cut off between steps leaves the version where it was,
+        so the registry's next deltas start from there again and its ops, applied twice, leave
+        what once does."""
+        ops = delta.ops
+        if not ops or not all(type(op) in _ABSOLUTE_USAGE_OPS for op in ops):
+            return None
+        self._check_header(delta)
+        try:
+            _check_delta(self.table, ops)
+        except ValueError as exc:
+            raise DeltaRefused(f"delta {delta.base_version}->{delta.version} refused: {exc}") from None
+        return self._steps(delta, self.table, max(1, ops_per_step))
+
+    def _steps(self, delta: Delta, table: _Table, ops_per_step: int) -> Iterator[int]:
+        ops = delta.ops
+        for start in range(0, len(ops), ops_per_step):
+            if self.table is not table or self.version != delta.base_version:
+                raise DeltaRefused(f"delta {delta.base_version}->{delta.version} refused: the cache moved to "
+                                   f"version {self.version} while it was applied in steps")
+            step = ops[start:start + ops_per_step]
+            if self._touched is not None or self._copies:
+                for op in step:
+                    self._note(op.ticket_id)
+            _apply_ops(table, step)
+            if start + ops_per_step >= len(ops):
+                self.version = delta.version
+                return
+            yield start + len(step)
 
     def stage(self, delta: Delta) -> Staging:
         """Start applying a large delta beside the live table; on the deciding thread, cheap.

@@ -309,3 +309,99 @@ def test_a_large_staged_delta_keeps_every_local_commit_made_while_it_was_built()
     model.apply(ops)
     assert cache.version == 4
     assert_matches(cache, model, absent_ids(set(model.records), rng))
+
+
+def usage_ops(model: Model, rng: random.Random, n: int) -> tuple:
+    """A backlog's usage coming back: entries and whereabouts set, benefits counted down, some
+    tickets more than once (the later op wins, in order)."""
+    ids = list(model.records)
+    ops = []
+    for _ in range(n):
+        tid = rng.choice(ids)
+        rec = model.records[tid]
+        if rec.benefits and rng.random() < 0.3:
+            name = rng.choice([b for b, _ in rec.benefits])
+            ops.append(SetBenefit(tid, name, rng.randint(0, 2)))
+        else:
+            inside = tuple(z for z in rec.zones if rng.random() < 0.5)
+            ops.append(SetUsage(tid, rng.randint(0, 5), inside))
+    return tuple(ops)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_large_usage_delta_applied_in_steps_leaves_what_applied_whole_does(layout):
+    """1,000 usage ops over 600 tickets: stepwise (with this gate's own admissions between the
+    steps, on tickets the delta does not name) equals the model; the version moves with the
+    last step only; and a delta cut off after two steps, then applied again in full, leaves
+    what applying it once does."""
+    rng = random.Random(hash(layout) & 0xFFFF)
+    model = Model({t: record(t, rng) for t in layout_ids(layout, 600, rng)})
+    cache = EntitlementCache()
+    cache.load_snapshot(encode_snapshot(3, model.records.values(), dict.fromkeys(ZONES, 0)))
+    ops = usage_ops(model, rng, 1000)
+    named = {op.ticket_id for op in ops}
+    free = [t for t in model.records if t not in named]
+    steps = cache.apply_in_steps(Delta(3, 4, ops), ops_per_step=IN_PLACE_MAX_OPS)
+    assert steps is not None
+    applied = []
+    for n in steps:
+        applied.append(n)
+        assert cache.version == 3  # not yet
+        for tid in rng.sample(free, min(3, len(free))):  # the lanes decide between two steps
+            zone = rng.choice(model.records[tid].zones)
+            cache.count_entry(cache.row_of(tid), zone)
+            model.entry(tid, zone)
+    assert applied == [256, 512, 768]
+    assert cache.version == 4
+    model.apply(ops)
+    assert_matches(cache, model, absent_ids(set(model.records), rng))
+
+    again = usage_ops(model, rng, 700)
+    cut = cache.apply_in_steps(Delta(4, 5, again), ops_per_step=100)
+    next(cut), next(cut)  # two steps, then the watch ends: the version stays
+    del cut
+    assert cache.version == 4
+    for n in cache.apply_in_steps(Delta(4, 5, again), ops_per_step=100):
+        pass
+    model.apply(again)
+    assert cache.version == 5
+    assert_matches(cache, model, [])
+
+
+def test_apply_in_steps_takes_usage_only_and_refuses_a_bad_delta_whole():
+    rng = random.Random(5)
+    model = Model({t: record(t, rng) for t in range(5_205_320_758, 5_205_320_758 + 7 * 300, 7)})
+    cache = EntitlementCache()
+    cache.load_snapshot(encode_snapshot(3, model.records.values(), dict.fromkeys(ZONES, 0)))
+    ops = usage_ops(model, rng, 400)
+    mixed = ops + (SetState(next(iter(model.records)), TicketState.REVOKED),)
+    assert cache.apply_in_steps(Delta(3, 4, mixed)) is None  # staged on a copy instead
+    assert cache.apply_in_steps(Delta(3, 4, ())) is None
+    absent = _absent_one(model)
+    with pytest.raises(DeltaRefused, match="refused"):
+        cache.apply_in_steps(Delta(3, 4, ops + (SetUsage(absent, 1, ("hall-a",)),)))
+    with pytest.raises(DeltaRefused):
+        cache.apply_in_steps(Delta(2, 4, ops))  # not on top of this version
+    assert cache.version == 3
+    assert_matches(cache, model, [absent])  # nothing of either applied
+
+
+def test_a_delta_in_steps_stops_when_the_cache_moves_under_it():
+    rng = random.Random(9)
+    model = Model({t: record(t, rng) for t in range(100001, 100401)})
+    cache = EntitlementCache()
+    cache.load_snapshot(encode_snapshot(3, model.records.values(), dict.fromkeys(ZONES, 0)))
+    steps = cache.apply_in_steps(Delta(3, 4, usage_ops(model, rng, 600)), ops_per_step=200)
+    next(steps)
+    cache.apply(Delta(3, 4, (SetState(100001, TicketState.REVOKED),)))  # another update got there first
+    with pytest.raises(DeltaRefused, match="moved to version 4"):
+        next(steps)
+    assert cache.version == 4
+    snapshot = encode_snapshot(9, model.records.values(), dict.fromkeys(ZONES, 0))
+    steps = cache.apply_in_steps(Delta(4, 5, usage_ops(model, rng, 600)), ops_per_step=200)
+    next(steps)
+    cache.load_snapshot(snapshot)  # a snapshot replaced the table
+    with pytest.raises(DeltaRefused):
+        next(steps)
+    assert cache.version == 9
+    assert_matches(cache, model, [])
