@@ -327,7 +327,7 @@ class _NotSetwise(Exception):
     """A group holds something only the batch-by-batch path handles (`_store_setwise`)."""
 
 
-def _insert_events(conn, dialect: str, rows: Sequence[tuple]) -> int:
+def _insert_events(conn, dialect: str, rows: Sequence[tuple], events: Sequence[IncomingEvent] = ()) -> int:
     """Insert `rows` (``INSERT OR IGNORE``, in order): how many were new, as
     ``executemany(_INSERT_EVENT, rows).rowcount`` says, in the same order, and what follows a
     new event (`_log_new_events`). The callers insert only rows they found new under the write
@@ -354,14 +354,14 @@ def _insert_events(conn, dialect: str, rows: Sequence[tuple]) -> int:
         n = _ROWS_PER_INSERT if left >= _ROWS_PER_INSERT else 1 << (left.bit_length() - 1)
         new += conn.execute(_INSERT_EVENTS[n], list(flat(rows[i:i + n]))).rowcount
         i, left = i + n, left - n
-    _log_new_events(conn, rows)
+    _log_new_events(conn, rows, events)
     return new
 
 
 _LOG_CHECKIN = "INSERT INTO checkin_log(gate_id, epoch, seq) VALUES (?, ?, ?)"
 
 
-def _log_new_events(conn, rows: Sequence[tuple]) -> None:
+def _log_new_events(conn, rows: Sequence[tuple], events: Sequence[IncomingEvent] = ()) -> None:
     """On SQLite, what follows new event rows (`_EVENT_COLUMNS`), which triggers on `events` did
     before schema 7: each passage gets the next id of the check-in log, in the order stored, and
     the dashboard's figures, when installed, count the passages and the refused decisions
@@ -370,15 +370,20 @@ def _log_new_events(conn, rows: Sequence[tuple]) -> None:
     Why not triggers: a table with a row trigger makes SQLite copy every row of a many-row
     INSERT into a temporary table before storing it, and run each trigger's program for every
     row, whatever its WHEN says. Replaying a backlog of decisions, that was 0.6 µs of the
-    registry's 5 an event, for rows no trigger wanted."""
+    registry's 5 an event, for rows no trigger wanted.
+
+    `events`: the rows' events (the same order), whose parsed payloads the figures count
+    the passages from when they can (`count_new_events`); empty: SQL reads the stored texts."""
     passages = [(row[1], row[10], row[2]) for row in rows if row[4] == "passage"]
     refused = [row[7] for row in rows if row[4] == "decision" and row[7] != "ok"]
     checkins_after = None
     if passages:
         checkins_after = conn.execute("SELECT coalesce(max(id), 0) FROM checkin_log").fetchone()[0]
         conn.executemany(_LOG_CHECKIN, passages)
-    if passages or refused:
-        registry_dashdata.count_new_events(conn, checkins_after, refused)
+    if (passages or refused) and registry_dashdata.installed(conn):
+        new_passages = [registry_dashdata.NewPassage(row[3], row[1], row[5], row[6], ev.payload, row[8])
+                        for row, ev in zip(rows, events) if row[4] == "passage"] if passages and len(events) == len(rows) else []
+        registry_dashdata.count_new_events(conn, checkins_after, refused, new_passages)
 
 
 def _event_rows(events: Sequence[IncomingEvent], gate_id: str, db_epoch: int, received_at: float) -> list[tuple]:
@@ -1212,7 +1217,7 @@ class RegistryStore:
         seqs = [{ev.seq for ev in b.events} for b in batches]
         if any(len(s) != len(b.events) for s, b in zip(seqs, batches)):
             raise _NotSetwise  # a seq twice in one batch
-        if _insert_events(conn, self.dialect, rows) != len(rows):
+        if _insert_events(conn, self.dialect, rows, [ev for b in batches for ev in b.events]) != len(rows):
             raise _NotSetwise
         usage = [(b, e, ev) for b, e in keyed for ev in b.events if ev.kind in USAGE_KINDS]
         tickets = self._usage_tickets([ev for _b, _e, ev in usage])
@@ -1284,7 +1289,7 @@ class RegistryStore:
                     held.add(ev.seq)
                     fresh.append(row)
                     counted.append(ev)
-        new = _insert_events(conn, self.dialect, fresh)
+        new = _insert_events(conn, self.dialect, fresh, counted)
         if new != len(fresh):
             raise RegistryError(f"events of {gate_id} were stored meanwhile outside the write lock; batch rolled back")
         for row in again:  # resent: each must be what is stored

@@ -211,3 +211,73 @@ def test_a_bad_walk_in_is_refused_whole_with_the_field_named(venue):
     status, location = venue.post("/walkin", {**good, "ticket_id": str(0x7FFF_FFFF_FFFF_FFF1)})  # a 63-bit id typed in
     assert status == 303 and location.startswith(f"/attendees/{0x7FFF_FFFF_FFFF_FFF1}?")
     wait_until(lambda: all(g.cache.get(0x7FFF_FFFF_FFFF_FFF1) is not None for g in venue.gates.values()), 1.0, "at the gates")
+
+
+def _dash_tables(store: RegistryStore) -> dict:
+    return {table: sorted(store.conn.execute(f"SELECT * FROM {table}").fetchall())
+            for table in ("dash_hourly", "dash_zone_hourly", "dash_attended", "dash_category", "dash_denials")}
+
+
+def test_passages_counted_from_their_parsed_payloads_give_what_sql_on_the_stored_text_gives(tmp_path):
+    """The store counts new passages from the payloads it parsed (`dashdata._passage_figures`);
+    SQL on the stored text is the reference. A day's passages in the four id shapes, in and out,
+    over many hours and gates, stored in batches, each batch twice: once with its payloads (as the
+    server hands them over) into one file, once without (the text only: SQL counts them) into
+    another. Batches with something odd (a direction or zone of another type, an empty zone, a
+    direction neither in nor out, a NaN elsewhere in the payload, an absent ticket, a time SQLite's
+    CAST saturates) go to SQL whole in the first file too: every figure must match."""
+    import random
+
+    from gated.rpc.convert import payload_text
+    from gated.validation import TicketRecord
+
+    rng = random.Random(28)
+    ids = ([100_001 + i for i in range(300)] + [5_205_320_758 + 7 * i for i in range(300)]
+           + [1_000_000 * (1 + i % 4) + i // 4 for i in range(300)] + [rng.getrandbits(63) for _ in range(300)]
+           + [(1 << 63) + 5, (1 << 64) - 1])
+    odd = [{"direction": 1}, {"zone": ["hall-a"]}, {"zone": ""}, {"direction": "sideways"}, {"weight": float("nan")},
+           {"direction": None}, {"zone": 7}]
+    batches = []
+    seq = 0
+    oddities = [{}] * 23 + [{"payload": o} for o in odd] + [{"at": 1e300}, {"at": -1e17}]  # one odd passage a batch
+    for b, oddity in enumerate(rng.sample(oddities, len(oddities))):
+        gate = f"gate-{b % 3}"
+        events = []
+        for n in range(rng.randint(1, 120)):
+            seq += 1
+            tid = rng.choice(ids + [None, 424242])  # absent from the file, or no ticket at all
+            payload = {"ticket_id": tid, "zone": rng.choice(("hall-a", "hall-b", "lounge")),
+                       "direction": rng.choice(("in", "in", "out"))}
+            at = 1_764_230_400 + rng.uniform(-7200, 86_400 * 2)
+            kind = "passage" if n == 0 or rng.random() < 0.8 else "decision"
+            if n == 0:
+                payload.update(oddity.get("payload", {}))
+                at = oddity.get("at", at)
+            reason = "ok" if kind == "passage" else rng.choice(("ok", "already_inside", "expired"))
+            events.append((seq, at, kind, tid, reason, payload))
+        batches.append((gate, events))
+
+    def store_all(path, with_payloads: bool) -> dict:
+        with RegistryStore(path) as store:
+            store.put_tickets(((TicketRecord(ticket_id=t, category=("guest", "media", "staff")[n % 3],
+                                             zones=("hall-a", "hall-b", "lounge")), "")
+                               for n, t in enumerate(ids)), record_changes=False)
+            dashdata.install(store.conn)
+            for gate, events in batches:
+                incoming = [IncomingEvent(f"{gate}:{s}", s, at, kind, "in-1", tid, reason, payload_text(p),
+                                          p if with_payloads else None) for s, at, kind, tid, reason, p in events]
+                store.store_events(gate, incoming, 1.0)
+            return _dash_tables(store)
+
+    counted = store_all(tmp_path / "parsed.db", with_payloads=True)
+    reference = store_all(tmp_path / "text.db", with_payloads=False)
+    assert counted == reference
+    assert sum(n for _h, _g, _l, n, _o in counted["dash_hourly"]) > 500  # most of it counted, not skipped
+    assert len(counted["dash_attended"]) > 300
+    # The plain batches were counted in Python, the odd ones by SQL.
+    def figures(gate, events):
+        return dashdata._passage_figures([dashdata.NewPassage(at, gate, "in-1", tid, p, payload_text(p))
+                                          for _s, at, kind, tid, _r, p in events if kind == "passage"])
+    ways = [figures(*batch) is not None for batch in batches]
+    assert ways.count(True) == 23 + 2  # plain, and an empty zone or a direction neither in nor out (strings)
+    assert ways.count(False) == len(odd) - 2 + 2  # another type, a NaN; the two times

@@ -83,8 +83,9 @@ def _with_schema_6_triggers(store: RegistryStore) -> None:
     store.conn.executescript(_SCHEMA_6_TRIGGERS)
 
 
-def _one_row_a_statement(conn, dialect, rows):
-    """`_insert_events` as it was: one row a statement, the triggers doing the rest (`_SCHEMA_6_TRIGGERS`)."""
+def _one_row_a_statement(conn, dialect, rows, events=()):
+    """`_insert_events` as it was: one row a statement, the triggers doing the rest (`_SCHEMA_6_TRIGGERS`:
+    the dashboard's figures by SQL from each stored text, whatever `events` carry parsed)."""
     return conn.executemany(store_module._INSERT_EVENT, rows).rowcount if rows else 0
 
 
