@@ -1,9 +1,11 @@
 """What the dashboard and the desk pages read, fast at a million tickets and a million check-ins.
 
-The dashboard's figures are kept as they happen, not computed per request:
-SQLite triggers on `events` and `tickets` keep small tables up to date in
-the same transaction as the write that moves them (all or nothing, whoever
-writes: the server, `gated registry import`, a desk page):
+The dashboard's figures are kept as they happen, not computed per request,
+in small tables kept up to date in the same transaction as the write that
+moves them (all or nothing, whoever writes: the server, `gated registry
+import`, a desk page): on SQLite the store counts the events it inserts
+(`count_new_events`) and triggers on `tickets` count the rest; on PostgreSQL
+triggers do it all:
 
 - `dash_hourly`       passages per hour (UTC, start of hour) per gate and lane, in and out
 - `dash_zone_hourly`  passages per hour per zone, in and out (occupancy is their running sum)
