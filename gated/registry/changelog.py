@@ -122,6 +122,7 @@ class Follower:
         self._caught_up: list = []  # publications applied in a worker step, to hand out next on the loop
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        self._stepping: set[asyncio.Future] = set()  # steps under way (`follow_now`), which `stop` waits for
         self._steps = 0
         self.followed = 0  # deltas of other instances applied
         self.reloads = 0
@@ -224,19 +225,27 @@ class Follower:
                     self.service._hand_out(published)
 
     async def follow_now(self) -> None:
-        await self.service._exclusive(self._step)  # handed out as every step's followed rows are
+        # Handed out as every step's followed rows are. A step, once begun, is finished and handed
+        # out even when its caller is cancelled (`_exclusive`); `stop` waits for it.
+        step = asyncio.ensure_future(self.service._exclusive(self._step))
+        self._stepping.add(step)
+        step.add_done_callback(self._stepping.discard)
+        await asyncio.shield(step)
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._listen(), name="registry-changelog-listen"),
                        asyncio.create_task(self._follow(), name="registry-changelog-follow")]
 
     async def stop(self) -> None:
+        """Stop following; returns once no step is under way (nothing followed after it returns)."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        if self._stepping:  # (a step's error, if any, goes to its own caller)
+            await asyncio.gather(*self._stepping, return_exceptions=True)
 
     async def _follow(self) -> None:
         while True:
