@@ -726,17 +726,25 @@ class EntitlementCache:
 
     def apply(self, delta: Delta) -> None:
         """Apply a delta on top of the version it names, whole or not at all."""
+        self._check_whole(delta)
+        self._apply_noted(self.table, delta.ops)
+        self.version = delta.version
+
+    def _check_whole(self, delta: Delta) -> None:
+        """`DeltaRefused` unless `delta` follows this version and every op of it applies in full."""
         self._check_header(delta)
         try:
             _check_delta(self.table, delta.ops)
         except ValueError as exc:
             raise DeltaRefused(f"delta {delta.base_version}->{delta.version} refused: {exc}") from None
+
+    def _apply_noted(self, table: _Table, ops: tuple) -> None:
+        """`_apply_ops`, each ticket it changes noted first for the save copies under way."""
         if self._copies:
-            for op in delta.ops:
+            for op in ops:
                 if not isinstance(op, SetZone):
                     self._note(op.record.ticket_id if isinstance(op, Upsert) else op.ticket_id)
-        _apply_ops(self.table, delta.ops)
-        self.version = delta.version
+        _apply_ops(table, ops)
 
     def apply_in_steps(self, delta: Delta, ops_per_step: int = IN_PLACE_MAX_OPS) -> Iterator[int] | None:
         """A large delta of usage only (`SetUsage`, `SetBenefit`), applied in place
@@ -757,11 +765,7 @@ class EntitlementCache:
         ops = delta.ops
         if not ops or not all(type(op) in _ABSOLUTE_USAGE_OPS for op in ops):
             return None
-        self._check_header(delta)
-        try:
-            _check_delta(self.table, ops)
-        except ValueError as exc:
-            raise DeltaRefused(f"delta {delta.base_version}->{delta.version} refused: {exc}") from None
+        self._check_whole(delta)
         return self._steps(delta, self.table, max(1, ops_per_step))
 
     def _steps(self, delta: Delta, table: _Table, ops_per_step: int) -> Iterator[int]:
@@ -771,10 +775,7 @@ class EntitlementCache:
                 raise DeltaRefused(f"delta {delta.base_version}->{delta.version} refused: the cache moved to "
                                    f"version {self.version} while it was applied in steps")
             step = ops[start:start + ops_per_step]
-            if self._touched is not None or self._copies:
-                for op in step:
-                    self._note(op.ticket_id)
-            _apply_ops(table, step)
+            self._apply_noted(table, step)
             if start + ops_per_step >= len(ops):
                 self.version = delta.version
                 return
