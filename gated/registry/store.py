@@ -381,8 +381,10 @@ def _log_new_events(conn, rows: Sequence[tuple], events: Sequence[IncomingEvent]
         checkins_after = conn.execute("SELECT coalesce(max(id), 0) FROM checkin_log").fetchone()[0]
         conn.executemany(_LOG_CHECKIN, passages)
     if (passages or refused) and registry_dashdata.installed(conn):
-        new_passages = [registry_dashdata.NewPassage(row[3], row[1], row[5], row[6], ev.payload, row[8])
-                        for row, ev in zip(rows, events) if row[4] == "passage"] if passages and len(events) == len(rows) else []
+        new_passages = []
+        if passages and len(events) == len(rows):
+            new_passages = [registry_dashdata.NewPassage(row[3], row[1], row[5], row[6], ev.payload, row[8])
+                            for row, ev in zip(rows, events) if row[4] == "passage"]
         registry_dashdata.count_new_events(conn, checkins_after, refused, new_passages)
 
 
