@@ -16,10 +16,11 @@ import time
 
 import pytest
 
+from gated.bench.replay import venue_tickets
 from gated.bench.rpc import _registry_process
 from gated.registry.store import RegistryStore
 from gated.rpc.certs import make_venue_certs
-from gated.validation import Policy, Reason, TicketRecord, Validator
+from gated.validation import Policy, Reason, Validator
 from gated.validation.cache import IN_PLACE_MAX_OPS
 from tests.rpc_helpers import KEY, KID, Gate, phone_code, until
 
@@ -28,20 +29,12 @@ pytestmark = pytest.mark.timeout(120)
 PER_SHAPE = 600
 
 
-def _venue() -> list[int]:
-    rng = random.Random(14)
-    return ([100_001 + i for i in range(PER_SHAPE)]                                   # consecutive
-            + [5_205_320_758 + 7 * i for i in range(PER_SHAPE)]                       # 10-digit registration numbers
-            + [1_000_000 * (1 + i % 4) + i // 4 for i in range(PER_SHAPE)]            # blocks
-            + sorted({rng.getrandbits(63) for _ in range(PER_SHAPE)}))                # random 63-bit
-
-
 def test_a_backlogs_usage_reaches_a_deciding_gate_in_place(tmp_path):
-    ids = _venue()
+    tickets = venue_tickets(PER_SHAPE)  # consecutive, 10-digit registration numbers, blocks, random 63-bit
+    ids = [t.ticket_id for t in tickets]
     certs = make_venue_certs(tmp_path / "certs", ["gate-a", "gate-b"])
     with RegistryStore(tmp_path / "registry.db") as store:
-        store.put_tickets(((TicketRecord(ticket_id=t, category="guest", zones=("hall-a",)), "") for t in ids),
-                          record_changes=False)
+        store.put_tickets(((t, "") for t in tickets), record_changes=False)
         store.add_key(KID, KEY)
     rng = random.Random(5)
     replayed = rng.sample(ids, 1200)  # every shape, absent from gate A's own admissions
